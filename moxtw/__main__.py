@@ -1,0 +1,5 @@
+import sys
+
+from moxtw.cli import main
+
+sys.exit(main())

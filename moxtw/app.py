@@ -1,0 +1,116 @@
+"""makeService: the moxtw service tree, built from a loaded configuration.
+
+Used by the twistd plugin (``twistd moxtw serve`` / ``localserve``) and by ``.tac`` files
+for custom deployments. Nothing else lives here: each service comes from its own module.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from moxtw import listeners, metrics
+from moxtw import log as mlog
+from moxtw.config import DynamicConfigWatcher
+from moxtw.store import Store
+
+log = Logger(namespace="moxtw.app")
+
+
+class StoreService(service.Service):
+    """Owns the Store: opens configured accounts at start, applies quota settings from
+    each (re)loaded domains.toml, closes databases at stop."""
+
+    name = "store"
+
+    def __init__(self, store, watcher, static):
+        self.store = store
+        self.watcher = watcher
+        self.static = static
+        self._unsubscribe = None
+
+    def quota_for(self, dynamic, account):
+        acc = dynamic.Accounts.get(account)
+        limit = acc.QuotaMessageSize if acc is not None else 0
+        if limit == 0:
+            limit = self.static.QuotaMessageSize
+        return max(limit, 0)  # negative: no limit
+
+    @defer.inlineCallbacks
+    def open_configured(self, dynamic):
+        for name in dynamic.Accounts:
+            acc = yield self.store.open_account(name)
+            acc.quota = self.quota_for(dynamic, name)
+        for acc in self.store.open_accounts():
+            acc.quota = self.quota_for(dynamic, acc.name)
+        metrics.STORE_ACCOUNTS_OPEN.set(len(self.store.open_accounts()))
+
+    def startService(self):
+        super().startService()
+        self._unsubscribe = self.watcher.subscribe(self._reloaded)
+        self.ready = self.open_configured(self.watcher.current)
+        self.ready.addErrback(lambda f: log.failure("opening accounts", f))
+
+    def _reloaded(self, dynamic):
+        self.open_configured(dynamic).addErrback(lambda f: log.failure("opening accounts", f))
+
+    def stopService(self):
+        super().stopService()
+        if self._unsubscribe:
+            self._unsubscribe()
+        return self.store.close()
+
+
+class MoxtwService(service.MultiService):
+    """The root service. Attributes give tests and .tac files access to the parts."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.store = None
+        self.watcher = None
+        self.listeners = []
+
+
+def _tls_context(config):
+    from moxtw.tls import selfsigned
+
+    def context(name, lst):
+        if lst.TLS is None or not lst.TLS.KeyCerts:
+            raise listeners.ListenerError(
+                f"listener {name}: implicit TLS needs TLS.KeyCerts"
+                " (ACME is not part of this version yet)"
+            )
+        kc = lst.TLS.KeyCerts[0]
+        cert = os.path.join(config.config_dir, kc.CertFile)
+        key = os.path.join(config.config_dir, kc.KeyFile)
+        return selfsigned.server_context_factory(cert, key)
+
+    return context
+
+
+def makeService(config, reactor=None):
+    """Build the service tree for a loaded ``moxtw.config.Config``."""
+    if reactor is None:
+        from twisted.internet import reactor
+    mlog.configure(
+        mlog.LogConfig(
+            default=config.static.LogLevel, packages=dict(config.static.PackageLogLevels)
+        )
+    )
+    root = MoxtwService(config)
+    root.watcher = DynamicConfigWatcher(config, clock=reactor)
+    root.watcher.setName("config")
+    root.watcher.setServiceParent(root)
+    root.store = Store(config.data_dir, reactor=reactor)
+    StoreService(root.store, root.watcher, config.static).setServiceParent(root)
+    for svc in listeners.build(
+        config.static,
+        reactor,
+        tls_context=_tls_context(config),
+        metrics_resource=metrics.MetricsResource(),
+    ):
+        svc.setServiceParent(root)
+        root.listeners.append(svc)
+    return root

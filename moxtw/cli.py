@@ -1,0 +1,166 @@
+"""The ``moxtw`` command: subcommands for running and operating a moxtw server.
+
+Commands that work on files (config, setaccountpassword, verifydata) work offline; the
+SQLite index tolerates a running server using the same account at the same time.
+"""
+
+import argparse
+import getpass
+import os
+import sys
+
+from twisted.internet import defer, task
+
+import moxtw
+from moxtw import config as mconfig
+
+LOGGER = "moxtw.log.twistd_observer"
+
+
+def _twistd(args):
+    from twisted.scripts.twistd import run
+
+    sys.argv = ["twistd", "-n", f"--logger={LOGGER}", "moxtw", *args]
+    run()
+
+
+def cmd_serve(a):
+    _twistd(["serve", "--config", a.config])
+
+
+def cmd_localserve(a):
+    args = ["localserve", "--ip", a.ip, "--port-offset", str(a.port_offset)]
+    if a.dir:
+        args += ["--dir", a.dir]
+    _twistd(args)
+
+
+def cmd_config_test(a):
+    errors = mconfig.config_test(a.config)
+    if errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        return 1
+    print("config OK")
+    return 0
+
+
+def cmd_config_describe_static(a):
+    sys.stdout.write(mconfig.describe_static())
+
+
+def cmd_config_describe_dynamic(a):
+    sys.stdout.write(mconfig.describe_dynamic())
+
+
+def _read_password():
+    if sys.stdin.isatty():
+        pw1 = getpass.getpass("password: ")
+        pw2 = getpass.getpass("repeat password: ")
+        if pw1 != pw2:
+            raise SystemExit("passwords do not match")
+        return pw1
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+def cmd_setaccountpassword(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    if a.account not in cfg.dynamic.Accounts:
+        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    password = _read_password()
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        from moxtw.sasl.credentials import PasswordError
+        from moxtw.store import Store
+
+        st = Store(cfg.data_dir, reactor=reactor)
+        try:
+            acc = yield st.open_account(a.account)
+            yield acc.set_password(password)
+        except PasswordError as e:
+            print(f"password refused: {e}", file=sys.stderr)
+            raise SystemExit(1)
+        finally:
+            yield st.close()
+        print(f"password for {a.account} set")
+
+    task.react(run)
+
+
+def cmd_verifydata(a):
+    from moxtw.store.verify import verify_data
+
+    if not os.path.isdir(a.datadir):
+        print(f"{a.datadir}: not a directory", file=sys.stderr)
+        return 1
+    failed = False
+    for rep in verify_data(a.datadir, fix=a.fix):
+        status = "ok" if rep.ok else "ERRORS"
+        print(f"account {rep.account}: {rep.messages} messages, {status}")
+        for e in rep.errors:
+            print(f"  error: {e}")
+        for n in rep.notes:
+            print(f"  note: {n}")
+        for f in rep.fixed:
+            print(f"  fixed: {f}")
+        failed = failed or not rep.ok
+    return 1 if failed and not a.fix else 0
+
+
+def cmd_version(a):
+    print(moxtw.__version__)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="moxtw", description="moxtw mail server")
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    s = sub.add_parser("serve", help="run the server (twistd -n moxtw serve)")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("localserve", help="run a local instance for testing email")
+    s.add_argument("--dir", help="config and data directory (default ~/.local/share/moxtw-localserve)")
+    s.add_argument("--ip", default="127.0.0.1")
+    s.add_argument("--port-offset", type=int, default=1000)
+    s.set_defaults(fn=cmd_localserve)
+
+    c = sub.add_parser("config", help="check and describe configuration")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="subcommand")
+    t = csub.add_parser("test", help="validate moxtw.toml and domains.toml")
+    t.add_argument("--config", default="config", help="config directory")
+    t.set_defaults(fn=cmd_config_test)
+    t = csub.add_parser("describe-static", help="print an annotated example moxtw.toml")
+    t.set_defaults(fn=cmd_config_describe_static)
+    t = csub.add_parser("describe-dynamic", help="print an annotated example domains.toml")
+    t.set_defaults(fn=cmd_config_describe_dynamic)
+
+    s = sub.add_parser("setaccountpassword", help="set an account's password (prompt or stdin)")
+    s.add_argument("account")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_setaccountpassword)
+
+    s = sub.add_parser("verifydata", help="check message files against the index")
+    s.add_argument("datadir")
+    s.add_argument("--fix", action="store_true", help="remove leftovers, recompute counts")
+    s.set_defaults(fn=cmd_verifydata)
+
+    s = sub.add_parser("version", help="print the version")
+    s.set_defaults(fn=cmd_version)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    return args.fn(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Turn the Listeners of moxtw.toml into endpoint services.
+
+Each enabled protocol of a listener becomes a ``ListenerService`` per IP, a
+``StreamServerEndpointService`` that binds in ``privilegedStartService`` (so twistd can
+bind port 25 as root, then drop to ``--uid/--gid``) and fails start-up loudly when a port
+cannot be bound. HTTP-based interfaces sharing an IP and port share one site.
+"""
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from twisted.application import internet
+from twisted.internet import endpoints
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web import resource, server
+
+from moxtw import notyet
+
+# Listener protocol kinds: (config attribute, implicit TLS).
+MAIL_KINDS = (
+    ("SMTP", False),
+    ("Submission", False),
+    ("Submissions", True),
+    ("IMAP", False),
+    ("IMAPS", True),
+)
+WEB_KINDS = (
+    ("AccountHTTP", False),
+    ("AccountHTTPS", True),
+    ("AdminHTTP", False),
+    ("AdminHTTPS", True),
+    ("WebmailHTTP", False),
+    ("WebmailHTTPS", True),
+    ("WebAPIHTTP", False),
+    ("WebAPIHTTPS", True),
+    ("MetricsHTTP", False),
+    ("AutoconfigHTTPS", True),
+    ("MTASTSHTTPS", True),
+    ("WebserverHTTP", False),
+    ("WebserverHTTPS", True),
+)
+
+
+class ListenerError(Exception):
+    """The listener configuration cannot be served."""
+
+
+@dataclass
+class ListenerSpec:
+    listener: str
+    ip: str
+    port: int
+    tls: bool
+    kinds: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        return f"{self.listener}/{'+'.join(self.kinds)}/{self.ip}:{self.port}"
+
+
+def plan(static):
+    """The sockets the Listeners ask for: [ListenerSpec], web kinds grouped per port."""
+    specs = []
+    for lname, lst in static.Listeners.items():
+        for ip in lst.IPs:
+            web = {}
+            for kind, tls in MAIL_KINDS:
+                conf = getattr(lst, kind)
+                if conf.Enabled:
+                    specs.append(ListenerSpec(lname, str(ip), conf.Port, tls, [kind]))
+            for kind, tls in WEB_KINDS:
+                conf = getattr(lst, kind)
+                if not conf.Enabled:
+                    continue
+                if getattr(conf, "NonTLS", False):
+                    tls = False
+                spec = web.get(conf.Port)
+                if spec is None:
+                    spec = web[conf.Port] = ListenerSpec(lname, str(ip), conf.Port, tls, [])
+                elif spec.tls != tls:
+                    raise ListenerError(
+                        f"listener {lname}: {kind} and {spec.kinds[0]} share port {conf.Port}"
+                        " but not whether it uses TLS"
+                    )
+                spec.kinds.append(kind)
+            specs.extend(web.values())
+    seen = {}
+    for spec in specs:
+        key = (spec.ip, spec.port)
+        if key in seen:
+            raise ListenerError(f"{spec.name} and {seen[key].name} use the same IP and port")
+        seen[key] = spec
+    return specs
+
+
+class ListenerService(internet.StreamServerEndpointService):
+    """An endpoint service that remembers its spec and, once bound, its port."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, spec, endpoint, factory):
+        super().__init__(endpoint, factory)
+        self.spec = spec
+        self.port = None
+        self.setName(spec.name)
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+
+        def bound(port):
+            self.port = port
+            return port
+
+        self._waitingForPort.addCallback(bound)
+
+
+class _WebRoot(resource.Resource):
+    """One HTTP port: /metrics when MetricsHTTP is served here, 503 for what is not built."""
+
+    def __init__(self, kinds, metrics_resource):
+        super().__init__()
+        self._unavailable = notyet.WebUnavailable()
+        self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
+        self._only_metrics = kinds == ["MetricsHTTP"]
+
+    def getChild(self, name, request):
+        if self._metrics is not None and name == b"metrics":
+            return self._metrics
+        return self._unavailable
+
+    def render_GET(self, request):
+        if self._only_metrics:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"moxtw metrics: see /metrics\n"
+        return self._unavailable.render(request)
+
+
+def build(static, reactor, tls_context=None, metrics_resource=None):
+    """Create the ListenerServices for ``static``.
+
+    ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
+    the TLS configuration of a listener for implicit-TLS kinds.
+    """
+    services = []
+    for spec in plan(static):
+        lst = static.Listeners[spec.listener]
+        hostname = str(lst.Hostname or static.Hostname)
+        kind = spec.kinds[0]
+        if kind in ("SMTP", "Submission", "Submissions"):
+            factory = notyet.SMTPUnavailableFactory(hostname)
+        elif kind in ("IMAP", "IMAPS"):
+            factory = notyet.IMAPUnavailableFactory()
+        else:
+            factory = server.Site(_WebRoot(spec.kinds, metrics_resource))
+            factory.noisy = False
+        if spec.tls:
+            if tls_context is None:
+                raise ListenerError(f"{spec.name}: needs TLS but no TLS is configured")
+            factory = TLSMemoryBIOFactory(tls_context(spec.listener, lst), False, factory)
+            factory.noisy = False
+        services.append(ListenerService(spec, _endpoint(reactor, spec), factory))
+    return services
+
+
+def _endpoint(reactor, spec):
+    addr = ipaddress.ip_address(spec.ip)
+    if addr.version == 6:
+        return endpoints.TCP6ServerEndpoint(reactor, spec.port, interface=spec.ip)
+    return endpoints.TCP4ServerEndpoint(reactor, spec.port, interface=spec.ip)

@@ -1,0 +1,176 @@
+"""What the store records about a message at delivery, in one call.
+
+``summary`` parses a message once and returns the facts the index keeps:
+identifiers and references for threading (RFC 5322 3.6.4, RFC 5256 2.1 base
+subject), date, decoded subject and addresses, List-Id (RFC 2919), the cached
+IMAP ENVELOPE and BODYSTRUCTURE and part tree, an RFC 8970 preview and bounded
+text for the full-text index. It never raises.
+"""
+
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Optional
+
+from moxtw.message.address import Address, parse_address_list
+from moxtw.message.dates import parse_date
+from moxtw.message.header import parse_message_ids, strip_comments, to_str, unfold
+from moxtw.message.part import Part, parse
+from moxtw.message.subject import base_subject
+
+# Full-text index text is cut at this many characters.
+MAX_TEXT = 1024 * 1024
+# At most this many bytes of one part's body are decoded for text and preview.
+MAX_PART_BYTES = 4 * 1024 * 1024
+# RFC 8970 3.1: a preview is at most 256 characters.
+PREVIEW_CHARS = 256
+
+
+@dataclass
+class Summary:
+    message_id: str = ""
+    in_reply_to: list = field(default_factory=list)
+    references: list = field(default_factory=list)
+    subject: str = ""
+    base_subject: str = ""
+    date: Optional[datetime] = None
+    from_: list = field(default_factory=list)
+    sender: list = field(default_factory=list)
+    reply_to: list = field(default_factory=list)
+    to: list = field(default_factory=list)
+    cc: list = field(default_factory=list)
+    bcc: list = field(default_factory=list)
+    list_id: str = ""
+    envelope: list = field(default_factory=list)
+    bodystructure: list = field(default_factory=list)
+    part_json: dict = field(default_factory=dict)
+    preview: str = ""
+    text: str = ""
+
+
+_SCRIPT_STYLE = re.compile(r"<(script|style|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_BLOCK = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|blockquote|table)\b[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"\s+")
+
+
+def html_to_text(s):
+    """Plain text of an HTML body, good enough for previews and indexing."""
+    s = _COMMENT.sub(" ", s)
+    s = _SCRIPT_STYLE.sub(" ", s)
+    s = _BLOCK.sub("\n", s)
+    s = _TAG.sub(" ", s)
+    return html.unescape(s)
+
+
+def _is_attachment(part):
+    return part.disposition == "attachment"
+
+
+def _part_text(part, data):
+    view = Part()
+    view.body_offset = part.body_offset
+    view.end_offset = min(part.end_offset, part.body_offset + MAX_PART_BYTES)
+    view.content_transfer_encoding = part.content_transfer_encoding
+    view.params = part.params
+    text = view.text(data)
+    if part.media_subtype == "html":
+        text = html_to_text(text)
+    return text
+
+
+def _preview(root, data):
+    # RFC 8970 3.1: derived from the first text part; prefer text/plain, fall
+    # back to text/html, skipping attachments.
+    for wanted in ("plain", "html"):
+        for part in root.walk():
+            if part.media_type == "text" and part.media_subtype == wanted and not part.parts \
+                    and not _is_attachment(part):
+                text = _part_text(part, data)
+                return _SPACES.sub(" ", text).strip()[:PREVIEW_CHARS]
+    return ""
+
+
+def _index_text(root, data, head):
+    out = [head]
+    total = len(head)
+    for part in root.walk():
+        if total >= MAX_TEXT:
+            break
+        if part.media_type == "text" and not part.parts:
+            text = _part_text(part, data)
+            out.append(text)
+            total += len(text)
+        elif part.message is not None:
+            h = part.message
+            for name in ("subject", "from", "to", "cc"):
+                v = h.header(name)
+                if v:
+                    out.append(v)
+                    total += len(v)
+    return "\n".join(out)[:MAX_TEXT]
+
+
+def _first_id(value):
+    ids = parse_message_ids(value)
+    return ids[0] if ids else ""
+
+
+def _list_id(value):
+    if value is None:
+        return ""
+    s = strip_comments(to_str(unfold(value)))
+    m = re.search(r"<([^<>]*)>", s)
+    # RFC 2919 3: the list-id is in angle brackets after an optional phrase.
+    return (m.group(1) if m else s).strip()
+
+
+def summary(data):
+    """Parse a message and return its Summary; never raises."""
+    try:
+        return _summary(data)
+    except Exception:
+        # Delivery must not fail on any message; return what is safe.
+        s = Summary()
+        try:
+            root = parse(data)
+            s.part_json = root.to_json()
+            s.bodystructure = root.bodystructure()
+            s.envelope = root.envelope()
+        except Exception:
+            s.envelope = [None] * 10
+            s.bodystructure = ["TEXT", "PLAIN", ["CHARSET", "us-ascii"], None, None, "7BIT",
+                               len(data) if isinstance(data, bytes) else 0, 0, None, None, None, None]
+        return s
+
+
+def _summary(data):
+    root = parse(data)
+    s = Summary()
+    s.message_id = _first_id(root.header_raw("message-id"))
+    s.in_reply_to = parse_message_ids(root.header_raw("in-reply-to"))
+    s.references = parse_message_ids(root.header_raw("references"))
+    s.subject = (root.header("subject") or "").strip()
+    s.base_subject = base_subject(s.subject)
+    s.date = parse_date(root.header_raw("date"))
+    s.from_ = parse_address_list(root.header_raw("from"))
+    s.sender = parse_address_list(root.header_raw("sender"))
+    s.reply_to = parse_address_list(root.header_raw("reply-to"))
+    s.to = parse_address_list(root.header_raw("to"))
+    s.cc = parse_address_list(root.header_raw("cc"))
+    s.bcc = parse_address_list(root.header_raw("bcc"))
+    s.list_id = _list_id(root.header_raw("list-id"))
+    s.envelope = root.envelope()
+    s.bodystructure = root.bodystructure()
+    s.part_json = root.to_json()
+    s.preview = _preview(root, data)
+    head = [s.subject]
+    for addr in s.from_ + s.to + s.cc:
+        head.append(("%s %s" % (addr.name, addr.address())).strip())
+    s.text = _index_text(root, data, "\n".join(head))
+    return s
+
+
+__all__ = ["Address", "Summary", "summary", "html_to_text"]

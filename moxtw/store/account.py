@@ -1,0 +1,978 @@
+"""One account's mailboxes and messages: maildir-written files plus an SQLite index.
+
+Message files are written once (``maildir/tmp``, fsync, rename to ``maildir/cur/<shard>/<id>``,
+fsync of the directory) and never modified; flags, mailbox membership, UIDs and everything
+else are rows in ``index.db``. Every write is one index transaction on the account's writer
+thread (see ``moxtw.store.worker``) and its Deferred fires only after the COMMIT is on disk.
+Reads run on a second thread. Protocol code never touches files or SQLite directly: it calls
+the methods here, which all return Deferreds.
+"""
+
+import ipaddress
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
+
+from moxtw import fsutil
+from moxtw import message as msgparse
+from moxtw import metrics
+from moxtw.store import changes as ch
+from moxtw.store import msgthread
+from moxtw.store.errors import (
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxNotAllowed,
+    MailboxNotFound,
+    NoSuchMessage,
+    QuotaExceeded,
+)
+from moxtw.store.model import (
+    DEFAULT_MAILBOXES,
+    FLAG_COLUMNS,
+    INBOX,
+    SPECIAL_USES,
+    Mailbox,
+    Message,
+    flags_tuple,
+    normalize_mailbox_name,
+    parents,
+    split_flags,
+    to_unix,
+)
+from moxtw.store.worker import Worker
+
+SHARD_SIZE = 1000
+FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
+
+
+def shard_dir(maildir, msg_id):
+    return os.path.join(maildir, "cur", str(msg_id // SHARD_SIZE))
+
+
+def message_file(maildir, msg_id):
+    return os.path.join(shard_dir(maildir, msg_id), str(msg_id))
+
+
+def mask_ip(ip):
+    """Masked forms of a remote IP used by reputation: (/32,/26,/21) or (/64,/48,/32)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ("", "", "")
+    bits = (32, 26, 21) if addr.version == 4 else (64, 48, 32)
+    return tuple(str(ipaddress.ip_network(f"{addr}/{b}", strict=False)) for b in bits)
+
+
+class Prepared:
+    """A message file written to tmp/ and fsynced, with its parsed summary."""
+
+    def __init__(self, tmp_path, size, summary):
+        self.tmp_path = tmp_path
+        self.size = size
+        self.summary = summary
+
+    def discard(self):
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+def write_tmp(maildir, data):
+    """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread."""
+    data = msgparse.fix_line_endings(bytes(data))
+    summary = msgparse.summary(data)
+    path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
+    fsutil.write_new(path, data)
+    return Prepared(path, len(data), summary)
+
+
+class Account:
+    """An open account. Obtain through ``Store.open_account``."""
+
+    def __init__(self, name, path, reactor, threadpool=None):
+        self.name = name
+        self.path = path
+        self.maildir = os.path.join(path, "maildir")
+        self.db_path = os.path.join(path, "index.db")
+        self.bus = ch.ChangeBus()
+        # Maximum total size of all messages in bytes; 0 means no limit. Set from config
+        # (QuotaMessageSize) by whoever opens the account, and updated on reload.
+        self.quota = 0
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._writer = Worker(
+            self.db_path,
+            reactor,
+            f"store-w-{name}",
+            writer=True,
+            on_committed=self.bus.publish,
+        )
+        self._reader = Worker(self.db_path, reactor, f"store-r-{name}", writer=False)
+
+    # -- helpers
+
+    def _in_thread(self, fn, *args):
+        if self._threadpool is None:
+            return threads.deferToThread(fn, *args)
+        return threads.deferToThreadPool(self._reactor, self._threadpool, fn, *args)
+
+    def _write(self, fn):
+        return self._writer.submit(fn)
+
+    def _read(self, fn):
+        return self._reader.submit(lambda conn, ctx: fn(conn))
+
+    def close(self):
+        return defer.gatherResults([self._writer.stop(), self._reader.stop()])
+
+    def message_path(self, msg_id):
+        """Path of a message file; files are immutable, readers may open them any time."""
+        return message_file(self.maildir, msg_id)
+
+    def open_message(self, msg_id):
+        """Open a message file for streaming (binary, read-only)."""
+        return open(self.message_path(msg_id), "rb")
+
+    # -- messages: delivery and append
+
+    def deliver(self, mailbox, data, flags=(), received=None, facts=None, origin=None):
+        """Deliver an incoming message into ``mailbox`` (created when missing).
+
+        ``data`` is the message as bytes. Returns a Deferred firing with the Message once
+        file and index are durable.
+        """
+        started = time.monotonic()
+
+        def done(result):
+            ok = not isinstance(result, Failure)
+            metrics.STORE_DELIVERIES.labels(result="ok" if ok else "error").inc()
+            if ok:
+                metrics.STORE_DELIVERY_DURATION.observe(time.monotonic() - started)
+                return result[0]
+            return result
+
+        return self._add(mailbox, [(data, flags, received)], facts, origin, create=True).addBoth(done)
+
+    def append(self, mailbox, data, flags=(), received=None, origin=None):
+        """IMAP APPEND: like deliver, but the mailbox must exist (MailboxNotFound)."""
+        return self._add(mailbox, [(data, flags, received)], None, origin, create=False).addCallback(
+            lambda msgs: msgs[0]
+        )
+
+    def append_many(self, mailbox, items, origin=None):
+        """MULTIAPPEND (RFC 3502): [(data, flags, received)], all or nothing."""
+        return self._add(mailbox, list(items), None, origin, create=False)
+
+    @defer.inlineCallbacks
+    def _add(self, mailbox, items, facts, origin, create):
+        name = normalize_mailbox_name(mailbox)
+        parsed_flags = [split_flags(flags) for _, flags, _ in items]
+        prepared = []
+        try:
+            for data, _, _ in items:
+                prepared.append((yield self._in_thread(write_tmp, self.maildir, data)))
+            result = yield self._write(
+                lambda conn, ctx: self._insert(
+                    conn, ctx, name, prepared, parsed_flags, items, facts, origin, create
+                )
+            )
+        except BaseException:
+            for p in prepared:
+                p.discard()
+            raise
+        return result
+
+    def _insert(self, conn, ctx, name, prepared, parsed_flags, items, facts, origin, create):
+        total_size = sum(p.size for p in prepared)
+        self._check_quota(conn, total_size)
+        mb = _mailbox_row(conn, name)
+        if mb is None:
+            if not create:
+                raise MailboxNotFound(name)
+            mb = self._create(conn, ctx, name, None, origin)
+        out = []
+        for p, (system, keywords), (_, _, received) in zip(prepared, parsed_flags, items):
+            out.append(self._insert_one(conn, ctx, mb, p, system, keywords, received, facts, origin))
+        self._finish_mailbox_change(conn, ctx, mb["id"], origin)
+        conn.execute(
+            "UPDATE account_state SET quota_used = quota_used + ?", (total_size,)
+        )
+        return out
+
+    def _check_quota(self, conn, size):
+        if self.quota and size:
+            used = conn.execute("SELECT quota_used FROM account_state").fetchone()[0]
+            if used + size > self.quota:
+                raise QuotaExceeded(used, size, self.quota)
+
+    def _insert_one(self, conn, ctx, mb, p, system, keywords, received, facts, origin):
+        s = p.summary
+        now = time.time()
+        if received is None:
+            received = datetime.now(timezone.utc)
+        tz = received.utcoffset()
+        tz_minutes = int(tz.total_seconds() // 60) if tz is not None else 0
+        modseq = _next_modseq(conn)
+        uid = conn.execute(
+            "UPDATE mailbox SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
+            (mb["id"],),
+        ).fetchone()[0]
+        first_from = s.from_[0] if s.from_ else None
+        cols = {
+            "mailbox_id": mb["id"],
+            "uid": uid,
+            "modseq": modseq,
+            "createseq": modseq,
+            "keywords": json.dumps(keywords),
+            "received": to_unix(received),
+            "received_tz": tz_minutes,
+            "saved": int(now),
+            "size": p.size,
+            "message_id": s.message_id,
+            "in_reply_to": json.dumps(s.in_reply_to),
+            "refs": json.dumps(s.references),
+            "subject": s.subject,
+            "base_subject": s.base_subject,
+            "sent": to_unix(s.date) if s.date is not None else None,
+            "from_address": (
+                f"{first_from.localpart}@{first_from.domain}".lower() if first_from else ""
+            ),
+            "list_id": s.list_id,
+            "envelope": json.dumps(s.envelope),
+            "bodystructure": json.dumps(s.bodystructure),
+            "part": json.dumps(s.part_json),
+            "preview": s.preview,
+        }
+        for col in FLAG_COLUMNS:
+            cols[col] = int(system.get(col, False))
+        if facts is not None:
+            cols.update(_facts_columns(facts))
+        names = ", ".join(cols)
+        marks = ", ".join("?" for _ in cols)
+        msg_id = conn.execute(
+            f"INSERT INTO message ({names}) VALUES ({marks})", tuple(cols.values())
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
+        )
+        msgthread.assign(
+            conn,
+            msg_id,
+            s.message_id,
+            s.in_reply_to,
+            s.references,
+            s.subject,
+            s.base_subject,
+            cols["received"],
+        )
+        self._place_file(ctx, p.tmp_path, msg_id)
+        _count(conn, mb["id"], cols, +1)
+        _note_keywords(conn, ctx, mb["id"], keywords, origin)
+        flags = flags_tuple(cols, keywords)
+        ctx.changes.append(ch.ChangeAddUID(mb["id"], uid, modseq, flags, origin))
+        row = conn.execute("SELECT * FROM message WHERE id = ?", (msg_id,)).fetchone()
+        return Message.from_row(row)
+
+    def _place_file(self, ctx, tmp_path, msg_id):
+        # Runs inside the transaction: the file gets its final name before COMMIT, and the
+        # directory entry is fsynced (worker) before COMMIT too. A crash in between leaves
+        # a file without a row, which verifydata reports as an unacknowledged delivery.
+        d = shard_dir(self.maildir, msg_id)
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            ctx.sync_dirs.add(os.path.dirname(d))
+        final = os.path.join(d, str(msg_id))
+        os.rename(tmp_path, final)
+        ctx.sync_dirs.add(d)
+        ctx.on_rollback.append(lambda: _unlink(final))
+
+    def _link_file(self, ctx, src_id, msg_id):
+        d = shard_dir(self.maildir, msg_id)
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            ctx.sync_dirs.add(os.path.dirname(d))
+        final = os.path.join(d, str(msg_id))
+        _unlink(final)  # a stray file from an interrupted, never-acknowledged delivery
+        os.link(self.message_path(src_id), final)
+        ctx.sync_dirs.add(d)
+        ctx.on_rollback.append(lambda: _unlink(final))
+
+    def _finish_mailbox_change(self, conn, ctx, mailbox_id, origin):
+        row = conn.execute("SELECT * FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
+        ctx.changes.append(
+            ch.ChangeMailboxCounts(
+                mailbox_id,
+                row["name"],
+                ch.MailboxCounts(row["total"], row["unseen"], row["deleted"], row["size"]),
+                origin,
+            )
+        )
+
+    # -- messages: copy, move, flags, expunge
+
+    def copy(self, src_mailbox_id, uids, dest, origin=None):
+        """COPY messages; returns [(source uid, new uid)] (RFC 4315 COPYUID)."""
+        dest = normalize_mailbox_name(dest)
+        return self._write(lambda conn, ctx: self._copy(conn, ctx, src_mailbox_id, uids, dest, origin))
+
+    def _copy(self, conn, ctx, src_mailbox_id, uids, dest, origin):
+        dst = _mailbox_row(conn, dest)
+        if dst is None:
+            raise MailboxNotFound(dest)
+        rows = _rows_for_uids(conn, src_mailbox_id, uids)
+        self._check_quota(conn, sum(r["size"] for r in rows))
+        out = []
+        now = int(time.time())
+        skip = {"id", "mailbox_id", "uid", "modseq", "createseq", "saved"}
+        for r in rows:
+            modseq = _next_modseq(conn)
+            uid = conn.execute(
+                "UPDATE mailbox SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
+                (dst["id"],),
+            ).fetchone()[0]
+            cols = {k: r[k] for k in r.keys() if k not in skip}
+            cols.update(mailbox_id=dst["id"], uid=uid, modseq=modseq, createseq=modseq, saved=now)
+            names = ", ".join(cols)
+            marks = ", ".join("?" for _ in cols)
+            new_id = conn.execute(
+                f"INSERT INTO message ({names}) VALUES ({marks})", tuple(cols.values())
+            ).lastrowid
+            conn.execute(
+                "INSERT INTO message_text (rowid, text)"
+                " SELECT ?, text FROM message_text WHERE rowid = ?",
+                (new_id, r["id"]),
+            )
+            self._link_file(ctx, r["id"], new_id)
+            _count(conn, dst["id"], cols, +1)
+            keywords = json.loads(r["keywords"])
+            _note_keywords(conn, ctx, dst["id"], keywords, origin)
+            ctx.changes.append(
+                ch.ChangeAddUID(dst["id"], uid, modseq, flags_tuple(r, keywords), origin)
+            )
+            out.append((r["uid"], uid))
+        if rows:
+            conn.execute(
+                "UPDATE account_state SET quota_used = quota_used + ?",
+                (sum(r["size"] for r in rows),),
+            )
+            self._finish_mailbox_change(conn, ctx, dst["id"], origin)
+        return out
+
+    def move(self, src_mailbox_id, uids, dest, origin=None):
+        """MOVE (RFC 6851): returns [(old uid, new uid)]; no file is touched."""
+        dest = normalize_mailbox_name(dest)
+        return self._write(lambda conn, ctx: self._move(conn, ctx, src_mailbox_id, uids, dest, origin))
+
+    def _move(self, conn, ctx, src_mailbox_id, uids, dest, origin):
+        dst = _mailbox_row(conn, dest)
+        if dst is None:
+            raise MailboxNotFound(dest)
+        rows = _rows_for_uids(conn, src_mailbox_id, uids)
+        if dst["id"] == src_mailbox_id:
+            raise MailboxNotAllowed("source and destination mailbox are the same")
+        if not rows:
+            return []
+        out = []
+        now = int(time.time())
+        modseq = _next_modseq(conn)
+        for r in rows:
+            uid = conn.execute(
+                "UPDATE mailbox SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
+                (dst["id"],),
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ? WHERE id = ?",
+                (dst["id"], uid, modseq, now, r["id"]),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                (src_mailbox_id, r["uid"], modseq),
+            )
+            _count(conn, src_mailbox_id, r, -1)
+            _count(conn, dst["id"], {**dict(r), "modseq": modseq}, +1)
+            keywords = json.loads(r["keywords"])
+            _note_keywords(conn, ctx, dst["id"], keywords, origin)
+            ctx.changes.append(
+                ch.ChangeAddUID(dst["id"], uid, modseq, flags_tuple(r, keywords), origin)
+            )
+            out.append((r["uid"], uid))
+        conn.execute("UPDATE mailbox SET modseq = ? WHERE id = ?", (modseq, src_mailbox_id))
+        ctx.changes.insert(
+            0, ch.ChangeRemoveUIDs(src_mailbox_id, tuple(r["uid"] for r in rows), modseq, origin)
+        )
+        self._finish_mailbox_change(conn, ctx, src_mailbox_id, origin)
+        self._finish_mailbox_change(conn, ctx, dst["id"], origin)
+        return out
+
+    def store_flags(self, mailbox_id, uids, mode, flags, unchangedsince=None, origin=None):
+        """STORE: mode is "set", "add" or "remove".
+
+        Returns (changed, modified): changed is [(uid, modseq, flags)] for messages whose
+        flags changed; modified lists UIDs skipped because their modseq was above
+        ``unchangedsince`` (RFC 7162 3.1.3).
+        """
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(f"bad store mode {mode!r}")
+        system, keywords = split_flags(flags)
+        return self._write(
+            lambda conn, ctx: self._store_flags(
+                conn, ctx, mailbox_id, uids, mode, system, keywords, unchangedsince, origin
+            )
+        )
+
+    def _store_flags(self, conn, ctx, mailbox_id, uids, mode, system, keywords, unchangedsince, origin):
+        rows = _rows_for_uids(conn, mailbox_id, uids)
+        changed = []
+        modified = []
+        modseq = None
+        for r in rows:
+            if unchangedsince is not None and r["modseq"] > unchangedsince:
+                modified.append(r["uid"])
+                continue
+            old_kw = json.loads(r["keywords"])
+            new = {}
+            if mode == "set":
+                for col in FLAG_COLUMNS:
+                    new[col] = int(system.get(col, False))
+                new_kw = sorted(set(keywords))
+            elif mode == "add":
+                for col in FLAG_COLUMNS:
+                    new[col] = 1 if system.get(col) else r[col]
+                new_kw = sorted(set(old_kw) | set(keywords))
+            else:
+                for col in FLAG_COLUMNS:
+                    new[col] = 0 if system.get(col) else r[col]
+                new_kw = sorted(set(old_kw) - set(keywords))
+            if all(new[c] == r[c] for c in FLAG_COLUMNS) and new_kw == old_kw:
+                continue
+            if modseq is None:
+                modseq = _next_modseq(conn)
+            sets = ", ".join(f"{c} = ?" for c in FLAG_COLUMNS)
+            conn.execute(
+                f"UPDATE message SET {sets}, keywords = ?, modseq = ? WHERE id = ?",
+                (*(new[c] for c in FLAG_COLUMNS), json.dumps(new_kw), modseq, r["id"]),
+            )
+            _count(conn, mailbox_id, r, -1)
+            _count(conn, mailbox_id, {**dict(r), **new, "modseq": modseq}, +1)
+            flags = flags_tuple(new, new_kw)
+            changed.append((r["uid"], modseq, flags))
+            ctx.changes.append(ch.ChangeFlags(mailbox_id, r["uid"], modseq, flags, origin))
+        if changed:
+            all_kw = sorted({k for _, _, f in changed for k in f if not k.startswith("\\")})
+            _note_keywords(conn, ctx, mailbox_id, all_kw, origin)
+            self._finish_mailbox_change(conn, ctx, mailbox_id, origin)
+        return changed, modified
+
+    def expunge(self, mailbox_id, uids=None, origin=None):
+        """Remove messages flagged \\Deleted (only those in ``uids`` when given, RFC 4315
+        UID EXPUNGE). Returns the expunged UIDs, ascending."""
+        return self._write(lambda conn, ctx: self._expunge(conn, ctx, mailbox_id, uids, origin))
+
+    def _expunge(self, conn, ctx, mailbox_id, uids, origin):
+        if uids is None:
+            rows = conn.execute(
+                "SELECT * FROM message WHERE mailbox_id = ? AND deleted = 1 ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall()
+        else:
+            rows = [r for r in _rows_for_uids(conn, mailbox_id, uids) if r["deleted"]]
+        if not rows:
+            return []
+        modseq = _next_modseq(conn)
+        self._remove_rows(conn, ctx, mailbox_id, rows, modseq)
+        ctx.changes.append(
+            ch.ChangeRemoveUIDs(mailbox_id, tuple(r["uid"] for r in rows), modseq, origin)
+        )
+        self._finish_mailbox_change(conn, ctx, mailbox_id, origin)
+        return [r["uid"] for r in rows]
+
+    def _remove_rows(self, conn, ctx, mailbox_id, rows, modseq):
+        size = 0
+        for r in rows:
+            conn.execute("DELETE FROM message WHERE id = ?", (r["id"],))
+            conn.execute("DELETE FROM message_text WHERE rowid = ?", (r["id"],))
+            if modseq is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                    (mailbox_id, r["uid"], modseq),
+                )
+                _count(conn, mailbox_id, r, -1)
+            size += r["size"]
+            path = self.message_path(r["id"])
+            # The file goes only after COMMIT; a crash before that keeps it (harmless, and
+            # verifydata explains it), a crash after it never leaves a row without a file.
+            ctx.after_commit.append(lambda path=path: _unlink(path))
+        if modseq is not None:
+            conn.execute("UPDATE mailbox SET modseq = ? WHERE id = ?", (modseq, mailbox_id))
+        conn.execute("UPDATE account_state SET quota_used = quota_used - ?", (size,))
+
+    # -- mailboxes
+
+    def create_mailbox(self, name, special_use=None, origin=None):
+        """CREATE (with RFC 6154 CREATE-SPECIAL-USE); missing parents are created too."""
+        name = normalize_mailbox_name(name)
+        if special_use is not None and special_use not in SPECIAL_USES:
+            raise ValueError(f"unknown special-use attribute {special_use}")
+
+        def op(conn, ctx):
+            if _mailbox_row(conn, name) is not None:
+                raise MailboxExists(name)
+            return Mailbox.from_row(self._create(conn, ctx, name, special_use, origin))
+
+        return self._write(op)
+
+    def _create(self, conn, ctx, name, special_use, origin):
+        for parent in parents(name):
+            if _mailbox_row(conn, parent) is None:
+                self._create_one(conn, ctx, parent, None, origin)
+        return self._create_one(conn, ctx, name, special_use, origin)
+
+    def _create_one(self, conn, ctx, name, special_use, origin):
+        modseq = _next_modseq(conn)
+        uidvalidity = conn.execute(
+            "UPDATE account_state SET next_uidvalidity = next_uidvalidity + 1"
+            " RETURNING next_uidvalidity - 1"
+        ).fetchone()[0]
+        mid = conn.execute(
+            "INSERT INTO mailbox (name, special_use, uidvalidity, uidnext, modseq, createseq)"
+            " VALUES (?, ?, ?, 1, ?, ?)",
+            (name, special_use, uidvalidity, modseq, modseq),
+        ).lastrowid
+        ctx.changes.append(ch.ChangeMailboxAdd(mid, name, special_use, origin))
+        return conn.execute("SELECT * FROM mailbox WHERE id = ?", (mid,)).fetchone()
+
+    def rename_mailbox(self, old, new, origin=None):
+        """RENAME (RFC 9051 6.3.6): children move along; renaming Inbox moves its messages
+        into a new mailbox and leaves Inbox empty."""
+        old = normalize_mailbox_name(old)
+        new = normalize_mailbox_name(new)
+        return self._write(lambda conn, ctx: self._rename(conn, ctx, old, new, origin))
+
+    def _rename(self, conn, ctx, old, new, origin):
+        src = _mailbox_row(conn, old)
+        if src is None:
+            raise MailboxNotFound(old)
+        if _mailbox_row(conn, new) is not None:
+            raise MailboxExists(new)
+        if new.startswith(old + "/"):
+            raise MailboxNotAllowed("cannot rename a mailbox into its own child")
+        if old == INBOX:
+            self._create(conn, ctx, new, None, origin)
+            if src["total"]:
+                self._move(conn, ctx, src["id"], [(1, src["uidnext"])], new, origin)
+            return Mailbox.from_row(_mailbox_row(conn, new))
+        for parent in parents(new):
+            if _mailbox_row(conn, parent) is None:
+                self._create_one(conn, ctx, parent, None, origin)
+        renamed = [(src["id"], old, new)]
+        for row in conn.execute(
+            "SELECT id, name FROM mailbox WHERE substr(name, 1, ?) = ?", (len(old) + 1, old + "/")
+        ).fetchall():
+            renamed.append((row["id"], row["name"], new + row["name"][len(old):]))
+        modseq = _next_modseq(conn)
+        # Two steps, so swapping children's names never collides with the UNIQUE index.
+        for mid, _, _ in renamed:
+            conn.execute("UPDATE mailbox SET name = ? WHERE id = ?", (f"\x00{mid}", mid))
+        for mid, o, n in renamed:
+            conn.execute("UPDATE mailbox SET name = ?, modseq = ? WHERE id = ?", (n, modseq, mid))
+            ctx.changes.append(ch.ChangeMailboxRename(mid, o, n, origin))
+        return Mailbox.from_row(_mailbox_row(conn, new))
+
+    def delete_mailbox(self, name, origin=None):
+        """DELETE: the mailbox and its messages. Inbox and mailboxes with children are
+        refused (we do not keep \\Noselect placeholders)."""
+        name = normalize_mailbox_name(name)
+        return self._write(lambda conn, ctx: self._delete(conn, ctx, name, origin))
+
+    def _delete(self, conn, ctx, name, origin):
+        if name == INBOX:
+            raise MailboxNotAllowed("Inbox cannot be deleted")
+        mb = _mailbox_row(conn, name)
+        if mb is None:
+            raise MailboxNotFound(name)
+        child = conn.execute(
+            "SELECT 1 FROM mailbox WHERE substr(name, 1, ?) = ? LIMIT 1",
+            (len(name) + 1, name + "/"),
+        ).fetchone()
+        if child is not None:
+            raise MailboxHasChildren(name)
+        rows = conn.execute("SELECT * FROM message WHERE mailbox_id = ?", (mb["id"],)).fetchall()
+        _next_modseq(conn)
+        self._remove_rows(conn, ctx, mb["id"], rows, None)
+        conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mb["id"],))
+        conn.execute("DELETE FROM mailbox WHERE id = ?", (mb["id"],))
+        ctx.changes.append(ch.ChangeMailboxRemove(mb["id"], name, origin))
+        return len(rows)
+
+    def subscribe(self, name, origin=None):
+        name = normalize_mailbox_name(name)
+
+        def op(conn, ctx):
+            conn.execute("INSERT OR IGNORE INTO subscription (name) VALUES (?)", (name,))
+            ctx.changes.append(ch.ChangeSubscription(name, True, origin))
+
+        return self._write(op)
+
+    def unsubscribe(self, name, origin=None):
+        name = normalize_mailbox_name(name)
+
+        def op(conn, ctx):
+            conn.execute("DELETE FROM subscription WHERE name = ?", (name,))
+            ctx.changes.append(ch.ChangeSubscription(name, False, origin))
+
+        return self._write(op)
+
+    # -- reads
+
+    def mailboxes(self):
+        """All mailboxes, by name."""
+        return self._read(
+            lambda conn: [
+                Mailbox.from_row(r) for r in conn.execute("SELECT * FROM mailbox ORDER BY name")
+            ]
+        )
+
+    def mailbox(self, name):
+        """The Mailbox by name, or None."""
+        name = normalize_mailbox_name(name)
+        return self._read(lambda conn: _opt(Mailbox, _mailbox_row(conn, name)))
+
+    def subscriptions(self):
+        return self._read(
+            lambda conn: [r[0] for r in conn.execute("SELECT name FROM subscription ORDER BY name")]
+        )
+
+    def uids(self, mailbox_id):
+        """All UIDs in a mailbox, ascending (an IMAP session's sequence numbers)."""
+        return self._read(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT uid FROM message WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+                )
+            ]
+        )
+
+    def messages(self, mailbox_id, uids=None, changed_since=None):
+        """Messages in a mailbox, by UID. ``uids``: list of UIDs or (lo, hi) ranges."""
+
+        def q(conn):
+            if uids is None:
+                rows = conn.execute(
+                    "SELECT * FROM message WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+                ).fetchall()
+            else:
+                rows = _rows_for_uids(conn, mailbox_id, uids)
+            if changed_since is not None:
+                rows = [r for r in rows if r["modseq"] > changed_since]
+            return [Message.from_row(r) for r in rows]
+
+        return self._read(q)
+
+    def message(self, msg_id):
+        """A Message by its id (any mailbox); NoSuchMessage when gone."""
+
+        def q(conn):
+            row = conn.execute("SELECT * FROM message WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                raise NoSuchMessage(msg_id)
+            return Message.from_row(row)
+
+        return self._read(q)
+
+    def expunged_since(self, mailbox_id, modseq):
+        """UIDs expunged after ``modseq`` (QRESYNC VANISHED (EARLIER))."""
+        return self._read(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            ]
+        )
+
+    def highest_modseq(self):
+        return self._read(lambda conn: conn.execute("SELECT modseq FROM account_state").fetchone()[0])
+
+    def quota_used(self):
+        return self._read(
+            lambda conn: conn.execute("SELECT quota_used FROM account_state").fetchone()[0]
+        )
+
+    def search(self, mailbox_id, criteria):
+        """UIDs matching a SearchCriteria, ascending; answered from the index and FTS."""
+        where, args = _criteria_sql(mailbox_id, criteria)
+        sql = f"SELECT m.uid FROM message m WHERE {where} ORDER BY m.uid"
+        return self._read(lambda conn: [r[0] for r in conn.execute(sql, args)])
+
+    def thread(self, thread_id):
+        """Messages of a thread in all mailboxes, oldest first."""
+        return self._read(
+            lambda conn: [
+                Message.from_row(r)
+                for r in conn.execute(
+                    "SELECT * FROM message WHERE thread_id = ? ORDER BY received, id", (thread_id,)
+                )
+            ]
+        )
+
+    # -- credentials
+
+    def set_password(self, password):
+        """Derive and store password secrets (SCRAM keys, CRAM-MD5 states), never the
+        password. Derivation (PBKDF2) runs off the reactor thread."""
+        from moxtw.sasl import credentials
+
+        def store(creds):
+            def op(conn, ctx):
+                conn.execute(
+                    "INSERT OR REPLACE INTO password (id, credentials, changed) VALUES (1, ?, ?)",
+                    (json.dumps(creds.to_json()), int(time.time())),
+                )
+
+            return self._write(op)
+
+        return self._in_thread(credentials.derive, password).addCallback(store)
+
+    def credentials(self):
+        """The stored Credentials, or None when no password was set."""
+        from moxtw.sasl import credentials
+
+        def q(conn):
+            row = conn.execute("SELECT credentials FROM password").fetchone()
+            return None if row is None else credentials.Credentials.from_json(json.loads(row[0]))
+
+        return self._read(q)
+
+    def verify_password(self, password):
+        """Deferred[bool]: whether ``password`` matches. CPU work runs off the reactor."""
+        from moxtw.sasl import credentials
+
+        def check(creds):
+            if creds is None:
+                return False
+            return self._in_thread(credentials.verify_password, creds, password)
+
+        return self.credentials().addCallback(check)
+
+
+# -- module helpers, all run on a worker thread
+
+
+def init_account_db(conn, now=None):
+    """Fill a fresh database: counters and the default mailboxes, all subscribed."""
+    now = int(now or time.time())
+    if conn.execute("SELECT 1 FROM account_state").fetchone() is not None:
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # UIDVALIDITY values start from the creation time so that a recreated account
+        # never reuses the values of an earlier one (RFC 9051 2.3.1.1).
+        conn.execute(
+            "INSERT INTO account_state (id, modseq, next_uidvalidity, quota_used, created)"
+            " VALUES (1, 1, ?, 0, ?)",
+            (now, now),
+        )
+        for name, special_use in DEFAULT_MAILBOXES:
+            uidvalidity = conn.execute(
+                "UPDATE account_state SET next_uidvalidity = next_uidvalidity + 1"
+                " RETURNING next_uidvalidity - 1"
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO mailbox (name, special_use, uidvalidity, uidnext, modseq, createseq)"
+                " VALUES (?, ?, ?, 1, 1, 1)",
+                (name, special_use, uidvalidity),
+            )
+            conn.execute("INSERT INTO subscription (name) VALUES (?)", (name,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def fill_fts_hook(maildir):
+    """Schema v2 upgrade step: index the text of messages stored before v2."""
+
+    def hook(conn):
+        for row in conn.execute("SELECT id FROM message").fetchall():
+            path = message_file(maildir, row[0])
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            text = msgparse.summary(data).text[:FTS_MAX]
+            conn.execute("INSERT INTO message_text (rowid, text) VALUES (?, ?)", (row[0], text))
+
+    return hook
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _opt(cls, row):
+    return None if row is None else cls.from_row(row)
+
+
+def _mailbox_row(conn, name):
+    return conn.execute("SELECT * FROM mailbox WHERE name = ?", (name,)).fetchone()
+
+
+def _next_modseq(conn):
+    return conn.execute(
+        "UPDATE account_state SET modseq = modseq + 1 RETURNING modseq"
+    ).fetchone()[0]
+
+
+def _count(conn, mailbox_id, row, sign):
+    conn.execute(
+        "UPDATE mailbox SET total = total + ?, unseen = unseen + ?, deleted = deleted + ?,"
+        " size = size + ?, modseq = max(modseq, ?) WHERE id = ?",
+        (
+            sign,
+            sign * (0 if row["seen"] else 1),
+            sign * (1 if row["deleted"] else 0),
+            sign * row["size"],
+            row["modseq"],
+            mailbox_id,
+        ),
+    )
+
+
+def _note_keywords(conn, ctx, mailbox_id, keywords, origin):
+    if not keywords:
+        return
+    row = conn.execute("SELECT keywords FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
+    known = set(json.loads(row[0]))
+    if set(keywords) <= known:
+        return
+    allkw = sorted(known | set(keywords))
+    conn.execute("UPDATE mailbox SET keywords = ? WHERE id = ?", (json.dumps(allkw), mailbox_id))
+    ctx.changes.append(ch.ChangeMailboxKeywords(mailbox_id, tuple(allkw), origin))
+
+
+def _rows_for_uids(conn, mailbox_id, uids):
+    """Rows for a list of UIDs and/or inclusive (lo, hi) ranges, ascending, deduplicated."""
+    seen = {}
+    singles = []
+    for item in uids:
+        if isinstance(item, tuple):
+            lo, hi = item
+            if lo > hi:
+                lo, hi = hi, lo
+            for r in conn.execute(
+                "SELECT * FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+                (mailbox_id, lo, hi),
+            ):
+                seen[r["uid"]] = r
+        else:
+            singles.append(int(item))
+    for i in range(0, len(singles), 500):
+        chunk = singles[i:i + 500]
+        marks = ",".join("?" for _ in chunk)
+        for r in conn.execute(
+            f"SELECT * FROM message WHERE mailbox_id = ? AND uid IN ({marks})",
+            (mailbox_id, *chunk),
+        ):
+            seen[r["uid"]] = r
+    return [seen[u] for u in sorted(seen)]
+
+
+def _facts_columns(f):
+    m1, m2, m3 = mask_ip(f.remote_ip) if f.remote_ip else ("", "", "")
+    mf_local, _, mf_domain = f.mailfrom.rpartition("@")
+    return {
+        "remote_ip": f.remote_ip,
+        "remote_ip_masked1": m1,
+        "remote_ip_masked2": m2,
+        "remote_ip_masked3": m3,
+        "ehlo_domain": f.ehlo_domain.lower(),
+        "mailfrom": f.mailfrom,
+        "mailfrom_localpart": mf_local,
+        "mailfrom_domain": mf_domain.lower(),
+        "rcptto": f.rcptto,
+        "msgfrom_localpart": f.msgfrom_localpart,
+        "msgfrom_domain": f.msgfrom_domain.lower(),
+        "msgfrom_org_domain": f.msgfrom_org_domain.lower(),
+        "ehlo_validated": int(f.ehlo_validated),
+        "mailfrom_validated": int(f.mailfrom_validated),
+        "msgfrom_validated": int(f.msgfrom_validated),
+        "spf_result": f.spf_result,
+        "dkim_domains": json.dumps(list(f.dkim_domains)),
+        "dmarc_result": f.dmarc_result,
+        "iprev_result": f.iprev_result,
+        "tls_version": f.tls_version,
+        "tls_cipher": f.tls_cipher,
+        "requiretls": int(f.requiretls),
+        "is_reject": int(f.is_reject),
+        "is_forward": int(f.is_forward),
+        "is_mailing_list": int(f.is_mailing_list),
+        "dsn": int(f.dsn),
+        "junk_score": f.junk_score,
+    }
+
+
+def _criteria_sql(mailbox_id, c):
+    where = ["m.mailbox_id = ?"]
+    args = [mailbox_id]
+    if c.uid_ranges is not None:
+        parts = []
+        for lo, hi in c.uid_ranges:
+            parts.append("m.uid BETWEEN ? AND ?")
+            args += [min(lo, hi), max(lo, hi)]
+        where.append("(" + (" OR ".join(parts) or "0") + ")")
+    for flags, want in ((c.flags_set, 1), (c.flags_unset, 0)):
+        system, keywords = split_flags(flags)
+        for col in system:
+            where.append(f"m.{col} = {want}")
+        for kw in keywords:
+            cond = "EXISTS (SELECT 1 FROM json_each(m.keywords) WHERE value = ?)"
+            where.append(cond if want else "NOT " + cond)
+            args.append(kw)
+    for attr, col, op in (
+        ("received_since", "received", ">="),
+        ("received_before", "received", "<"),
+        ("sent_since", "sent", ">="),
+        ("sent_before", "sent", "<"),
+    ):
+        value = getattr(c, attr)
+        if value is not None:
+            where.append(f"m.{col} {op} ?")
+            args.append(to_unix(value))
+    if c.larger is not None:
+        where.append("m.size > ?")
+        args.append(c.larger)
+    if c.smaller is not None:
+        where.append("m.size < ?")
+        args.append(c.smaller)
+    if c.modseq_min is not None:
+        where.append("m.modseq >= ?")
+        args.append(c.modseq_min)
+    if c.message_id is not None:
+        where.append("m.message_id = ?")
+        args.append(c.message_id.strip("<>"))
+    for attr, col in (("subject_contains", "subject"), ("from_contains", "from_address")):
+        value = getattr(c, attr)
+        if value is not None:
+            where.append(f"instr(lower(m.{col}), lower(?)) > 0")
+            args.append(value)
+    if c.text is not None:
+        # Each word must occur; quoting makes FTS5 operators in user input plain text.
+        words = [w for w in c.text.split() if w]
+        if words:
+            query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+            where.append("m.id IN (SELECT rowid FROM message_text WHERE message_text MATCH ?)")
+            args.append(query)
+    return " AND ".join(where), args

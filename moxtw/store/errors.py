@@ -1,0 +1,49 @@
+"""Exceptions of the store. Protocol code maps them to replies (NO [TRYCREATE], 452 ...)."""
+
+
+class StoreError(Exception):
+    """Base class."""
+
+
+class MailboxNotFound(StoreError):
+    """No mailbox by that name (IMAP: NO [TRYCREATE] / [NONEXISTENT])."""
+
+
+class MailboxExists(StoreError):
+    """A mailbox by that name exists already (IMAP: NO [ALREADYEXISTS])."""
+
+
+class MailboxNameError(StoreError):
+    """The name is not acceptable as a mailbox name."""
+
+
+class MailboxHasChildren(StoreError):
+    """DELETE of a mailbox with children (IMAP: NO [HASCHILDREN])."""
+
+
+class MailboxNotAllowed(StoreError):
+    """The operation is not allowed on this mailbox (deleting Inbox)."""
+
+
+class FlagError(StoreError):
+    """An invalid flag or keyword."""
+
+
+class QuotaExceeded(StoreError):
+    """The account's quota would be exceeded (SMTP 452/552, IMAP NO [OVERQUOTA])."""
+
+    def __init__(self, used, size, limit):
+        super().__init__(
+            f"quota exceeded: {used} bytes used, message of {size} bytes, limit {limit}"
+        )
+        self.used = used
+        self.size = size
+        self.limit = limit
+
+
+class NoSuchMessage(StoreError):
+    """A referenced message does not exist (any more)."""
+
+
+class AccountNameError(StoreError):
+    """Not a valid account name."""

@@ -1,0 +1,97 @@
+"""Versioned SQLite schemas for the account index.
+
+Each ``NNN_name.sql`` file next to this module upgrades a database from version NNN-1 to NNN.
+Opening a database applies the missing files in order inside one transaction, runs the
+Python step registered for that version (if any), and records the version in
+``PRAGMA user_version``. Files are never edited once released; changes get a new file.
+"""
+
+import re
+import sqlite3
+from importlib import resources
+
+from moxtw import fsutil
+
+_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migrations():
+    """Return [(version, sql_text)] for all schema files, in order."""
+    out = []
+    for entry in resources.files(__name__).iterdir():
+        m = _FILE.match(entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
+    out.sort()
+    for expect, (version, _) in enumerate(out, start=1):
+        if version != expect:
+            raise RuntimeError(f"schema files not contiguous at version {expect}")
+    return out
+
+
+LATEST = len(migrations())
+
+
+class SchemaError(Exception):
+    """The database is newer than this program, or an upgrade failed."""
+
+
+def connect(path):
+    """Open an index database with the pragmas moxtw relies on."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # Durability is promised to SMTP and IMAP clients: commit means on disk.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def upgrade(conn, target=None, hooks=None):
+    """Bring ``conn`` to ``target`` (default: latest). Returns the version before.
+
+    ``hooks`` maps a version to ``fn(conn)`` run after that version's SQL, in the same
+    transaction, for upgrades that need more than SQL.
+    """
+    target = LATEST if target is None else target
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > LATEST:
+        raise SchemaError(
+            f"database schema version {current} is newer than this moxtw ({LATEST})"
+        )
+    if current >= target:
+        return current
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for version, sql in migrations():
+            if current < version <= target:
+                for stmt in _statements(sql):
+                    conn.execute(stmt)
+                if hooks and version in hooks:
+                    hooks[version](conn)
+                conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return current
+
+
+def _statements(sql):
+    # sqlite3.executescript would commit our transaction; split on ";" at line ends instead.
+    # Schema files keep one statement per ";"-terminated block and no ";" inside literals.
+    buf = []
+    for line in sql.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        buf.append(stripped)
+        if stripped.endswith(";"):
+            stmt = "\n".join(buf).strip()
+            if stmt.strip(";").strip():
+                yield stmt
+            buf = []
+    rest = "\n".join(buf).strip()
+    if rest:
+        yield rest
+
+
+fsync_dir = fsutil.fsync_dir

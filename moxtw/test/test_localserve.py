@@ -1,0 +1,256 @@
+"""End-to-end: the localserve tree and the twistd plugin, on real loopback sockets.
+
+Clients are the ones users have (smtplib, imaplib, ssl, urllib), run in threads so the
+server keeps running on the reactor.
+"""
+
+import imaplib
+import io
+import os
+import random
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.trial import unittest
+
+from moxtw import localserve
+from moxtw.config import localserve_ports
+
+STANDARD = (25, 587, 465, 143, 993, 80, 443, 8010)
+
+
+def free_offset():
+    """A port offset at which all localserve ports are free on 127.0.0.1."""
+    rng = random.Random()
+    for _ in range(50):
+        offset = rng.randrange(10000, 50000)
+        socks = []
+        try:
+            for port in STANDARD:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port + offset))
+            return offset
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port offset found")
+
+
+def tls_context(data_dir):
+    ctx = ssl.create_default_context(cafile=os.path.join(data_dir, "tls", "ca.crt"))
+    return ctx
+
+
+class LocalserveTreeTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        self.offset = free_offset()
+        self.out = io.StringIO()
+        self.root = localserve.makeService(self.dir, "127.0.0.1", self.offset, out=self.out)
+        self.root.privilegedStartService()
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        yield self.root.localserve.ready
+
+    def port(self, kind):
+        for svc in self.root.listeners:
+            if kind in svc.spec.kinds:
+                return svc.port.getHost().port
+        raise KeyError(kind)
+
+    def test_ports(self):
+        want = localserve_ports(self.offset)
+        kinds = {"HTTP": "AccountHTTP", "HTTPS": "AccountHTTPS", "Metrics": "MetricsHTTP"}
+        got = {kinds.get(name, name): self.port(kinds.get(name, name)) for name in want}
+        self.assertEqual(sorted(got.values()), sorted(want.values()))
+        self.assertEqual(
+            [got[k] - self.offset for k in ("SMTP", "Submission", "Submissions", "IMAP", "IMAPS")],
+            [25, 587, 465, 143, 993],
+        )
+        self.assertEqual(got["AccountHTTP"], 80 + self.offset)
+        self.assertEqual(got["AccountHTTPS"], 443 + self.offset)
+        self.assertEqual(got["MetricsHTTP"], 8010 + self.offset)
+
+    def test_banner(self):
+        text = self.out.getvalue()
+        self.assertIn("mox@localhost", text)
+        self.assertIn("moxmoxmox", text)
+        self.assertIn(f"127.0.0.1:{25 + self.offset}", text)
+        self.assertIn(f"127.0.0.1:{993 + self.offset}", text)
+
+    @defer.inlineCallbacks
+    def test_account_password(self):
+        acc = yield self.root.store.open_account("mox")
+        self.assertTrue((yield acc.verify_password("moxmoxmox")))
+        self.assertFalse((yield acc.verify_password("moxmox")))
+
+    @defer.inlineCallbacks
+    def test_smtp_refuses_honestly(self):
+        def client():
+            with self.assertRaises(smtplib.SMTPConnectError) as cm:
+                smtplib.SMTP("127.0.0.1", self.port("SMTP"), timeout=10)
+            return cm.exception
+
+        e = yield threads.deferToThread(client)
+        self.assertEqual(e.smtp_code, 554)
+
+    @defer.inlineCallbacks
+    def test_smtps_tls(self):
+        ctx = tls_context(os.path.join(self.dir, "data"))
+
+        def client():
+            with socket.create_connection(("127.0.0.1", self.port("Submissions")), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    return t.recv(200), t.version()
+
+        greeting, version = yield threads.deferToThread(client)
+        self.assertTrue(greeting.startswith(b"554 5.3.2 localhost "))
+        self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
+
+    @defer.inlineCallbacks
+    def test_imap_and_imaps(self):
+        ctx = tls_context(os.path.join(self.dir, "data"))
+
+        def client():
+            out = []
+            for cls, kw, kind in (
+                (imaplib.IMAP4, {}, "IMAP"),
+                (imaplib.IMAP4_SSL, {"ssl_context": ctx}, "IMAPS"),
+            ):
+                try:
+                    cls("localhost", self.port(kind), timeout=10, **kw)
+                except imaplib.IMAP4.error as e:
+                    out.append(str(e))
+            return out
+
+        errors = yield threads.deferToThread(client)
+        self.assertEqual(len(errors), 2)
+        for e in errors:
+            self.assertIn("UNAVAILABLE", e)
+
+    @defer.inlineCallbacks
+    def test_metrics_and_web(self):
+        ctx = tls_context(os.path.join(self.dir, "data"))
+        acc = yield self.root.store.open_account("mox")
+        yield acc.deliver("Inbox", b"Subject: counted\r\n\r\nhi\r\n")
+
+        def client():
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port('MetricsHTTP')}/metrics", timeout=10
+            ) as r:
+                metrics = r.read().decode()
+            codes = []
+            for url, kw in (
+                (f"http://127.0.0.1:{self.port('AccountHTTP')}/", {}),
+                (f"https://localhost:{self.port('AccountHTTPS')}/admin/", {"context": ctx}),
+            ):
+                try:
+                    urllib.request.urlopen(url, timeout=10, **kw)
+                except urllib.error.HTTPError as e:
+                    codes.append(e.code)
+            return metrics, codes
+
+        metrics, codes = yield threads.deferToThread(client)
+        self.assertIn('store_deliveries_total{result="ok"}', metrics)
+        self.assertIn("process_cpu_seconds_total", metrics)
+        self.assertEqual(codes, [503, 503])
+
+    @defer.inlineCallbacks
+    def test_restart_keeps_data(self):
+        acc = yield self.root.store.open_account("mox")
+        yield acc.deliver("Inbox", b"Subject: keep\r\n\r\nme\r\n")
+        yield self.root.stopService()
+        root = localserve.makeService(self.dir, "127.0.0.1", self.offset, out=io.StringIO())
+        root.privilegedStartService()
+        root.startService()
+        self.addCleanup(root.stopService)
+        yield root.localserve.ready
+        acc = yield root.store.open_account("mox")
+        inbox = yield acc.mailbox("Inbox")
+        self.assertEqual(inbox.total, 1)
+        self.assertTrue((yield acc.verify_password("moxmoxmox")))
+
+
+class _Proc(protocol.ProcessProtocol):
+    def __init__(self):
+        self.out = b""
+        self.listening = defer.Deferred()
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.out += data
+        if b"listening:" in self.out and b"metrics" in self.out.split(b"listening:")[1]:
+            if not self.listening.called:
+                self.listening.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.reason = reason
+        if not self.listening.called:
+            self.listening.errback(RuntimeError(self.out.decode(errors="replace")))
+        self.ended.callback(None)
+
+
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+class TwistdPluginTests(unittest.TestCase):
+    timeout = 60
+
+    def test_help_lists_plugin(self):
+        out = subprocess.run(
+            [sys.executable, "-c", TWISTD, "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        self.assertIn("moxtw", out)
+
+    @defer.inlineCallbacks
+    def test_twistd_localserve(self):
+        d = os.path.abspath(self.mktemp())
+        offset = free_offset()
+        proc = _Proc()
+        reactor.spawnProcess(
+            proc,
+            sys.executable,
+            [
+                sys.executable, "-c", TWISTD, "-n", "--pidfile=",
+                "--logger=moxtw.log.twistd_observer",
+                "moxtw", "localserve", "--dir", d, "--ip", "127.0.0.1",
+                "--port-offset", str(offset),
+            ],
+            env=dict(os.environ),
+        )
+        try:
+            yield proc.listening
+
+            def probe():
+                got = {}
+                for port in STANDARD:
+                    with socket.create_connection(("127.0.0.1", port + offset), timeout=10):
+                        got[port] = True
+                with socket.create_connection(("127.0.0.1", 25 + offset), timeout=10) as s:
+                    got["greeting"] = s.recv(100)
+                return got
+
+            got = yield threads.deferToThread(probe)
+            self.assertTrue(all(got[p] for p in STANDARD))
+            self.assertTrue(got["greeting"].startswith(b"554 "))
+            self.assertIn(b"level=info", proc.out)  # logfmt lines
+        finally:
+            if not proc.ended.called:
+                proc.transport.signalProcess("TERM")
+            yield proc.ended
+        self.assertTrue(os.path.exists(os.path.join(d, "config", "domains.toml")))
+        self.assertTrue(os.path.exists(os.path.join(d, "data", "tls", "ca.crt")))

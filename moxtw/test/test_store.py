@@ -1,0 +1,534 @@
+"""Tests for moxtw.store: every operation, counts, modseq, change bus, quota, search."""
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from moxtw import store
+from moxtw.store import changes as ch
+from moxtw.store import schema
+from moxtw.store.model import normalize_mailbox_name, split_flags
+
+
+def make_message(subject="Hello", body="Hi there.\r\n", msgid=None, extra=b"", size=0):
+    msgid = msgid or f"{os.urandom(6).hex()}@example.org"
+    head = (
+        b"From: Alice <alice@example.org>\r\n"
+        b"To: Bob <bob@example.com>\r\n"
+        + f"Subject: {subject}\r\n".encode()
+        + b"Date: Sat, 21 Nov 2026 10:00:00 +0100\r\n"
+        + f"Message-ID: <{msgid}>\r\n".encode()
+        + extra
+        + b"\r\n"
+    )
+    data = head + body.encode()
+    if size:
+        data += b"x" * max(0, size - len(data) - 2) + b"\r\n"
+    return data
+
+
+class StoreTestBase(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.data_dir = self.mktemp()
+        self.store = store.Store(self.data_dir)
+        self.acc = yield self.store.open_account("mjl")
+        self.changes = []
+        self.acc.bus.subscribe(self.changes.extend)
+        self.addCleanup(self.store.close)
+
+    @defer.inlineCallbacks
+    def mbox(self, name):
+        mb = yield self.acc.mailbox(name)
+        return mb
+
+
+class AccountTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_default_mailboxes(self):
+        mbs = yield self.acc.mailboxes()
+        names = {m.name: m.special_use for m in mbs}
+        self.assertEqual(
+            names,
+            {
+                "Inbox": None,
+                "Sent": "\\Sent",
+                "Drafts": "\\Drafts",
+                "Trash": "\\Trash",
+                "Archive": "\\Archive",
+                "Junk": "\\Junk",
+                "Rejects": None,
+            },
+        )
+        subs = yield self.acc.subscriptions()
+        self.assertEqual(sorted(subs), sorted(names))
+        self.assertEqual(len({m.uidvalidity for m in mbs}), len(mbs))
+
+    @defer.inlineCallbacks
+    def test_same_account_shared(self):
+        again = yield self.store.open_account("mjl")
+        self.assertIs(again, self.acc)
+
+    def test_bad_account_name(self):
+        return self.assertFailure(self.store.open_account("../etc"), store.AccountNameError)
+
+    @defer.inlineCallbacks
+    def test_reopen_keeps_state(self):
+        msg = yield self.acc.deliver("Inbox", make_message())
+        yield self.store.close()
+        s2 = store.Store(self.data_dir)
+        self.addCleanup(s2.close)
+        acc = yield s2.open_account("mjl")
+        msgs = yield acc.messages((yield acc.mailbox("Inbox")).id)
+        self.assertEqual([m.uid for m in msgs], [msg.uid])
+
+
+class DeliverTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_deliver(self):
+        data = make_message(subject="Test =?utf-8?q?caf=C3=A9?=")
+        before = len(self.changes)
+        received = datetime(2026, 11, 21, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+        msg = yield self.acc.deliver("Inbox", data, flags=["\\Seen", "$Label1"], received=received)
+        self.assertEqual(msg.uid, 1)
+        self.assertEqual(msg.flags, ("\\Seen", "$label1"))
+        self.assertEqual(msg.size, len(data))
+        self.assertEqual(msg.received, received)
+        self.assertEqual(msg.subject, "Test café")
+        self.assertEqual(msg.thread_id, msg.id)
+        with self.acc.open_message(msg.id) as f:
+            self.assertEqual(f.read(), data)
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual((inbox.total, inbox.unseen, inbox.size, inbox.uidnext), (1, 0, len(data), 2))
+        self.assertEqual(inbox.keywords, ("$label1",))
+        self.assertEqual(inbox.modseq, msg.modseq)
+        kinds = [type(c) for c in self.changes[before:]]
+        self.assertIn(ch.ChangeAddUID, kinds)
+        self.assertIn(ch.ChangeMailboxCounts, kinds)
+        self.assertIn(ch.ChangeMailboxKeywords, kinds)
+        env = msg.envelope
+        self.assertEqual(env[1], "Test =?utf-8?q?caf=C3=A9?=")
+        self.assertIsInstance(msg.bodystructure, list)
+        used = yield self.acc.quota_used()
+        self.assertEqual(used, len(data))
+
+    @defer.inlineCallbacks
+    def test_bare_lf_repaired(self):
+        msg = yield self.acc.deliver("Inbox", b"Subject: x\n\nline1\nline2\n")
+        with self.acc.open_message(msg.id) as f:
+            self.assertEqual(f.read(), b"Subject: x\r\n\r\nline1\r\nline2\r\n")
+
+    @defer.inlineCallbacks
+    def test_deliver_creates_mailbox(self):
+        msg = yield self.acc.deliver("Lists/Twisted", make_message())
+        self.assertEqual(msg.uid, 1)
+        names = [m.name for m in (yield self.acc.mailboxes())]
+        self.assertIn("Lists", names)
+        self.assertIn("Lists/Twisted", names)
+
+    @defer.inlineCallbacks
+    def test_append_missing_mailbox(self):
+        yield self.assertFailure(self.acc.append("Nope", make_message()), store.MailboxNotFound)
+        tmp = os.listdir(os.path.join(self.acc.maildir, "tmp"))
+        self.assertEqual(tmp, [])
+
+    @defer.inlineCallbacks
+    def test_append_many_all_or_nothing(self):
+        self.acc.quota = 3000
+        items = [(make_message(size=1000), (), None) for _ in range(4)]
+        yield self.assertFailure(self.acc.append_many("Inbox", items), store.QuotaExceeded)
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual(inbox.total, 0)
+        self.assertEqual(os.listdir(os.path.join(self.acc.maildir, "tmp")), [])
+        msgs = yield self.acc.append_many("Inbox", items[:2])
+        self.assertEqual([m.uid for m in msgs], [1, 2])
+
+    @defer.inlineCallbacks
+    def test_quota(self):
+        self.acc.quota = 2500
+        yield self.acc.deliver("Inbox", make_message(size=1000))
+        yield self.acc.deliver("Inbox", make_message(size=1000))
+        e = yield self.assertFailure(
+            self.acc.deliver("Inbox", make_message(size=1000)), store.QuotaExceeded
+        )
+        self.assertEqual(e.used, 2000)
+        self.assertIn("quota exceeded", str(e))
+
+    @defer.inlineCallbacks
+    def test_invalid_flag(self):
+        yield self.assertFailure(
+            self.acc.deliver("Inbox", make_message(), flags=["\\Bogus"]), store.FlagError
+        )
+
+    @defer.inlineCallbacks
+    def test_concurrent_deliveries(self):
+        datas = [make_message(subject=f"m{i}") for i in range(60)]
+        msgs = yield defer.gatherResults([self.acc.deliver("Inbox", d) for d in datas])
+        self.assertEqual(sorted(m.uid for m in msgs), list(range(1, 61)))
+        self.assertEqual(len({m.modseq for m in msgs}), 60)
+        for m, d in zip(msgs, datas):
+            with self.acc.open_message(m.id) as f:
+                self.assertEqual(f.read(), d)
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual((inbox.total, inbox.uidnext), (60, 61))
+
+    @defer.inlineCallbacks
+    def test_delivery_facts(self):
+        facts = store.DeliveryFacts(
+            remote_ip="192.0.2.77",
+            ehlo_domain="Mail.Example.org",
+            mailfrom="bounce@example.org",
+            spf_result="pass",
+            dkim_domains=("example.org",),
+            tls_version="TLSv1.3",
+        )
+        msg = yield self.acc.deliver("Inbox", make_message(), facts=facts)
+        self.assertEqual(msg.row["remote_ip_masked2"], "192.0.2.64/26")
+        self.assertEqual(msg.row["ehlo_domain"], "mail.example.org")
+        self.assertEqual(msg.row["mailfrom_domain"], "example.org")
+        self.assertEqual(json.loads(msg.row["dkim_domains"]), ["example.org"])
+
+
+class FlagTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.inbox = yield self.mbox("Inbox")
+        for i in range(3):
+            yield self.acc.deliver("Inbox", make_message(subject=f"s{i}"))
+
+    @defer.inlineCallbacks
+    def test_store_modes(self):
+        changed, modified = yield self.acc.store_flags(self.inbox.id, [(1, 3)], "add", ["\\Seen", "$Junk"])
+        self.assertEqual([c[0] for c in changed], [1, 2, 3])
+        self.assertEqual(changed[0][2], ("\\Seen", "$junk"))
+        self.assertEqual(modified, [])
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual(inbox.unseen, 0)
+        changed, _ = yield self.acc.store_flags(self.inbox.id, [2], "remove", ["\\Seen"])
+        self.assertEqual(changed[0][2], ("$junk",))
+        changed, _ = yield self.acc.store_flags(self.inbox.id, [3], "set", ["\\Flagged"])
+        self.assertEqual(changed[0][2], ("\\Flagged",))
+        # No change: no new modseq, nothing reported.
+        changed, _ = yield self.acc.store_flags(self.inbox.id, [3], "add", ["\\Flagged"])
+        self.assertEqual(changed, [])
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual(inbox.unseen, 2)
+
+    @defer.inlineCallbacks
+    def test_unchangedsince(self):
+        msgs = yield self.acc.messages(self.inbox.id)
+        changed, _ = yield self.acc.store_flags(self.inbox.id, [1], "add", ["\\Seen"])
+        # RFC 7162 3.1.3: message 1 changed after msgs[0].modseq: it is refused.
+        changed, modified = yield self.acc.store_flags(
+            self.inbox.id, [1, 2], "add", ["\\Answered"], unchangedsince=msgs[1].modseq
+        )
+        self.assertEqual(modified, [1])
+        self.assertEqual([c[0] for c in changed], [2])
+
+    @defer.inlineCallbacks
+    def test_expunge(self):
+        yield self.acc.store_flags(self.inbox.id, [1, 3], "add", ["\\Deleted"])
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual(inbox.deleted, 2)
+        msgs = yield self.acc.messages(self.inbox.id)
+        paths = [self.acc.message_path(m.id) for m in msgs]
+        before = yield self.acc.highest_modseq()
+        uids = yield self.acc.expunge(self.inbox.id, uids=[3])
+        self.assertEqual(uids, [3])
+        uids = yield self.acc.expunge(self.inbox.id)
+        self.assertEqual(uids, [1])
+        self.assertFalse(os.path.exists(paths[0]))
+        self.assertTrue(os.path.exists(paths[1]))
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual((inbox.total, inbox.deleted), (1, 0))
+        vanished = yield self.acc.expunged_since(self.inbox.id, before)
+        self.assertEqual(vanished, [1, 3])
+        removes = [c for c in self.changes if isinstance(c, ch.ChangeRemoveUIDs)]
+        self.assertEqual([c.uids for c in removes], [(3,), (1,)])
+        used = yield self.acc.quota_used()
+        self.assertEqual(used, inbox.size)
+
+
+class CopyMoveTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.inbox = yield self.mbox("Inbox")
+        for i in range(3):
+            yield self.acc.deliver("Inbox", make_message(subject=f"s{i}"), flags=["\\Seen"])
+
+    @defer.inlineCallbacks
+    def test_copy(self):
+        pairs = yield self.acc.copy(self.inbox.id, [1, 3], "Archive")
+        self.assertEqual(pairs, [(1, 1), (3, 2)])
+        archive = yield self.mbox("Archive")
+        msgs = yield self.acc.messages(archive.id)
+        self.assertEqual([m.flags for m in msgs], [("\\Seen",), ("\\Seen",)])
+        src = yield self.acc.messages(self.inbox.id, uids=[1])
+        with self.acc.open_message(msgs[0].id) as f1, self.acc.open_message(src[0].id) as f2:
+            self.assertEqual(f1.read(), f2.read())
+        self.assertEqual((archive.total, archive.unseen), (2, 0))
+        used = yield self.acc.quota_used()
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual(used, inbox.size + archive.size)
+        # Expunging the original keeps the copy's file (hard link).
+        yield self.acc.store_flags(self.inbox.id, [1], "add", ["\\Deleted"])
+        yield self.acc.expunge(self.inbox.id)
+        with self.acc.open_message(msgs[0].id) as f:
+            self.assertTrue(f.read())
+
+    def test_copy_missing_dest(self):
+        return self.assertFailure(self.acc.copy(self.inbox.id, [1], "Nope"), store.MailboxNotFound)
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        msgs = yield self.acc.messages(self.inbox.id)
+        pairs = yield self.acc.move(self.inbox.id, [(2, 3)], "Trash")
+        self.assertEqual(pairs, [(2, 1), (3, 2)])
+        trash = yield self.mbox("Trash")
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual((inbox.total, trash.total), (1, 2))
+        moved = yield self.acc.messages(trash.id)
+        self.assertEqual([m.id for m in moved], [msgs[1].id, msgs[2].id])
+        self.assertEqual(inbox.modseq, moved[0].modseq)
+        self.assertEqual(trash.modseq, moved[0].modseq)
+        vanished = yield self.acc.expunged_since(self.inbox.id, msgs[2].modseq)
+        self.assertEqual(vanished, [2, 3])
+        self.assertIsInstance(
+            [c for c in self.changes if isinstance(c, ch.ChangeRemoveUIDs)][-1], ch.ChangeRemoveUIDs
+        )
+
+
+class MailboxTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_create_rename_delete(self):
+        mb = yield self.acc.create_mailbox("Projects/moxtw", special_use=None)
+        self.assertEqual(mb.name, "Projects/moxtw")
+        yield self.assertFailure(self.acc.create_mailbox("Projects"), store.MailboxExists)
+        yield self.acc.deliver("Projects/moxtw", make_message())
+        yield self.acc.rename_mailbox("Projects", "Work/Projects")
+        names = [m.name for m in (yield self.acc.mailboxes())]
+        self.assertIn("Work/Projects/moxtw", names)
+        self.assertNotIn("Projects", names)
+        renamed = yield self.mbox("Work/Projects/moxtw")
+        self.assertEqual((renamed.id, renamed.uidvalidity, renamed.total), (mb.id, mb.uidvalidity, 1))
+        yield self.assertFailure(self.acc.delete_mailbox("Work/Projects"), store.MailboxHasChildren)
+        msgs = yield self.acc.messages(renamed.id)
+        path = self.acc.message_path(msgs[0].id)
+        n = yield self.acc.delete_mailbox("Work/Projects/moxtw")
+        self.assertEqual(n, 1)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual((yield self.acc.quota_used()), 0)
+        # Recreated: a new, higher UIDVALIDITY (RFC 9051 2.3.1.1).
+        again = yield self.acc.create_mailbox("Work/Projects/moxtw")
+        self.assertGreater(again.uidvalidity, mb.uidvalidity)
+
+    @defer.inlineCallbacks
+    def test_special_use_create(self):
+        mb = yield self.acc.create_mailbox("Everything", special_use="\\All")
+        self.assertEqual(mb.special_use, "\\All")
+        self.assertRaises(ValueError, self.acc.create_mailbox, "X", special_use="\\Bogus")
+
+    @defer.inlineCallbacks
+    def test_rename_inbox(self):
+        yield self.acc.deliver("Inbox", make_message())
+        yield self.acc.deliver("Inbox", make_message())
+        old = yield self.acc.rename_mailbox("INBOX", "Old Inbox")
+        self.assertEqual(old.total, 2)
+        inbox = yield self.mbox("Inbox")
+        self.assertEqual((inbox.total, inbox.uidnext), (0, 3))
+
+    def test_delete_inbox(self):
+        return self.assertFailure(self.acc.delete_mailbox("inbox"), store.MailboxNotAllowed)
+
+    @defer.inlineCallbacks
+    def test_rename_conflicts(self):
+        yield self.assertFailure(self.acc.rename_mailbox("Nope", "X"), store.MailboxNotFound)
+        yield self.assertFailure(self.acc.rename_mailbox("Sent", "Trash"), store.MailboxExists)
+        yield self.acc.create_mailbox("A")
+        yield self.assertFailure(self.acc.rename_mailbox("A", "A/B"), store.MailboxNotAllowed)
+
+    @defer.inlineCallbacks
+    def test_subscriptions(self):
+        yield self.acc.subscribe("Does/Not/Exist")
+        yield self.acc.unsubscribe("Junk")
+        subs = yield self.acc.subscriptions()
+        self.assertIn("Does/Not/Exist", subs)
+        self.assertNotIn("Junk", subs)
+
+    def test_names(self):
+        self.assertEqual(normalize_mailbox_name("INBOX"), "Inbox")
+        self.assertEqual(normalize_mailbox_name("inbox/Sub"), "Inbox/Sub")
+        self.assertEqual(normalize_mailbox_name("Cafe\u0301"), "Caf\u00e9")
+        self.assertEqual(normalize_mailbox_name("a&b#c*%"), "a&b#c*%")
+        for bad in ("", "/a", "a/", "a//b", "a\x00b", "a\r\nb", "x" * 2000):
+            self.assertRaises(store.MailboxNameError, normalize_mailbox_name, bad)
+
+    def test_flags(self):
+        self.assertEqual(split_flags(["\\SEEN", "\\Recent", "Foo"]), ({"seen": True}, ["foo"]))
+        for bad in (["\\Nope"], ["a b"], ["x("], [""], ["ü"]):
+            self.assertRaises(store.FlagError, split_flags, bad)
+
+
+class SearchTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.inbox = yield self.mbox("Inbox")
+        day = timedelta(days=1)
+        base = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        yield self.acc.deliver(
+            "Inbox", make_message(subject="Invoice", body="Please pay the invoice.\r\n"),
+            received=base,
+        )
+        yield self.acc.deliver(
+            "Inbox", make_message(subject="Lunch", body="Pizza tomorrow?\r\n", size=5000),
+            flags=["\\Seen", "$important"], received=base + day,
+        )
+        yield self.acc.deliver(
+            "Inbox", make_message(subject="Re: Lunch", body="Pizza it is, naïvely.\r\n"),
+            received=base + 2 * day,
+        )
+
+    def s(self, **kw):
+        return self.acc.search(self.inbox.id, store.SearchCriteria(**kw))
+
+    @defer.inlineCallbacks
+    def test_search(self):
+        self.assertEqual((yield self.s()), [1, 2, 3])
+        self.assertEqual((yield self.s(flags_set=("\\Seen",))), [2])
+        self.assertEqual((yield self.s(flags_unset=("\\Seen",))), [1, 3])
+        self.assertEqual((yield self.s(flags_set=("$Important",))), [2])
+        self.assertEqual((yield self.s(flags_unset=("$important",))), [1, 3])
+        self.assertEqual((yield self.s(larger=4000)), [2])
+        self.assertEqual((yield self.s(smaller=4000)), [1, 3])
+        self.assertEqual(
+            (yield self.s(received_since=datetime(2026, 11, 2, tzinfo=timezone.utc))), [2, 3]
+        )
+        self.assertEqual(
+            (yield self.s(received_before=datetime(2026, 11, 2, tzinfo=timezone.utc))), [1]
+        )
+        self.assertEqual((yield self.s(subject_contains="lunch")), [2, 3])
+        self.assertEqual((yield self.s(from_contains="ALICE@")), [1, 2, 3])
+        self.assertEqual((yield self.s(uid_ranges=[(2, 10)])), [2, 3])
+        self.assertEqual((yield self.s(text="pizza")), [2, 3])
+        self.assertEqual((yield self.s(text="naively")), [3])  # diacritics folded
+        self.assertEqual((yield self.s(text="invoice pay")), [1])
+        # FTS5 syntax in user input is plain text, not an error.
+        self.assertEqual((yield self.s(text='pizza" OR "invoice')), [])
+        self.assertEqual((yield self.s(text="NEAR(")), [])
+
+    @defer.inlineCallbacks
+    def test_threading(self):
+        msgs = yield self.acc.messages(self.inbox.id)
+        # "Re: Lunch" has no references but joins "Lunch" by base subject.
+        self.assertEqual(msgs[2].thread_id, msgs[1].thread_id)
+        self.assertEqual(json.loads(msgs[2].row["thread_parent_ids"]), [msgs[1].id])
+        self.assertNotEqual(msgs[0].thread_id, msgs[1].thread_id)
+        thread = yield self.acc.thread(msgs[1].thread_id)
+        self.assertEqual([m.id for m in thread], [msgs[1].id, msgs[2].id])
+
+
+class ThreadingTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_references_and_late_parent(self):
+        root = make_message(subject="Plan", msgid="root@x")
+        reply = make_message(
+            subject="Re: Plan", msgid="reply@x",
+            extra=b"In-Reply-To: <mid@x>\r\nReferences: <root@x> <mid@x>\r\n",
+        )
+        mid = make_message(
+            subject="Re: Plan", msgid="mid@x",
+            extra=b"In-Reply-To: <root@x>\r\nReferences: <root@x>\r\n",
+        )
+        # The reply arrives first; only the root is known: missing link.
+        r = yield self.acc.deliver("Inbox", root)
+        c = yield self.acc.deliver("Inbox", reply)
+        self.assertEqual(c.thread_id, r.id)
+        self.assertEqual(c.row["thread_missing_link"], 1)
+        m = yield self.acc.deliver("Inbox", mid)
+        self.assertEqual(m.thread_id, r.id)
+        self.assertEqual(json.loads(m.row["thread_parent_ids"]), [r.id])
+
+    @defer.inlineCallbacks
+    def test_orphan_adopted(self):
+        child = make_message(
+            subject="Re: Trip", msgid="c@x", extra=b"In-Reply-To: <p@x>\r\nReferences: <p@x>\r\n"
+        )
+        parent = make_message(subject="Trip", msgid="p@x")
+        c = yield self.acc.deliver("Inbox", child)
+        self.assertEqual(c.thread_id, c.id)
+        self.assertEqual(c.row["thread_missing_link"], 1)
+        p = yield self.acc.deliver("Inbox", parent)
+        c2 = yield self.acc.message(c.id)
+        self.assertEqual(c2.thread_id, p.id)
+        self.assertEqual(json.loads(c2.row["thread_parent_ids"]), [p.id])
+        self.assertEqual(c2.row["thread_missing_link"], 0)
+
+
+class PasswordTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_password(self):
+        self.assertFalse((yield self.acc.verify_password("secret")))
+        yield self.acc.set_password("correct horse")
+        self.assertTrue((yield self.acc.verify_password("correct horse")))
+        self.assertFalse((yield self.acc.verify_password("wrong")))
+        with open(self.acc.db_path, "rb") as f:
+            self.assertNotIn(b"correct horse", f.read())
+
+
+class ChangeBusTests(unittest.SynchronousTestCase):
+    def test_subscribe_unsubscribe(self):
+        bus = ch.ChangeBus()
+        got = []
+        unsub = bus.subscribe(got.append)
+        bus.subscribe(lambda c: 1 / 0)  # a broken subscriber does not stop others
+        bus.publish(["a"])
+        unsub()
+        bus.publish(["b"])
+        self.assertEqual(got, [["a"]])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+
+class SchemaTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_upgrade_from_v1(self):
+        """A version-1 account (no SAVEDATE, no full-text index) opens and is upgraded."""
+        data_dir = self.mktemp()
+        path = store.account_dir(data_dir, "old")
+        os.makedirs(os.path.join(path, "maildir", "cur", "0"))
+        os.makedirs(os.path.join(path, "maildir", "tmp"))
+        conn = schema.connect(os.path.join(path, "index.db"))
+        schema.upgrade(conn, target=1)
+        from moxtw.store.account import init_account_db
+
+        init_account_db(conn)
+        conn.execute(
+            "INSERT INTO message (id, mailbox_id, uid, modseq, createseq, received, size,"
+            " envelope, bodystructure, part, subject)"
+            " VALUES (5, 1, 1, 2, 2, 1700000000, 10, '[]', '[]', '{}', 'old one')"
+        )
+        conn.execute("UPDATE mailbox SET total = 1, unseen = 1, size = 10, uidnext = 2 WHERE id = 1")
+        conn.close()
+        with open(os.path.join(path, "maildir", "cur", "0", "5"), "wb") as f:
+            f.write(b"Subject: old one\r\n\r\nfindable\r\n")
+        s = store.Store(data_dir)
+        self.addCleanup(s.close)
+        acc = yield s.open_account("old")
+        inbox = yield acc.mailbox("Inbox")
+        msgs = yield acc.messages(inbox.id)
+        self.assertEqual(msgs[0].saved.timestamp(), 1700000000)
+        found = yield acc.search(inbox.id, store.SearchCriteria(text="findable"))
+        self.assertEqual(found, [1])
+        conn = schema.connect(os.path.join(path, "index.db"))
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], schema.LATEST)
+        conn.close()
+
+    def test_newer_schema_refused(self):
+        conn = schema.connect(":memory:")
+        conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+        self.assertRaises(schema.SchemaError, schema.upgrade, conn)
