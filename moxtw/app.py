@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from moxtw import listeners, metrics
+from moxtw.auth import Authenticator
 from moxtw import log as mlog
 from moxtw.config import DynamicConfigWatcher
 from moxtw.store import Store
@@ -70,7 +71,21 @@ class MoxtwService(service.MultiService):
         self.config = config
         self.store = None
         self.watcher = None
+        self.auth = None
         self.listeners = []
+
+    def startService(self):
+        super().startService()
+        for svc in self.listeners:
+            if svc.port is not None:
+                host = svc.port.getHost()
+                log.info(
+                    "listening for {kinds} on {ip} port {port}{tls}",
+                    kinds="+".join(svc.spec.kinds),
+                    ip=host.host,
+                    port=host.port,
+                    tls=" (TLS)" if svc.spec.tls else "",
+                )
 
 
 def _tls_context(config):
@@ -105,6 +120,7 @@ def makeService(config, reactor=None):
     root.watcher.setServiceParent(root)
     root.store = Store(config.data_dir, reactor=reactor)
     StoreService(root.store, root.watcher, config.static).setServiceParent(root)
+    root.auth = Authenticator(root.store, lambda: root.watcher.current)
     for svc in listeners.build(
         config.static,
         reactor,

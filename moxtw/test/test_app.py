@@ -133,3 +133,45 @@ class PlanTests(unittest.SynchronousTestCase):
         lst.IMAPS.Port = lst.SMTP.Port
         e = self.assertRaises(listeners.ListenerError, listeners.plan, cfg.static)
         self.assertIn("same IP and port", str(e))
+
+
+class AuthTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        d = os.path.abspath(self.mktemp())
+        self.cfg = write_config(d, free_offset())
+        self.root = app.makeService(self.cfg, reactor=reactor)
+        self.root.privilegedStartService()
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        acc = yield self.root.store.open_account("mjl")
+        yield acc.set_password("pässword")
+
+    @defer.inlineCallbacks
+    def test_login(self):
+        from moxtw.auth import AuthFailed, LoginDisabled
+
+        auth = self.root.auth
+        acc = yield auth.authenticate("mjl@example.org", "pässword")
+        self.assertEqual(acc.name, "mjl")
+        # Localparts are case-insensitive unless the domain says otherwise; domains always.
+        acc = yield auth.authenticate("MJL@Example.ORG", "pa\u0308ssword")  # PRECIS: NFC
+        self.assertEqual(acc.name, "mjl")
+        for login, pw in (
+            ("mjl@example.org", "wrong"),
+            ("nobody@example.org", "pässword"),
+            ("not an address", "x"),
+            ("", ""),
+        ):
+            yield self.assertFailure(auth.authenticate(login, pw), AuthFailed)
+        mconfig.write_dynamic(
+            self.cfg.dynamic_path,
+            self.cfg.static,
+            lambda doc: doc["Accounts"]["mjl"].__setitem__("LoginDisabled", "account moved"),
+        )
+        os.utime(self.cfg.dynamic_path, (2, 2))
+        self.root.watcher.check()
+        e = yield self.assertFailure(auth.authenticate("mjl@example.org", "pässword"), LoginDisabled)
+        self.assertEqual(str(e), "account moved")

@@ -204,6 +204,15 @@ class _Proc(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+def _stop(proc):
+    if not proc.ended.called:
+        try:
+            proc.transport.signalProcess("TERM")
+        except Exception:
+            pass
+    return proc.ended
+
+
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
 
@@ -249,8 +258,45 @@ class TwistdPluginTests(unittest.TestCase):
             self.assertTrue(got["greeting"].startswith(b"554 "))
             self.assertIn(b"level=info", proc.out)  # logfmt lines
         finally:
-            if not proc.ended.called:
-                proc.transport.signalProcess("TERM")
-            yield proc.ended
+            yield _stop(proc)
         self.assertTrue(os.path.exists(os.path.join(d, "config", "domains.toml")))
         self.assertTrue(os.path.exists(os.path.join(d, "data", "tls", "ca.crt")))
+
+
+class TacTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_tac(self):
+        """twistd -ny moxtw.tac runs the same tree from a config directory."""
+        from moxtw.test.test_app import write_config
+
+        tac = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "moxtw.tac")
+        d = os.path.abspath(self.mktemp())
+        offset = free_offset()
+        write_config(d, offset)
+        proc = _Proc()
+        want = f"port={25 + offset}".encode()
+        proc.outReceived = lambda data, proc=proc: (
+            setattr(proc, "out", proc.out + data),
+            (not proc.listening.called and want in proc.out and proc.listening.callback(None)),
+        )
+        proc.errReceived = proc.outReceived
+        env = dict(os.environ, MOXTW_CONFIG=d)
+        reactor.spawnProcess(
+            proc, sys.executable,
+            [sys.executable, "-c", TWISTD, "-ny", tac, "--pidfile="],
+            env=env, path=d,
+        )
+        try:
+            yield proc.listening
+
+            def probe():
+                with socket.create_connection(("127.0.0.1", 25 + offset), timeout=10) as s:
+                    return s.recv(100)
+
+            greeting = yield threads.deferToThread(probe)
+            self.assertTrue(greeting.startswith(b"554 5.3.2 mail.example.org"))
+            self.assertIn(b"level=info pkg=app", proc.out)
+        finally:
+            yield _stop(proc)
