@@ -55,6 +55,26 @@ class Authenticator:
         return None
 
     @defer.inlineCallbacks
+    def credentials_for(self, login):
+        """Deferred[(Account, Credentials)] for challenge-response mechanisms (SCRAM,
+        CRAM-MD5), which check proofs against stored keys themselves. Fails with
+        AuthFailed for unknown logins and accounts without a password, LoginDisabled
+        when logins are disabled (callers report that only after a valid proof)."""
+        name = self.account_for_login(login)
+        if name is None:
+            raise AuthFailed("invalid login or password")
+        account = yield self.store.open_account(name)
+        creds = yield account.credentials()
+        if creds is None:
+            raise AuthFailed("invalid login or password")
+        return account, creds
+
+    def login_disabled(self, account_name):
+        """The LoginDisabled message of an account, or "" when logins are allowed."""
+        acc = self._dynamic().Accounts.get(account_name)
+        return acc.LoginDisabled if acc is not None else ""
+
+    @defer.inlineCallbacks
     def authenticate(self, login, password):
         """Deferred[Account]; fails with AuthFailed or LoginDisabled."""
         name = self.account_for_login(login)

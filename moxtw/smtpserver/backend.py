@@ -1,0 +1,326 @@
+"""The SMTP server's backend: what the protocol asks of the rest of moxtw.
+
+The protocol (``moxtw.smtpserver.server``) calls these methods and never touches the
+store, the queue or the configuration itself. One backend serves all SMTP listeners.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from moxtw import ratelimit
+from moxtw.smtp import codes as c
+from moxtw.smtpserver import recipients as rcpts
+from moxtw.smtpserver import submission
+from moxtw.smtpserver.delivery import LocalDelivery, authentication_results, received_header
+from moxtw.smtpserver.server import SMTPReply
+from moxtw.store import DeliveryFacts
+
+log = Logger(namespace="moxtw.smtpserver")
+
+# Connections per IP, failed authentications per IP (as mox: slowed down, then refused).
+CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
+AUTH_FAILURE_LIMITS = [(60, 10), (3600, 50), (86400, 500)]
+
+
+@dataclass
+class LocalserveRule:
+    """A localserve test behaviour chosen by a recipient's (or sender's) localpart."""
+
+    stage: str  # "mailfrom", "rcptto" or "data"
+    code: object  # reply code, or None for "timeout" (no reply)
+    queue: bool = False  # accepted, fails at delivery from the queue
+
+
+_CODE_SUFFIX = re.compile(r"([45][0-9][0-9])$")
+
+
+def localserve_rule(localpart):
+    """mox localserve's rules: ...temperror (451), ...permerror (550), ...NNN (that code),
+    ...timeout (no reply); at MAIL/RCPT when the localpart starts with mailfrom/rcptto,
+    else at DATA. A localpart starting with "queue" fails only at delivery from the
+    queue."""
+    lp = localpart.lower()
+    if lp.startswith("queue"):
+        return LocalserveRule("queue", c.C550_MAILBOX_UNAVAILABLE, queue=True)
+    stage = "mailfrom" if lp.startswith("mailfrom") else "rcptto" if lp.startswith("rcptto") else "data"
+    if lp.endswith("temperror"):
+        return LocalserveRule(stage, c.C451_LOCAL_ERROR)
+    if lp.endswith("permerror"):
+        return LocalserveRule(stage, c.C550_MAILBOX_UNAVAILABLE)
+    if lp.endswith("timeout"):
+        return LocalserveRule(stage, None)
+    m = _CODE_SUFFIX.search(lp)
+    if m:
+        return LocalserveRule(stage, int(m.group(1)))
+    return None
+
+
+def _rule_reply(rule):
+    code = rule.code
+    se = "0.0"
+    return SMTPReply(code, se, f"error requested by localserve test address ({code})")
+
+
+class SMTPBackend:
+    def __init__(
+        self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
+        clock=None, localserve=False, check_from=True,
+    ):
+        """``current()`` returns (static, dynamic) config in force."""
+        self.hostname = hostname
+        self.store = store
+        self.authenticator = authenticator
+        self.current = current
+        self.queue = queue
+        self.queue_service = queue_service
+        self.clock = clock
+        self.localserve = localserve
+        self.check_from = check_from
+        self.delivery = LocalDelivery(store)
+        self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
+        self.auth_failures = ratelimit.Limiter(AUTH_FAILURE_LIMITS, clock)
+
+    # -- connection and authentication
+
+    def connection_allowed(self, session):
+        if not self.connections.add(session.remote_ip):
+            return "too many connections from your IP address, try again later"
+        return None
+
+    def connection_closed(self, session):
+        pass
+
+    def auth_allowed(self, session):
+        if not self.auth_failures.can_add(session.remote_ip):
+            return "too many failed authentication attempts from your IP address, try again later"
+        return None
+
+    def auth_result(self, session, ok):
+        if not ok:
+            self.auth_failures.add(session.remote_ip)
+
+    # -- transaction
+
+    def check_sender(self, session, env):
+        if self.localserve and env.mailfrom is not None:
+            rule = localserve_rule(env.mailfrom.localpart)
+            if rule and rule.stage == "mailfrom":
+                return self._apply_rule(rule)
+        if session.kind == "smtp" or not self.check_from or env.mailfrom is None:
+            return None
+        static, dynamic = self.current()
+        a = env.mailfrom
+        if not rcpts.may_send_as(dynamic, session.account.name, a.localpart, a.domain.unicode):
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_SENDER_NOT_AUTHORIZED,
+                            f"account {session.account.name} may not send as {a}")
+        return None
+
+    def _apply_rule(self, rule):
+        if rule.code is None:
+            # "timeout": no reply for an hour, then the connection closes.
+            d = defer.Deferred()
+            clock = self.clock
+            if clock is None:
+                from twisted.internet import reactor as clock
+            clock.callLater(3600, d.errback, SMTPReply(421, "4.2", "timeout requested by test address", close=True))
+            return d
+        raise _rule_reply(rule)
+
+    def check_recipient(self, session, env, rcpt):
+        a = rcpt.address
+        if self.localserve:
+            rule = localserve_rule(a.localpart)
+            if rule and rule.stage == "rcptto":
+                return self._apply_rule(rule)
+        if session.kind != "smtp":
+            return None  # submission: any recipient; delivery decides
+        static, dynamic = self.current()
+        try:
+            resolved = rcpts.resolve(static, dynamic, a.localpart, a.domain.unicode)
+        except rcpts.NotLocal:
+            if self.localserve:
+                return self._localserve_recipient(static)
+            # RFC 5321 3.6.2: no relaying for unauthenticated clients.
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
+                            "not accepting email for this domain (relaying not permitted)")
+        except rcpts.DomainDisabled:
+            raise SMTPReply(c.C450_MAILBOX_UNAVAILABLE, c.SE_MAILBOX_DISABLED1,
+                            "domain temporarily not accepting email")
+        if resolved is None:
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, "no such user")
+        if isinstance(resolved, rcpts.Recipient) and resolved.destination is not None:
+            err = resolved.destination.SMTPError
+            if err:
+                code = int(err.split(" ", 1)[0])
+                raise SMTPReply(code, "0.0" if code < 500 else "1.1", err.split(" ", 1)[1] if " " in err else "refused")
+        if isinstance(resolved, rcpts.AliasRecipient) and not resolved.alias.PostPublic:
+            sender = env.mailfrom
+            members = {m.lower() for m in resolved.members}
+            if sender is None or f"{sender.localpart}@{sender.domain.unicode}".lower() not in members:
+                raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
+                                "only members may post to this list")
+        return resolved
+
+    def _localserve_recipient(self, static):
+        # localserve: every address goes to the one account.
+        return rcpts.Recipient("", static.Postmaster.Account, "Inbox", None)
+
+    # -- message
+
+    def _data_rule(self, env):
+        if not self.localserve:
+            return None
+        for r in env.recipients:
+            rule = localserve_rule(r.address.localpart)
+            if rule and rule.stage == "data":
+                return rule
+        return None
+
+    def _with_proto(self, session, env):
+        # RFC 3848 and RFC 6531 4.3 protocol types.
+        proto = "UTF8SMTP" if env.smtputf8 else ("ESMTP" if session.esmtp else "SMTP")
+        if session.tls:
+            proto += "S"
+        if session.account is not None:
+            proto += "A"
+        return proto
+
+    def _received(self, session, env, rcpt, now):
+        tls = ""
+        if session.tls:
+            tls = f"version={session.tls_version or 'TLS'} cipher={session.tls_cipher or 'unknown'}"
+        return received_header(
+            from_ehlo=session.ehlo, remote_ip=session.remote_ip, remote_name=None,
+            hostname=self.hostname, local_ip=session.local_ip,
+            with_proto=self._with_proto(session, env), msg_id=session.cid,
+            rcpt=rcpt, now=now, tls=tls,
+        )
+
+    @defer.inlineCallbacks
+    def deliver(self, session, env, data, has_8bit=False):
+        """Incoming message (port 25): deliver to each recipient's account."""
+        rule = self._data_rule(env)
+        if rule is not None:
+            yield self._apply_rule(rule)
+        static, dynamic = self.current()
+        targets = []
+        for r in env.recipients:
+            targets.extend(rcpts.expand(static, dynamic, r.resolved))
+        if not targets:
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, "no deliverable recipients")
+        now = datetime.now(timezone.utc)
+        only = str(env.recipients[0].address) if len(env.recipients) == 1 else ""
+        prefix = self._received(session, env, only, now) + authentication_results(self.hostname)
+        mailfrom = str(env.mailfrom) if env.mailfrom is not None else ""
+        facts = DeliveryFacts(
+            remote_ip=session.remote_ip, ehlo_domain=session.ehlo, mailfrom=mailfrom,
+            rcptto=str(env.recipients[0].address), tls_version=session.tls_version,
+            tls_cipher=session.tls_cipher, requiretls=env.requiretls,
+        )
+        results = yield self.delivery.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts)
+        ok = [r for r in results if r.ok]
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0, f"delivered (cid {session.cid})")
+        if ok:
+            # Some delivered: we have taken responsibility, so say 250 (RFC 5321 6.1); the
+            # failed recipients are logged for the postmaster.
+            for r in failed:
+                log.error("delivery to {account} failed after accepting: {text}",
+                          account=r.recipient.account, text=r.text, cid=session.cid)
+            return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0,
+                             f"delivered to {len(ok)} of {len(results)} mailboxes (cid {session.cid})")
+        first = failed[0]
+        temporary = any(not r.permanent for r in failed)
+        code = first.code if (first.code < 500) == temporary else (451 if temporary else first.code)
+        return SMTPReply(code, first.se, f"{first.text} (cid {session.cid})")
+
+    @defer.inlineCallbacks
+    def submit(self, session, env, data, has_8bit=False):
+        """Submitted message: checks, then into the queue, durable before 250."""
+        rule = self._data_rule(env)
+        if rule is not None:
+            yield self._apply_rule(rule)
+        static, dynamic = self.current()
+        now = datetime.now(timezone.utc)
+        data, message_id, froms, senders = yield threads.deferToThread(
+            submission.prepare, data, self.hostname, now
+        )
+        account = session.account.name
+        if self.check_from:
+            if len(froms) != 1:
+                raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_MSG_OTHER0,
+                                "message must have exactly one From address")
+            for who, addrs in (("From", froms), ("Sender", senders)):
+                for a in addrs:
+                    if not rcpts.may_send_as(dynamic, account, a.localpart, a.domain.lower()):
+                        raise SMTPReply(
+                            c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_SENDER_NOT_AUTHORIZED,
+                            f"message {who} address {a.localpart}@{a.domain} does not belong to account {account}",
+                        )
+        recipients = [r.address for r in env.recipients]
+        prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)
+        ids = yield self.queue.add(
+            prefix + data,
+            str(env.mailfrom) if env.mailfrom is not None else "",
+            [f"{a.localpart}@{a.domain.unicode}" for a in recipients],
+            sender_account=account,
+            smtputf8=env.smtputf8 or any(a.needs_smtputf8 for a in recipients),
+            has_8bit=has_8bit,
+            requiretls=True if env.requiretls else None,
+            hold_until=env.hold_until,
+            message_id=message_id,
+            dsn_ret=env.ret or None,
+            dsn_envid=env.envid or None,
+            rcpt_dsn={
+                f"{r.address.localpart}@{r.address.domain.unicode}": {"notify": r.notify, "orcpt": r.orcpt}
+                for r in env.recipients if r.notify or r.orcpt
+            } or None,
+        )
+        log.info("queued message {msgid} for {n} recipients", msgid=message_id, n=len(ids), cid=session.cid)
+        if self.queue_service is not None:
+            self.queue_service.kick()
+        return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0,
+                         f"queued as {','.join(str(i) for i in ids)} (cid {session.cid})")
+
+    # -- delivery from the queue
+
+    @defer.inlineCallbacks
+    def deliver_queued(self, entry):
+        """QueueService's deliver callable: local recipients through the same delivery path
+        as incoming mail; remote ones wait for the SMTP client (not in this version)."""
+        from moxtw.queue import DeliveryResult
+
+        static, dynamic = self.current()
+        localpart, _, domain = entry.recipient.rpartition("@")
+        if self.localserve:
+            rule = localserve_rule(localpart)
+            if rule is not None and rule.queue:
+                return DeliveryResult(False, True, "550 delivery failure requested by localserve test address")
+        try:
+            resolved = rcpts.resolve(static, dynamic, localpart, domain)
+        except rcpts.NotLocal:
+            if not self.localserve:
+                return DeliveryResult(False, False, "remote delivery is not part of this version yet")
+            resolved = self._localserve_recipient(static)
+        except rcpts.DomainDisabled:
+            return DeliveryResult(False, False, "domain temporarily disabled")
+        if resolved is None:
+            return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
+        targets = rcpts.expand(static, dynamic, resolved)
+        data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        results = yield self.delivery.deliver(data, targets, mailfrom=entry.mailfrom, prefix=b"")
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            return DeliveryResult(True, False, "")
+        first = failed[0]
+        return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
+
+
+def _read_file(path):
+    with open(path, "rb") as f:
+        return f.read()

@@ -1,0 +1,149 @@
+"""Reading the message after DATA: dot-unstuffing, end detection, smuggling protection.
+
+RFC 5321 4.1.1.4 and 4.5.2: the message ends with CRLF "." CRLF, and a line starting
+with "." had one extra "." added by the client. Only that exact sequence ends the data.
+Sequences another server might take as the end (LF "." LF, CRLF "." LF, LF "." CRLF) and
+bare carriage returns are refused: a message relayed through a server that ends DATA
+differently could otherwise smuggle a second message in ("SMTP smuggling"). After such
+a sequence the reader keeps reading up to the real end, so nothing in the message is ever
+taken as a command.
+
+Bare LF line endings elsewhere are accepted in normal mode (the store repairs them to
+CRLF) and refused in pedantic mode. Data is streamed into a spool file, never held whole
+in memory, whatever the line lengths.
+"""
+
+import tempfile
+
+SPOOL_IN_MEMORY = 1024 * 1024
+PARTIAL_FLUSH = 64 * 1024
+
+
+class DataReader:
+    """Feed bytes after the 354 reply; ``feed`` returns the bytes after the end marker
+    once the end is seen, else None."""
+
+    def __init__(self, max_size, pedantic=False, spool_dir=None):
+        self.max_size = max_size
+        self.pedantic = pedantic
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir)
+        self.size = 0
+        self.too_large = False
+        self.smuggling = None  # description of the first offending sequence
+        self.bare_lf = False
+        self.has_8bit = False
+        self._buf = b""
+        self._line_start = True
+        self._prev_crlf = True  # the DATA command line ended with CRLF
+
+    def feed(self, data):
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                rest = buf[pos:]
+                if len(rest) >= PARTIAL_FLUSH:
+                    # A long partial line: write all but a possible trailing CR.
+                    self._partial(rest[:-1])
+                    rest = rest[-1:]
+                self._buf = rest
+                return None
+            line = buf[pos:nl + 1]
+            pos = nl + 1
+            if self._line(line):
+                self._buf = b""
+                return buf[pos:]
+        self._buf = b""
+        return None
+
+    def _partial(self, chunk):
+        if b"\r" in chunk:
+            self._flag("bare carriage return")
+        if self._line_start and chunk.startswith(b"."):
+            chunk = chunk[1:]
+        self._line_start = False
+        self._write(chunk)
+
+    def _line(self, line):
+        crlf = line.endswith(b"\r\n")
+        body = line[:-2] if crlf else line[:-1]
+        if b"\r" in body:
+            self._flag("bare carriage return")
+        if self._line_start and body == b".":
+            if crlf and self._prev_crlf:
+                return True
+            self._flag("end of data marker with bare newline")
+            self._prev_crlf = crlf
+            return False
+        if not crlf:
+            self.bare_lf = True
+            if self.pedantic:
+                self._flag("bare newline (pedantic mode)")
+        if self._line_start and body.startswith(b"."):
+            line = line[1:]  # RFC 5321 4.5.2: dot-unstuffing
+        self._write(line)
+        self._line_start = True
+        self._prev_crlf = crlf
+        return False
+
+    def _flag(self, what):
+        if self.smuggling is None:
+            self.smuggling = what
+
+    def _write(self, chunk):
+        self.size += len(chunk)
+        if self.size > self.max_size:
+            self.too_large = True
+            return
+        if not self.has_8bit and not chunk.isascii():
+            self.has_8bit = True
+        if self.smuggling is None:
+            self.file.write(chunk)
+
+    def read_all(self):
+        """The message bytes (blocking if spooled to disk: call off the reactor)."""
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self):
+        self.file.close()
+
+
+class ChunkReader:
+    """BDAT (RFC 3030): raw chunks of a known size, no dot-stuffing, appended together."""
+
+    def __init__(self, max_size, spool_dir=None):
+        self.max_size = max_size
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir)
+        self.size = 0
+        self.too_large = False
+        self.has_8bit = False
+        self.remaining = 0
+
+    def start_chunk(self, size):
+        self.remaining = size
+
+    def feed(self, data):
+        """Take what belongs to the current chunk; returns the rest, or None when the
+        chunk is not complete yet."""
+        take = data[: self.remaining]
+        self.remaining -= len(take)
+        self.size += len(take)
+        if self.size > self.max_size:
+            self.too_large = True
+        elif take:
+            if not self.has_8bit and not take.isascii():
+                self.has_8bit = True
+            self.file.write(take)
+        if self.remaining:
+            return None
+        return data[len(take):]
+
+    def read_all(self):
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self):
+        self.file.close()

@@ -1,0 +1,440 @@
+"""The SMTP server protocol over a StringTransport, per command and state.
+
+A recording backend stands in for delivery so the protocol's own rules are tested here;
+moxtw/test/test_smtp_e2e.py runs the real backend with real clients.
+"""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from moxtw.smtp import codes as c
+from moxtw.smtpserver.server import SMTPFactory, SMTPReply
+
+
+class RecordingBackend:
+    def __init__(self):
+        self.delivered = []
+        self.submitted = []
+        self.refuse_rcpt = set()
+        self.deliver_deferreds = []
+        self.hold = False
+        self.authenticator = None
+
+    def connection_allowed(self, session):
+        return None
+
+    def connection_closed(self, session):
+        pass
+
+    def auth_allowed(self, session):
+        return None
+
+    def auth_result(self, session, ok):
+        pass
+
+    def check_sender(self, session, env):
+        return None
+
+    def check_recipient(self, session, env, rcpt):
+        if rcpt.address.localpart in self.refuse_rcpt:
+            raise SMTPReply(550, "1.1", "no such user")
+        # Asynchronous, like the real backend may be.
+        return defer.succeed("resolved")
+
+    def deliver(self, session, env, data, has_8bit=False):
+        self.delivered.append((env, data))
+        if self.hold:
+            d = defer.Deferred()
+            self.deliver_deferreds.append(d)
+            return d
+        return defer.succeed(SMTPReply(250, "0.0", "delivered"))
+
+    def submit(self, session, env, data, has_8bit=False):
+        self.submitted.append((env, data))
+        return defer.succeed(SMTPReply(250, "0.0", "queued"))
+
+
+class SMTPTestBase(unittest.SynchronousTestCase):
+    kind = "smtp"
+    pedantic = False
+    max_size = 10000
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.backend = RecordingBackend()
+        self.factory = SMTPFactory(
+            self.kind, "mx.example.org", self.backend, max_message_size=self.max_size,
+            pedantic=self.pedantic, clock=self.clock,
+        )
+        self.proto, self.tr = self.connect()
+
+    def connect(self):
+        proto = self.factory.buildProtocol(None)
+        proto.factory = self.factory
+        tr = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.10", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(tr)
+        return proto, tr
+
+    def send(self, data):
+        self.tr.clear()
+        self.proto.dataReceived(data)
+        return self.tr.value().decode()
+
+    def codes(self, out):
+        return [int(line[:3]) for line in out.split("\r\n") if line and line[3] == " "]
+
+    def ehlo(self):
+        return self.send(b"EHLO client.example.net\r\n")
+
+
+class GreetingTests(SMTPTestBase):
+    def test_greeting(self):
+        self.assertTrue(self.tr.value().startswith(b"220 mx.example.org ESMTP"))
+
+    def test_ehlo_extensions(self):
+        out = self.ehlo()
+        for ext in ("PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 10000", "ENHANCEDSTATUSCODES",
+                    "CHUNKING", "BINARYMIME", "LIMITS RCPTMAX=1000", "DSN"):
+            self.assertIn(f"250-{ext}\r\n", out.replace("250 DSN", "250-DSN"))
+        self.assertNotIn("AUTH", out)  # not on port 25
+        self.assertNotIn("STARTTLS", out)  # no TLS configured
+        self.assertNotIn("REQUIRETLS", out)  # only over TLS (RFC 8689)
+
+    def test_helo(self):
+        out = self.send(b"HELO client\r\n")
+        self.assertTrue(out.startswith("250 mx.example.org"))
+
+    def test_missing_domain(self):
+        self.assertEqual(self.codes(self.send(b"EHLO\r\n")), [501])
+
+    def test_unknown_and_garbage(self):
+        self.assertEqual(self.codes(self.send(b"FOO\r\n")), [500])
+        self.assertEqual(self.codes(self.send(b"\xff\xfe\x00\r\n")), [500])
+        self.assertEqual(self.codes(self.send(b"MAIL\x00FROM\r\n")), [500])
+
+    def test_quit(self):
+        out = self.send(b"QUIT\r\n")
+        self.assertTrue(out.startswith("221 "))
+        self.assertTrue(self.tr.disconnecting)
+
+    def test_vrfy_expn_help_noop(self):
+        self.ehlo()
+        self.assertEqual(self.codes(self.send(b"VRFY mjl\r\n")), [252])
+        self.assertEqual(self.codes(self.send(b"EXPN list\r\n")), [502])
+        self.assertEqual(self.codes(self.send(b"HELP\r\n")), [214])
+        self.assertEqual(self.codes(self.send(b"NOOP\r\n")), [250])
+
+    def test_enhanced_codes_after_ehlo_only(self):
+        out = self.send(b"HELO x\r\nMAIL FROM:<a@b.org>\r\n")
+        self.assertIn("250 sender ok", out)
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org>\r\n")
+        self.assertIn("250 2.1.0 sender ok", out)
+
+
+class TransactionTests(SMTPTestBase):
+    def test_sequence(self):
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org>\r\n")), [503])
+        self.ehlo()
+        self.assertEqual(self.codes(self.send(b"RCPT TO:<x@y.org>\r\n")), [503])
+        self.assertEqual(self.codes(self.send(b"DATA\r\n")), [503])
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org>\r\n")), [250])
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org>\r\n")), [503])
+        self.assertEqual(self.codes(self.send(b"DATA\r\n")), [554])  # no recipients
+        self.assertEqual(self.codes(self.send(b"RCPT TO:<x@y.org>\r\n")), [250])
+        self.assertEqual(self.codes(self.send(b"RSET\r\n")), [250])
+        self.assertEqual(self.codes(self.send(b"RCPT TO:<x@y.org>\r\n")), [503])
+
+    def test_full_transaction(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        self.assertEqual(self.codes(out), [250, 250, 354])
+        out = self.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n")
+        self.assertEqual(self.codes(out), [250])
+        env, data = self.backend.delivered[0]
+        self.assertEqual(data, b"Subject: hi\r\n\r\n.dot\r\nbody\r\n")
+        self.assertEqual(str(env.mailfrom), "a@b.org")
+        self.assertEqual([str(r.address) for r in env.recipients], ["x@y.org"])
+        # A new transaction may follow.
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<>\r\n")), [250])
+
+    def test_null_sender_and_postmaster(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\n")
+        self.assertEqual(self.codes(out), [250, 250])
+        self.assertEqual(str(self.proto.envelope.recipients[0].address), "postmaster@mx.example.org")
+
+    def test_pipelining_in_order(self):
+        """RFC 2920: all replies in order even with asynchronous handlers."""
+        self.ehlo()
+        self.backend.hold = True
+        out = self.send(
+            b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nRCPT TO:<nobody@y.org>\r\n"
+            b"RCPT TO:<z@y.org>\r\nDATA\r\nhello\r\n.\r\nNOOP\r\nQUIT\r\n"
+        )
+        self.backend.refuse_rcpt = {"nobody"}
+        # Delivery holds: nothing after the data is answered yet.
+        self.assertEqual(self.codes(out), [250, 250, 250, 250, 354])
+        self.backend.deliver_deferreds[0].callback(SMTPReply(250, "0.0", "delivered"))
+        self.assertEqual(self.codes(self.tr.value().decode()), [250, 250, 250, 250, 354, 250, 250, 221])
+
+    def test_refused_recipient(self):
+        self.ehlo()
+        self.backend.refuse_rcpt = {"nobody"}
+        out = self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<nobody@y.org>\r\nRCPT TO:<x@y.org>\r\n")
+        self.assertEqual(self.codes(out), [250, 550, 250])
+        self.assertIn("550 5.1.1", out)
+        self.assertEqual(len(self.proto.envelope.recipients), 1)
+
+    def test_too_many_recipients(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\n")
+        out = self.send(b"".join(b"RCPT TO:<u%d@y.org>\r\n" % i for i in range(1001)))
+        self.assertEqual(self.codes(out)[-1], 452)
+        self.assertIn("452 4.5.3", out)
+
+    def test_address_syntax(self):
+        self.ehlo()
+        for bad in (b"MAIL FROM:a@b.org", b"MAIL FROM:<a@b", b"MAIL FROM:<a@@b.org>",
+                    b"MAIL FROM:<a@b.org>junk", b"MAIL TO:<a@b.org>", b"MAIL FROM:<a b@c.org>"):
+            out = self.send(bad + b"\r\n")
+            self.assertEqual(self.codes(out), [501], bad)
+
+    def test_space_after_colon_tolerated(self):
+        self.ehlo()
+        self.assertEqual(self.codes(self.send(b"MAIL FROM: <a@b.org>\r\n")), [250])
+
+    def test_params(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org> SIZE=500 BODY=8BITMIME RET=HDRS ENVID=x1\r\n")
+        self.assertEqual(self.codes(out), [250])
+        env = self.proto.envelope
+        self.assertEqual((env.size, env.body, env.ret, env.envid), (500, "8BITMIME", "HDRS", "x1"))
+        out = self.send(b"RCPT TO:<x@y.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@y.org\r\n")
+        self.assertEqual(self.codes(out), [250])
+        self.assertEqual(env.recipients[0].notify, "SUCCESS,FAILURE")
+        self.assertEqual(self.codes(self.send(b"RCPT TO:<q@y.org> NOTIFY=NEVER,DELAY\r\n")), [501])
+        self.assertEqual(self.codes(self.send(b"RCPT TO:<q@y.org> FOO=1\r\n")), [555])
+        self.send(b"RSET\r\n")
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org> BODY=9BIT\r\n")), [501])
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org> SIZE=1 SIZE=2\r\n")), [501])
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org> FOO\r\n")), [555])
+        # REQUIRETLS only on TLS sessions; HOLDFOR only on submission.
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org> REQUIRETLS\r\n")), [530])
+        self.assertEqual(self.codes(self.send(b"MAIL FROM:<a@b.org> HOLDFOR=10\r\n")), [555])
+
+    def test_size_refused_early(self):
+        """RFC 1870 6.1: a declared SIZE over the limit is refused at MAIL."""
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org> SIZE=10001\r\n")
+        self.assertIn("552 5.3.4", out)
+
+    def test_message_too_large(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        out = self.send(b"x" * 20000 + b"\r\n.\r\n")
+        self.assertIn("552 5.3.4", out)
+        self.assertEqual(self.backend.delivered, [])
+        self.assertEqual(self.codes(self.send(b"NOOP\r\n")), [250])
+
+    def test_smtputf8(self):
+        self.ehlo()
+        out = self.send("MAIL FROM:<ü@bücher.de>\r\n".encode())
+        self.assertIn("553 5.6.7", out)
+        out = self.send("MAIL FROM:<ü@bücher.de> SMTPUTF8\r\n".encode())
+        self.assertEqual(self.codes(out), [250])
+        out = self.send("RCPT TO:<Ωmega@παράδειγμα.δοκιμή>\r\n".encode())
+        self.assertEqual(self.codes(out), [250])
+        self.assertEqual(self.proto.envelope.recipients[0].address.domain.ascii, "xn--hxajbheg2az3al.xn--jxalpdlp")
+
+
+class SmugglingTests(SMTPTestBase):
+    """Only CRLF.CRLF ends DATA; other end markers and bare CR are refused."""
+
+    def transaction(self, payload):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        return self.send(payload)
+
+    def test_variants(self):
+        for payload in (
+            b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\nevil\r\n.\r\n",
+            b"Subject: a\r\n\r\nx\r\n.\nMAIL FROM:<evil@b.org>\r\n.\r\n",
+            b"Subject: a\r\n\r\nx\n.\r\nMAIL FROM:<evil@b.org>\r\n.\r\n",
+            b"Subject: a\r\n\r\nx\r.\rMAIL FROM:<evil@b.org>\r\n.\r\n",
+            b"Subject: a\r\n\r\nx\rtext\r\n.\r\n",
+        ):
+            self.setUp()
+            out = self.transaction(payload)
+            self.assertEqual(self.codes(out), [554], payload)
+            self.assertIn("SMTP smuggling", out)
+            self.assertEqual(self.backend.delivered, [], payload)
+            # Nothing of the message was taken as a command.
+            self.assertEqual(out.count("\r\n"), 1, payload)
+
+    def test_bare_lf_lines_accepted(self):
+        out = self.transaction(b"Subject: a\n\nline\n.\r\n")
+        # The "." line follows a bare LF line: an ambiguous end, not taken as the end...
+        self.assertEqual(out, "")
+        # ...and the message is refused once the real end comes.
+        out = self.send(b"more\r\n.\r\n")
+        self.assertIn("554", out)
+        self.setUp()
+        out = self.transaction(b"Subject: a\n\nline\r\n.\r\n")
+        self.assertEqual(self.codes(out), [250])
+        self.assertEqual(self.backend.delivered[0][1], b"Subject: a\n\nline\r\n")
+
+    def test_long_lines_stay_data(self):
+        """A long line never makes the rest of the body run as commands."""
+        self.max_size = 10 ** 7
+        self.setUp()
+        out = self.transaction(b"x" * 100000 + b"\r\nMAIL FROM:<evil@b.org>\r\n.\r\n")
+        self.assertEqual(self.codes(out), [250])
+        self.assertEqual(len(self.backend.delivered), 1)
+        self.assertTrue(self.backend.delivered[0][1].endswith(b"\r\nMAIL FROM:<evil@b.org>\r\n"))
+
+    def test_split_chunks(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        for ch in b"Subject: x\r\n\r\nbody\r\n.\r\n":
+            self.proto.dataReceived(bytes([ch]))
+        self.assertEqual(self.backend.delivered[0][1], b"Subject: x\r\n\r\nbody\r\n")
+
+
+class PedanticTests(SMTPTestBase):
+    pedantic = True
+
+    def test_space_after_colon(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM: <a@b.org>\r\n")
+        self.assertEqual(self.codes(out), [501])
+        self.assertIn("pedantic", out)
+
+    def test_bare_lf_command(self):
+        out = self.send(b"EHLO x.org\n")
+        self.assertEqual(self.codes(out), [500])
+
+    def test_bad_ehlo_domain(self):
+        self.assertEqual(self.codes(self.send(b"EHLO not_valid!\r\n")), [501])
+
+    def test_8bit_without_body_param(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        out = self.send("Subject: ü\r\n\r\nx\r\n.\r\n".encode())
+        self.assertIn("554", out)
+
+
+class BDATTests(SMTPTestBase):
+    def test_chunks(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org> BODY=BINARYMIME\r\nRCPT TO:<x@y.org>\r\n")
+        out = self.send(b"BDAT 10\r\n0123456789BDAT 6 LAST\r\n\r\n.\r\nX")
+        self.assertEqual(self.codes(out), [250, 250])
+        self.assertEqual(self.backend.delivered[0][1], b"0123456789\r\n.\r\nX")
+
+    def test_pipelined_with_data_after(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nBDAT 3 LAST\r\nabcNOOP\r\n")
+        self.assertEqual(self.codes(out), [250, 250, 250, 250])
+        self.assertEqual(self.backend.delivered[0][1], b"abc")
+
+    def test_empty_last(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\n")
+        out = self.send(b"BDAT 2\r\nabBDAT 0 LAST\r\n")
+        self.assertEqual(self.codes(out), [250, 250])
+        self.assertEqual(self.backend.delivered[0][1], b"ab")
+
+    def test_without_mail_chunk_consumed(self):
+        """RFC 3030 2: a refused BDAT's chunk is still read, not run as commands."""
+        self.ehlo()
+        out = self.send(b"BDAT 12\r\nQUIT\r\nQUIT\r\nNOOP\r\n")
+        self.assertEqual(self.codes(out), [503, 250])
+        self.assertFalse(self.tr.disconnecting)
+
+    def test_bad_size(self):
+        self.ehlo()
+        out = self.send(b"BDAT x\r\n")
+        self.assertEqual(self.codes(out), [501])
+        self.assertTrue(self.tr.disconnecting)
+
+    def test_too_large(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\n")
+        out = self.send(b"BDAT 20000 LAST\r\n" + b"x" * 20000)
+        self.assertIn("552 5.3.4", out)
+
+    def test_data_after_binarymime_refused(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org> BODY=BINARYMIME\r\nRCPT TO:<x@y.org>\r\n")
+        self.assertEqual(self.codes(self.send(b"DATA\r\n")), [503])
+
+
+class HostileTests(SMTPTestBase):
+    def test_long_line(self):
+        out = self.send(b"EHLO " + b"a" * 10000 + b"\r\nNOOP\r\n")
+        self.assertEqual(self.codes(out), [500, 250])
+        self.assertIn("too long", out)
+
+    def test_long_line_without_newline(self):
+        out = self.send(b"A" * 5000)
+        self.assertEqual(self.codes(out), [500])
+        out = self.send(b"B" * 5000 + b"\r\nNOOP\r\n")
+        self.assertEqual(self.codes(out), [250])
+
+    def test_too_many_errors(self):
+        out = self.send(b"BAD\r\n" * 20)
+        self.assertEqual(self.codes(out)[-1], 421)
+        self.assertTrue(self.tr.disconnecting)
+
+    def test_binary_garbage(self):
+        import random
+
+        rng = random.Random(1)
+        for _ in range(50):
+            self.setUp()
+            junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+            self.proto.dataReceived(junk)
+            self.proto.dataReceived(b"\r\n")
+        # No exception escaped; the last connection still answers or was closed cleanly.
+
+    def test_timeout(self):
+        self.clock.advance(299)
+        self.assertFalse(self.tr.disconnecting)
+        self.clock.advance(2)
+        self.assertIn(b"421 ", self.tr.value())
+        self.assertTrue(self.tr.disconnecting)
+
+    def test_half_closed(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\npartial")
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.backend.delivered, [])
+        self.proto.dataReceived(b"\r\n.\r\n")  # late data after close is ignored
+        self.assertEqual(self.backend.delivered, [])
+
+
+class SubmissionTests(SMTPTestBase):
+    kind = "submission"
+
+    def test_auth_required(self):
+        self.ehlo()
+        out = self.send(b"MAIL FROM:<a@b.org>\r\n")
+        self.assertIn("530 5.7.0", out)
+
+    def test_auth_needs_tls(self):
+        self.ehlo()
+        out = self.send(b"AUTH PLAIN AGEAYg==\r\n")
+        self.assertIn("538 5.7.11", out)
+
+    def test_starttls_unavailable(self):
+        self.ehlo()
+        self.assertEqual(self.codes(self.send(b"STARTTLS\r\n")), [502])
