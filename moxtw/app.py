@@ -7,11 +7,14 @@ for custom deployments. Nothing else lives here: each service comes from its own
 import os
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from moxtw import listeners, metrics
 from moxtw.auth import Authenticator
+from moxtw.queue import Queue, QueueService
+from moxtw.smtpserver.backend import SMTPBackend
+from moxtw.smtpserver.server import SMTPFactory
 from moxtw import log as mlog
 from moxtw.config import DynamicConfigWatcher
 from moxtw.store import Store
@@ -63,6 +66,40 @@ class StoreService(service.Service):
         return self.store.close()
 
 
+class QueueRunner(service.MultiService):
+    """Opens the queue database, then runs the QueueService; closes it at stop."""
+
+    name = "queue-runner"
+
+    def __init__(self, queue, queue_service):
+        super().__init__()
+        self.queue = queue
+        self.queue_service = queue_service
+        self._ready = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self._ready = self.queue.open()
+
+        def opened(_):
+            if self.running:
+                self.queue_service.setServiceParent(self)
+            return None
+
+        self._ready.addCallback(opened)
+        self._ready.addErrback(lambda f: log.failure("opening the queue", f))
+
+    def wait_ready(self):
+        """A Deferred that fires once the queue is open."""
+        d = defer.Deferred()
+        self._ready.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def stopService(self):
+        d = defer.maybeDeferred(super().stopService)
+        return d.addBoth(lambda _: self.queue.close())
+
+
 class MoxtwService(service.MultiService):
     """The root service. Attributes give tests and .tac files access to the parts."""
 
@@ -72,6 +109,10 @@ class MoxtwService(service.MultiService):
         self.store = None
         self.watcher = None
         self.auth = None
+        self.queue = None
+        self.queue_service = None
+        self.queue_runner = None
+        self.smtp_backend = None
         self.listeners = []
 
     def startService(self):
@@ -105,7 +146,59 @@ def _tls_context(config):
     return context
 
 
-def makeService(config, reactor=None):
+def _listener_tls(config, lst):
+    """The TLS context of a listener for STARTTLS, or None without KeyCerts."""
+    if lst.TLS is None or not lst.TLS.KeyCerts:
+        return None
+    from moxtw.tls import selfsigned
+
+    kc = lst.TLS.KeyCerts[0]
+    return selfsigned.server_context_factory(
+        os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile)
+    )
+
+
+_SMTP_KINDS = {"SMTP": "smtp", "Submission": "submission", "Submissions": "submissions"}
+
+
+def _smtp_factory(config, root, localserve):
+    static = config.static
+    spool = os.path.join(config.data_dir, "tmp")
+    backend = SMTPBackend(
+        hostname=str(static.Hostname),
+        store=root.store,
+        authenticator=root.auth,
+        current=lambda: (static, root.watcher.current),
+        queue=root.queue,
+        queue_service=root.queue_service,
+        queue_ready=root.queue_runner.wait_ready,
+        localserve=localserve,
+        # localserve: applications under test send with any From address.
+        check_from=not localserve,
+    )
+    root.smtp_backend = backend
+
+    def make(kind, name, lst):
+        os.makedirs(spool, exist_ok=True)
+        tls = _tls_context(config)(name, lst) if kind == "Submissions" else _listener_tls(config, lst)
+        return SMTPFactory(
+            _SMTP_KINDS[kind],
+            str(lst.Hostname or static.Hostname),
+            backend,
+            tls_context=tls,
+            max_message_size=lst.SMTPMaxMessageSize,
+            pedantic=static.Pedantic,
+            no_starttls=lst.SMTP.NoSTARTTLS if kind == "SMTP" else False,
+            require_starttls=lst.SMTP.RequireSTARTTLS if kind == "SMTP" else False,
+            require_tls_for_auth=not (kind == "Submission" and lst.Submission.NoRequireSTARTTLS),
+            spool_dir=spool,
+            threadpool_run=threads.deferToThread,
+        )
+
+    return make
+
+
+def makeService(config, reactor=None, localserve=False):
     """Build the service tree for a loaded ``moxtw.config.Config``."""
     if reactor is None:
         from twisted.internet import reactor
@@ -121,11 +214,20 @@ def makeService(config, reactor=None):
     root.store = Store(config.data_dir, reactor=reactor)
     StoreService(root.store, root.watcher, config.static).setServiceParent(root)
     root.auth = Authenticator(root.store, lambda: root.watcher.current)
+    root.queue = Queue(config.data_dir, reactor=reactor)
+    root.queue_service = None
+    root.queue_runner = QueueRunner(root.queue, None)
+    root.queue_runner.setServiceParent(root)
+    smtp = _smtp_factory(config, root, localserve)
+    root.queue_service = QueueService(root.queue, root.smtp_backend.deliver_queued, clock=reactor)
+    root.queue_runner.queue_service = root.queue_service
+    root.smtp_backend.queue_service = root.queue_service
     for svc in listeners.build(
         config.static,
         reactor,
         tls_context=_tls_context(config),
         metrics_resource=metrics.MetricsResource(),
+        smtp_factory=smtp,
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)

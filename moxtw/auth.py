@@ -58,8 +58,8 @@ class Authenticator:
     def credentials_for(self, login):
         """Deferred[(Account, Credentials)] for challenge-response mechanisms (SCRAM,
         CRAM-MD5), which check proofs against stored keys themselves. Fails with
-        AuthFailed for unknown logins and accounts without a password, LoginDisabled
-        when logins are disabled (callers report that only after a valid proof)."""
+        AuthFailed for unknown logins and accounts without a password. Whether logins
+        are disabled is asked separately (``login_disabled``), after a valid proof."""
         name = self.account_for_login(login)
         if name is None:
             raise AuthFailed("invalid login or password")

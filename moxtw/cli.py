@@ -100,10 +100,18 @@ def cmd_verifydata(a):
     if not os.path.isdir(a.datadir):
         print(f"{a.datadir}: not a directory", file=sys.stderr)
         return 1
+    from moxtw.queue.verify import verify_queue
+
     failed = False
-    for rep in verify_data(a.datadir, fix=a.fix):
+    reports = verify_data(a.datadir, fix=a.fix)
+    if os.path.exists(os.path.join(a.datadir, "queue.db")):
+        reports.append(verify_queue(a.datadir, fix=a.fix))
+    for rep in reports:
         status = "ok" if rep.ok else "ERRORS"
-        print(f"account {rep.account}: {rep.messages} messages, {status}")
+        if hasattr(rep, "account"):
+            print(f"account {rep.account}: {rep.messages} messages, {status}")
+        else:
+            print(f"queue: {rep.entries} entries, {status}")
         for e in rep.errors:
             print(f"  error: {e}")
         for n in rep.notes:
@@ -112,6 +120,27 @@ def cmd_verifydata(a):
             print(f"  fixed: {f}")
         failed = failed or not rep.ok
     return 1 if failed and not a.fix else 0
+
+
+def cmd_queue_list(a):
+    from moxtw.queue.cli import list_command
+
+    data_dir = _data_dir(a)
+    if data_dir is None:
+        return 1
+    filters = {k: getattr(a, k) for k in ("account", "sender", "recipient") if getattr(a, k)}
+    if a.hold is not None:
+        filters["hold"] = a.hold == "yes"
+    return list_command(data_dir, sys.stdout, **filters)
+
+
+def _data_dir(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return None
+    return cfg.data_dir
 
 
 def cmd_version(a):
@@ -151,6 +180,16 @@ def parser():
     s.add_argument("datadir")
     s.add_argument("--fix", action="store_true", help="remove leftovers, recompute counts")
     s.set_defaults(fn=cmd_verifydata)
+
+    q = sub.add_parser("queue", help="outgoing queue")
+    qsub = q.add_subparsers(dest="queue_command", required=True, metavar="subcommand")
+    t = qsub.add_parser("list", help="list queued messages (works while the server runs)")
+    t.add_argument("--config", default="config", help="config directory")
+    t.add_argument("--account")
+    t.add_argument("--sender", help="address, or domain")
+    t.add_argument("--recipient", help="address, or domain")
+    t.add_argument("--hold", choices=("yes", "no"))
+    t.set_defaults(fn=cmd_queue_list)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)

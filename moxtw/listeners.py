@@ -135,18 +135,21 @@ class _WebRoot(resource.Resource):
         return self._unavailable.render(request)
 
 
-def build(static, reactor, tls_context=None, metrics_resource=None):
+def build(static, reactor, tls_context=None, metrics_resource=None, smtp_factory=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
-    the TLS configuration of a listener for implicit-TLS kinds.
+    the TLS configuration of a listener for implicit-TLS kinds. ``smtp_factory(kind,
+    listener_name, listener)`` builds the protocol factory for SMTP kinds.
     """
     services = []
     for spec in plan(static):
         lst = static.Listeners[spec.listener]
         hostname = str(lst.Hostname or static.Hostname)
         kind = spec.kinds[0]
-        if kind in ("SMTP", "Submission", "Submissions"):
+        if kind in ("SMTP", "Submission", "Submissions") and smtp_factory is not None:
+            factory = smtp_factory(kind, spec.listener, lst)
+        elif kind in ("SMTP", "Submission", "Submissions"):
             factory = notyet.SMTPUnavailableFactory(hostname)
         elif kind in ("IMAP", "IMAPS"):
             factory = notyet.IMAPUnavailableFactory()

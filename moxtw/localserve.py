@@ -112,7 +112,7 @@ def _host(ip):
 def makeService(dir, ip="127.0.0.1", port_offset=1000, reactor=None, out=None):
     """The localserve service tree: ``moxtw.app.makeService`` plus first-start setup."""
     cfg = prepare(dir, ip, port_offset)
-    root = app.makeService(cfg, reactor=reactor)
+    root = app.makeService(cfg, reactor=reactor, localserve=True)
     root.localserve = LocalserveSetup(root, out=out)
     root.localserve.setServiceParent(root)
     return root

@@ -118,6 +118,7 @@ class Part:
             _parse_header_section(data, self, self.header_offset, self.body_offset)
         except Exception:
             self.headers = []
+        self._envelope = None
 
     # Bodies.
 
@@ -180,9 +181,10 @@ class Part:
 
     def envelope(self):
         """IMAP ENVELOPE (RFC 9051 7.5.2) of this part's header as nested lists."""
-        if self._envelope is not None and not self.headers:
-            return self._envelope
-        return _imap.envelope(self)
+        if self._envelope is None:
+            # Computed once; after from_json it is the cached value.
+            self._envelope = _imap.envelope(self)
+        return self._envelope
 
     def bodystructure(self, extended=True):
         """IMAP BODYSTRUCTURE (extended) or BODY (not extended), RFC 9051 7.5.2."""

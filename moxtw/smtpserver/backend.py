@@ -68,7 +68,7 @@ def _rule_reply(rule):
 class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
-        clock=None, localserve=False, check_from=True,
+        queue_ready=None, clock=None, localserve=False, check_from=True,
     ):
         """``current()`` returns (static, dynamic) config in force."""
         self.hostname = hostname
@@ -77,6 +77,7 @@ class SMTPBackend:
         self.current = current
         self.queue = queue
         self.queue_service = queue_service
+        self.queue_ready = queue_ready
         self.clock = clock
         self.localserve = localserve
         self.check_from = check_from
@@ -263,6 +264,8 @@ class SMTPBackend:
                             f"message {who} address {a.localpart}@{a.domain} does not belong to account {account}",
                         )
         recipients = [r.address for r in env.recipients]
+        if self.queue_ready is not None:
+            yield self.queue_ready()
         prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)
         ids = yield self.queue.add(
             prefix + data,
@@ -313,7 +316,8 @@ class SMTPBackend:
             return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
         targets = rcpts.expand(static, dynamic, resolved)
         data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
-        results = yield self.delivery.deliver(data, targets, mailfrom=entry.mailfrom, prefix=b"")
+        data = entry.msg_prefix + data  # headers added for delivery (e.g. DKIM-Signature)
+        results = yield self.delivery.deliver(data, targets, mailfrom=entry.sender, prefix=b"")
         failed = [r for r in results if not r.ok]
         if not failed:
             return DeliveryResult(True, False, "")

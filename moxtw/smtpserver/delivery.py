@@ -68,13 +68,8 @@ def received_header(
 ):
     """A Received trace header (RFC 5321 4.4, RFC 3848 protocol types), folded."""
     parts = [f"from {from_ehlo} ({remote_name or 'unknown'} [{remote_ip}])"]
-    parts.append(f"by {hostname} ([{local_ip}])")
-    if tls:
-        parts.append(f"({tls})")
-    parts.append(f"via tcp with {with_proto}")
-    parts.append(f"id {msg_id}")
-    if rcpt:
-        parts.append(f"for <{rcpt}>")
+    parts.append(f"by {hostname} ([{local_ip}])" + (f" ({tls})" if tls else ""))
+    parts.append(f"via tcp with {with_proto} id {msg_id}" + (f" for <{rcpt}>" if rcpt else ""))
     value = "\r\n\t".join(parts) + f"; {format_datetime(now)}"
     return f"Received: {value}\r\n".encode("utf-8")
 

@@ -350,7 +350,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             exts.append("STARTTLS")
         if self.session.tls:
             exts.append("REQUIRETLS")  # RFC 8689 2: only over TLS
-        if self._submission:
+        if self._submission and (self.session.tls or not f.require_tls_for_auth):
+            # The issue's rule and RFC 4954 14: no authentication in the clear.
             mechs = self._auth_mechanisms()
             if mechs:
                 exts.append("AUTH " + " ".join(mechs))
@@ -419,10 +420,6 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.session.tls = True
         self.session.ehlo = ""
         self.session.esmtp = False
-        self._note_tls_later()
-
-    def _note_tls_later(self):
-        self.factory.clock_or_reactor().callLater(0, self._note_tls)
 
     def cmd_AUTH(self, arg):
         """AUTH mechanism [initial-response] (RFC 4954 4). Submission, after EHLO, outside
@@ -455,6 +452,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 self.factory.backend.authenticator,
                 channel_binding=self._channel_binding(),
                 hostname=self.factory.hostname,
+                tls=self.session.tls or not self.factory.require_tls_for_auth,
             )
         except sasl.SASLError:
             raise SMTPReply(c.C504_PARAM_NOT_IMPLEMENTED, c.SE_PROTO_PARAM_SYNTAX4, "mechanism not supported")
@@ -533,6 +531,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         if self.factory.require_starttls and not s.tls:
             raise SMTPReply(c.C530_SECURITY_REQUIRED, "7.0", "STARTTLS required")
         path, params = self._split_path_arg(arg, "FROM:")
+        if s.tls:
+            self._note_tls()  # the handshake is complete by now
         env = Envelope()
         for key, value in params:
             self._mail_param(env, key, value)

@@ -133,3 +133,25 @@ class VerifyDataTests(unittest.TestCase):
     def test_not_a_dir(self):
         rc, _, err = run_cli("verifydata", "/nonexistent/moxtw")
         self.assertEqual(rc, 1)
+
+
+class QueueCommandTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_queue_list_and_verify(self):
+        from moxtw.queue import Queue
+
+        d = os.path.abspath(self.mktemp())
+        config_dir = write_localserve_config(d)
+        data_dir = os.path.join(d, "data")
+        q = Queue(data_dir)
+        yield q.open()
+        yield q.add(b"Subject: q\r\n\r\nx\r\n", "mox@localhost", ["friend@example.net"], sender_account="mox")
+        yield q.close()
+        rc, out, err = run_cli("queue", "list", "--config", config_dir)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("friend@example.net", out)
+        rc, out, _ = run_cli("queue", "list", "--config", config_dir, "--recipient", "example.org")
+        self.assertNotIn("friend@example.net", out)
+        rc, out, _ = run_cli("verifydata", data_dir)
+        self.assertEqual(rc, 0)
+        self.assertIn("queue: 1 entries, ok", out)

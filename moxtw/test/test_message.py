@@ -828,3 +828,75 @@ class FixLineEndingsTests(SynchronousTestCase):
         self.assertEqual(fix_line_endings(b"a\nb\r\nc\rd\r"), b"a\r\nb\r\nc\r\nd\r\n")
         self.assertEqual(fix_line_endings(b"\n\n"), b"\r\n\r\n")
         self.assertEqual(fix_line_endings(b"\r\r\n"), b"\r\n\r\n")
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_html_only_preview(self):
+        msg = crlf("""
+            Subject: =?utf-8?q?H=C3=A9llo?=
+            Content-Type: text/html; charset=utf-8
+
+            <html><head><title>ignored</title><style>p {color: red}</style></head>
+            <body><p>Hi&nbsp;there,</p>   <p>second   para</p><script>alert(1)</script></body></html>
+            """)
+        s = summary(msg)
+        self.assertEqual(s.subject, "Héllo")
+        self.assertEqual(s.preview, "Hi there, second para")
+        self.assertNotIn("alert", s.text)
+        self.assertNotIn("ignored", s.text)
+        self.assertIn("Héllo", s.text)
+
+    def test_plain_preferred_and_attachments_skipped(self):
+        msg = crlf("""
+            Content-Type: multipart/mixed; boundary=m
+
+            --m
+            Content-Type: text/plain
+            Content-Disposition: attachment; filename=notes.txt
+
+            attached notes
+            --m
+            Content-Type: multipart/alternative; boundary=a
+
+            --a
+            Content-Type: text/html
+
+            <p>html version</p>
+            --a
+            Content-Type: text/plain
+
+            plain version
+            --a--
+            --m--
+            """)
+        s = summary(msg)
+        self.assertEqual(s.preview, "plain version")
+        self.assertIn("attached notes", s.text)
+
+    def test_preview_is_bounded(self):
+        msg = b"Content-Type: text/plain\r\n\r\n" + b"word \r\n\t" * 10000
+        s = summary(msg)
+        self.assertEqual(len(s.preview), 256)
+        self.assertNotIn("  ", s.preview)
+
+    def test_message_global(self):
+        msg = crlf("""
+            Content-Type: message/global
+
+            Subject: Grüße
+            From: Jörg <jörg@example.de>
+
+            hi
+            """)
+        p = parse(msg)
+        self.assertEqual(p.message.header("subject"), "Grüße")
+        bs = p.bodystructure(False)
+        self.assertEqual(bs[:2], ["MESSAGE", "GLOBAL"])
+        self.assertEqual(bs[7][1], "Grüße")
+        self.assertEqual(bs[8], ["TEXT", "PLAIN", ["CHARSET", "us-ascii"], None, None, "7BIT", 4, 1])
+
+    def test_envelope_is_cached_json(self):
+        msg = b"Subject: s\r\nFrom: a@b.example\r\n\r\nx"
+        s = summary(msg)
+        self.assertEqual(json.loads(json.dumps(s.part_json))["v"], s.envelope)
+        self.assertEqual(Part.from_json(s.part_json).envelope(), s.envelope)

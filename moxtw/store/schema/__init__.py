@@ -17,8 +17,16 @@ _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 def migrations():
     """Return [(version, sql_text)] for all schema files, in order."""
+    return package_migrations(__name__)
+
+
+def package_migrations(package):
+    """Return [(version, sql_text)] for the schema files of ``package``, in order.
+
+    Other databases (``moxtw.queue.schema``, ...) keep their own ``NNN_name.sql`` files in a
+    package of their own and use this and :func:`upgrade_package`."""
     out = []
-    for entry in resources.files(__name__).iterdir():
+    for entry in resources.files(package).iterdir():
         m = _FILE.match(entry.name)
         if m:
             out.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
@@ -53,17 +61,24 @@ def upgrade(conn, target=None, hooks=None):
     ``hooks`` maps a version to ``fn(conn)`` run after that version's SQL, in the same
     transaction, for upgrades that need more than SQL.
     """
-    target = LATEST if target is None else target
+    return upgrade_package(conn, __name__, target, hooks)
+
+
+def upgrade_package(conn, package, target=None, hooks=None):
+    """Like :func:`upgrade`, with the schema files of ``package``."""
+    steps = package_migrations(package)
+    latest = len(steps)
+    target = latest if target is None else target
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > LATEST:
+    if current > latest:
         raise SchemaError(
-            f"database schema version {current} is newer than this moxtw ({LATEST})"
+            f"database schema version {current} is newer than this moxtw ({latest})"
         )
     if current >= target:
         return current
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for version, sql in migrations():
+        for version, sql in steps:
             if current < version <= target:
                 for stmt in _statements(sql):
                     conn.execute(stmt)

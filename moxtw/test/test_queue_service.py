@@ -1,0 +1,359 @@
+"""Tests for QueueService: delivery passes over a task.Clock with a fake delivery function."""
+
+import os
+from datetime import timedelta
+
+from twisted.internet import defer, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from moxtw.queue import (
+    RETRY_SCHEDULE,
+    DeliveryResult,
+    EntryNotFound,
+    Queue,
+    QueueService,
+    retry_delay,
+)
+from moxtw.queue import db as qdb
+from moxtw.test.test_queue import NOW, T0, make_message
+
+OK = DeliveryResult(ok=True, permanent=False, error="")
+REMOTE_UNAVAILABLE = DeliveryResult(
+    ok=False, permanent=False, error="remote delivery is not available in this version"
+)
+
+
+class FakeDeliver:
+    """A deliver function: answers with ``result`` (a DeliveryResult, an exception to
+    raise, or None to return a pending Deferred the test fires)."""
+
+    def __init__(self, result=OK):
+        self.result = result
+        self.calls = []
+        self.pending = {}
+        self._waiters = []
+
+    def __call__(self, entry):
+        self.calls.append(entry)
+        try:
+            if isinstance(self.result, Exception):
+                raise self.result
+            if self.result is None:
+                d = self.pending[entry.id] = defer.Deferred()
+                return d
+            return defer.succeed(self.result)
+        finally:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(entry)
+
+    def next_call(self):
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def finish(self, entry_id, result=OK):
+        self.pending.pop(entry_id).callback(result)
+
+
+class _StallingQueue(Queue):
+    """A queue whose due() answers only when the test fires ``stall`` (if set); ``read``
+    fires when the stalled query has read the database."""
+
+    stall = None
+    read = None
+
+    def due(self, now, limit=100):
+        d = super().due(now, limit)
+        if self.stall is not None:
+            stall, read, self.stall = self.stall, self.read, None
+
+            def stalled(entries):
+                read.callback(None)
+                return stall.addCallback(lambda _: entries)
+
+            d.addCallback(stalled)
+        return d
+
+
+class RetryScheduleTests(unittest.SynchronousTestCase):
+    def test_schedule(self):
+        self.assertEqual(
+            [retry_delay(n) for n in range(1, 11)],
+            [timedelta(minutes=m) for m in (7.5, 15, 30, 60, 120, 240, 480, 960, 960, 960)],
+        )
+        self.assertEqual(len(RETRY_SCHEDULE), 8)
+
+
+class ServiceTestBase(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.data_dir = self.mktemp()
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+        self.queue = _StallingQueue(self.data_dir, clock=self.clock)
+        yield self.queue.open()
+        self.addCleanup(self.queue.close)
+        self.deliver = FakeDeliver()
+
+    def make_service(self, **kw):
+        svc = QueueService(self.queue, self.deliver, clock=self.clock, **kw)
+        self.addCleanup(self.stop, svc)
+        return svc
+
+    def stop(self, svc):
+        if not svc.running:
+            return None
+        d = svc.stopService()
+        self.clock.advance(svc.stop_timeout)  # cancels deliveries a failed test left pending
+        return d
+
+    def add(self, recipients=("bob@example.com",), **kw):
+        kw.setdefault("sender_account", "mjl")
+        return self.queue.add(make_message(), "mjl@example.org", list(recipients), **kw)
+
+
+class ServiceTests(ServiceTestBase):
+    @defer.inlineCallbacks
+    def test_start_delivers_due(self):
+        ids = yield self.add(["a@example.com", "b@example.com"])
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(sorted(e.id for e in self.deliver.calls), ids)
+        self.assertEqual((yield self.queue.list()), [])
+        self.assertFalse(os.path.exists(qdb.message_file(self.data_dir, ids[0])))
+
+    @defer.inlineCallbacks
+    def test_kick_delivers_at_once(self):
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        [i] = yield self.add()
+        self.assertEqual(self.deliver.calls, [])
+        yield svc.kick()
+        yield svc.idle()
+        self.assertEqual([e.id for e in self.deliver.calls], [i])
+        yield self.assertFailure(self.queue.get(i), EntryNotFound)
+
+    @defer.inlineCallbacks
+    def test_kick_when_stopped(self):
+        svc = self.make_service()
+        yield self.add()
+        yield svc.kick()
+        self.assertEqual(self.deliver.calls, [])
+
+    @defer.inlineCallbacks
+    def test_interval(self):
+        svc = self.make_service(interval=30)
+        svc.startService()
+        yield svc.idle()
+        [i] = yield self.add()
+        self.clock.advance(29)
+        yield svc.idle()
+        self.assertEqual(self.deliver.calls, [])
+        self.clock.advance(1)
+        yield svc.idle()
+        self.assertEqual([e.id for e in self.deliver.calls], [i])
+
+    @defer.inlineCallbacks
+    def test_temporary_failures_follow_schedule(self):
+        self.deliver.result = REMOTE_UNAVAILABLE
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        for n in range(1, 11):
+            e = yield self.queue.get(i)
+            self.assertEqual(e.attempts, n)
+            self.assertEqual(e.last_error, REMOTE_UNAVAILABLE.error)
+            self.assertEqual(e.next_attempt, e.last_attempt + retry_delay(n))
+            self.assertEqual(len(e.results), n)
+            # Not a second earlier.
+            self.clock.advance((e.next_attempt - self.queue.now()).total_seconds() - 1)
+            yield svc.kick()
+            yield svc.idle()
+            self.assertEqual(len(self.deliver.calls), n)
+            self.clock.advance(1)
+            yield svc.kick()
+            yield svc.idle()
+            self.assertEqual(len(self.deliver.calls), n + 1)
+        # Still queued and listed: temporary failures never drop an entry in this version.
+        self.assertEqual([e.id for e in (yield self.queue.list())], [i])
+
+    @defer.inlineCallbacks
+    def test_permanent_failure_removes(self):
+        self.deliver.result = DeliveryResult(ok=False, permanent=True, error="550 no such user")
+        ids = yield self.add(["a@example.com", "b@example.com"])
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(len(self.deliver.calls), 2)
+        self.assertEqual((yield self.queue.list()), [])
+        self.assertFalse(os.path.exists(qdb.message_file(self.data_dir, ids[0])))
+
+    @defer.inlineCallbacks
+    def test_exception_is_temporary_failure(self):
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.deliver.result = ZeroDivisionError("boom")
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        e = yield self.queue.get(i)
+        self.assertEqual(e.attempts, 1)
+        self.assertIn("boom", e.last_error)
+        self.assertEqual(e.next_attempt, NOW + RETRY_SCHEDULE[0])
+        failures = [ev for ev in logged if "log_failure" in ev]
+        self.assertEqual(failures[0]["queueid"], i)
+        self.assertEqual(failures[0]["log_namespace"], "moxtw.queue")
+        # The loop keeps running.
+        self.assertTrue(svc.running)
+        self.deliver.result = OK
+        self.clock.advance(RETRY_SCHEDULE[0].total_seconds())
+        yield svc.idle()
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_bad_result_is_temporary_failure(self):
+        self.deliver.result = "delivered"  # not a DeliveryResult
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual((yield self.queue.get(i)).attempts, 1)
+
+    @defer.inlineCallbacks
+    def test_held_and_futurerelease(self):
+        # RFC 4865: not before the release time; held entries not at all.
+        [held] = yield self.add(["held@example.com"])
+        yield self.queue.hold([held])
+        [later] = yield self.add(hold_until=NOW + timedelta(hours=1))
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(self.deliver.calls, [])
+        self.clock.advance(3599)
+        yield svc.idle()
+        self.assertEqual(self.deliver.calls, [])
+        self.clock.advance(30)
+        yield svc.idle()
+        self.assertEqual([e.id for e in self.deliver.calls], [later])
+        yield self.queue.unhold([held])
+        yield svc.kick()
+        yield svc.idle()
+        self.assertEqual([e.id for e in self.deliver.calls], [later, held])
+
+    @defer.inlineCallbacks
+    def test_concurrency_limit(self):
+        self.deliver.result = None
+        ids = yield self.add([f"r{n}@example.com" for n in range(7)])
+        svc = self.make_service(concurrency=3)
+        svc.startService()
+        yield svc.kick()
+        self.assertEqual([e.id for e in self.deliver.calls], ids[:3])
+        # Entries in flight are not started twice.
+        yield svc.kick()
+        self.clock.advance(30)
+        yield svc.kick()
+        self.assertEqual(len(self.deliver.calls), 3)
+        # A finished delivery frees a slot for the next due entry.
+        nxt = self.deliver.next_call()
+        self.deliver.finish(ids[0])
+        e = yield nxt
+        self.assertEqual(e.id, ids[3])
+        self.assertEqual(len(self.deliver.pending), 3)
+        while self.deliver.pending:
+            nxt = self.deliver.next_call()
+            for qid in list(self.deliver.pending):
+                self.deliver.finish(qid)
+            if len(self.deliver.calls) < len(ids):
+                yield nxt
+                self.assertLessEqual(len(self.deliver.pending), 3)
+        yield svc.idle()
+        self.assertEqual(sorted(e.id for e in self.deliver.calls), ids)
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_stale_due_result_not_attempted_again(self):
+        # A pass's query can read an entry before the result of its running attempt is
+        # recorded; the entry must not be attempted again right away.
+        self.deliver.result = None
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.kick()
+        self.queue.stall = stall = defer.Deferred()
+        self.queue.read = read = defer.Deferred()
+        kicked = svc.kick()
+        yield read
+        attempt = svc._inflight[i]
+        self.deliver.finish(i, REMOTE_UNAVAILABLE)
+        yield attempt  # recorded
+        stall.callback(None)
+        yield kicked
+        yield svc.idle()
+        self.assertEqual(len(self.deliver.calls), 1)
+        self.assertEqual((yield self.queue.get(i)).attempts, 1)
+
+    @defer.inlineCallbacks
+    def test_dropped_during_delivery(self):
+        self.deliver.result = None
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.kick()
+        yield self.queue.drop([i])
+        self.deliver.finish(i, REMOTE_UNAVAILABLE)
+        yield svc.idle()
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_stop_waits_for_deliveries(self):
+        self.deliver.result = None
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.kick()
+        stopped = svc.stopService()
+        self.assertFalse(stopped.called)
+        self.assertFalse(svc.running)
+        self.deliver.finish(i)
+        yield stopped
+        self.assertEqual((yield self.queue.list()), [])
+        # No pass after stop.
+        [j] = yield self.add()
+        self.clock.advance(60)
+        yield svc.kick()
+        self.assertEqual([e.id for e in self.deliver.calls], [i])
+
+    @defer.inlineCallbacks
+    def test_stop_cancels_after_timeout(self):
+        self.deliver.result = None
+        [i] = yield self.add()
+        svc = self.make_service(stop_timeout=10)
+        svc.startService()
+        yield svc.kick()
+        pending = self.deliver.pending[i]
+        stopped = svc.stopService()
+        self.clock.advance(9)
+        self.assertFalse(stopped.called)
+        self.clock.advance(1)
+        yield stopped
+        self.assertTrue(pending.called)
+        self.flushLoggedErrors(defer.CancelledError)
+        # The interrupted attempt is not recorded; the entry is tried again after a restart.
+        e = yield self.queue.get(i)
+        self.assertEqual((e.attempts, e.next_attempt), (0, NOW))
+
+    @defer.inlineCallbacks
+    def test_stop_idle(self):
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        yield svc.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -1,0 +1,316 @@
+"""End-to-end SMTP over loopback with real clients: Python's smtplib, our SCRAM client,
+and swaks when installed (.ci/run installs it).
+
+The server is the real service tree (``moxtw.app.makeService``) on a config written here.
+"""
+
+import os
+import shutil
+import smtplib
+import ssl
+import subprocess
+
+from twisted.internet import defer, reactor, threads
+from twisted.trial import unittest
+
+from moxtw import app
+from moxtw import config as mconfig
+from moxtw.sasl.client import new_client_mechanism
+from moxtw.test.test_localserve import free_offset
+from moxtw.tls import selfsigned
+
+STATIC = """
+DataDir = "data"
+LogLevel = "info"
+Hostname = "mail.example.org"
+[Postmaster]
+Account = "mjl"
+Mailbox = "Postmaster"
+[Listeners.main]
+IPs = ["127.0.0.1"]
+SMTPMaxMessageSize = 200000
+[Listeners.main.TLS]
+KeyCerts = [{{CertFile = "tls/localhost.crt", KeyFile = "tls/localhost.key"}}]
+[Listeners.main.SMTP]
+Enabled = true
+Port = {smtp}
+[Listeners.main.Submission]
+Enabled = true
+Port = {submission}
+[Listeners.main.Submissions]
+Enabled = true
+Port = {submissions}
+"""
+
+DYNAMIC = """
+[Domains."example.org"]
+LocalpartCatchallSeparator = "+"
+[Domains."example.org".Aliases.team]
+Addresses = ["mjl@example.org", "other@example.org"]
+PostPublic = true
+
+[Accounts.mjl]
+Domain = "example.org"
+QuotaMessageSize = 100000
+[Accounts.mjl.Destinations."mjl@example.org"]
+Mailbox = "Inbox"
+[[Accounts.mjl.Destinations."mjl@example.org".Rulesets]]
+HeadersRegexp = {{"^list-id$" = "<twisted\\\\.example\\\\.net>"}}
+Mailbox = "Lists/Twisted"
+
+[Accounts.other]
+Domain = "example.org"
+[Accounts.other.Destinations."other@example.org"]
+"""
+
+PASSWORD = "test password"
+
+
+def message(subject="hello", frm="mjl@example.org", extra=""):
+    return (
+        f"From: {frm}\r\nTo: someone@example.net\r\nSubject: {subject}\r\n{extra}\r\nbody text\r\n"
+    ).encode()
+
+
+class SMTPEndToEndTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        off = free_offset()
+        self.ports = {"smtp": 25 + off, "submission": 587 + off, "submissions": 465 + off}
+        _, _, self.ca = selfsigned.ensure_localserve_cert(os.path.join(d, "tls"))
+        with open(os.path.join(d, "moxtw.toml"), "w") as f:
+            f.write(STATIC.format(**self.ports))
+        with open(os.path.join(d, "domains.toml"), "w") as f:
+            f.write(DYNAMIC.format())
+        self.cfg = mconfig.load(d)
+        self.root = app.makeService(self.cfg, reactor=reactor)
+        self.root.privilegedStartService()
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        yield self.root.getServiceNamed("store").ready
+        yield self.root.queue_runner.wait_ready()
+        for name in ("mjl", "other"):
+            acc = yield self.root.store.open_account(name)
+            yield acc.set_password(PASSWORD)
+
+    def tls(self):
+        return ssl.create_default_context(cafile=self.ca)
+
+    @defer.inlineCallbacks
+    def messages(self, account, mailbox="Inbox"):
+        acc = yield self.root.store.open_account(account)
+        mb = yield acc.mailbox(mailbox)
+        if mb is None:
+            return []
+        msgs = yield acc.messages(mb.id)
+        out = []
+        for m in msgs:
+            with acc.open_message(m.id) as f:
+                out.append((m, f.read()))
+        return out
+
+    @defer.inlineCallbacks
+    def queue_settled(self):
+        yield self.root.queue_service.kick()
+        yield self.root.queue_service.idle()
+
+    # -- incoming (port 25)
+
+    @defer.inlineCallbacks
+    def test_incoming_delivery(self):
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                s.ehlo("sender.example.net")
+                return s.sendmail("bob@example.net", ["MJL+news@Example.ORG"], message("incoming", "bob@example.net"))
+
+        refused = yield threads.deferToThread(client)
+        self.assertEqual(refused, {})
+        [(m, data)] = yield self.messages("mjl")
+        self.assertEqual(m.subject, "incoming")
+        self.assertTrue(data.startswith(b"Return-Path: <bob@example.net>\r\nReceived: from sender.example.net"))
+        self.assertIn(b"Authentication-Results: mail.example.org; none\r\n", data)
+        self.assertIn(b"with ESMTP id ", data)
+        self.assertEqual(m.row["mailfrom_domain"], "example.net")
+        self.assertEqual(m.row["remote_ip"], "127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_incoming_over_starttls(self):
+        def client():
+            with smtplib.SMTP("localhost", self.ports["smtp"], timeout=10) as s:
+                s.starttls(context=self.tls())
+                s.sendmail("bob@example.net", ["mjl@example.org"], message("tls", "bob@example.net"))
+
+        yield threads.deferToThread(client)
+        [(m, data)] = yield self.messages("mjl")
+        self.assertIn(b"with ESMTPS id", data)
+        self.assertIn(b"version=TLSv1.3", data)
+        self.assertEqual(m.row["tls_version"], "TLSv1.3")
+
+    @defer.inlineCallbacks
+    def test_unknown_and_relay_refused(self):
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                errors = []
+                for rcpt in ("nobody@example.org", "someone@elsewhere.net"):
+                    try:
+                        s.sendmail("bob@example.net", [rcpt], message())
+                    except smtplib.SMTPRecipientsRefused as e:
+                        errors.append(e.recipients[rcpt])
+                return errors
+
+        errors = yield threads.deferToThread(client)
+        self.assertEqual(errors[0][0], 550)
+        self.assertTrue(errors[0][1].startswith(b"5.1.1"))
+        self.assertEqual(errors[1][0], 550)
+        self.assertIn(b"relaying not permitted", errors[1][1])
+
+    @defer.inlineCallbacks
+    def test_ruleset_and_alias(self):
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                s.sendmail("list@twisted.example.net", ["mjl@example.org"],
+                           message("list post", "x@example.net", "List-Id: Twisted <twisted.example.net>\r\n"))
+                s.sendmail("bob@example.net", ["team@example.org"], message("to the team", "bob@example.net"))
+
+        yield threads.deferToThread(client)
+        listed = yield self.messages("mjl", "Lists/Twisted")
+        self.assertEqual([m.subject for m, _ in listed], ["list post"])
+        mine = yield self.messages("mjl")
+        theirs = yield self.messages("other")
+        self.assertEqual([m.subject for m, _ in mine], ["to the team"])
+        self.assertEqual([m.subject for m, _ in theirs], ["to the team"])
+
+    @defer.inlineCallbacks
+    def test_quota(self):
+        big = message("big", "bob@example.net") + b"x" * 150000 + b"\r\n"
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                try:
+                    s.sendmail("bob@example.net", ["mjl@example.org"], big)
+                except smtplib.SMTPDataError as e:
+                    return e.smtp_code, e.smtp_error
+
+        code, text = yield threads.deferToThread(client)
+        self.assertEqual(code, 552)
+        self.assertIn(b"quota", text)
+
+    # -- submission
+
+    def submit(self, port_kind, mech, rcpts, msg, password=PASSWORD, login="mjl@example.org"):
+        def client():
+            if port_kind == "submissions":
+                s = smtplib.SMTP_SSL("localhost", self.ports["submissions"], timeout=10, context=self.tls())
+            else:
+                s = smtplib.SMTP("localhost", self.ports["submission"], timeout=10)
+                s.starttls(context=self.tls())
+            with s:
+                s.ehlo("client.example.org")
+                s.user, s.password = login, password
+                if mech.startswith("SCRAM"):
+                    cm = new_client_mechanism(mech, login, password)
+
+                    def authobject(challenge=None):
+                        if challenge is None:
+                            return cm.initial().decode()
+                        return cm.step(challenge).decode()
+
+                    s.auth(mech, authobject)
+                else:
+                    s.auth(mech, getattr(s, "auth_" + mech.lower().replace("-", "_")))
+                return s.sendmail("mjl@example.org", rcpts, msg)
+
+        return threads.deferToThread(client)
+
+    @defer.inlineCallbacks
+    def test_submission_every_mechanism(self):
+        for i, (kind, mech) in enumerate([
+            ("submission", "PLAIN"), ("submission", "LOGIN"), ("submission", "CRAM-MD5"),
+            ("submissions", "SCRAM-SHA-256"), ("submissions", "SCRAM-SHA-1"),
+        ]):
+            yield self.submit(kind, mech, ["other@example.org"], message(f"via {mech}"))
+        yield self.queue_settled()
+        got = yield self.messages("other")
+        self.assertEqual(
+            sorted(m.subject for m, _ in got),
+            sorted(f"via {m}" for m in ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-1")),
+        )
+        _m, data = got[0]
+        self.assertIn(b"with ESMTPSA id", data)
+        self.assertIn(b"Message-ID: <", data)  # added by submission
+        self.assertIn(b"Date: ", data)
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        e = yield self.assertFailure(
+            self.submit("submission", "PLAIN", ["other@example.org"], message(), password="wrong"),
+            smtplib.SMTPAuthenticationError,
+        )
+        self.assertEqual(e.smtp_code, 535)
+        e = yield self.assertFailure(
+            self.submit("submissions", "SCRAM-SHA-256", ["other@example.org"], message(), password="wrong"),
+            smtplib.SMTPAuthenticationError,
+        )
+        self.assertEqual(e.smtp_code, 535)
+
+    @defer.inlineCallbacks
+    def test_auth_requires_tls(self):
+        def client():
+            with smtplib.SMTP("localhost", self.ports["submission"], timeout=10) as s:
+                s.ehlo()
+                return s.has_extn("auth"), s.docmd("AUTH", "PLAIN AG1qbEBleGFtcGxlLm9yZwB4")
+
+        has_auth, (code, text) = yield threads.deferToThread(client)
+        self.assertFalse(has_auth)
+        self.assertEqual(code, 538)
+
+    @defer.inlineCallbacks
+    def test_submission_bcc_removed_and_from_checked(self):
+        msg = message("secret", extra="Bcc: hidden@example.org\r\n")
+        yield self.submit("submission", "PLAIN", ["other@example.org"], msg)
+        yield self.queue_settled()
+        [(_m, data)] = yield self.messages("other")
+        self.assertNotIn(b"Bcc:", data)
+        self.assertNotIn(b"hidden@example.org", data)
+        e = yield self.assertFailure(
+            self.submit("submission", "PLAIN", ["other@example.org"], message(frm="other@example.org")),
+            smtplib.SMTPDataError,
+        )
+        self.assertEqual(e.smtp_code, 550)
+        self.assertIn(b"does not belong to account mjl", e.smtp_error)
+
+    @defer.inlineCallbacks
+    def test_remote_recipient_stays_queued(self):
+        yield self.submit("submission", "PLAIN", ["friend@example.net", "other@example.org"], message("mixed"))
+        yield self.queue_settled()
+        entries = yield self.root.queue.list()
+        self.assertEqual([e.recipient for e in entries], ["friend@example.net"])
+        self.assertIn("remote delivery is not part of this version", entries[0].last_error)
+        got = yield self.messages("other")
+        self.assertEqual([m.subject for m, _ in got], ["mixed"])
+
+    @defer.inlineCallbacks
+    def test_swaks(self):
+        swaks = shutil.which("swaks")
+        if swaks is None:
+            raise unittest.SkipTest("swaks not installed (.ci/run installs it)")
+
+        def run():
+            return subprocess.run(
+                [swaks, "--server", "127.0.0.1", "--port", str(self.ports["submission"]),
+                 "--tls", "--tls-verify", "--tls-ca-path", self.ca, "--tls-sni", "localhost",
+                 "--auth", "PLAIN", "--auth-user", "mjl@example.org", "--auth-password", PASSWORD,
+                 "--from", "mjl@example.org", "--to", "other@example.org",
+                 "--h-From", "mjl@example.org", "--h-Subject", "from swaks"],
+                capture_output=True, text=True, timeout=30,
+            )
+
+        proc = yield threads.deferToThread(run)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        yield self.queue_settled()
+        got = yield self.messages("other")
+        self.assertEqual([m.subject for m, _ in got], ["from swaks"])
