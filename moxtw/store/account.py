@@ -238,7 +238,7 @@ class Account:
             "in_reply_to": json.dumps(s.in_reply_to),
             "refs": json.dumps(s.references),
             "subject": s.subject,
-            "base_subject": s.base_subject,
+            "base_subject": s.base_subject.lower(),  # compared case-insensitively
             "sent": to_unix(s.date) if s.date is not None else None,
             "from_address": (
                 f"{first_from.localpart}@{first_from.domain}".lower() if first_from else ""

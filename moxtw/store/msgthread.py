@@ -23,7 +23,11 @@ def ancestors(in_reply_to, references):
 
 
 def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subject, received):
-    """Set the thread fields of message ``msg_id`` (already inserted). Returns thread id."""
+    """Set the thread fields of message ``msg_id`` (already inserted). Returns thread id.
+
+    ``base_subject`` as computed (any case); the stored column is lower case."""
+    is_reply = subject.strip() != base_subject
+    base_subject = base_subject.lower()
     chain = ancestors(in_reply_to, references)
     parent = None
     missing = False
@@ -40,7 +44,7 @@ def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subj
             parent = row
             missing = depth > 0
             break
-    if parent is None and chain == [] and subject != base_subject and base_subject:
+    if parent is None and chain == [] and is_reply and base_subject:
         # A reply or forward without usable references: match on the base subject.
         parent = conn.execute(
             "SELECT id, thread_id, thread_parent_ids, thread_muted, thread_collapsed"

@@ -470,6 +470,16 @@ class ThreadingTests(StoreTestBase):
         self.assertEqual(c2.row["thread_missing_link"], 0)
 
 
+    @defer.inlineCallbacks
+    def test_subject_case_insensitive(self):
+        a = yield self.acc.deliver("Inbox", make_message(subject="Budget 2027"))
+        b = yield self.acc.deliver("Inbox", make_message(subject="RE: BUDGET 2027"))
+        c = yield self.acc.deliver("Inbox", make_message(subject="budget 2027"))
+        self.assertEqual(b.thread_id, a.thread_id)
+        # Not a reply: same subject alone does not join a thread.
+        self.assertEqual(c.thread_id, c.id)
+
+
 class PasswordTests(StoreTestBase):
     @defer.inlineCallbacks
     def test_password(self):
