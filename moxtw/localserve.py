@@ -27,14 +27,26 @@ ACCOUNT = "mox"
 ADDRESS = "mox@localhost"
 PASSWORD = "moxmoxmox"
 
-# What each listener kind is, for the start-up banner; None: served in this version.
+# Listener kinds not served in this version, for the start-up banner.
 _NOT_YET = {
-    "SMTP": "SMTP server not in this version yet: answers 554",
-    "Submission": "SMTP server not in this version yet: answers 554",
-    "Submissions": "SMTP server not in this version yet: answers 554",
     "IMAP": "IMAP server not in this version yet: answers BYE",
     "IMAPS": "IMAP server not in this version yet: answers BYE",
 }
+_NOTES = {
+    "SMTP": "incoming mail, no authentication",
+    "Submission": "AUTH also without TLS, for applications under test",
+    "Submissions": "AUTH",
+}
+
+RULES = """\
+  test addresses (any domain): a recipient localpart ending in
+    temperror -> 451, permerror -> 550, a code like 421 or 554 -> that code,
+    timeout -> no reply for an hour;
+    the error comes after DATA, or at MAIL/RCPT when the localpart starts with
+    mailfrom / rcptto (e.g. rcptto-permerror@localhost);
+    a localpart starting with queue is accepted, then its delivery from the queue fails.
+  submitted mail to any address is delivered to account mox, never to the internet.
+"""
 
 
 def prepare(dir, ip="127.0.0.1", port_offset=1000):
@@ -96,13 +108,13 @@ def banner(root):
         port = svc.port.getHost().port if svc.port is not None else spec.port
         what = "+".join(spec.kinds)
         tls = "TLS" if spec.tls else "plain"
-        note = _NOT_YET.get(spec.kinds[0])
+        note = _NOT_YET.get(spec.kinds[0]) or _NOTES.get(spec.kinds[0])
         if note is None and spec.kinds != ["MetricsHTTP"]:
             note = notyet.WEB_TEXT if "MetricsHTTP" not in spec.kinds else None
         if spec.kinds == ["MetricsHTTP"]:
             note = f"http://{_host(spec.ip)}:{port}/metrics"
         lines.append(f"    {spec.ip}:{port:<6} {tls:5} {what}" + (f"  ({note})" if note else ""))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + RULES
 
 
 def _host(ip):

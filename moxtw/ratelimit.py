@@ -38,6 +38,12 @@ class Limiter:
             w[1] += n
         return True
 
+    def count(self, key):
+        """Events counted for ``key`` in the shortest window."""
+        if key not in self._counts:
+            return 0
+        return min(w[1] for w in self._windows(key))
+
     def reset(self, key):
         self._counts.pop(key, None)
 

@@ -17,13 +17,49 @@ from moxtw.smtpserver import recipients as rcpts
 from moxtw.smtpserver import submission
 from moxtw.smtpserver.delivery import LocalDelivery, authentication_results, received_header
 from moxtw.smtpserver.server import SMTPReply
-from moxtw.store import DeliveryFacts
+from moxtw.store import DeliveryFacts, OutgoingLimitExceeded
 
 log = Logger(namespace="moxtw.smtpserver")
 
 # Connections per IP, failed authentications per IP (as mox: slowed down, then refused).
 CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
 AUTH_FAILURE_LIMITS = [(60, 10), (3600, 50), (86400, 500)]
+ACCOUNT_AUTH_FAILURE_LIMITS = [(60, 10), (3600, 100), (86400, 1000)]
+AUTH_SLOWDOWN = 0.5  # seconds added to a failure reply per recent failure, at most 5 s
+
+
+class _LoginLimiter:
+    """The authenticator as the SASL mechanisms see it, with per-login limits: logins
+    with too many recent failures are refused before any password check."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self._auth = backend.authenticator
+        self.login = ""
+
+    def _check(self, login):
+        from moxtw.auth import AuthFailed
+
+        self.login = login.lower()
+        if not self._backend.login_failures.can_add(self.login):
+            raise AuthFailed("too many failed attempts for this login")
+
+    def authenticate(self, login, password):
+        try:
+            self._check(login)
+        except Exception:
+            return defer.fail()
+        return self._auth.authenticate(login, password)
+
+    def credentials_for(self, login):
+        try:
+            self._check(login)
+        except Exception:
+            return defer.fail()
+        return self._auth.credentials_for(login)
+
+    def login_disabled(self, account_name):
+        return self._auth.login_disabled(account_name)
 
 
 @dataclass
@@ -84,6 +120,7 @@ class SMTPBackend:
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         self.auth_failures = ratelimit.Limiter(AUTH_FAILURE_LIMITS, clock)
+        self.login_failures = ratelimit.Limiter(ACCOUNT_AUTH_FAILURE_LIMITS, clock)
 
     # -- connection and authentication
 
@@ -100,9 +137,20 @@ class SMTPBackend:
             return "too many failed authentication attempts from your IP address, try again later"
         return None
 
-    def auth_result(self, session, ok):
-        if not ok:
-            self.auth_failures.add(session.remote_ip)
+    def sasl_backend(self, session):
+        """What one AUTH exchange authenticates against (records the login tried)."""
+        return _LoginLimiter(self)
+
+    def auth_result(self, session, ok, login=""):
+        """Count a failure; returns the delay (seconds) before the failure reply: failed
+        attempts are slowed down, then refused (auth_allowed, per-login limits)."""
+        if ok:
+            return 0
+        self.auth_failures.add(session.remote_ip)
+        if login:
+            self.login_failures.add(login)
+        recent = self.auth_failures.count(session.remote_ip)
+        return min(recent * AUTH_SLOWDOWN, 5.0)
 
     # -- transaction
 
@@ -264,6 +312,17 @@ class SMTPBackend:
                             f"message {who} address {a.localpart}@{a.domain} does not belong to account {account}",
                         )
         recipients = [r.address for r in env.recipients]
+        acc_conf = dynamic.Accounts.get(account)
+        if acc_conf is not None:
+            try:
+                yield session.account.record_outgoing(
+                    message_id or session.cid,
+                    [f"{a.localpart}@{a.domain.unicode}" for a in recipients],
+                    acc_conf.MaxOutgoingMessagesPerDay,
+                    acc_conf.MaxFirstTimeRecipientsPerDay,
+                )
+            except OutgoingLimitExceeded as e:
+                raise SMTPReply(c.C451_LOCAL_ERROR, "7.0", f"{e}; try again later")
         if self.queue_ready is not None:
             yield self.queue_ready()
         prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -117,6 +117,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self._bdat_last = False
         self._bdat_error = None
         self._auth = None
+        self._auth_backend = None
         self._in_process = False
 
     # -- connection
@@ -446,10 +447,11 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             raise SMTPReply(c.C501_BAD_PARAM_SYNTAX, c.SE_PROTO_SYNTAX2, "bad AUTH syntax")
         if name not in self._auth_mechanisms():
             raise SMTPReply(c.C504_PARAM_NOT_IMPLEMENTED, c.SE_PROTO_PARAM_SYNTAX4, "mechanism not supported")
+        self._auth_backend = self.factory.backend.sasl_backend(self.session)
         try:
             self._auth = sasl.new_server_mechanism(
                 name,
-                self.factory.backend.authenticator,
+                self._auth_backend,
                 channel_binding=self._channel_binding(),
                 hostname=self.factory.hostname,
                 tls=self.session.tls or not self.factory.require_tls_for_auth,
@@ -494,7 +496,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             mech = self._auth.name
             self._auth = None
             self.session.account = step.account
-            self.factory.backend.auth_result(self.session, True)
+            self.factory.backend.auth_result(self.session, True, self._auth_backend.login)
             log.info("authenticated {account} with {mech}", cid=self.session.cid,
                      account=step.account.name, mech=mech)
             return SMTPReply(c.C235_AUTH_SUCCESS, "7.0", "authentication successful")
@@ -505,12 +507,13 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             if failure.check(sasl.SASLError):
                 err = failure.value
                 if err.reason in ("auth-failed", "login-disabled"):
-                    self.factory.backend.auth_result(self.session, False)
+                    delay = self.factory.backend.auth_result(self.session, False, self._auth_backend.login)
                     log.info("authentication failed", cid=self.session.cid, remote=self.session.remote_ip)
-                    if err.reason == "login-disabled":
-                        return SMTPReply(c.C535_AUTH_BAD_CREDS, c.SE_SEC_AUTH_CREDENTIALS_INVALID8, str(err))
-                    return SMTPReply(c.C535_AUTH_BAD_CREDS, c.SE_SEC_AUTH_CREDENTIALS_INVALID8,
-                                     "authentication failed")
+                    text = str(err) if err.reason == "login-disabled" else "authentication failed"
+                    reply = SMTPReply(c.C535_AUTH_BAD_CREDS, c.SE_SEC_AUTH_CREDENTIALS_INVALID8, text)
+                    if delay:
+                        return task.deferLater(self.factory.clock_or_reactor(), delay, lambda: reply)
+                    return reply
                 if err.reason == "temporary":
                     return SMTPReply(c.C454_TEMP_AUTH_FAILURE, "7.0", "temporary authentication failure")
                 return SMTPReply(c.C501_BAD_PARAM_SYNTAX, c.SE_PROTO_SYNTAX2, str(err) or "malformed")

@@ -24,6 +24,7 @@ from moxtw import metrics
 from moxtw.store import changes as ch
 from moxtw.store import msgthread
 from moxtw.store.errors import (
+    OutgoingLimitExceeded,
     MailboxExists,
     MailboxHasChildren,
     MailboxNotAllowed,
@@ -722,6 +723,42 @@ class Account:
                 )
             ]
         )
+
+    # -- outgoing limits
+
+    def record_outgoing(self, submission, recipients, max_messages, max_first_time, now=None):
+        """Check the daily limits for one submitted message and record its recipients.
+
+        Fails with OutgoingLimitExceeded, recording nothing, when the account sent
+        ``max_messages`` messages in the last 24 hours, or when the message's first-time
+        recipients (never sent to before) would bring those of the last 24 hours over
+        ``max_first_time``. Returns the first-time recipients."""
+        now = int(now if now is not None else time.time())
+        rcpts = sorted({r.lower() for r in recipients})
+
+        def op(conn, ctx):
+            cutoff = now - 86400
+            msgs = conn.execute(
+                "SELECT count(DISTINCT submission) FROM outgoing WHERE submitted >= ?", (cutoff,)
+            ).fetchone()[0]
+            if max_messages > 0 and msgs + 1 > max_messages:
+                raise OutgoingLimitExceeded("MaxOutgoingMessagesPerDay", max_messages)
+            first = [
+                r for r in rcpts
+                if conn.execute("SELECT 1 FROM outgoing WHERE recipient = ? LIMIT 1", (r,)).fetchone() is None
+            ]
+            recent_first = conn.execute(
+                "SELECT count(*) FROM outgoing WHERE first_time = 1 AND submitted >= ?", (cutoff,)
+            ).fetchone()[0]
+            if max_first_time > 0 and first and recent_first + len(first) > max_first_time:
+                raise OutgoingLimitExceeded("MaxFirstTimeRecipientsPerDay", max_first_time)
+            conn.executemany(
+                "INSERT INTO outgoing (submission, recipient, submitted, first_time) VALUES (?, ?, ?, ?)",
+                [(submission, r, now, int(r in first)) for r in rcpts],
+            )
+            return first
+
+        return self._write(op)
 
     # -- credentials
 

@@ -47,3 +47,13 @@ class NoSuchMessage(StoreError):
 
 class AccountNameError(StoreError):
     """Not a valid account name."""
+
+
+class OutgoingLimitExceeded(StoreError):
+    """A daily sending limit of the account would be exceeded; ``field`` names the config
+    setting (MaxOutgoingMessagesPerDay or MaxFirstTimeRecipientsPerDay)."""
+
+    def __init__(self, field, limit):
+        super().__init__(f"daily limit reached ({field} = {limit})")
+        self.field = field
+        self.limit = limit

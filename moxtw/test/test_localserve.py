@@ -114,6 +114,55 @@ class LocalserveTreeTests(unittest.TestCase):
         self.assertEqual([m.subject for m in msgs], ["e2e"])
 
     @defer.inlineCallbacks
+    def test_error_addresses(self):
+        """mox localserve's test addresses make the errors applications must handle."""
+
+        def client():
+            out = {}
+            with smtplib.SMTP("127.0.0.1", self.port("SMTP"), timeout=10) as s:
+                s.ehlo()
+                out["mail"] = s.docmd("MAIL", "FROM:<mailfrom-454@example.com>")
+                s.rset()
+                s.mail("app@example.com")
+                out["rcpt"] = s.rcpt("rcptto-temperror@localhost")
+                out["rcpt2"] = s.rcpt("permerror@example.net")
+                out["data"] = s.data(b"Subject: x\r\n\r\nx\r\n")
+                s.rset()
+                s.mail("app@example.com")
+                s.rcpt("user552@localhost")
+                out["data2"] = s.data(b"Subject: x\r\n\r\nx\r\n")
+            return out
+
+        out = yield threads.deferToThread(client)
+        self.assertEqual(out["mail"][0], 454)
+        self.assertEqual(out["rcpt"][0], 451)
+        self.assertEqual(out["rcpt2"][0], 250)
+        self.assertEqual(out["data"][0], 550)
+        self.assertEqual(out["data2"][0], 552)
+        self.assertIn("rcptto", self.out.getvalue())  # the banner lists the rules
+
+    @defer.inlineCallbacks
+    def test_submission_without_tls(self):
+        """On 1587 applications may authenticate without TLS; mail to anyone comes back."""
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.port("Submission"), timeout=10) as s:
+                s.login("mox@localhost", "moxmoxmox")
+                s.sendmail("noreply@myapp.example", ["customer@gmail.example"],
+                           b"From: noreply@myapp.example\r\nSubject: welcome\r\n\r\nhi\r\n")
+                s.sendmail("noreply@myapp.example", ["queue-fails@localhost"],
+                           b"From: noreply@myapp.example\r\nSubject: doomed\r\n\r\nhi\r\n")
+
+        yield threads.deferToThread(client)
+        yield self.root.queue_service.kick()
+        yield self.root.queue_service.idle()
+        acc = yield self.root.store.open_account("mox")
+        inbox = yield acc.mailbox("Inbox")
+        msgs = yield acc.messages(inbox.id)
+        self.assertEqual([m.subject for m in msgs], ["welcome"])
+        self.assertEqual((yield self.root.queue.list()), [])
+
+    @defer.inlineCallbacks
     def test_smtps_tls(self):
         ctx = tls_context(os.path.join(self.dir, "data"))
 

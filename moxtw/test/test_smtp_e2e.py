@@ -314,3 +314,21 @@ class SMTPEndToEndTests(unittest.TestCase):
         yield self.queue_settled()
         got = yield self.messages("other")
         self.assertEqual([m.subject for m, _ in got], ["from swaks"])
+
+    @defer.inlineCallbacks
+    def test_daily_limit_names_config_field(self):
+        mconfig.write_dynamic(
+            self.cfg.dynamic_path,
+            self.cfg.static,
+            lambda doc: doc["Accounts"]["mjl"].__setitem__("MaxOutgoingMessagesPerDay", 2),
+        )
+        os.utime(self.cfg.dynamic_path, (3, 3))
+        self.root.watcher.check()
+        yield self.submit("submission", "PLAIN", ["other@example.org"], message("one"))
+        yield self.submit("submission", "PLAIN", ["other@example.org"], message("two"))
+        e = yield self.assertFailure(
+            self.submit("submission", "PLAIN", ["other@example.org"], message("three")),
+            smtplib.SMTPDataError,
+        )
+        self.assertEqual(e.smtp_code, 451)
+        self.assertIn(b"MaxOutgoingMessagesPerDay = 2", e.smtp_error)

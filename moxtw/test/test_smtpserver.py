@@ -31,8 +31,11 @@ class RecordingBackend:
     def auth_allowed(self, session):
         return None
 
-    def auth_result(self, session, ok):
-        pass
+    def auth_result(self, session, ok, login=""):
+        return 0
+
+    def sasl_backend(self, session):
+        return self.authenticator
 
     def check_sender(self, session, env):
         return None

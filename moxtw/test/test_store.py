@@ -480,6 +480,30 @@ class ThreadingTests(StoreTestBase):
         self.assertEqual(c.thread_id, c.id)
 
 
+class OutgoingLimitTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_limits(self):
+        now = 1_800_000_000
+        first = yield self.acc.record_outgoing("m1", ["A@x.org", "b@x.org"], 3, 3, now=now)
+        self.assertEqual(first, ["a@x.org", "b@x.org"])
+        first = yield self.acc.record_outgoing("m2", ["a@x.org"], 3, 3, now=now + 1)
+        self.assertEqual(first, [])  # known recipient
+        e = yield self.assertFailure(
+            self.acc.record_outgoing("m3", ["c@x.org", "d@x.org"], 3, 3, now=now + 2),
+            store.OutgoingLimitExceeded,
+        )
+        self.assertEqual(e.field, "MaxFirstTimeRecipientsPerDay")
+        yield self.acc.record_outgoing("m3", ["c@x.org"], 3, 3, now=now + 2)
+        e = yield self.assertFailure(
+            self.acc.record_outgoing("m4", ["a@x.org"], 3, 3, now=now + 3),
+            store.OutgoingLimitExceeded,
+        )
+        self.assertEqual(e.field, "MaxOutgoingMessagesPerDay")
+        self.assertIn("MaxOutgoingMessagesPerDay = 3", str(e))
+        # A day later the windows have moved on.
+        yield self.acc.record_outgoing("m5", ["e@x.org"], 3, 3, now=now + 86401)
+
+
 class PasswordTests(StoreTestBase):
     @defer.inlineCallbacks
     def test_password(self):
