@@ -210,7 +210,9 @@ class QueueService(service.Service):
         if result.ok:
             log.info("delivered", **fields)
         elif result.permanent:
-            log.info("delivery failed permanently, removing", error=result.error, **fields)
+            # Loud: delivery status notifications (DSNs) to the sender are not part of this
+            # version yet, so this log line is the only trace of the failure.
+            log.error("delivery failed permanently, removing (no DSN sent)", error=result.error, **fields)
         else:
             next_attempt = self.now() + retry_delay(entry.attempts + 1)
             log.info("delivery failed temporarily", error=result.error,
