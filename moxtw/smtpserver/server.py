@@ -285,7 +285,10 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def _send(self, reply):
         if reply.code >= 500:
             self.session.errors += 1
-        self._write_reply(reply.code, reply.se, reply.text)
+        text = reply.text
+        if reply.code >= 400 and "(cid " not in text:
+            text = f"{text} (cid {self.session.cid})"  # users can quote it; logs carry it
+        self._write_reply(reply.code, reply.se, text)
         if reply.close:
             self._close()
         elif self.session.errors >= MAX_ERRORS:

@@ -1,0 +1,78 @@
+"""SMTPBackend's rate limits, with a Clock: connections per IP, failed logins per IP and
+per login (slowed, then refused)."""
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from moxtw.auth import AuthFailed
+from moxtw.smtpserver import backend as be
+from moxtw.smtpserver.server import Session
+
+
+class FakeAuthenticator:
+    def __init__(self):
+        self.calls = 0
+
+    def authenticate(self, login, password):
+        self.calls += 1
+        return defer.fail(AuthFailed("invalid login or password"))
+
+    def credentials_for(self, login):
+        self.calls += 1
+        return defer.fail(AuthFailed("invalid login or password"))
+
+    def login_disabled(self, name):
+        return ""
+
+
+class RateLimitTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1_800_000_000)
+        self.auth = FakeAuthenticator()
+        self.backend = be.SMTPBackend(
+            hostname="mx.example.org", store=None, authenticator=self.auth,
+            current=lambda: (None, None), clock=self.clock,
+        )
+        self.session = Session(cid="1", kind="submission", remote_ip="192.0.2.1")
+
+    def test_connections_per_ip(self):
+        per_minute = be.CONNECTION_LIMITS[0][1]
+        for _ in range(per_minute):
+            self.assertIsNone(self.backend.connection_allowed(self.session))
+        self.assertIn("too many connections", self.backend.connection_allowed(self.session))
+        other = Session(cid="2", kind="smtp", remote_ip="192.0.2.2")
+        self.assertIsNone(self.backend.connection_allowed(other))
+        self.clock.advance(60)
+        self.assertIsNone(self.backend.connection_allowed(self.session))
+
+    def test_failed_auth_slowed_then_refused(self):
+        delays = [self.backend.auth_result(self.session, False, "mjl@example.org") for _ in range(10)]
+        self.assertEqual(delays[:3], [0.5, 1.0, 1.5])
+        self.assertEqual(delays[-1], 5.0)  # capped
+        self.assertIn("too many failed", self.backend.auth_allowed(self.session))
+        self.clock.advance(61)
+        self.assertIsNone(self.backend.auth_allowed(self.session))
+
+    def test_per_login_limit(self):
+        """Failures for one login from many IPs: that login is refused before any check."""
+        for i in range(10):
+            s = Session(cid=str(i), kind="submission", remote_ip=f"198.51.100.{i}")
+            self.backend.auth_result(s, False, "mjl@example.org")
+        limiter = self.backend.sasl_backend(self.session)
+        before = self.auth.calls
+        f = self.failureResultOf(limiter.authenticate("MJL@example.org", "x"), AuthFailed)
+        self.assertIn("too many failed attempts", str(f.value))
+        self.assertEqual(self.auth.calls, before)  # password not even checked
+        self.failureResultOf(limiter.authenticate("other@example.org", "x"), AuthFailed)
+        self.assertEqual(self.auth.calls, before + 1)
+
+    def test_localserve_rules(self):
+        r = be.localserve_rule
+        self.assertEqual((r("x-temperror").stage, r("x-temperror").code), ("data", 451))
+        self.assertEqual((r("rcptto-permerror").stage, r("rcptto-permerror").code), ("rcptto", 550))
+        self.assertEqual((r("mailfrom421").stage, r("mailfrom421").code), ("mailfrom", 421))
+        self.assertIsNone(r("user-timeout").code)
+        self.assertTrue(r("queue-anything").queue)
+        self.assertIsNone(r("mjl"))
+        self.assertIsNone(r("user123"))  # not 4xx/5xx
