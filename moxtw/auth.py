@@ -9,6 +9,8 @@ known ones, so response times do not reveal which addresses exist.
 
 from twisted.internet import defer, threads
 
+from moxtw import ratelimit
+
 from moxtw.config.load import canonical_address
 from moxtw.config.types import parse_address
 from moxtw.sasl import credentials
@@ -90,3 +92,67 @@ class Authenticator:
         if disabled:
             raise LoginDisabled(disabled)
         return account
+
+
+# Failed logins per IP and per login (as mox: slowed down, then refused).
+IP_FAILURE_LIMITS = [(60, 10), (3600, 50), (86400, 500)]
+LOGIN_FAILURE_LIMITS = [(60, 10), (3600, 100), (86400, 1000)]
+FAILURE_SLOWDOWN = 0.5  # seconds added to a failure reply per recent failure, at most 5 s
+
+
+class LoginLimits:
+    """Rate limits on failed logins, shared by SMTP AUTH and IMAP LOGIN/AUTHENTICATE."""
+
+    def __init__(self, authenticator, clock=None):
+        self.authenticator = authenticator
+        self.ip_failures = ratelimit.Limiter(IP_FAILURE_LIMITS, clock)
+        self.login_failures = ratelimit.Limiter(LOGIN_FAILURE_LIMITS, clock)
+
+    def allowed(self, ip):
+        """None, or the reason logins from ``ip`` are refused for now."""
+        if not self.ip_failures.can_add(ip):
+            return "too many failed authentication attempts from your IP address, try again later"
+        return None
+
+    def sasl_backend(self):
+        """The authenticator for one SASL exchange, checking per-login limits first and
+        remembering the login tried (``.login``)."""
+        return _LimitedAuthenticator(self)
+
+    def record(self, ip, login, ok):
+        """Count the outcome; returns the delay in seconds before a failure reply."""
+        if ok:
+            return 0
+        self.ip_failures.add(ip)
+        if login:
+            self.login_failures.add(login.lower())
+        return min(self.ip_failures.count(ip) * FAILURE_SLOWDOWN, 5.0)
+
+
+class _LimitedAuthenticator:
+    def __init__(self, limits):
+        self._limits = limits
+        self._auth = limits.authenticator
+        self.login = ""
+
+    def _check(self, login):
+        self.login = login.lower()
+        if not self._limits.login_failures.can_add(self.login):
+            raise AuthFailed("too many failed attempts for this login")
+
+    def authenticate(self, login, password):
+        try:
+            self._check(login)
+        except AuthFailed:
+            return defer.fail()
+        return self._auth.authenticate(login, password)
+
+    def credentials_for(self, login):
+        try:
+            self._check(login)
+        except AuthFailed:
+            return defer.fail()
+        return self._auth.credentials_for(login)
+
+    def login_disabled(self, account_name):
+        return self._auth.login_disabled(account_name)

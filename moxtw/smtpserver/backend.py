@@ -12,6 +12,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from moxtw import ratelimit
+from moxtw.auth import LoginLimits
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import recipients as rcpts
 from moxtw.smtpserver import submission
@@ -23,45 +24,6 @@ log = Logger(namespace="moxtw.smtpserver")
 
 # Connections per IP, failed authentications per IP (as mox: slowed down, then refused).
 CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
-AUTH_FAILURE_LIMITS = [(60, 10), (3600, 50), (86400, 500)]
-ACCOUNT_AUTH_FAILURE_LIMITS = [(60, 10), (3600, 100), (86400, 1000)]
-AUTH_SLOWDOWN = 0.5  # seconds added to a failure reply per recent failure, at most 5 s
-
-
-class _LoginLimiter:
-    """The authenticator as the SASL mechanisms see it, with per-login limits: logins
-    with too many recent failures are refused before any password check."""
-
-    def __init__(self, backend):
-        self._backend = backend
-        self._auth = backend.authenticator
-        self.login = ""
-
-    def _check(self, login):
-        from moxtw.auth import AuthFailed
-
-        self.login = login.lower()
-        if not self._backend.login_failures.can_add(self.login):
-            raise AuthFailed("too many failed attempts for this login")
-
-    def authenticate(self, login, password):
-        try:
-            self._check(login)
-        except Exception:
-            return defer.fail()
-        return self._auth.authenticate(login, password)
-
-    def credentials_for(self, login):
-        try:
-            self._check(login)
-        except Exception:
-            return defer.fail()
-        return self._auth.credentials_for(login)
-
-    def login_disabled(self, account_name):
-        return self._auth.login_disabled(account_name)
-
-
 @dataclass
 class LocalserveRule:
     """A localserve test behaviour chosen by a recipient's (or sender's) localpart."""
@@ -119,8 +81,7 @@ class SMTPBackend:
         self.check_from = check_from
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
-        self.auth_failures = ratelimit.Limiter(AUTH_FAILURE_LIMITS, clock)
-        self.login_failures = ratelimit.Limiter(ACCOUNT_AUTH_FAILURE_LIMITS, clock)
+        self.login_limits = LoginLimits(authenticator, clock)
 
     # -- connection and authentication
 
@@ -133,24 +94,15 @@ class SMTPBackend:
         pass
 
     def auth_allowed(self, session):
-        if not self.auth_failures.can_add(session.remote_ip):
-            return "too many failed authentication attempts from your IP address, try again later"
-        return None
+        return self.login_limits.allowed(session.remote_ip)
 
     def sasl_backend(self, session):
         """What one AUTH exchange authenticates against (records the login tried)."""
-        return _LoginLimiter(self)
+        return self.login_limits.sasl_backend()
 
     def auth_result(self, session, ok, login=""):
-        """Count a failure; returns the delay (seconds) before the failure reply: failed
-        attempts are slowed down, then refused (auth_allowed, per-login limits)."""
-        if ok:
-            return 0
-        self.auth_failures.add(session.remote_ip)
-        if login:
-            self.login_failures.add(login)
-        recent = self.auth_failures.count(session.remote_ip)
-        return min(recent * AUTH_SLOWDOWN, 5.0)
+        """Returns the delay (seconds) before a failure reply (see LoginLimits)."""
+        return self.login_limits.record(session.remote_ip, login, ok)
 
     # -- transaction
 
