@@ -12,6 +12,8 @@ from twisted.logger import Logger
 
 from moxtw import listeners, metrics
 from moxtw.auth import Authenticator
+from moxtw.imapserver.backend import IMAPBackend
+from moxtw.imapserver.server import IMAPFactory
 from moxtw.queue import Queue, QueueService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.server import SMTPFactory
@@ -198,6 +200,25 @@ def _smtp_factory(config, root, localserve):
     return make
 
 
+def _imap_factory(config, root, reactor):
+    static = config.static
+    backend = IMAPBackend(root.auth, clock=reactor)
+    root.imap_backend = backend
+
+    def make(kind, name, lst):
+        tls = _tls_context(config)(name, lst) if kind == "IMAPS" else _listener_tls(config, lst)
+        return IMAPFactory(
+            kind.lower(),
+            str(lst.Hostname or static.Hostname),
+            backend,
+            tls_context=tls,
+            require_tls_for_login=not (kind == "IMAP" and lst.IMAP.NoRequireSTARTTLS),
+            append_limit=lst.SMTPMaxMessageSize,
+        )
+
+    return make
+
+
 def makeService(config, reactor=None, localserve=False):
     """Build the service tree for a loaded ``moxtw.config.Config``."""
     if reactor is None:
@@ -228,6 +249,7 @@ def makeService(config, reactor=None, localserve=False):
         tls_context=_tls_context(config),
         metrics_resource=metrics.MetricsResource(),
         smtp_factory=smtp,
+        imap_factory=_imap_factory(config, root, reactor),
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)

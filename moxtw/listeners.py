@@ -135,7 +135,8 @@ class _WebRoot(resource.Resource):
         return self._unavailable.render(request)
 
 
-def build(static, reactor, tls_context=None, metrics_resource=None, smtp_factory=None):
+def build(static, reactor, tls_context=None, metrics_resource=None, smtp_factory=None,
+          imap_factory=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
@@ -151,6 +152,8 @@ def build(static, reactor, tls_context=None, metrics_resource=None, smtp_factory
             factory = smtp_factory(kind, spec.listener, lst)
         elif kind in ("SMTP", "Submission", "Submissions"):
             factory = notyet.SMTPUnavailableFactory(hostname)
+        elif kind in ("IMAP", "IMAPS") and imap_factory is not None:
+            factory = imap_factory(kind, spec.listener, lst)
         elif kind in ("IMAP", "IMAPS"):
             factory = notyet.IMAPUnavailableFactory()
         else:

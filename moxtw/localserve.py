@@ -28,14 +28,13 @@ ADDRESS = "mox@localhost"
 PASSWORD = "moxmoxmox"
 
 # Listener kinds not served in this version, for the start-up banner.
-_NOT_YET = {
-    "IMAP": "IMAP server not in this version yet: answers BYE",
-    "IMAPS": "IMAP server not in this version yet: answers BYE",
-}
+_NOT_YET = {}
 _NOTES = {
     "SMTP": "incoming mail, no authentication",
     "Submission": "AUTH also without TLS, for applications under test",
     "Submissions": "AUTH",
+    "IMAP": "LOGIN also without TLS",
+    "IMAPS": "",
 }
 
 RULES = """\

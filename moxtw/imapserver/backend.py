@@ -1,0 +1,18 @@
+"""What the IMAP server needs from the rest of moxtw: logins and their limits."""
+
+from moxtw import ratelimit
+from moxtw.auth import LoginLimits
+
+CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
+
+
+class IMAPBackend:
+    def __init__(self, authenticator, clock=None):
+        self.authenticator = authenticator
+        self.login_limits = LoginLimits(authenticator, clock)
+        self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
+
+    def connection_allowed(self, session):
+        if not self.connections.add(session.remote_ip):
+            return "too many connections from your IP address, try again later"
+        return None

@@ -1,0 +1,530 @@
+"""Rendering of IMAP FETCH responses for one message.
+
+Given a stored ``Message``, the parsed FETCH items (``types.FetchAtt``) and a way to open
+the message file, ``render_fetch`` builds the complete untagged ``* n FETCH (...)``
+response. Body sections are served byte-exact from the file by the offsets of the cached
+part tree (``moxtw.message.Part``): only the bytes of the asked section, and of a partial
+``<offset.count>`` only that range, are read. BINARY sections are decoded (base64,
+quoted-printable) from the part's bytes.
+
+The function does blocking file reads; callers run it off the reactor thread.
+
+Setting \\Seen: a non-PEEK BODY[...], BINARY[...], RFC822 or RFC822.TEXT implicitly sets
+\\Seen (RFC 9051 6.4.5). Two ways to use this module:
+
+- Render, then store: ``render_fetch`` reports ``sets_seen`` and already includes FLAGS
+  with \\Seen added in the response (RFC 9051 6.4.5: changed flags SHOULD be included);
+  the caller stores \\Seen afterwards.
+- Store, then render (needed with CONDSTORE, where the response must carry the new
+  MODSEQ): call ``implies_seen(msg, atts, ctx)`` first, store \\Seen, and render the
+  updated message with ``include_flags=True`` so FLAGS is in the response.
+
+RFCs: 9051 6.4.5 and 7.5.2 (FETCH, IMAP4rev2), 3501 (IMAP4rev1), 3516 (BINARY),
+7162 (CONDSTORE MODSEQ), 8970 (PREVIEW), 8514 (SAVEDATE), 6855 (UTF8=ACCEPT strings).
+"""
+
+import json
+from dataclasses import dataclass
+
+from moxtw.imapserver.types import Section
+from moxtw.message.encoding import decode_base64, decode_quoted_printable
+from moxtw.message.part import Part
+from moxtw.store.model import CANONICAL, FLAG_COLUMNS
+
+SEEN = "\\Seen"
+# Response code for BINARY of a section in an unknown transfer encoding (RFC 3516 4.3).
+UNKNOWN_CTE = "UNKNOWN-CTE"
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# RFC 9051 6.4.5: FETCH macros.
+_MACROS = {
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+# RFC 2045 6.1: identity encodings; base64 and quoted-printable are decoded.
+_IDENTITY_CTE = {"", "7bit", "8bit", "binary"}
+_DECODERS = {"base64": decode_base64, "quoted-printable": decode_quoted_printable}
+# RFC 9051 9: ATOM-CHAR excludes atom-specials (and "]" is resp-special).
+_ATOM_SPECIALS = set(b'(){ %*"\\]')
+
+
+@dataclass
+class FetchContext:
+    """Session state that changes how FETCH responses look."""
+
+    utf8: bool = False  # IMAP4rev2 or UTF8=ACCEPT enabled: UTF-8 allowed in quoted strings
+    rev2: bool = False  # IMAP4rev2 enabled
+    condstore: bool = False  # CONDSTORE/QRESYNC enabled: MODSEQ in every FETCH response
+    readonly: bool = False  # mailbox selected with EXAMINE: \Seen is never set
+
+
+@dataclass
+class FetchResult:
+    """The rendered response; see the module docstring for ``sets_seen``.
+
+    ``error``: when set (``UNKNOWN_CTE``), ``data`` is empty and the caller answers the
+    command with ``NO [error]``.
+    """
+
+    data: bytes
+    sets_seen: bool = False
+    error: object = None
+
+
+class FetchError(Exception):
+    """A FETCH item cannot be answered; ``code`` is the response code."""
+
+    def __init__(self, code, text=""):
+        super().__init__(text or code)
+        self.code = code
+
+
+# Formatting (RFC 9051 4.3, 9: string, nstring, literal, literal8).
+
+
+def literal(data, binary=False):
+    """``{n}\\r\\n`` followed by the data; ``~{n}`` (literal8, RFC 3516 4.2) when binary."""
+    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % len(data) + data
+
+
+def string(value, utf8=False):
+    """A string: quoted when that is allowed, else a literal. None gives NIL."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, bytes):
+        raw = value
+        try:
+            value.decode("utf-8")
+            ok = True
+        except UnicodeDecodeError:
+            ok = False
+    else:
+        try:
+            raw, ok = value.encode("utf-8"), True
+        except UnicodeEncodeError:
+            raw, ok = value.encode("utf-8", "surrogateescape"), False
+    # RFC 9051 9: QUOTED-CHAR is any TEXT-CHAR (no CR, LF, NUL); non-ASCII only as UTF-8
+    # when enabled (RFC 9051, RFC 6855 3); otherwise a literal carries it.
+    if ok and b"\r" not in raw and b"\n" not in raw and b"\0" not in raw \
+            and (utf8 or raw.isascii()):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return literal(raw)
+
+
+def value(v, utf8=False):
+    """Render a JSON-like value: None NIL, int number, str string, list parenthesized."""
+    if v is None:
+        return b"NIL"
+    if isinstance(v, bool):
+        raise TypeError("no IMAP rendering for bool")
+    if isinstance(v, int):
+        return b"%d" % v
+    if isinstance(v, (str, bytes)):
+        return string(v, utf8)
+    return b"(" + b" ".join(value(x, utf8) for x in v) + b")"
+
+
+def envelope(env, utf8=False):
+    """Render an ENVELOPE value as made by ``moxtw.message.imap`` (RFC 9051 7.5.2).
+
+    RFC 9051 9: env-from = "(" 1*address ")" / nil: the addresses of a list follow each
+    other without separating spaces.
+    """
+    if env is None:
+        return b"NIL"
+    items = []
+    for i, v in enumerate(env):
+        if 2 <= i <= 7 and isinstance(v, list):
+            items.append(b"(" + b"".join(value(a, utf8) for a in v) + b")")
+        else:
+            items.append(value(v, utf8))
+    return b"(" + b" ".join(items) + b")"
+
+
+def body_structure(bs, utf8=False):
+    """Render a BODY/BODYSTRUCTURE value as made by ``moxtw.message.imap``.
+
+    RFC 9051 9: body-type-mpart = 1*body SP media-subtype ...: the bodies of a multipart
+    follow each other without separating spaces; and the body inside a message/rfc822
+    part is itself a body.
+    """
+    if bs and isinstance(bs[0], list):
+        n = 0
+        while n < len(bs) and isinstance(bs[n], list):
+            n += 1
+        rest = b"".join(b" " + value(x, utf8) for x in bs[n:])
+        return b"(" + b"".join(body_structure(c, utf8) for c in bs[:n]) + rest + b")"
+    if (len(bs) > 9 and isinstance(bs[0], str) and isinstance(bs[1], str)
+            and bs[0].upper() == "MESSAGE" and bs[1].upper() in ("RFC822", "GLOBAL")
+            and isinstance(bs[8], list)):
+        # body-type-msg = media-message SP body-fields SP envelope SP body SP body-fld-lines
+        items = [value(x, utf8) for x in bs]
+        items[7] = envelope(bs[7], utf8)
+        items[8] = body_structure(bs[8], utf8)
+        return b"(" + b" ".join(items) + b")"
+    return value(bs, utf8)
+
+
+def date_time(dt):
+    """RFC 9051 9: date-time, "dd-Mon-yyyy hh:mm:ss +zzzz" (English month names)."""
+    if dt is None:
+        return b"NIL"
+    off = dt.utcoffset()
+    minutes = int(off.total_seconds()) // 60 if off is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    s = '"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        dt.day, _MONTHS[dt.month - 1], dt.year, dt.hour, dt.minute, dt.second,
+        sign, minutes // 60, minutes % 60)
+    return s.encode("ascii")
+
+
+def _astring(s):
+    """An atom when it is one, else a quoted string (header field names in sections)."""
+    raw = s.encode("utf-8")
+    if raw and raw.isascii() and all(0x20 < c < 0x7F and c not in _ATOM_SPECIALS for c in raw):
+        return raw
+    return string(s, True)
+
+
+def flags_list(flags):
+    """RFC 9051 9: flag-list; flags are atoms (backslash flags and keywords)."""
+    return b"(" + " ".join(flags).encode("ascii", "replace") + b")"
+
+
+def _with_seen(flags):
+    if SEEN in flags:
+        return tuple(flags)
+    system = set(f for f in flags if f.startswith("\\")) | {SEEN}
+    out = [CANONICAL[c] for c in FLAG_COLUMNS if CANONICAL[c] in system]
+    out.extend(f for f in flags if f.startswith("\\") and f not in out)
+    out.extend(f for f in flags if not f.startswith("\\"))
+    return tuple(out)
+
+
+def section_spec(section):
+    """The section as in the response: "1.2.HEADER.FIELDS (SUBJECT FROM)" (RFC 9051 7.5.2)."""
+    if section is None:
+        return b""
+    items = [b"%d" % n for n in section.part]
+    if section.text:
+        items.append(section.text.upper().encode("ascii"))
+    spec = b".".join(items)
+    if section.text.upper() in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        spec += b" (" + b" ".join(_astring(f) for f in section.fields) + b")"
+    return spec
+
+
+# Which items set \Seen.
+
+
+def _att_name(att):
+    return att.name.upper()
+
+
+def _is_body_fetch(att):
+    """True for items that implicitly set \\Seen (RFC 9051 6.4.5)."""
+    name = _att_name(att)
+    if name in ("RFC822", "RFC822.TEXT"):
+        return True
+    return name in ("BODY[]", "BINARY[]") and not att.peek
+
+
+def implies_seen(msg, atts, ctx):
+    """Whether fetching ``atts`` sets \\Seen on ``msg``: a non-PEEK body item, a mailbox
+    opened read-write and \\Seen not yet set."""
+    if ctx.readonly or SEEN in msg.flags:
+        return False
+    return any(_is_body_fetch(a) for a in _expand(atts))
+
+
+def _expand(atts):
+    out = []
+    for att in atts:
+        macro = _MACROS.get(_att_name(att))
+        if macro is None:
+            out.append(att)
+        else:
+            out.extend(type(att)(name) for name in macro)
+    return out
+
+
+# Reading sections from the file.
+
+
+class _Reader:
+    """Opens the message file on first use and reads byte ranges from it."""
+
+    def __init__(self, open_file):
+        self._open = open_file
+        self._file = None
+
+    def read(self, start, end):
+        if end <= start:
+            return b""
+        if self._file is None:
+            self._file = self._open()
+        self._file.seek(start)
+        chunks = []
+        left = end - start
+        while left > 0:
+            chunk = self._file.read(left)
+            if not chunk:
+                break  # File shorter than the index says: give what there is.
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _filter_header(header, names, keep):
+    """Fields of a header section whose names are (keep=True) or are not in ``names``.
+
+    RFC 9051 6.4.5: matching is ASCII case-insensitive, fields keep their order and
+    folding, and the blank line ending the header is included when the message has one.
+    """
+    lines = header.splitlines(keepends=True)
+    blank = b""
+    if lines and lines[-1] in (b"\r\n", b"\n"):
+        blank = lines.pop()
+    wanted = set(n.upper() for n in names)
+    out = []
+    include = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            # RFC 5322 2.2.3: continuation of the field before.
+            if include:
+                out.append(line)
+            continue
+        name, colon, _ = line.partition(b":")
+        name = name.rstrip(b" \t").decode("ascii", "replace").upper() if colon else None
+        include = (name in wanted) == keep if name is not None else not keep
+        if include:
+            out.append(line)
+    if out and not out[-1].endswith(b"\n"):
+        out[-1] += b"\r\n"
+    return b"".join(out) + blank
+
+
+def _section_range(root, section):
+    """Resolve a BODY section: ("range", start, end), ("header", start, end, keep), or None
+    for a part that does not exist (RFC 9051 6.4.5 rules for part numbers)."""
+    text = section.text.upper()
+    if not section.part:
+        part = root
+        message = root
+    else:
+        part = root.part_by_path(list(section.part))
+        if part is None:
+            return None
+        # RFC 9051 6.4.5: HEADER and TEXT after part numbers refer to the message
+        # embedded in a message/rfc822 part.
+        message = part.message
+    if text == "":
+        if not section.part:
+            return ("range", root.header_offset, root.end_offset)
+        return ("range", part.body_offset, part.end_offset)
+    if text == "MIME":
+        # RFC 9051 6.4.5: the MIME header of the part itself.
+        return ("range", part.header_offset, part.body_offset)
+    if message is None:
+        return None
+    if text == "HEADER":
+        return ("range", message.header_offset, message.body_offset)
+    if text == "TEXT":
+        return ("range", message.body_offset, message.end_offset)
+    if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return ("header", message.header_offset, message.body_offset, text == "HEADER.FIELDS")
+    raise ValueError("unknown section text %r" % section.text)
+
+
+def _clip(start, end, partial):
+    """Apply <offset.count> to a byte range (RFC 9051 6.4.5): past the end is empty."""
+    if partial is None:
+        return start, end
+    offset, count = partial
+    s = min(start + offset, end)
+    return s, min(s + count, end)
+
+
+def _slice(data, partial):
+    if partial is None:
+        return data
+    offset, count = partial
+    return data[offset:offset + count]
+
+
+def _body_section(root, reader, section, partial):
+    where = _section_range(root, section)
+    if where is None:
+        return b""
+    if where[0] == "range":
+        start, end = _clip(where[1], where[2], partial)
+        return reader.read(start, end)
+    _, start, end, keep = where
+    return _slice(_filter_header(reader.read(start, end), section.fields, keep), partial)
+
+
+def _binary_data(root, reader, section, partial):
+    """Decoded section data (RFC 3516 4.2), or None when the part does not exist."""
+    if section is None or not section.part:
+        # The whole message, as stored.
+        start, end = _clip(root.header_offset, root.end_offset, partial)
+        return reader.read(start, end)
+    part = root.part_by_path(list(section.part))
+    if part is None:
+        return None
+    cte = (part.content_transfer_encoding or "").lower()
+    if cte in _IDENTITY_CTE:
+        start, end = _clip(part.body_offset, part.end_offset, partial)
+        return reader.read(start, end)
+    decode = _DECODERS.get(cte)
+    if decode is None:
+        # RFC 3516 4.3: the server does not know how to decode this section.
+        raise FetchError(UNKNOWN_CTE, "unknown content-transfer-encoding %s" % cte)
+    return _slice(decode(reader.read(part.body_offset, part.end_offset)), partial)
+
+
+def _binary_size(root, reader, section):
+    if section is None or not section.part:
+        return root.end_offset - root.header_offset
+    part = root.part_by_path(list(section.part))
+    if part is None:
+        return 0
+    cte = (part.content_transfer_encoding or "").lower()
+    if cte in _IDENTITY_CTE:
+        return part.end_offset - part.body_offset
+    return len(_binary_data(root, reader, section, None))
+
+
+def _root_part(msg):
+    try:
+        d = json.loads(msg.part_json) if msg.part_json else None
+    except ValueError:
+        d = None
+    if not d:
+        # No cached tree: treat the file as one text part without header.
+        return Part(0, 0, msg.size)
+    return Part.from_json(d)
+
+
+def _body_data(data):
+    """Section data as nstring: empty as "", else a literal (RFC 9051 7.5.2)."""
+    if not data:
+        return b'""'
+    return literal(data)
+
+
+def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_flags=False):
+    """Render ``* seq FETCH (...)`` for ``msg`` with the items ``atts``.
+
+    ``open_file()`` returns the message file (binary, CRLF); it is opened only when a body
+    section is asked. ``include_uid``: UID FETCH, the UID is always included (RFC 9051
+    6.4.8). ``include_flags``: include FLAGS even when not asked (after the caller stored
+    an implied \\Seen). Returns a FetchResult.
+    """
+    atts = _expand(atts)
+    sets_seen = implies_seen(msg, atts, ctx)
+    flags = _with_seen(msg.flags) if sets_seen else tuple(msg.flags)
+    utf8 = ctx.utf8
+    items = []
+    seen_names = set()
+    trees = []  # The part tree, parsed from the index on first use.
+    reader = _Reader(open_file)
+
+    def tree():
+        if not trees:
+            trees.append(_root_part(msg))
+        return trees[0]
+
+    def add(name, data):
+        if name in seen_names:
+            return  # The same item asked twice (e.g. BODY[] and BODY.PEEK[]): once.
+        seen_names.add(name)
+        items.append(name + b" " + data)
+
+    try:
+        if include_uid:
+            add(b"UID", b"%d" % msg.uid)
+        for att in atts:
+            name = _att_name(att)
+            if name == "UID":
+                add(b"UID", b"%d" % msg.uid)
+            elif name == "FLAGS":
+                add(b"FLAGS", flags_list(flags))
+            elif name == "INTERNALDATE":
+                add(b"INTERNALDATE", date_time(msg.received))
+            elif name == "SAVEDATE":
+                # RFC 8514 4: the date the message was saved in this mailbox.
+                add(b"SAVEDATE", date_time(msg.saved))
+            elif name == "RFC822.SIZE":
+                add(b"RFC822.SIZE", b"%d" % msg.size)
+            elif name == "MODSEQ":
+                # RFC 7162 3.1.4.1: "MODSEQ" SP "(" mod-sequence-value ")".
+                add(b"MODSEQ", b"(%d)" % msg.modseq)
+            elif name == "PREVIEW":
+                # RFC 8970 3.2: "PREVIEW" SP nstring.
+                add(b"PREVIEW", string(msg.preview, utf8))
+            elif name == "ENVELOPE":
+                add(b"ENVELOPE", envelope(msg.envelope, utf8))
+            elif name == "BODYSTRUCTURE":
+                add(b"BODYSTRUCTURE", body_structure(msg.bodystructure, utf8))
+            elif name == "BODY":
+                # RFC 9051 7.5.2: BODY is BODYSTRUCTURE without extension data.
+                add(b"BODY", body_structure(tree().bodystructure(extended=False), utf8))
+            elif name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+                # RFC 9051 6.4.5 / RFC 3501: RFC822 is BODY[], RFC822.HEADER is
+                # BODY.PEEK[HEADER], RFC822.TEXT is BODY[TEXT].
+                text = {"RFC822": "", "RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}[name]
+                data = _body_section(tree(), reader, Section(text=text), None)
+                add(name.encode("ascii"), _body_data(data))
+            elif name == "BODY[]":
+                section = att.section or Section()
+                data = _body_section(tree(), reader, section, att.partial)
+                # RFC 9051 7.5.2: BODY.PEEK is reported as BODY; a partial as <origin>.
+                rname = b"BODY[" + section_spec(section) + b"]"
+                if att.partial is not None:
+                    rname += b"<%d>" % att.partial[0]
+                add(rname, _body_data(data))
+            elif name == "BINARY[]":
+                section = att.section or Section()
+                data = _binary_data(tree(), reader, section, att.partial)
+                rname = b"BINARY[" + section_spec(section) + b"]"
+                if att.partial is not None:
+                    rname += b"<%d>" % att.partial[0]
+                if not data:
+                    # Empty, or a part that does not exist.
+                    add(rname, b'""')
+                else:
+                    # RFC 3516 4.2: literal8 when the decoded data holds NUL octets.
+                    add(rname, literal(data, binary=b"\0" in data))
+            elif name == "BINARY.SIZE[]":
+                section = att.section or Section()
+                size = _binary_size(tree(), reader, section)
+                add(b"BINARY.SIZE[" + section_spec(section) + b"]", b"%d" % size)
+            else:
+                raise ValueError("unknown FETCH item %r" % att.name)
+        if (sets_seen or include_flags) and b"FLAGS" not in seen_names:
+            # RFC 9051 6.4.5: flags changed by an implied \Seen SHOULD be included.
+            add(b"FLAGS", flags_list(flags))
+        if ctx.condstore and b"MODSEQ" not in seen_names:
+            # RFC 7162 3.1.4.1: with CONDSTORE enabled, FETCH responses carry MODSEQ.
+            add(b"MODSEQ", b"(%d)" % msg.modseq)
+    except FetchError as e:
+        return FetchResult(b"", False, e.code)
+    finally:
+        reader.close()
+    data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    return FetchResult(data, sets_seen, None)
+
+
+__all__ = [
+    "FetchContext", "FetchError", "FetchResult", "UNKNOWN_CTE", "body_structure",
+    "date_time", "envelope", "flags_list", "implies_seen", "literal", "render_fetch",
+    "section_spec", "string", "value",
+]

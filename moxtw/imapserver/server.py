@@ -1,0 +1,307 @@
+"""IMAP connection framing: lines and literals in, responses out, one command at a time.
+
+A protocol of our own, not ``twisted.mail.imap4.IMAP4Server`` (DESIGN.md §5). Bytes are
+cut into complete commands (a line, plus literals when the line ends in a literal header,
+RFC 9051 4.3 and 7.5; RFC 7888 LITERAL+/LITERAL-), each parsed by
+``moxtw.imapserver.parser`` and run by ``moxtw.imapserver.session.Session``. A command
+whose handler returns a Deferred holds back the commands after it, so pipelined commands
+are answered in order. IDLE (RFC 2177), AUTHENTICATE continuations and COMPRESS=DEFLATE
+(RFC 4978) are handled here too. Limits: line length, literal size (APPENDLIMIT for
+APPEND, small otherwise), total command size.
+"""
+
+import zlib
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from moxtw import log as mlog
+from moxtw.imapserver import parser
+from moxtw.imapserver.session import IMAPError, Session
+
+log = Logger(namespace="moxtw.imapserver")
+
+MAX_LINE = 64 * 1024
+MAX_LITERAL = 1024 * 1024  # for commands other than APPEND/REPLACE
+MAX_NONSYNC_LITERAL = 4096  # RFC 7888 LITERAL-
+MAX_COMMAND = 2 * 1024 * 1024
+TIMEOUT_UNAUTHENTICATED = 60
+TIMEOUT_AUTHENTICATED = 30 * 60  # RFC 9051 5.4: at least 30 minutes
+
+LINE, LITERAL, IDLE, CONTINUATION, CLOSED = range(5)
+
+
+class IMAPServer(protocol.Protocol, TimeoutMixin):
+    def __init__(self):
+        self._buf = b""
+        self._mode = LINE
+        self._cmd = []  # parts of the command being received
+        self._cmd_size = 0
+        self._literal_left = 0
+        self._busy = False
+        self._in_process = False
+        self._paused = False
+        self._continuation = None  # Deferred waiting for a continuation line
+        self._idle_tag = None
+        self._inflate = None
+        self._deflate = None
+
+    # -- connection
+
+    def connectionMade(self):
+        f = self.factory
+        if f.clock is not None:
+            self.callLater = f.clock.callLater
+        self.session = Session(self, f)
+        refusal = f.backend.connection_allowed(self.session)
+        if refusal:
+            self.write(f"* BYE [UNAVAILABLE] {refusal}\r\n".encode())
+            self.close()
+            return
+        self.setTimeout(TIMEOUT_UNAUTHENTICATED)
+        self.write(self.session.greeting())
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        self._mode = CLOSED
+        self.session.connection_lost()
+
+    def timeoutConnection(self):
+        self.write(b"* BYE [UNAVAILABLE] autologout, idle for too long\r\n")
+        self.close()
+
+    def close(self):
+        self._mode = CLOSED
+        self.transport.loseConnection()
+
+    def authenticated(self):
+        self.setTimeout(TIMEOUT_AUTHENTICATED)
+
+    # -- output
+
+    def write(self, data):
+        if self._mode == CLOSED and not data.startswith(b"* BYE"):
+            return
+        if self.factory.trace:
+            mlog.trace(log, "S: {data}", data=data[:500].decode("utf-8", "replace"), cid=self.session.cid)
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.transport.write(data)
+
+    def start_compression(self):
+        """RFC 4978: everything after the tagged OK is deflated, both ways."""
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+        rest, self._buf = self._buf, b""
+        if rest:
+            self.dataReceived(rest, _raw=False)
+
+    def start_tls(self, context):
+        # RFC 9051 6.2.1: nothing pipelined after STARTTLS may be used.
+        self._buf = b""
+        self.transport.startTLS(context)
+
+    # -- input
+
+    def dataReceived(self, data, _raw=True):
+        if self._mode == CLOSED:
+            return
+        if self._inflate is not None and _raw:
+            try:
+                data = self._inflate.decompress(data, MAX_COMMAND)
+            except zlib.error:
+                self.write(b"* BYE [PARSE] invalid compressed data\r\n")
+                self.close()
+                return
+        self.resetTimeout()
+        self._buf += data
+        self._process()
+        if self._busy and len(self._buf) > MAX_COMMAND and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _process(self):
+        if self._in_process:
+            return
+        self._in_process = True
+        try:
+            self._process_buffer()
+        finally:
+            self._in_process = False
+        if not self._busy and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _process_buffer(self):
+        # While a command runs, only the lines it waits for (IDLE's DONE, AUTHENTICATE
+        # responses) are read; other pipelined commands wait their turn.
+        while (not self._busy or self._mode in (IDLE, CONTINUATION)) and self._mode != CLOSED and self._buf:
+            if self._mode == LITERAL:
+                take = self._buf[: self._literal_left]
+                self._buf = self._buf[len(take):]
+                self._cmd.append(take)
+                self._literal_left -= len(take)
+                if self._literal_left:
+                    return
+                self._mode = LINE
+                continue
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE:
+                    self._too_long()
+                return
+            line, self._buf = self._buf[: nl + 1], self._buf[nl + 1:]
+            if len(line) > MAX_LINE:
+                self._too_long()
+                return
+            if not line.endswith(b"\r\n"):
+                line = line[:-1] + b"\r\n"  # tolerate bare LF (RFC 9051 requires CRLF)
+            if self._mode == IDLE:
+                self._idle_line(line)
+            elif self._mode == CONTINUATION:
+                d, self._continuation = self._continuation, None
+                self._mode = LINE
+                d.callback(line[:-2])
+            else:
+                self._line(line)
+
+    def _too_long(self):
+        self.write(b"* BYE [TOOBIG] line too long\r\n")
+        self.close()
+
+    def _line(self, line):
+        self._cmd.append(line)
+        self._cmd_size += len(line)
+        try:
+            lit = parser.literal_at_end(line)
+        except parser.ParseError as e:
+            self._reset_command()
+            self.write(_bad(e.tag, e.text))
+            return
+        if lit is None:
+            data = b"".join(self._cmd)
+            self._reset_command()
+            self._run_command(data)
+            return
+        size, sync, _binary = lit
+        limit = self._literal_limit()
+        if size > limit or self._cmd_size + size > limit + MAX_LINE:
+            first = self._cmd[0]
+            tag = first.split(b" ", 1)[0].decode("ascii", "replace")
+            self._reset_command()
+            if not sync:
+                # A non-synchronizing literal is on its way; we cannot skip it safely.
+                self.write(b"* BYE [TOOBIG] literal too large\r\n")
+                self.close()
+                return
+            # RFC 7889 (APPENDLIMIT) and RFC 9051 7.1: refuse instead of the continuation.
+            self.write(f"{tag} NO [TOOBIG] literal too large, limit is {limit} bytes\r\n".encode())
+            return
+        if not sync and size > MAX_NONSYNC_LITERAL and not self.factory.literal_plus:
+            self._reset_command()
+            self.write(b"* BYE [TOOBIG] non-synchronizing literal over 4096 bytes (LITERAL-)\r\n")
+            self.close()
+            return
+        if sync:
+            self.write(b"+ Ready for literal data\r\n")
+        self._cmd_size += size
+        self._literal_left = size
+        self._mode = LITERAL
+
+    def _literal_limit(self):
+        first = self._cmd[0].split(b" ", 3)
+        if len(first) >= 2 and first[1].upper() in (b"APPEND", b"REPLACE"):
+            return self.factory.append_limit
+        if len(first) >= 3 and first[1].upper() == b"UID" and first[2].upper() == b"REPLACE":
+            return self.factory.append_limit
+        return MAX_LITERAL
+
+    def _reset_command(self):
+        self._cmd = []
+        self._cmd_size = 0
+        self._literal_left = 0
+
+    def _run_command(self, data):
+        try:
+            cmd = parser.parse_command(data, utf8=self.session.utf8)
+        except parser.ParseError as e:
+            code = f"[{e.code}] " if getattr(e, "code", None) else ""
+            self.write(_bad(e.tag, code + e.text))
+            self.session.bad_command()
+            return
+        except Exception:
+            log.failure("parser failed", cid=self.session.cid)
+            self.write(b"* BAD internal error parsing command\r\n")
+            return
+        self._busy = True
+        d = defer.maybeDeferred(self.session.execute, cmd)
+        d.addErrback(self._command_failed, cmd)
+        d.addBoth(self._resume)
+
+    def _command_failed(self, failure, cmd):
+        if failure.check(IMAPError):
+            e = failure.value
+            self.write(f"{cmd.tag} {e.kind} {e.text}\r\n".encode("utf-8"))
+            return None
+        log.failure("command {command} failed", failure, command=cmd.name, cid=self.session.cid)
+        self.write(f"{cmd.tag} NO [SERVERBUG] internal error (cid {self.session.cid})\r\n".encode())
+        return None
+
+    def _resume(self, _):
+        self._busy = False
+        if self._mode != CLOSED:
+            self._process()
+
+    # -- continuations (AUTHENTICATE) and IDLE
+
+    def read_continuation(self):
+        """The next line from the client (without CRLF), for AUTHENTICATE."""
+        self._continuation = defer.Deferred()
+        self._mode = CONTINUATION
+        return self._continuation
+
+    def start_idle(self, tag):
+        self._idle_tag = tag
+        self._mode = IDLE
+        self._idle_done = defer.Deferred()
+        return self._idle_done
+
+    def _idle_line(self, line):
+        # RFC 2177 3: only "DONE" ends IDLE.
+        self._mode = LINE
+        d, self._idle_done = self._idle_done, None
+        if line[:-2].upper() == b"DONE":
+            d.callback(True)
+        else:
+            d.callback(False)
+
+
+def _bad(tag, text):
+    return f"{tag or '*'} BAD {text}\r\n".encode("utf-8", "replace")
+
+
+class IMAPFactory(protocol.Factory):
+    protocol = IMAPServer
+    noisy = False
+
+    def __init__(
+        self, kind, hostname, backend, *, tls_context=None, require_tls_for_login=True,
+        append_limit=100 * 1024 * 1024, clock=None, trace=False, literal_plus=True,
+    ):
+        self.kind = kind  # "imap" or "imaps"
+        self.hostname = hostname
+        self.backend = backend
+        self.tls_context = tls_context
+        self.require_tls_for_login = require_tls_for_login
+        self.append_limit = append_limit
+        self.clock = clock
+        self.trace = trace
+        self.literal_plus = literal_plus
+
+    def clock_or_reactor(self):
+        if self.clock is not None:
+            return self.clock
+        from twisted.internet import reactor
+
+        return reactor

@@ -1,0 +1,1049 @@
+"""IMAP session state and command handlers (RFC 9051, RFC 3501 and extensions).
+
+States (RFC 9051 3): not authenticated, authenticated, selected, logout. Each handler's
+docstring gives the command and the states it is valid in. Handlers talk to the store
+through an ``Account`` (moxtw.store.account) and never touch files or SQLite; reading
+message data for FETCH and evaluating SEARCH run off the reactor thread
+(moxtw.imapserver.fetch, moxtw.imapserver.search).
+
+Live updates: the session subscribes to the account's change bus. Changes are queued and
+sent as untagged responses at the end of each command (EXPUNGE and VANISHED not during
+FETCH, STORE or SEARCH, RFC 9051 7.5.1) and at once during IDLE, keeping this session's
+message sequence numbers consistent.
+"""
+
+import base64
+import itertools
+import re
+import time
+from datetime import datetime, timezone
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from moxtw import __version__
+from moxtw.imapserver import response as r
+from moxtw.imapserver.types import STAR, SeqSet
+from moxtw.store import changes as ch
+from moxtw.store import errors as se
+from moxtw.store.model import INBOX
+
+log = Logger(namespace="moxtw.imapserver")
+
+NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "notauth", "auth", "selected", "logout"
+ANY = (NOT_AUTHENTICATED, AUTHENTICATED, SELECTED)
+AUTH = (AUTHENTICATED, SELECTED)
+SEL = (SELECTED,)
+
+MAX_BAD = 30
+FETCH_BATCH = 200  # messages rendered per thread hop
+
+_cid = itertools.count(int(time.time() * 1000) & 0xFFFFFFF)
+
+
+class IMAPError(Exception):
+    """A tagged NO or BAD. ``text`` may start with a response code like "[TRYCREATE]"."""
+
+    def __init__(self, kind, text):
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+
+
+def NO(text):
+    return IMAPError("NO", text)
+
+
+def BAD(text):
+    return IMAPError("BAD", text)
+
+
+# Commands, the states they are valid in, and whether EXPUNGE may be sent after them.
+COMMANDS = {
+    "CAPABILITY": ANY, "NOOP": ANY, "LOGOUT": ANY, "ID": ANY,
+    "STARTTLS": (NOT_AUTHENTICATED,), "AUTHENTICATE": (NOT_AUTHENTICATED,), "LOGIN": (NOT_AUTHENTICATED,),
+    "ENABLE": AUTH, "SELECT": AUTH, "EXAMINE": AUTH, "CREATE": AUTH, "DELETE": AUTH, "RENAME": AUTH,
+    "SUBSCRIBE": AUTH, "UNSUBSCRIBE": AUTH, "LIST": AUTH, "LSUB": AUTH, "NAMESPACE": AUTH,
+    "STATUS": AUTH, "APPEND": AUTH, "IDLE": AUTH, "GETQUOTA": AUTH, "GETQUOTAROOT": AUTH,
+    "COMPRESS": AUTH, "UNAUTHENTICATE": AUTH,
+    "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
+    "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
+}
+NO_EXPUNGE_AFTER = {"FETCH", "STORE", "SEARCH"}  # non-UID versions: RFC 9051 7.5.1
+
+
+def _flags_text(flags):
+    return "(" + " ".join(flags) + ")"
+
+
+class Selected:
+    """The selected mailbox as this session sees it."""
+
+    def __init__(self, mailbox, uids, readonly):
+        self.id = mailbox.id
+        self.name = mailbox.name
+        self.uidvalidity = mailbox.uidvalidity
+        self.uids = uids  # uids[seq - 1]
+        self.readonly = readonly
+        self.keywords = set(mailbox.keywords)
+        self.searchres = []
+
+    def seq_of(self, uid):
+        # Binary search: uids are ascending.
+        lo, hi = 0, len(self.uids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.uids[mid] < uid:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self.uids) and self.uids[lo] == uid:
+            return lo + 1
+        return None
+
+
+class Session:
+    def __init__(self, conn, factory):
+        self.conn = conn
+        self.factory = factory
+        self.backend = factory.backend
+        self.cid = format(next(_cid), "x")
+        self.state = NOT_AUTHENTICATED
+        self.tls = factory.kind == "imaps"
+        self.account = None
+        self.selected = None
+        self.enabled = set()
+        self.utf8 = False
+        self.pending = []
+        self.idling = False
+        self.bad = 0
+        self._unsubscribe = None
+        self._compressed = False
+        peer = conn.transport.getPeer()
+        self.remote_ip = getattr(peer, "host", "")
+
+    # -- properties
+
+    @property
+    def rev2(self):
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self):
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self):
+        return "QRESYNC" in self.enabled
+
+    def write(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.conn.write(data)
+
+    def untagged(self, text):
+        self.write(f"* {text}\r\n")
+
+    # -- greeting and capabilities
+
+    def greeting(self):
+        return f"* OK [CAPABILITY {' '.join(self.capabilities())}] {self.factory.hostname} moxtw IMAP ready\r\n".encode()
+
+    def _login_allowed(self):
+        return self.tls or not self.factory.require_tls_for_login
+
+    def capabilities(self):
+        caps = ["IMAP4rev2", "IMAP4rev1", "ENABLE", "LITERAL+", "SASL-IR", "ID"]
+        if self.state == NOT_AUTHENTICATED:
+            if not self.tls and self.factory.tls_context is not None:
+                caps.append("STARTTLS")
+            if not self._login_allowed():
+                caps.append("LOGINDISABLED")
+            caps += ["AUTH=" + m for m in self._mechanisms()]
+            return caps
+        caps += [
+            "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "CONDSTORE", "QRESYNC", "SPECIAL-USE",
+            "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES",
+            "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
+            f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
+            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "THREAD=REFERENCES",
+            "THREAD=ORDEREDSUBJECT",
+        ]
+        if not self._compressed:
+            caps.append("COMPRESS=DEFLATE")
+        return caps
+
+    def _mechanisms(self):
+        from moxtw.sasl.server import server_mechanisms
+
+        if not self._login_allowed():
+            return []
+        return server_mechanisms(True, self._channel_binding())
+
+    def _channel_binding(self):
+        if not self.tls:
+            return None
+        from moxtw.sasl.channelbinding import channel_binding_for
+
+        try:
+            return channel_binding_for(self.conn.transport)
+        except Exception:
+            return None
+
+    # -- dispatch
+
+    def bad_command(self):
+        self.bad += 1
+        if self.bad >= MAX_BAD:
+            self.write(b"* BYE too many bad commands\r\n")
+            self.conn.close()
+
+    @defer.inlineCallbacks
+    def execute(self, cmd):
+        states = COMMANDS.get(cmd.name)
+        if states is None:
+            raise BAD("unknown command")
+        if self.state not in states:
+            raise BAD(f"{cmd.name} not allowed in this state")
+        handler = getattr(self, "cmd_" + cmd.name.lower())
+        text = yield handler(cmd)
+        if self.state == LOGOUT:
+            return
+        if self.selected is not None:
+            allow_expunge = cmd.uid or cmd.name not in NO_EXPUNGE_AFTER
+            self.flush(allow_expunge)
+        if text is not None:
+            self.write(f"{cmd.tag} OK {text}\r\n")
+
+    # -- live updates
+
+    def _changes(self, changes):
+        self.pending.extend(changes)
+        if self.idling:
+            self.flush(True)
+
+    def flush(self, allow_expunge=True):
+        """Send queued changes of the selected mailbox as untagged responses."""
+        sel = self.selected
+        if sel is None:
+            self.pending = []
+            return
+        keep = []
+        added = False
+        for c in self.pending:
+            if getattr(c, "mailbox_id", None) != sel.id and not isinstance(c, ch.ChangeMailboxRemove):
+                continue
+            if isinstance(c, ch.ChangeAddUID):
+                if not sel.uids or c.uid > sel.uids[-1]:
+                    sel.uids.append(c.uid)
+                    added = True
+            elif isinstance(c, ch.ChangeRemoveUIDs):
+                if not allow_expunge:
+                    keep.append(c)
+                    continue
+                self._send_expunges(c.uids)
+            elif isinstance(c, ch.ChangeFlags):
+                if c.origin is self:
+                    continue  # STORE answered for itself
+                seq = sel.seq_of(c.uid)
+                if seq is not None:
+                    mod = f" MODSEQ ({c.modseq})" if self.condstore else ""
+                    self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {_flags_text(c.flags)}{mod})")
+            elif isinstance(c, ch.ChangeMailboxKeywords):
+                new = set(c.keywords) - sel.keywords
+                if new:
+                    sel.keywords |= new
+                    self.untagged(f"FLAGS {self._flags_list(sel)}")
+            elif isinstance(c, ch.ChangeMailboxRemove) and c.mailbox_id == sel.id:
+                self.write(b"* BYE selected mailbox was deleted\r\n")
+                self.conn.close()
+                self.pending = []
+                return
+        if added:
+            self.untagged(f"{len(sel.uids)} EXISTS")
+        self.pending = keep
+
+    def _send_expunges(self, uids):
+        sel = self.selected
+        present = [u for u in uids if sel.seq_of(u) is not None]
+        if not present:
+            return
+        if self.qresync:
+            # RFC 7162 3.2.10: VANISHED instead of EXPUNGE once QRESYNC is enabled.
+            for u in present:
+                sel.uids.pop(sel.seq_of(u) - 1)
+            self.untagged(f"VANISHED {r.format_seqset(sorted(present))}")
+            return
+        # Highest first, so earlier sequence numbers stay valid while we go.
+        for u in sorted(present, reverse=True):
+            seq = sel.seq_of(u)
+            sel.uids.pop(seq - 1)
+            self.untagged(f"{seq} EXPUNGE")
+
+    def _flags_list(self, sel):
+        return "(" + " ".join(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"] + sorted(sel.keywords)) + ")"
+
+    def connection_lost(self):
+        self.state = LOGOUT
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # -- any state
+
+    def cmd_capability(self, cmd):
+        """CAPABILITY. Any state."""
+        self.untagged("CAPABILITY " + " ".join(self.capabilities()))
+        return defer.succeed("CAPABILITY completed")
+
+    def cmd_noop(self, cmd):
+        """NOOP. Any state; sends pending updates."""
+        return defer.succeed("NOOP completed")
+
+    def cmd_check(self, cmd):
+        """CHECK (RFC 3501 only). Selected."""
+        return defer.succeed("CHECK completed")
+
+    def cmd_logout(self, cmd):
+        """LOGOUT. Any state."""
+        self.write(b"* BYE logging out\r\n")
+        self.write(f"{cmd.tag} OK LOGOUT completed\r\n")
+        self.state = LOGOUT
+        self.conn.close()
+        return defer.succeed(None)
+
+    def cmd_id(self, cmd):
+        """ID (RFC 2971). Any state."""
+        params = cmd.args.get("params") or {}
+        if params:
+            log.info("client id {params}", params=params, cid=self.cid)
+        self.untagged(f'ID ("name" "moxtw" "version" {r.string(__version__, False).decode()})')
+        return defer.succeed("ID completed")
+
+    # -- not authenticated
+
+    def cmd_starttls(self, cmd):
+        """STARTTLS (RFC 9051 6.2.1). Not authenticated."""
+        if self.tls or self.factory.tls_context is None:
+            raise BAD("STARTTLS not available")
+        self.write(f"{cmd.tag} OK begin TLS negotiation now\r\n")
+        self.conn.start_tls(self.factory.tls_context)
+        self.tls = True
+        return defer.succeed(None)
+
+    @defer.inlineCallbacks
+    def cmd_login(self, cmd):
+        """LOGIN user password (RFC 9051 6.2.3). Not authenticated; refused without TLS
+        (LOGINDISABLED) unless the listener allows it."""
+        if not self._login_allowed():
+            raise NO("[PRIVACYREQUIRED] LOGIN only after STARTTLS")
+        refusal = self.backend.login_limits.allowed(self.remote_ip)
+        if refusal:
+            raise NO(f"[UNAVAILABLE] {refusal}")
+        from moxtw.auth import AuthFailed, LoginDisabled
+
+        limited = self.backend.login_limits.sasl_backend()
+        try:
+            account = yield limited.authenticate(cmd.args["user"], cmd.args["password"])
+        except LoginDisabled as e:
+            raise NO(f"[AUTHENTICATIONFAILED] {e}")
+        except AuthFailed:
+            delay = self.backend.login_limits.record(self.remote_ip, limited.login, False)
+            if delay:
+                yield task.deferLater(self.factory.clock_or_reactor(), delay, lambda: None)
+            raise NO("[AUTHENTICATIONFAILED] invalid credentials")
+        self._logged_in(account)
+        return f"[CAPABILITY {' '.join(self.capabilities())}] LOGIN completed"
+
+    @defer.inlineCallbacks
+    def cmd_authenticate(self, cmd):
+        """AUTHENTICATE mechanism [initial-response] (RFC 9051 6.2.2, RFC 4959 SASL-IR).
+        Not authenticated."""
+        from moxtw.sasl import server as sasl
+
+        name = cmd.args["mechanism"]
+        if name not in self._mechanisms():
+            raise NO("[CANNOT] mechanism not available")
+        refusal = self.backend.login_limits.allowed(self.remote_ip)
+        if refusal:
+            raise NO(f"[UNAVAILABLE] {refusal}")
+        limited = self.backend.login_limits.sasl_backend()
+        mech = sasl.new_server_mechanism(
+            name, limited, channel_binding=self._channel_binding(),
+            hostname=self.factory.hostname, tls=self._login_allowed(),
+        )
+        data = cmd.args.get("initial")
+        try:
+            while True:
+                step = yield mech.step(data)
+                if step.done:
+                    break
+                self.write(b"+ " + base64.b64encode(step.challenge or b"") + b"\r\n")
+                line = yield self.conn.read_continuation()
+                if line.strip() == b"*":
+                    raise BAD("authentication cancelled")
+                try:
+                    data = base64.b64decode(line.strip(), validate=True)
+                except ValueError:
+                    raise BAD("invalid base64")
+        except sasl.SASLError as e:
+            if e.reason in ("auth-failed", "login-disabled"):
+                delay = self.backend.login_limits.record(self.remote_ip, limited.login, False)
+                if delay:
+                    yield task.deferLater(self.factory.clock_or_reactor(), delay, lambda: None)
+                raise NO(f"[AUTHENTICATIONFAILED] {e if e.reason == 'login-disabled' else 'authentication failed'}")
+            if e.reason == "temporary":
+                raise NO("[UNAVAILABLE] temporary failure")
+            raise BAD(str(e))
+        self._logged_in(step.account)
+        return f"[CAPABILITY {' '.join(self.capabilities())}] AUTHENTICATE completed"
+
+    def _logged_in(self, account):
+        self.account = account
+        self.state = AUTHENTICATED
+        self._unsubscribe = account.bus.subscribe(self._changes)
+        self.conn.authenticated()
+        log.info("authenticated {account}", account=account.name, cid=self.cid)
+
+    # -- authenticated
+
+    def cmd_unauthenticate(self, cmd):
+        """UNAUTHENTICATE (RFC 8437). Authenticated or selected."""
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.account = None
+        self.selected = None
+        self.state = NOT_AUTHENTICATED
+        self.enabled = set()
+        self.utf8 = False
+        return defer.succeed("UNAUTHENTICATE completed")
+
+    def cmd_enable(self, cmd):
+        """ENABLE capability... (RFC 5161). Authenticated."""
+        known = {"CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT"}
+        new = []
+        for cap in cmd.args["capabilities"]:
+            if cap in known and cap not in self.enabled:
+                self.enabled.add(cap)
+                new.append(cap)
+                if cap == "QRESYNC":
+                    self.enabled.add("CONDSTORE")
+        if "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled:
+            self.utf8 = True  # RFC 6855 3, RFC 9051: UTF-8 mailbox names and strings
+        self.untagged("ENABLED" + "".join(" " + c for c in new))
+        return defer.succeed("ENABLE completed")
+
+    def cmd_namespace(self, cmd):
+        """NAMESPACE (RFC 2342). Authenticated."""
+        self.untagged('NAMESPACE (("" "/")) NIL NIL')
+        return defer.succeed("NAMESPACE completed")
+
+    def cmd_select(self, cmd):
+        """SELECT mailbox [(CONDSTORE | QRESYNC (...))]. Authenticated or selected."""
+        return self._select(cmd, readonly=False)
+
+    def cmd_examine(self, cmd):
+        """EXAMINE mailbox: SELECT, read-only. Authenticated or selected."""
+        return self._select(cmd, readonly=True)
+
+    @defer.inlineCallbacks
+    def _select(self, cmd, readonly):
+        if self.selected is not None:
+            self.selected = None
+            self.state = AUTHENTICATED
+            if self.rev2 or self.qresync:
+                self.untagged("OK [CLOSED] previous mailbox closed")  # RFC 7162 3.2.11
+        name = self._name(cmd.args["mailbox"])
+        mb = yield self.account.mailbox(name)
+        if mb is None:
+            raise NO("[NONEXISTENT] no such mailbox")
+        if cmd.args.get("condstore"):
+            self.enabled.add("CONDSTORE")
+        qr = cmd.args.get("qresync")
+        if qr is not None and not self.qresync:
+            raise BAD("QRESYNC not enabled")
+        self.pending = [c for c in self.pending if getattr(c, "mailbox_id", None) != mb.id]
+        uids = yield self.account.uids(mb.id)
+        sel = Selected(mb, uids, readonly)
+        self.untagged(f"FLAGS {self._flags_list(sel)}")
+        self.untagged(f"{len(uids)} EXISTS")
+        if not self.rev2:
+            self.untagged("0 RECENT")
+        perm = "()" if readonly else self._flags_list(sel)[:-1] + " \\*)"
+        self.untagged(f"OK [PERMANENTFLAGS {perm}] flags")
+        self.untagged(f"OK [UIDVALIDITY {mb.uidvalidity}] uidvalidity")
+        self.untagged(f"OK [UIDNEXT {mb.uidnext}] next uid")
+        if self.condstore:
+            self.untagged(f"OK [HIGHESTMODSEQ {mb.modseq}] modseq")
+        self.untagged(f"LIST () \"/\" {r.mailbox_name(mb.name, self.utf8).decode()}")
+        self.selected = sel
+        self.state = SELECTED
+        if qr is not None and qr["uidvalidity"] == mb.uidvalidity:
+            yield self._qresync(sel, qr)
+        return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {cmd.name} completed"
+
+    @defer.inlineCallbacks
+    def _qresync(self, sel, qr):
+        # RFC 7162 3.2.5.1: VANISHED (EARLIER) and FETCH for changes since the modseq.
+        modseq = qr["modseq"]
+        known = qr.get("known_uids")
+        vanished = yield self.account.expunged_since(sel.id, modseq)
+        if known is not None:
+            allowed = set(self._uids_in(known, sel.uids + vanished, by_uid=True))
+            vanished = [u for u in vanished if u in allowed]
+        if vanished:
+            self.untagged(f"VANISHED (EARLIER) {r.format_seqset(vanished)}")
+        changed = yield self.account.messages(sel.id, changed_since=modseq)
+        for m in changed:
+            seq = sel.seq_of(m.uid)
+            if seq is not None:
+                self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {_flags_text(m.flags)} MODSEQ ({m.modseq}))")
+
+    def _name(self, name):
+        try:
+            from moxtw.store.model import normalize_mailbox_name
+
+            return normalize_mailbox_name(name)
+        except se.MailboxNameError as e:
+            raise NO(f"[CANNOT] {e}")
+
+    @defer.inlineCallbacks
+    def cmd_create(self, cmd):
+        """CREATE mailbox [(USE (special-use))] (RFC 6154 CREATE-SPECIAL-USE). Authenticated."""
+        name = cmd.args["mailbox"].rstrip("/")
+        name = self._name(name)
+        use = cmd.args.get("use") or []
+        if len(use) > 1:
+            raise NO("[USEATTR] only one special-use attribute per mailbox")
+        try:
+            yield self.account.create_mailbox(name, special_use=use[0] if use else None, origin=self)
+        except se.MailboxExists:
+            raise NO("[ALREADYEXISTS] mailbox exists")
+        except ValueError as e:
+            raise NO(f"[USEATTR] {e}")
+        yield self.account.subscribe(name, origin=self)
+        return "CREATE completed"
+
+    @defer.inlineCallbacks
+    def cmd_delete(self, cmd):
+        """DELETE mailbox. Authenticated."""
+        name = self._name(cmd.args["mailbox"])
+        if self.selected is not None and self.selected.name == name:
+            self.selected = None
+            self.state = AUTHENTICATED
+        try:
+            yield self.account.delete_mailbox(name, origin=self)
+        except se.MailboxNotFound:
+            raise NO("[NONEXISTENT] no such mailbox")
+        except se.MailboxHasChildren:
+            raise NO("[HASCHILDREN] mailbox has children, delete them first")
+        except se.MailboxNotAllowed as e:
+            raise NO(f"[CANNOT] {e}")
+        return "DELETE completed"
+
+    @defer.inlineCallbacks
+    def cmd_rename(self, cmd):
+        """RENAME old new. Authenticated."""
+        old, new = self._name(cmd.args["old"]), self._name(cmd.args["new"])
+        try:
+            yield self.account.rename_mailbox(old, new, origin=self)
+        except se.MailboxNotFound:
+            raise NO("[NONEXISTENT] no such mailbox")
+        except se.MailboxExists:
+            raise NO("[ALREADYEXISTS] destination exists")
+        except se.MailboxNotAllowed as e:
+            raise NO(f"[CANNOT] {e}")
+        if self.selected is not None and self.selected.name == old and old != INBOX:
+            self.selected.name = new
+        return "RENAME completed"
+
+    @defer.inlineCallbacks
+    def cmd_subscribe(self, cmd):
+        """SUBSCRIBE mailbox. Authenticated."""
+        yield self.account.subscribe(self._name(cmd.args["mailbox"]), origin=self)
+        return "SUBSCRIBE completed"
+
+    @defer.inlineCallbacks
+    def cmd_unsubscribe(self, cmd):
+        """UNSUBSCRIBE mailbox. Authenticated."""
+        yield self.account.unsubscribe(self._name(cmd.args["mailbox"]), origin=self)
+        return "UNSUBSCRIBE completed"
+
+    @defer.inlineCallbacks
+    def cmd_list(self, cmd):
+        """LIST reference pattern(s) [RETURN (...)] with LIST-EXTENDED (RFC 5258),
+        LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154). Authenticated."""
+        a = cmd.args
+        select = set(a.get("select") or [])
+        ret = a.get("return") or {}
+        patterns = a["patterns"]
+        ref = a.get("reference", "")
+        if patterns == [""]:
+            # RFC 9051 6.3.9: the hierarchy delimiter and root.
+            self.untagged('LIST (\\Noselect) "/" ""')
+            return "LIST completed"
+        mailboxes = yield self.account.mailboxes()
+        subs = set((yield self.account.subscriptions()))
+        by_name = {m.name: m for m in mailboxes}
+        names = set(by_name)
+        if "SUBSCRIBED" in select:
+            names = set(subs)
+        regexes = [_pattern_regex(ref + p) for p in patterns]
+        want_status = ret.get("STATUS")
+        for name in sorted(names):
+            if not any(rx.match(name) for rx in regexes):
+                continue
+            mb = by_name.get(name)
+            if "SPECIAL-USE" in select and (mb is None or not mb.special_use):
+                continue
+            attrs = []
+            if mb is None:
+                attrs.append("\\NonExistent")
+            else:
+                has_children = any(n.startswith(name + "/") for n in by_name)
+                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                if mb.special_use and ("SPECIAL-USE" in ret or "SPECIAL-USE" in select or not ret):
+                    attrs.append(mb.special_use)
+            if name in subs and ("SUBSCRIBED" in ret or "SUBSCRIBED" in select):
+                attrs.append("\\Subscribed")
+            self.untagged(f"LIST ({' '.join(attrs)}) \"/\" {r.mailbox_name(name, self.utf8).decode()}")
+            if want_status and mb is not None:
+                self.untagged(self._status_line(mb, want_status))
+        return "LIST completed"
+
+    @defer.inlineCallbacks
+    def cmd_lsub(self, cmd):
+        """LSUB reference pattern (RFC 3501; deprecated in IMAP4rev2). Authenticated."""
+        subs = yield self.account.subscriptions()
+        rx = _pattern_regex(cmd.args.get("reference", "") + cmd.args["pattern"])
+        for name in sorted(subs):
+            if rx.match(name):
+                self.untagged(f'LSUB () "/" {r.mailbox_name(name, self.utf8).decode()}')
+        return "LSUB completed"
+
+    def _status_line(self, mb, items):
+        values = []
+        for item in items:
+            if item == "MESSAGES":
+                values.append(f"MESSAGES {mb.total}")
+            elif item == "UIDNEXT":
+                values.append(f"UIDNEXT {mb.uidnext}")
+            elif item == "UIDVALIDITY":
+                values.append(f"UIDVALIDITY {mb.uidvalidity}")
+            elif item == "UNSEEN":
+                values.append(f"UNSEEN {mb.unseen}")
+            elif item == "DELETED":
+                values.append(f"DELETED {mb.deleted}")
+            elif item == "SIZE":
+                values.append(f"SIZE {mb.size}")
+            elif item == "RECENT":
+                values.append("RECENT 0")
+            elif item == "HIGHESTMODSEQ":
+                values.append(f"HIGHESTMODSEQ {mb.modseq}")
+            elif item == "APPENDLIMIT":
+                values.append(f"APPENDLIMIT {self.factory.append_limit}")
+        return f"STATUS {r.mailbox_name(mb.name, self.utf8).decode()} ({' '.join(values)})"
+
+    @defer.inlineCallbacks
+    def cmd_status(self, cmd):
+        """STATUS mailbox (items). Authenticated."""
+        mb = yield self.account.mailbox(self._name(cmd.args["mailbox"]))
+        if mb is None:
+            raise NO("[NONEXISTENT] no such mailbox")
+        self.untagged(self._status_line(mb, cmd.args["items"]))
+        return "STATUS completed"
+
+    @defer.inlineCallbacks
+    def cmd_append(self, cmd):
+        """APPEND mailbox [flags] [date] literal... (RFC 3502 MULTIAPPEND, RFC 4315
+        APPENDUID). Authenticated."""
+        name = self._name(cmd.args["mailbox"])
+        items = [(m["data"], m["flags"], m["date"]) for m in cmd.args["messages"]]
+        try:
+            msgs = yield self.account.append_many(name, items, origin=self)
+        except se.MailboxNotFound:
+            raise NO("[TRYCREATE] no such mailbox")
+        except se.QuotaExceeded as e:
+            raise NO(f"[OVERQUOTA] {e}")
+        except se.FlagError as e:
+            raise BAD(str(e))
+        mb = yield self.account.mailbox(name)
+        uids = r.format_seqset([m.uid for m in msgs])
+        return f"[APPENDUID {mb.uidvalidity} {uids}] APPEND completed"
+
+    @defer.inlineCallbacks
+    def cmd_idle(self, cmd):
+        """IDLE (RFC 2177). Authenticated or selected: changes are sent at once until
+        DONE."""
+        self.write(b"+ idling\r\n")
+        self.idling = True
+        self.flush(True)
+        try:
+            done = yield self.conn.start_idle(cmd.tag)
+        finally:
+            self.idling = False
+        if not done:
+            raise BAD("expected DONE")
+        return "IDLE terminated"
+
+    @defer.inlineCallbacks
+    def cmd_getquotaroot(self, cmd):
+        """GETQUOTAROOT mailbox (RFC 9208). Authenticated."""
+        name = self._name(cmd.args["mailbox"])
+        self.untagged(f'QUOTAROOT {r.mailbox_name(name, self.utf8).decode()} ""')
+        yield self._quota_line()
+        return "GETQUOTAROOT completed"
+
+    @defer.inlineCallbacks
+    def cmd_getquota(self, cmd):
+        """GETQUOTA root (RFC 9208). Authenticated; the one root is ""."""
+        if cmd.args["root"] != "":
+            raise NO("[NONEXISTENT] no such quota root")
+        yield self._quota_line()
+        return "GETQUOTA completed"
+
+    @defer.inlineCallbacks
+    def _quota_line(self):
+        used = yield self.account.quota_used()
+        if self.account.quota:
+            # RFC 9208 5.1: STORAGE in units of 1024 octets.
+            self.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {self.account.quota // 1024})')
+
+    def cmd_compress(self, cmd):
+        """COMPRESS DEFLATE (RFC 4978). Authenticated."""
+        if cmd.args["mechanism"] != "DEFLATE":
+            raise BAD("only DEFLATE")
+        if self._compressed:
+            raise NO("[COMPRESSIONACTIVE] already compressing")
+        self.write(f"{cmd.tag} OK DEFLATE active\r\n")
+        self._compressed = True
+        self.conn.start_compression()
+        return defer.succeed(None)
+
+    # -- selected
+
+    def _require_writable(self):
+        if self.selected.readonly:
+            raise NO("[READ-ONLY] mailbox selected with EXAMINE")
+
+    def cmd_close(self, cmd):
+        """CLOSE: expunge silently (if read-write) and deselect. Selected."""
+        sel = self.selected
+        self.selected = None
+        self.state = AUTHENTICATED
+        if sel.readonly:
+            return defer.succeed("CLOSE completed")
+        d = self.account.expunge(sel.id, origin=self)
+        return d.addCallback(lambda _: "CLOSE completed")
+
+    def cmd_unselect(self, cmd):
+        """UNSELECT (RFC 3691). Selected."""
+        self.selected = None
+        self.state = AUTHENTICATED
+        return defer.succeed("UNSELECT completed")
+
+    @defer.inlineCallbacks
+    def cmd_expunge(self, cmd):
+        """EXPUNGE, UID EXPUNGE seqset (RFC 4315). Selected, read-write."""
+        self._require_writable()
+        sel = self.selected
+        uids = None
+        if cmd.uid:
+            uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=True)
+        yield self.account.expunge(sel.id, uids=uids, origin=self)
+        return "EXPUNGE completed"
+
+    def _uids_in(self, seqset, uids, by_uid):
+        """UIDs selected by a sequence set (seq numbers, or UIDs when by_uid)."""
+        if seqset.searchres:
+            chosen = set(self.selected.searchres)
+            return [u for u in uids if u in chosen]
+        if not uids:
+            return []
+        out = set()
+        if by_uid:
+            top = uids[-1]
+            present = set(uids)
+            for lo, hi in seqset.ranges:
+                lo = top if lo is STAR else lo
+                hi = top if hi is STAR else hi
+                if lo > hi:
+                    lo, hi = hi, lo
+                if hi - lo < 4 * len(uids):
+                    out.update(u for u in range(lo, hi + 1) if u in present)
+                else:
+                    out.update(u for u in uids if lo <= u <= hi)
+            return sorted(out)
+        n = len(uids)
+        for lo, hi in seqset.ranges:
+            lo = n if lo is STAR else lo
+            hi = n if hi is STAR else hi
+            if lo > hi:
+                lo, hi = hi, lo
+            if hi > n:
+                raise BAD("message sequence number out of range")
+            out.update(uids[lo - 1:hi])
+        return sorted(out)
+
+    @defer.inlineCallbacks
+    def cmd_fetch(self, cmd):
+        """FETCH / UID FETCH seqset items [(CHANGEDSINCE n [VANISHED])] (RFC 9051 6.4.5,
+        RFC 7162). Selected."""
+        from moxtw.imapserver import fetch as fetchmod
+
+        sel = self.selected
+        a = cmd.args
+        uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
+        changedsince = a.get("changedsince")
+        if changedsince is not None:
+            self.enabled.add("CONDSTORE")
+        if a.get("vanished"):
+            if not (cmd.uid and self.qresync and changedsince is not None):
+                raise BAD("VANISHED needs UID FETCH with CHANGEDSINCE and QRESYNC enabled")
+            gone = yield self.account.expunged_since(sel.id, changedsince)
+            lo_hi = self._seqset_uid_bounds(a["seqset"], sel.uids)
+            gone = [u for u in gone if lo_hi[0] <= u <= lo_hi[1]]
+            if gone:
+                self.untagged(f"VANISHED (EARLIER) {r.format_seqset(gone)}")
+        ctx = fetchmod.FetchContext(
+            utf8=self.utf8, rev2=self.rev2, condstore=self.condstore, readonly=sel.readonly
+        )
+        atts = a["atts"]
+        for i in range(0, len(uids), FETCH_BATCH):
+            batch = uids[i:i + FETCH_BATCH]
+            msgs = yield self.account.messages(sel.id, uids=batch, changed_since=changedsince)
+            jobs = []
+            for m in msgs:
+                seq = sel.seq_of(m.uid)
+                if seq is not None:
+                    jobs.append((m, seq))
+            results = yield threads.deferToThread(self._render_batch, fetchmod, jobs, atts, ctx, cmd.uid)
+            seen_uids = []
+            for (m, seq), res in zip(jobs, results):
+                if res.error:
+                    raise NO(f"[{res.error}] cannot fetch message {seq}")
+                self.write(res.data)
+                if res.sets_seen:
+                    seen_uids.append(m.uid)
+            if seen_uids:
+                # RFC 9051 6.4.5: fetching the body sets \Seen. The rendered responses
+                # already carry FLAGS with \Seen; with CONDSTORE the new MODSEQ follows.
+                changed, _ = yield self.account.store_flags(sel.id, seen_uids, "add", ["\\Seen"], origin=self)
+                if self.condstore:
+                    for uid, modseq, flags in changed:
+                        self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {_flags_text(flags)} MODSEQ ({modseq}))")
+        return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    def _render_batch(self, fetchmod, jobs, atts, ctx, include_uid):
+        out = []
+        for m, seq in jobs:
+            out.append(fetchmod.render_fetch(
+                m, seq, atts, lambda m=m: self.account.open_message(m.id), ctx, include_uid=include_uid,
+            ))
+        return out
+
+    def _seqset_uid_bounds(self, seqset, uids):
+        top = uids[-1] if uids else 0
+        lo = min((top if a is STAR else a) for a, b in seqset.ranges) if seqset.ranges else 1
+        hi = max((top if b is STAR else b) for a, b in seqset.ranges) if seqset.ranges else top
+        return (min(lo, hi), max(lo, hi) if top else 2**32)
+
+    @defer.inlineCallbacks
+    def cmd_store(self, cmd):
+        """STORE / UID STORE seqset [(UNCHANGEDSINCE n)] [+-]FLAGS[.SILENT] flags
+        (RFC 9051 6.4.6, RFC 7162 3.1.3). Selected, read-write."""
+        self._require_writable()
+        sel = self.selected
+        a = cmd.args
+        uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
+        if a.get("unchangedsince") is not None:
+            self.enabled.add("CONDSTORE")
+        try:
+            changed, modified = yield self.account.store_flags(
+                sel.id, uids, a["mode"], a["flags"], unchangedsince=a.get("unchangedsince"), origin=self
+            )
+        except se.FlagError as e:
+            raise BAD(str(e))
+        changed_uids = {u for u, _, _ in changed}
+        for uid, modseq, flags in changed:
+            seq = sel.seq_of(uid)
+            if seq is None:
+                continue
+            if a["silent"] and a.get("unchangedsince") is None:
+                continue
+            mod = f" MODSEQ ({modseq})" if self.condstore else ""
+            uidpart = f"UID {uid} " if cmd.uid else ""
+            self.untagged(f"{seq} FETCH ({uidpart}FLAGS {_flags_text(flags)}{mod})")
+        if not a["silent"]:
+            # Messages whose flags did not change still get their flags (RFC 9051 6.4.6).
+            unchanged = [u for u in uids if u not in changed_uids and u not in modified]
+            if unchanged:
+                msgs = yield self.account.messages(sel.id, uids=unchanged)
+                for m in msgs:
+                    mod = f" MODSEQ ({m.modseq})" if self.condstore else ""
+                    uidpart = f"UID {m.uid} " if cmd.uid else ""
+                    self.untagged(f"{sel.seq_of(m.uid)} FETCH ({uidpart}FLAGS {_flags_text(m.flags)}{mod})")
+        if modified:
+            # RFC 7162 3.1.3: MODIFIED lists what failed the UNCHANGEDSINCE test.
+            ids = modified if cmd.uid else [sel.seq_of(u) for u in modified]
+            return f"[MODIFIED {r.format_seqset(sorted(ids))}] conditional STORE failed for some"
+        return "STORE completed"
+
+    @defer.inlineCallbacks
+    def cmd_copy(self, cmd):
+        """COPY / UID COPY seqset mailbox (RFC 4315 COPYUID). Selected."""
+        sel = self.selected
+        uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=cmd.uid)
+        dest = self._name(cmd.args["mailbox"])
+        try:
+            pairs = yield self.account.copy(sel.id, uids, dest, origin=self)
+        except se.MailboxNotFound:
+            raise NO("[TRYCREATE] no such mailbox")
+        except se.QuotaExceeded as e:
+            raise NO(f"[OVERQUOTA] {e}")
+        if not pairs:
+            return "COPY completed, nothing copied"
+        mb = yield self.account.mailbox(dest)
+        return (f"[COPYUID {mb.uidvalidity} {_uidset([p[0] for p in pairs])} "
+                f"{_uidset([p[1] for p in pairs])}] COPY completed")
+
+    @defer.inlineCallbacks
+    def cmd_move(self, cmd):
+        """MOVE / UID MOVE seqset mailbox (RFC 6851). Selected, read-write."""
+        self._require_writable()
+        sel = self.selected
+        uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=cmd.uid)
+        dest = self._name(cmd.args["mailbox"])
+        try:
+            pairs = yield self.account.move(sel.id, uids, dest, origin=self)
+        except se.MailboxNotFound:
+            raise NO("[TRYCREATE] no such mailbox")
+        except se.MailboxNotAllowed as e:
+            raise NO(f"[CANNOT] {e}")
+        if pairs:
+            mb = yield self.account.mailbox(dest)
+            # RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
+            self.untagged(
+                f"OK [COPYUID {mb.uidvalidity} {_uidset([p[0] for p in pairs])} "
+                f"{_uidset([p[1] for p in pairs])}] moved"
+            )
+        return "MOVE completed"
+
+    @defer.inlineCallbacks
+    def cmd_search(self, cmd):
+        """SEARCH / UID SEARCH [RETURN (...)] [CHARSET c] keys (RFC 9051 6.4.4, RFC 4731
+        ESEARCH, RFC 5182 SEARCHRES). Selected."""
+        from moxtw.imapserver import search as searchmod
+
+        sel = self.selected
+        prog = cmd.args["program"]
+        uids = list(sel.uids)
+        found = yield searchmod.search(
+            self.account, sel.id, uids, prog.key, searchres=sel.searchres, now=datetime.now(timezone.utc)
+        )
+        ret = prog.return_opts
+        nums = found if cmd.uid else [sel.seq_of(u) for u in found]
+        nums = [n for n in nums if n is not None]
+        if ret is None:
+            self.untagged("SEARCH" + "".join(f" {n}" for n in nums))
+            return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+        opts = set(ret) or {"ALL"}
+        if "SAVE" in opts:
+            sel.searchres = list(found)
+            opts.discard("SAVE")
+            if not set(ret) - {"SAVE"}:
+                return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+        parts = [f"(TAG {r.string(cmd.tag, False).decode()})"]
+        if cmd.uid:
+            parts.append("UID")
+        if nums:
+            if "MIN" in opts:
+                parts.append(f"MIN {min(nums)}")
+            if "MAX" in opts:
+                parts.append(f"MAX {max(nums)}")
+            if "ALL" in opts:
+                parts.append(f"ALL {r.format_seqset(nums)}")
+        if "COUNT" in opts:
+            parts.append(f"COUNT {len(nums)}")
+        self.untagged("ESEARCH " + " ".join(parts))
+        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    @defer.inlineCallbacks
+    def cmd_sort(self, cmd):
+        """SORT / UID SORT (criteria) charset keys (RFC 5256). Selected."""
+        from moxtw.imapserver import search as searchmod
+
+        sel = self.selected
+        a = cmd.args
+        found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"], a["program"].key,
+                                     searchres=sel.searchres)
+        nums = found if cmd.uid else [sel.seq_of(u) for u in found]
+        self.untagged("SORT" + "".join(f" {n}" for n in nums if n is not None))
+        return f"{'UID ' if cmd.uid else ''}SORT completed"
+
+    @defer.inlineCallbacks
+    def cmd_thread(self, cmd):
+        """THREAD / UID THREAD algorithm charset keys (RFC 5256). Selected."""
+        from moxtw.imapserver import search as searchmod
+
+        sel = self.selected
+        a = cmd.args
+        structure = yield searchmod.thread(self.account, sel.id, list(sel.uids), a["algorithm"],
+                                           a["program"].key, searchres=sel.searchres)
+        mapping = (lambda u: u) if cmd.uid else sel.seq_of
+        self.untagged("THREAD " + searchmod.format_thread(structure, mapping))
+        return f"{'UID ' if cmd.uid else ''}THREAD completed"
+
+    @defer.inlineCallbacks
+    def cmd_replace(self, cmd):
+        """REPLACE / UID REPLACE n mailbox message (RFC 8508): APPEND, then expunge the
+        original. Selected, read-write."""
+        self._require_writable()
+        sel = self.selected
+        uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=cmd.uid)
+        if len(uids) != 1:
+            raise BAD("REPLACE takes exactly one message")
+        m = cmd.args["message"]
+        name = self._name(cmd.args["mailbox"])
+        try:
+            msgs = yield self.account.append_many(name, [(m["data"], m["flags"], m["date"])], origin=self)
+        except se.MailboxNotFound:
+            raise NO("[TRYCREATE] no such mailbox")
+        except se.QuotaExceeded as e:
+            raise NO(f"[OVERQUOTA] {e}")
+        mb = yield self.account.mailbox(name)
+        self.untagged(f"OK [APPENDUID {mb.uidvalidity} {msgs[0].uid}] replacement appended")
+        yield self.account.store_flags(sel.id, uids, "add", ["\\Deleted"], origin=self)
+        yield self.account.expunge(sel.id, uids=uids, origin=self)
+        return "REPLACE completed"
+
+
+def _pattern_regex(pattern):
+    """LIST pattern to regex: * matches anything, % anything but the delimiter (RFC 9051
+    6.3.9). INBOX is case-insensitive (RFC 9051 5.1) and stored as "Inbox"."""
+    if pattern[:5].lower() == "inbox" and (len(pattern) == 5 or pattern[5] in "/*%"):
+        pattern = INBOX + pattern[5:]
+    out = []
+    for c in pattern:
+        if c == "*":
+            out.append(".*")
+        elif c == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(c))
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+def _uidset(uids):
+    """A uid-set keeping the given order (COPYUID pairs source and destination UIDs by
+    position, RFC 4315 3): consecutive ascending runs become ranges."""
+    parts = []
+    i = 0
+    while i < len(uids):
+        j = i
+        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
+            j += 1
+        parts.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
+        i = j + 1
+    return ",".join(parts)
