@@ -20,6 +20,7 @@ from moxtw.smtpserver.server import SMTPFactory
 from moxtw import log as mlog
 from moxtw.config import DynamicConfigWatcher
 from moxtw.store import Store
+from moxtw.store.junkflags import JunkFlagRules
 
 log = Logger(namespace="moxtw.app")
 
@@ -46,10 +47,11 @@ class StoreService(service.Service):
     @defer.inlineCallbacks
     def open_configured(self, dynamic):
         for name in dynamic.Accounts:
-            acc = yield self.store.open_account(name)
-            acc.quota = self.quota_for(dynamic, name)
+            yield self.store.open_account(name)
         for acc in self.store.open_accounts():
             acc.quota = self.quota_for(dynamic, acc.name)
+            conf = dynamic.Accounts.get(acc.name)
+            acc.junk_rules = JunkFlagRules.from_config(conf.AutomaticJunkFlags if conf else None)
         metrics.STORE_ACCOUNTS_OPEN.set(len(self.store.open_accounts()))
 
     def startService(self):

@@ -22,7 +22,7 @@ from moxtw import fsutil
 from moxtw import message as msgparse
 from moxtw import metrics
 from moxtw.store import changes as ch
-from moxtw.store import msgthread
+from moxtw.store import junkflags, msgthread
 from moxtw.store.errors import (
     OutgoingLimitExceeded,
     MailboxExists,
@@ -105,6 +105,8 @@ class Account:
         # Maximum total size of all messages in bytes; 0 means no limit. Set from config
         # (QuotaMessageSize) by whoever opens the account, and updated on reload.
         self.quota = 0
+        # AutomaticJunkFlags of the account (moxtw.store.junkflags), set from config.
+        self.junk_rules = junkflags.JunkFlagRules()
         self._reactor = reactor
         self._threadpool = threadpool
         self._writer = Worker(
@@ -214,6 +216,9 @@ class Account:
 
     def _insert_one(self, conn, ctx, mb, p, system, keywords, received, facts, origin):
         s = p.summary
+        verdict = self.junk_rules.verdict(mb["name"], mb["special_use"], moved=False)
+        if verdict is not None:
+            keywords = junkflags.apply(keywords, verdict)
         now = time.time()
         if received is None:
             received = datetime.now(timezone.utc)
@@ -328,6 +333,7 @@ class Account:
             raise MailboxNotFound(dest)
         rows = _rows_for_uids(conn, src_mailbox_id, uids)
         self._check_quota(conn, sum(r["size"] for r in rows))
+        src_use = _mailbox_use(conn, src_mailbox_id)
         out = []
         now = int(time.time())
         skip = {"id", "mailbox_id", "uid", "modseq", "createseq", "saved"}
@@ -339,6 +345,9 @@ class Account:
             ).fetchone()[0]
             cols = {k: r[k] for k in r.keys() if k not in skip}
             cols.update(mailbox_id=dst["id"], uid=uid, modseq=modseq, createseq=modseq, saved=now)
+            verdict = self.junk_rules.verdict(dst["name"], dst["special_use"], src_use)
+            if verdict is not None:
+                cols["keywords"] = json.dumps(junkflags.apply(json.loads(r["keywords"]), verdict))
             names = ", ".join(cols)
             marks = ", ".join("?" for _ in cols)
             new_id = conn.execute(
@@ -351,7 +360,7 @@ class Account:
             )
             self._link_file(ctx, r["id"], new_id)
             _count(conn, dst["id"], cols, +1)
-            keywords = json.loads(r["keywords"])
+            keywords = json.loads(cols["keywords"])
             _note_keywords(conn, ctx, dst["id"], keywords, origin)
             ctx.changes.append(
                 ch.ChangeAddUID(dst["id"], uid, modseq, flags_tuple(r, keywords), origin)
@@ -382,14 +391,19 @@ class Account:
         out = []
         now = int(time.time())
         modseq = _next_modseq(conn)
+        verdict = self.junk_rules.verdict(dst["name"], dst["special_use"], _mailbox_use(conn, src_mailbox_id))
         for r in rows:
             uid = conn.execute(
                 "UPDATE mailbox SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
                 (dst["id"],),
             ).fetchone()[0]
+            kw_json = r["keywords"]
+            if verdict is not None:
+                kw_json = json.dumps(junkflags.apply(json.loads(kw_json), verdict))
             conn.execute(
-                "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ? WHERE id = ?",
-                (dst["id"], uid, modseq, now, r["id"]),
+                "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ?, keywords = ?"
+                " WHERE id = ?",
+                (dst["id"], uid, modseq, now, kw_json, r["id"]),
             )
             conn.execute(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
@@ -397,7 +411,7 @@ class Account:
             )
             _count(conn, src_mailbox_id, r, -1)
             _count(conn, dst["id"], {**dict(r), "modseq": modseq}, +1)
-            keywords = json.loads(r["keywords"])
+            keywords = json.loads(kw_json)
             _note_keywords(conn, ctx, dst["id"], keywords, origin)
             ctx.changes.append(
                 ch.ChangeAddUID(dst["id"], uid, modseq, flags_tuple(r, keywords), origin)
@@ -445,7 +459,13 @@ class Account:
             elif mode == "add":
                 for col in FLAG_COLUMNS:
                     new[col] = 1 if system.get(col) else r[col]
-                new_kw = sorted(set(old_kw) | set(keywords))
+                new_kw = set(old_kw) | set(keywords)
+                # $junk and $notjunk exclude each other: setting one clears the other.
+                if junkflags.JUNK in keywords:
+                    new_kw.discard(junkflags.NOTJUNK)
+                if junkflags.NOTJUNK in keywords:
+                    new_kw.discard(junkflags.JUNK)
+                new_kw = sorted(new_kw)
             else:
                 for col in FLAG_COLUMNS:
                     new[col] = 0 if system.get(col) else r[col]
@@ -861,6 +881,11 @@ def _unlink(path):
 
 def _opt(cls, row):
     return None if row is None else cls.from_row(row)
+
+
+def _mailbox_use(conn, mailbox_id):
+    row = conn.execute("SELECT special_use FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
+    return row[0] if row else None
 
 
 def _mailbox_row(conn, name):

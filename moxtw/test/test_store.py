@@ -566,3 +566,48 @@ class SchemaTests(unittest.TestCase):
         conn = schema.connect(":memory:")
         conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
         self.assertRaises(schema.SchemaError, schema.upgrade, conn)
+
+
+class JunkFlagTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_default_moves(self):
+        inbox = yield self.mbox("Inbox")
+        yield self.acc.deliver("Inbox", make_message(subject="spam?"))
+        yield self.acc.move(inbox.id, [1], "Junk")
+        junk = yield self.mbox("Junk")
+        [m] = yield self.acc.messages(junk.id)
+        self.assertIn("$junk", m.flags)
+        yield self.acc.move(junk.id, [m.uid], "Archive")
+        archive = yield self.mbox("Archive")
+        [m] = yield self.acc.messages(archive.id)
+        self.assertIn("$notjunk", m.flags)
+        self.assertNotIn("$junk", m.flags)
+        # Copies count too; ordinary moves between other mailboxes change nothing.
+        yield self.acc.copy(archive.id, [m.uid], "Junk")
+        [c] = yield self.acc.messages(junk.id)
+        self.assertEqual(c.keywords, ("$junk",))
+        yield self.acc.create_mailbox("Other")
+        yield self.acc.move(archive.id, [m.uid], "Other")
+        other = yield self.mbox("Other")
+        [o] = yield self.acc.messages(other.id)
+        self.assertEqual(o.keywords, ("$notjunk",))
+
+    @defer.inlineCallbacks
+    def test_junk_keywords_exclusive(self):
+        inbox = yield self.mbox("Inbox")
+        yield self.acc.deliver("Inbox", make_message(), flags=["$NotJunk"])
+        changed, _ = yield self.acc.store_flags(inbox.id, [1], "add", ["$Junk"])
+        self.assertEqual(changed[0][2], ("$junk",))
+
+    @defer.inlineCallbacks
+    def test_configured_rules(self):
+        from moxtw.store.junkflags import JunkFlagRules
+
+        self.acc.junk_rules = JunkFlagRules(True, "^(junk|spam)", "^(inbox|rejects)")
+        yield self.acc.deliver("Spam", make_message())
+        yield self.acc.deliver("Inbox", make_message())
+        yield self.acc.deliver("Lists", make_message())
+        for name, want in (("Spam", ("$junk",)), ("Inbox", ()), ("Lists", ("$notjunk",))):
+            mb = yield self.mbox(name)
+            [m] = yield self.acc.messages(mb.id)
+            self.assertEqual(m.keywords, want, name)
