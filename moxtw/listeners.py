@@ -135,27 +135,23 @@ class _WebRoot(resource.Resource):
         return self._unavailable.render(request)
 
 
-def build(static, reactor, tls_context=None, metrics_resource=None, smtp_factory=None,
-          imap_factory=None):
+def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
+          metrics_resource=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
     the TLS configuration of a listener for implicit-TLS kinds. ``smtp_factory(kind,
-    listener_name, listener)`` builds the protocol factory for SMTP kinds.
+    listener_name, listener)`` and ``imap_factory(...)`` build the protocol factories for
+    the SMTP and IMAP kinds; web kinds get a site (metrics, or 503 for what is not built).
     """
     services = []
     for spec in plan(static):
         lst = static.Listeners[spec.listener]
-        hostname = str(lst.Hostname or static.Hostname)
         kind = spec.kinds[0]
-        if kind in ("SMTP", "Submission", "Submissions") and smtp_factory is not None:
+        if kind in ("SMTP", "Submission", "Submissions"):
             factory = smtp_factory(kind, spec.listener, lst)
-        elif kind in ("SMTP", "Submission", "Submissions"):
-            factory = notyet.SMTPUnavailableFactory(hostname)
-        elif kind in ("IMAP", "IMAPS") and imap_factory is not None:
-            factory = imap_factory(kind, spec.listener, lst)
         elif kind in ("IMAP", "IMAPS"):
-            factory = notyet.IMAPUnavailableFactory()
+            factory = imap_factory(kind, spec.listener, lst)
         else:
             factory = server.Site(_WebRoot(spec.kinds, metrics_resource))
             factory.noisy = False

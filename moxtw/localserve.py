@@ -27,8 +27,6 @@ ACCOUNT = "mox"
 ADDRESS = "mox@localhost"
 PASSWORD = "moxmoxmox"
 
-# Listener kinds not served in this version, for the start-up banner.
-_NOT_YET = {}
 _NOTES = {
     "SMTP": "incoming mail, no authentication",
     "Submission": "AUTH also without TLS, for applications under test",
@@ -107,7 +105,7 @@ def banner(root):
         port = svc.port.getHost().port if svc.port is not None else spec.port
         what = "+".join(spec.kinds)
         tls = "TLS" if spec.tls else "plain"
-        note = _NOT_YET.get(spec.kinds[0]) or _NOTES.get(spec.kinds[0])
+        note = _NOTES.get(spec.kinds[0])
         if note is None and spec.kinds != ["MetricsHTTP"]:
             note = notyet.WEB_TEXT if "MetricsHTTP" not in spec.kinds else None
         if spec.kinds == ["MetricsHTTP"]:
