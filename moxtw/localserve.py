@@ -96,7 +96,7 @@ def banner(root):
         f"  config: {cfg.config_dir}",
         f"  data:   {cfg.data_dir}",
         f"  account {ACCOUNT}: address {ADDRESS}, password {PASSWORD};"
-        " mail to any address @localhost is accepted into it",
+        " mail to any address is accepted into it",
         f"  TLS: self-signed certificate, CA at {os.path.join(cfg.data_dir, 'tls', 'ca.crt')}",
         "  listening:",
     ]

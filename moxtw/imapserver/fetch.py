@@ -57,6 +57,17 @@ class FetchContext:
     rev2: bool = False  # IMAP4rev2 enabled
     condstore: bool = False  # CONDSTORE/QRESYNC enabled: MODSEQ in every FETCH response
     readonly: bool = False  # mailbox selected with EXAMINE: \Seen is never set
+    # Body sections larger than this are not read here but returned as FileRange parts,
+    # for the caller to stream from the file (None: always read).
+    stream_threshold: object = None
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes ``start`` to ``end`` of the message file, to be streamed by the caller."""
+
+    start: int
+    end: int
 
 
 @dataclass
@@ -70,6 +81,9 @@ class FetchResult:
     data: bytes
     sets_seen: bool = False
     error: object = None
+    # When a section is streamed: the response as a list of bytes and FileRange; ``data``
+    # is then None.
+    parts: object = None
 
 
 class FetchError(Exception):
@@ -436,6 +450,7 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
     seen_names = set()
     trees = []  # The part tree, parsed from the index on first use.
     reader = _Reader(open_file)
+    streams = {}  # index in items -> FileRange following that item
 
     def tree():
         if not trees:
@@ -483,6 +498,15 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
                 text = {"RFC822": "", "RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}[name]
                 data = _body_section(tree(), reader, Section(text=text), None)
                 add(name.encode("ascii"), _body_data(data))
+            elif name == "BODY[]" and _streamable(tree(), att, ctx):
+                section = att.section or Section()
+                start, end = _clip(*_section_range(tree(), section)[1:3], att.partial)
+                rname = b"BODY[" + section_spec(section) + b"]"
+                if att.partial is not None:
+                    rname += b"<%d>" % att.partial[0]
+                # A literal header now, the bytes streamed by the caller (RFC 9051 4.3).
+                add(rname, b"{%d}\r\n" % (end - start))
+                streams[len(items) - 1] = FileRange(start, end)
             elif name == "BODY[]":
                 section = att.section or Section()
                 data = _body_section(tree(), reader, section, att.partial)
@@ -519,12 +543,31 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
         return FetchResult(b"", False, e.code)
     finally:
         reader.close()
+    if streams:
+        parts = [b"* %d FETCH (" % seq]
+        for i, item in enumerate(items):
+            parts.append((b" " if i else b"") + item)
+            if i in streams:
+                parts.append(streams[i])
+        parts.append(b")\r\n")
+        return FetchResult(None, sets_seen, None, parts)
     data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
     return FetchResult(data, sets_seen, None)
 
 
+def _streamable(root, att, ctx):
+    """Whether a BODY[] item is a plain byte range big enough to stream."""
+    if ctx.stream_threshold is None:
+        return False
+    where = _section_range(root, att.section or Section())
+    if where is None or where[0] != "range":
+        return False
+    start, end = _clip(where[1], where[2], att.partial)
+    return end - start > ctx.stream_threshold
+
+
 __all__ = [
-    "FetchContext", "FetchError", "FetchResult", "UNKNOWN_CTE", "body_structure",
+    "FetchContext", "FetchError", "FetchResult", "FileRange", "UNKNOWN_CTE", "body_structure",
     "date_time", "envelope", "flags_list", "implies_seen", "literal", "render_fetch",
     "section_spec", "string", "value",
 ]

@@ -584,3 +584,46 @@ class LargeMessageTests(FetchTestCase):
         self.assertEqual(counter["read"], 23)
         self.assertEqual(counter["closed"], 1)
         self.assertGreater(os.path.getsize(path), 20 * 1000 * 1000)
+
+
+class StreamTests(SynchronousTestCase):
+    """Large sections come back as FileRange parts, to be streamed from the file."""
+
+    def test_stream_parts(self):
+        import json as _json
+
+        from moxtw import message as _m
+        from moxtw.imapserver import fetch as _f
+        from moxtw.imapserver.types import FetchAtt as _FA
+        from moxtw.imapserver.types import Section as _S
+        from moxtw.store.model import Message as _Msg
+
+        data = b"Subject: big\r\n\r\n" + b"x" * 5000 + b"\r\n"
+        s = _m.summary(data)
+        from datetime import datetime, timezone
+
+        now = datetime(2026, 11, 21, tzinfo=timezone.utc)
+        msg = _Msg(id=1, mailbox_id=1, uid=3, modseq=1, flags=(), size=len(data), received=now,
+                   saved=now, message_id="", subject="big", thread_id=1, preview="",
+                   envelope_json=_json.dumps(s.envelope), bodystructure_json=_json.dumps(s.bodystructure),
+                   part_json=_json.dumps(s.part_json), row={})
+        opened = []
+
+        def open_file():
+            import io
+            opened.append(1)
+            return io.BytesIO(data)
+
+        ctx = _f.FetchContext(stream_threshold=1000, readonly=True)
+        res = _f.render_fetch(msg, 1, [_FA("BODY[]", section=_S(text="TEXT"), peek=True),
+                                       _FA("BODY[]", section=_S(text="HEADER"), peek=True)], open_file, ctx)
+        self.assertIsNone(res.data)
+        self.assertEqual(res.parts[0], b"* 1 FETCH (")
+        self.assertEqual(res.parts[1], b"BODY[TEXT] {5002}\r\n")
+        self.assertEqual(res.parts[2], _f.FileRange(16, len(data)))
+        self.assertEqual(res.parts[3], b' BODY[HEADER] {16}\r\nSubject: big\r\n\r\n')
+        self.assertEqual(res.parts[-1], b")\r\n")
+        # Small sections are not streamed.
+        res = _f.render_fetch(msg, 1, [_FA("BODY[]", section=_S(text="TEXT"), peek=True, partial=(0, 10))],
+                              open_file, ctx)
+        self.assertEqual(res.data, b"* 1 FETCH (BODY[TEXT]<0> {10}\r\nxxxxxxxxxx)\r\n")

@@ -9,7 +9,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from moxtw.smtp import codes as c
 from moxtw.smtpserver.server import SMTPFactory, SMTPReply
 
 
