@@ -78,6 +78,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def authenticated(self):
         self.setTimeout(TIMEOUT_AUTHENTICATED)
 
+    def unauthenticated(self):
+        self.setTimeout(TIMEOUT_UNAUTHENTICATED)  # RFC 8437: back to not authenticated
+
     # -- output
 
     def write(self, data):
@@ -108,12 +111,22 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if self._mode == CLOSED:
             return
         if self._inflate is not None and _raw:
-            try:
-                data = self._inflate.decompress(data, MAX_COMMAND)
-            except zlib.error:
-                self.write(b"* BYE [PARSE] invalid compressed data\r\n")
-                self.close()
-                return
+            # Inflate in bounded steps; each step's output is processed before the next,
+            # so a small compressed chunk cannot balloon the buffer, and nothing is lost
+            # when a chunk inflates to more than one step (unconsumed_tail).
+            while data and self._mode != CLOSED:
+                try:
+                    out = self._inflate.decompress(data, MAX_COMMAND)
+                except zlib.error:
+                    self.write(b"* BYE [PARSE] invalid compressed data\r\n")
+                    self.close()
+                    return
+                data = self._inflate.unconsumed_tail
+                self._received(out)
+            return
+        self._received(data)
+
+    def _received(self, data):
         self.resetTimeout()
         self._buf += data
         self._process()
@@ -176,8 +189,12 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         try:
             lit = parser.literal_at_end(line)
         except parser.ParseError as e:
+            # The tag is known even when the literal header is not: answer with it, or a
+            # client waiting for its tagged reply (or the "+") hangs.
+            tag = e.tag or parser.tag_of(self._cmd[0])
             self._reset_command()
-            self.write(_bad(e.tag, e.text))
+            self.write(_bad(tag, e.text))
+            self.session.bad_command()
             return
         if lit is None:
             data = b"".join(self._cmd)
@@ -187,8 +204,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         size, sync, _binary = lit
         limit = self._literal_limit()
         if size > limit or self._cmd_size + size > limit + MAX_LINE:
-            first = self._cmd[0]
-            tag = first.split(b" ", 1)[0].decode("ascii", "replace")
+            tag = parser.tag_of(self._cmd[0]) or "*"
             self._reset_command()
             if not sync:
                 # A non-synchronizing literal is on its way; we cannot skip it safely.
@@ -226,9 +242,13 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         try:
             cmd = parser.parse_command(data, utf8=self.session.utf8)
         except parser.ParseError as e:
-            code = f"[{e.code}] " if getattr(e, "code", None) else ""
-            self.write(_bad(e.tag, code + e.text))
-            self.session.bad_command()
+            code = getattr(e, "code", None)
+            if code == "BADCHARSET" and e.tag:
+                # RFC 9051 6.4.4: an unsupported charset gets NO [BADCHARSET], not BAD.
+                self.write(f"{e.tag} NO [BADCHARSET] {e.text}\r\n".encode("utf-8", "replace"))
+            else:
+                self.write(_bad(e.tag, (f"[{code}] " if code else "") + e.text))
+            self.session.bad_command(data)
             return
         except Exception:
             log.failure("parser failed", cid=self.session.cid)

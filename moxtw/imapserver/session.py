@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from moxtw import __version__
 from moxtw.imapserver import response as r
-from moxtw.imapserver.types import STAR, SeqSet
+from moxtw.imapserver.types import STAR
 from moxtw.store import changes as ch
 from moxtw.store import errors as se
 from moxtw.store.model import INBOX
@@ -69,7 +69,9 @@ COMMANDS = {
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
 }
-NO_EXPUNGE_AFTER = {"FETCH", "STORE", "SEARCH"}  # non-UID versions: RFC 9051 7.5.1
+# Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
+# numbers too, so the same reasoning applies.
+NO_EXPUNGE_AFTER = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 
 
 def _flags_text(flags):
@@ -115,6 +117,7 @@ class Session:
         self.enabled = set()
         self.utf8 = False
         self.pending = []
+        self._selecting = False
         self.idling = False
         self.bad = 0
         self._unsubscribe = None
@@ -192,7 +195,11 @@ class Session:
 
     # -- dispatch
 
-    def bad_command(self):
+    def bad_command(self, data=b""):
+        if self.selected is not None and b"SAVE" in data.upper() and b"SEARCH" in data[:40].upper():
+            # RFC 5182 2.1: a SEARCH with SAVE that fails (here: BAD, or NO [BADCHARSET])
+            # empties the saved result.
+            self.selected.searchres = []
         self.bad += 1
         if self.bad >= MAX_BAD:
             self.write(b"* BYE too many bad commands\r\n")
@@ -218,6 +225,8 @@ class Session:
     # -- live updates
 
     def _changes(self, changes):
+        if self.selected is None and not self._selecting:
+            return  # only the selected mailbox gets untagged updates
         self.pending.extend(changes)
         if self.idling:
             self.flush(True)
@@ -237,7 +246,13 @@ class Session:
                 if not sel.uids or c.uid > sel.uids[-1]:
                     sel.uids.append(c.uid)
                     added = True
-            elif isinstance(c, ch.ChangeRemoveUIDs):
+                continue
+            if added and not (isinstance(c, ch.ChangeRemoveUIDs) and not allow_expunge):
+                # Announce new messages before an EXPUNGE or FETCH may name them: a client
+                # must never see a sequence number above the EXISTS it knows (RFC 9051 7.4.1).
+                self.untagged(f"{len(sel.uids)} EXISTS")
+                added = False
+            if isinstance(c, ch.ChangeRemoveUIDs):
                 if not allow_expunge:
                     keep.append(c)
                     continue
@@ -399,6 +414,8 @@ class Session:
         return f"[CAPABILITY {' '.join(self.capabilities())}] AUTHENTICATE completed"
 
     def _logged_in(self, account):
+        if self.state == LOGOUT:
+            return  # the connection closed while the login was checked
         self.account = account
         self.state = AUTHENTICATED
         self._unsubscribe = account.bus.subscribe(self._changes)
@@ -417,6 +434,8 @@ class Session:
         self.state = NOT_AUTHENTICATED
         self.enabled = set()
         self.utf8 = False
+        self.pending = []
+        self.conn.unauthenticated()
         return defer.succeed("UNAUTHENTICATE completed")
 
     def cmd_enable(self, cmd):
@@ -463,13 +482,28 @@ class Session:
         qr = cmd.args.get("qresync")
         if qr is not None and not self.qresync:
             raise BAD("QRESYNC not enabled")
-        self.pending = [c for c in self.pending if getattr(c, "mailbox_id", None) != mb.id]
-        uids = yield self.account.uids(mb.id)
+        # Changes from before this point are in what we read below; later ones are
+        # queued (self._selecting) and applied on top.
+        self.pending = []
+        self._selecting = True
+        try:
+            uids = yield self.account.uids(mb.id)
+            unseen = None
+            if not self.rev2 and mb.unseen:
+                from moxtw.store.model import SearchCriteria
+
+                found = yield self.account.search(mb.id, SearchCriteria(flags_unset=("\\Seen",)))
+                unseen = found[0] if found else None
+        finally:
+            self._selecting = False
         sel = Selected(mb, uids, readonly)
         self.untagged(f"FLAGS {self._flags_list(sel)}")
         self.untagged(f"{len(uids)} EXISTS")
         if not self.rev2:
             self.untagged("0 RECENT")
+            if unseen is not None and sel.seq_of(unseen) is not None:
+                # RFC 3501 6.3.1: first unseen message (not in IMAP4rev2, RFC 9051 6.3.2).
+                self.untagged(f"OK [UNSEEN {sel.seq_of(unseen)}] first unseen")
         perm = "()" if readonly else self._flags_list(sel)[:-1] + " \\*)"
         self.untagged(f"OK [PERMANENTFLAGS {perm}] flags")
         self.untagged(f"OK [UIDVALIDITY {mb.uidvalidity}] uidvalidity")
@@ -490,7 +524,7 @@ class Session:
         known = qr.get("known_uids")
         vanished = yield self.account.expunged_since(sel.id, modseq)
         if known is not None:
-            allowed = set(self._uids_in(known, sel.uids + vanished, by_uid=True))
+            allowed = set(self._uids_in(known, sorted(set(sel.uids + vanished)), by_uid=True))
             vanished = [u for u in vanished if u in allowed]
         if vanished:
             self.untagged(f"VANISHED (EARLIER) {r.format_seqset(vanished)}")
@@ -648,6 +682,8 @@ class Session:
     @defer.inlineCallbacks
     def cmd_status(self, cmd):
         """STATUS mailbox (items). Authenticated."""
+        if "HIGHESTMODSEQ" in cmd.args["items"]:
+            self.enabled.add("CONDSTORE")  # RFC 7162 3.1: a CONDSTORE-enabling command
         mb = yield self.account.mailbox(self._name(cmd.args["mailbox"]))
         if mb is None:
             raise NO("[NONEXISTENT] no such mailbox")
@@ -691,7 +727,10 @@ class Session:
     def cmd_getquotaroot(self, cmd):
         """GETQUOTAROOT mailbox (RFC 9208). Authenticated."""
         name = self._name(cmd.args["mailbox"])
-        self.untagged(f'QUOTAROOT {r.mailbox_name(name, self.utf8).decode()} ""')
+        mb = yield self.account.mailbox(name)
+        if mb is None:
+            raise NO("[NONEXISTENT] no such mailbox")  # RFC 9208 4.3.2
+        self.untagged(f'QUOTAROOT {r.mailbox_name(mb.name, self.utf8).decode()} ""')
         yield self._quota_line()
         return "GETQUOTAROOT completed"
 
@@ -759,10 +798,10 @@ class Session:
         if seqset.searchres:
             chosen = set(self.selected.searchres)
             return [u for u in uids if u in chosen]
-        if not uids:
-            return []
         out = set()
         if by_uid:
+            if not uids:
+                return []
             top = uids[-1]
             present = set(uids)
             for lo, hi in seqset.ranges:
@@ -777,6 +816,10 @@ class Session:
             return sorted(out)
         n = len(uids)
         for lo, hi in seqset.ranges:
+            if n == 0:
+                # RFC 9051 9 (seq-number): BAD for numbers above the message count,
+                # including "*" in an empty mailbox.
+                raise BAD("mailbox is empty, no message sequence numbers are valid")
             lo = n if lo is STAR else lo
             hi = n if hi is STAR else hi
             if lo > hi:
@@ -796,8 +839,8 @@ class Session:
         a = cmd.args
         uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
         changedsince = a.get("changedsince")
-        if changedsince is not None:
-            self.enabled.add("CONDSTORE")
+        if changedsince is not None or any(att.name == "MODSEQ" for att in a["atts"]):
+            self.enabled.add("CONDSTORE")  # RFC 7162 3.1: CONDSTORE-enabling commands
         if a.get("vanished"):
             if not (cmd.uid and self.qresync and changedsince is not None):
                 raise BAD("VANISHED needs UID FETCH with CHANGEDSINCE and QRESYNC enabled")
@@ -938,21 +981,41 @@ class Session:
 
         sel = self.selected
         prog = cmd.args["program"]
-        uids = list(sel.uids)
-        found = yield searchmod.search(
-            self.account, sel.id, uids, prog.key, searchres=sel.searchres, now=datetime.now(timezone.utc)
-        )
         ret = prog.return_opts
+        uids = list(sel.uids)
+        try:
+            found = yield searchmod.search(
+                self.account, sel.id, uids, prog.key, searchres=sel.searchres, now=datetime.now(timezone.utc)
+            )
+        except Exception:
+            if ret is not None and "SAVE" in ret:
+                sel.searchres = []  # RFC 5182 2.1: a failed SEARCH SAVE empties $
+            raise
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         nums = [n for n in nums if n is not None]
+        highest = None
+        if _uses_modseq(prog.key):
+            # RFC 7162 3.1.5: a SEARCH with MODSEQ enables CONDSTORE, and its response
+            # carries the highest mod-sequence of the messages found.
+            self.enabled.add("CONDSTORE")
+            if found:
+                msgs = yield self.account.messages(sel.id, uids=found)
+                highest = max((m.modseq for m in msgs), default=None)
+        if ret is None and self.rev2:
+            ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
         if ret is None:
-            self.untagged("SEARCH" + "".join(f" {n}" for n in nums))
+            mod = f" (MODSEQ {highest})" if highest is not None else ""
+            self.untagged("SEARCH" + "".join(f" {n}" for n in nums) + mod)
             return f"{'UID ' if cmd.uid else ''}SEARCH completed"
         opts = set(ret) or {"ALL"}
         if "SAVE" in opts:
-            sel.searchres = list(found)
             opts.discard("SAVE")
-            if not set(ret) - {"SAVE"}:
+            saved = list(found)
+            if found and opts and opts <= {"MIN", "MAX"}:
+                # RFC 5182 2.1: with MIN and/or MAX (only), just those are saved.
+                saved = sorted({found[0] if "MIN" in opts else found[-1], found[-1] if "MAX" in opts else found[0]})
+            sel.searchres = saved
+            if not opts:
                 return f"{'UID ' if cmd.uid else ''}SEARCH completed"
         parts = [f"(TAG {r.string(cmd.tag, False).decode()})"]
         if cmd.uid:
@@ -966,6 +1029,8 @@ class Session:
                 parts.append(f"ALL {r.format_seqset(nums)}")
         if "COUNT" in opts:
             parts.append(f"COUNT {len(nums)}")
+        if highest is not None:
+            parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.5 with RFC 4731
         self.untagged("ESEARCH " + " ".join(parts))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
@@ -1017,6 +1082,15 @@ class Session:
         yield self.account.store_flags(sel.id, uids, "add", ["\\Deleted"], origin=self)
         yield self.account.expunge(sel.id, uids=uids, origin=self)
         return "REPLACE completed"
+
+
+def _uses_modseq(key, depth=0):
+    """Whether a search program has a MODSEQ key (RFC 7162 3.1.5)."""
+    if key.op == "modseq":
+        return True
+    if key.op in ("and", "or", "not") and depth < 2000:
+        return any(_uses_modseq(k, depth + 1) for k in key.args)
+    return False
 
 
 def _pattern_regex(pattern):

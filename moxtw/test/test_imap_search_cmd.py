@@ -1,0 +1,129 @@
+"""SEARCH / UID SEARCH as a command (RFC 9051 6.4.4, RFC 3501 6.4.4, RFC 4731 ESEARCH,
+RFC 5182 SEARCHRES); the search evaluation itself is tested in test_imap_search."""
+
+from twisted.internet import defer
+
+from moxtw.test.imaphelper import IMAPSessionTest, untagged
+
+
+class SearchTests(IMAPSessionTest):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        yield self.deliver("alpha", flags=["\\Seen"])
+        yield self.deliver("beta")
+        yield self.deliver("gamma", flags=["\\Flagged"])
+        yield self.deliver("delta")
+
+    @defer.inlineCallbacks
+    def test_rev1_search(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("SEARCH UNSEEN")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3 4"])
+        lines = yield c.cmd("SEARCH SUBJECT nothing")
+        self.assertEqual(untagged(lines), ["SEARCH"])
+        lines = yield c.cmd("UID SEARCH FLAGGED")
+        self.assertEqual(untagged(lines), ["SEARCH 3"])
+
+    @defer.inlineCallbacks
+    def test_rev2_search_is_esearch(self):
+        """RFC 9051 6.4.4 / 7.3.4: IMAP4rev2 answers SEARCH with ESEARCH."""
+        c = yield self.logged_in(enable="IMAP4rev2", select="INBOX")
+        lines = yield c.cmd("SEARCH UNSEEN", tag="s1")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "s1") ALL 2:4'])
+        lines = yield c.cmd("UID SEARCH SUBJECT nothing", tag="s2")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "s2") UID'])
+
+    @defer.inlineCallbacks
+    def test_esearch_return_options(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN", tag="e1")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "e1") MIN 2 MAX 4 ALL 2:4 COUNT 3'])
+        lines = yield c.cmd("UID SEARCH RETURN () ALL", tag="e2")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "e2") UID ALL 1:4'])
+        lines = yield c.cmd("SEARCH RETURN (COUNT) SUBJECT nothing", tag="e3")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "e3") COUNT 0'])
+        lines = yield c.cmd("SEARCH RETURN (MIN) SUBJECT nothing", tag="e4")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "e4")'])
+
+    @defer.inlineCallbacks
+    def test_save_and_use(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("SEARCH RETURN (SAVE) UNSEEN")
+        self.assertEqual(untagged(lines), [])  # RFC 5182 2.1: SAVE alone, no ESEARCH
+        lines = yield c.cmd("FETCH $ UID")
+        self.assertEqual(len(untagged(lines, "FETCH")), 3)
+        lines = yield c.cmd("SEARCH $ FLAGGED")
+        self.assertEqual(untagged(lines), ["SEARCH 3"])
+        lines = yield c.cmd("UID SEARCH UID $")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3 4"])
+
+    @defer.inlineCallbacks
+    def test_save_with_min_max(self):
+        """RFC 5182 2.1: with MIN and/or MAX, only those are saved."""
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("SEARCH RETURN (SAVE MIN) UNSEEN")
+        lines = yield c.cmd("UID FETCH $ UID")
+        self.assertEqual(untagged(lines, "FETCH"), ["2 FETCH (UID 2)"])
+        yield c.cmd("SEARCH RETURN (SAVE MIN MAX) UNSEEN")
+        lines = yield c.cmd("UID FETCH $ UID")
+        self.assertEqual(untagged(lines, "FETCH"), ["2 FETCH (UID 2)", "4 FETCH (UID 4)"])
+        yield c.cmd("SEARCH RETURN (SAVE MAX COUNT) UNSEEN")
+        lines = yield c.cmd("UID FETCH $ UID")
+        self.assertEqual(len(untagged(lines, "FETCH")), 3)
+
+    @defer.inlineCallbacks
+    def test_dollar_before_save_is_empty(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("FETCH $ UID")
+        self.assertOK(lines)
+        self.assertEqual(untagged(lines, "FETCH"), [])
+        lines = yield c.cmd("SEARCH $")
+        self.assertEqual(untagged(lines), ["SEARCH"])
+        self.assertOK((yield c.cmd("STORE $ +FLAGS (\\Seen)")))
+        self.assertOK((yield c.cmd("COPY $ Archive")))
+
+    @defer.inlineCallbacks
+    def test_failed_search_empties_saved_result(self):
+        """RFC 5182 2.1: a SEARCH ... SAVE that fails makes $ empty."""
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("SEARCH RETURN (SAVE) ALL")
+        lines = yield c.cmd("SEARCH RETURN (SAVE) CHARSET KOI8-R ALL")
+        self.assertNO(lines, "BADCHARSET")
+        lines = yield c.cmd("FETCH $ UID")
+        self.assertEqual(untagged(lines, "FETCH"), [])
+
+    @defer.inlineCallbacks
+    def test_expunged_messages_leave_saved_result(self):
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("SEARCH RETURN (SAVE) ALL")
+        yield c.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        yield c.cmd("EXPUNGE")
+        lines = yield c.cmd("FETCH $ UID")
+        self.assertEqual(untagged(lines, "FETCH"), ["1 FETCH (UID 2)", "2 FETCH (UID 3)", "3 FETCH (UID 4)"])
+
+    @defer.inlineCallbacks
+    def test_bad_input(self):
+        c = yield self.logged_in(select="INBOX")
+        for cmd in ("SEARCH", "SEARCH FOO", "SEARCH (ALL", "SEARCH 0", "SEARCH 1:x", "SEARCH RETURN (FOO) ALL",
+                    "SEARCH " + "(" * 100 + "ALL" + ")" * 100, "SEARCH " + "NOT " * 5000 + "ALL",
+                    ):
+            lines = yield c.cmd(cmd)
+            self.assertTrue(lines[-1].split(b" ")[1] in (b"BAD", b"NO"), (cmd, lines))
+        self.assertNO((yield c.cmd("SEARCH CHARSET FOO ALL")), "BADCHARSET")
+        lines = yield c.cmd("SEARCH CHARSET UTF-8 SUBJECT \"gamma\"")
+        self.assertEqual(untagged(lines), ["SEARCH 3"])
+
+    @defer.inlineCallbacks
+    def test_sequence_ranges(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("SEARCH 2:*")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3 4"])
+        lines = yield c.cmd("SEARCH *:3")
+        self.assertEqual(untagged(lines), ["SEARCH 3 4"])
+        lines = yield c.cmd("UID SEARCH UID 3:999")
+        self.assertEqual(untagged(lines), ["SEARCH 3 4"])
+        lines = yield c.cmd("UID SEARCH UID 999")  # "*" is the highest UID: none higher
+        self.assertEqual(untagged(lines), ["SEARCH"])
+        lines = yield c.cmd("UID SEARCH UID 999:*")  # RFC 9051 6.4.4: 999:* includes UID 4
+        self.assertEqual(untagged(lines), ["SEARCH 4"])
