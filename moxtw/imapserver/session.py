@@ -37,6 +37,7 @@ SEL = (SELECTED,)
 
 MAX_BAD = 30
 FETCH_BATCH = 200  # messages rendered per thread hop
+STREAM_THRESHOLD = 256 * 1024  # body sections larger than this are streamed from the file
 
 _cid = itertools.count(int(time.time() * 1000) & 0xFFFFFFF)
 
@@ -850,7 +851,8 @@ class Session:
             if gone:
                 self.untagged(f"VANISHED (EARLIER) {r.format_seqset(gone)}")
         ctx = fetchmod.FetchContext(
-            utf8=self.utf8, rev2=self.rev2, condstore=self.condstore, readonly=sel.readonly
+            utf8=self.utf8, rev2=self.rev2, condstore=self.condstore, readonly=sel.readonly,
+            stream_threshold=STREAM_THRESHOLD,
         )
         atts = a["atts"]
         for i in range(0, len(uids), FETCH_BATCH):
@@ -866,7 +868,10 @@ class Session:
             for (m, seq), res in zip(jobs, results):
                 if res.error:
                     raise NO(f"[{res.error}] cannot fetch message {seq}")
-                self.write(res.data)
+                if res.parts is not None:
+                    yield self._write_parts(m, res.parts)
+                else:
+                    self.write(res.data)
                 if res.sets_seen:
                     seen_uids.append(m.uid)
             if seen_uids:
@@ -877,6 +882,23 @@ class Session:
                     for uid, modseq, flags in changed:
                         self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {_flags_text(flags)} MODSEQ ({modseq}))")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    @defer.inlineCallbacks
+    def _write_parts(self, msg, parts):
+        """Write a FETCH response whose large sections are streamed from the message
+        file in bounded slices, so a big message never sits whole in memory."""
+        from moxtw.imapserver.fetch import FileRange
+
+        for part in parts:
+            if not isinstance(part, FileRange):
+                self.write(part)
+                continue
+            f = yield threads.deferToThread(self.account.open_message, msg.id)
+            try:
+                f.seek(part.start)
+                yield self.conn.stream_file(f, part.end - part.start)
+            finally:
+                f.close()
 
     def _render_batch(self, fetchmod, jobs, atts, ctx, include_uid):
         out = []

@@ -332,3 +332,23 @@ class HostileTests(IMAPTestBase):
         for line in out[:7]:
             self.assertTrue(b" BAD " in line or line.startswith(b"* BAD"), line)
         self.assertIn(b"BAD", out[7])
+
+
+class LargeMessageTests(IMAPTestBase):
+    @defer.inlineCallbacks
+    def test_large_body_streamed(self):
+        """A 3 MB body is streamed from the file (fetch.FileRange) and arrives intact."""
+        body = b"".join(b"line %07d of a big message\r\n" % i for i in range(110000))
+        data = b"From: bob@example.net\r\nSubject: big\r\n\r\n" + body
+        yield self.acc.deliver("Inbox", data)
+
+        def client():
+            c = self.imaps()
+            c.select("INBOX")
+            typ, got = c.fetch("1", "(BODY.PEEK[] BODY.PEEK[TEXT]<100.20>)")
+            c.logout()
+            return got
+
+        got = yield self.in_thread(client)
+        self.assertEqual(got[0][1], data)
+        self.assertEqual(got[1][1], body[100:120])
