@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from moxtw import app, listeners
 from moxtw import config as mconfig
 from moxtw.test.test_localserve import free_offset
-from moxtw.tls import selfsigned
+from moxtw.test import servertree
 
 STATIC = """
 DataDir = "data"
@@ -46,13 +46,10 @@ QuotaMessageSize = 1000000
 
 
 def write_config(d, offset):
-    os.makedirs(d)
-    selfsigned.ensure_localserve_cert(os.path.join(d, "tls"))
-    with open(os.path.join(d, "moxtw.toml"), "w") as f:
-        f.write(STATIC.format(smtp=25 + offset, imaps=993 + offset, http=80 + offset))
-    with open(os.path.join(d, "domains.toml"), "w") as f:
-        f.write(DYNAMIC)
-    return mconfig.load(d)
+    cfg, _ca = servertree.write_config(
+        d, STATIC.format(smtp=25 + offset, imaps=993 + offset, http=80 + offset), DYNAMIC
+    )
+    return cfg
 
 
 class ServeTreeTests(unittest.TestCase):

@@ -13,10 +13,8 @@ import ssl
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from moxtw import app
-from moxtw import config as mconfig
+from moxtw.test import servertree
 from moxtw.test.test_localserve import free_offset
-from moxtw.tls import selfsigned
 
 STATIC = """
 DataDir = "data"
@@ -63,21 +61,12 @@ class IMAPTestBase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
         off = free_offset()
         self.ports = {"smtp": 25 + off, "imap": 143 + off, "imaps": 993 + off}
-        _, _, self.ca = selfsigned.ensure_localserve_cert(os.path.join(d, "tls"))
-        with open(os.path.join(d, "moxtw.toml"), "w") as f:
-            f.write(STATIC.format(**self.ports))
-        with open(os.path.join(d, "domains.toml"), "w") as f:
-            f.write(DYNAMIC)
-        self.cfg = mconfig.load(d)
-        self.root = app.makeService(self.cfg, reactor=reactor)
-        self.root.privilegedStartService()
-        self.root.startService()
-        self.addCleanup(self.root.stopService)
-        yield self.root.getServiceNamed("store").ready
+        self.cfg, self.ca = servertree.write_config(
+            os.path.abspath(self.mktemp()), STATIC.format(**self.ports), DYNAMIC
+        )
+        self.root = yield servertree.start(self, self.cfg)
         self.acc = yield self.root.store.open_account("mjl")
         yield self.acc.set_password(PASSWORD)
 

@@ -10,14 +10,13 @@ import smtplib
 import ssl
 import subprocess
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
-from moxtw import app
 from moxtw import config as mconfig
+from moxtw.test import servertree
 from moxtw.sasl.client import new_client_mechanism
 from moxtw.test.test_localserve import free_offset
-from moxtw.tls import selfsigned
 
 STATIC = """
 DataDir = "data"
@@ -77,22 +76,12 @@ class SMTPEndToEndTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
         off = free_offset()
         self.ports = {"smtp": 25 + off, "submission": 587 + off, "submissions": 465 + off}
-        _, _, self.ca = selfsigned.ensure_localserve_cert(os.path.join(d, "tls"))
-        with open(os.path.join(d, "moxtw.toml"), "w") as f:
-            f.write(STATIC.format(**self.ports))
-        with open(os.path.join(d, "domains.toml"), "w") as f:
-            f.write(DYNAMIC.format())
-        self.cfg = mconfig.load(d)
-        self.root = app.makeService(self.cfg, reactor=reactor)
-        self.root.privilegedStartService()
-        self.root.startService()
-        self.addCleanup(self.root.stopService)
-        yield self.root.getServiceNamed("store").ready
-        yield self.root.queue_runner.wait_ready()
+        self.cfg, self.ca = servertree.write_config(
+            os.path.abspath(self.mktemp()), STATIC.format(**self.ports), DYNAMIC.format()
+        )
+        self.root = yield servertree.start(self, self.cfg)
         for name in ("mjl", "other"):
             acc = yield self.root.store.open_account(name)
             yield acc.set_password(PASSWORD)
