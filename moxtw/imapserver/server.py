@@ -20,6 +20,7 @@ from twisted.protocols.policies import TimeoutMixin
 from moxtw import log as mlog
 from moxtw.imapserver import parser
 from moxtw.imapserver.session import IMAPError, Session
+from moxtw.serialinput import SerialInput
 
 log = Logger(namespace="moxtw.imapserver")
 
@@ -33,16 +34,16 @@ TIMEOUT_AUTHENTICATED = 30 * 60  # RFC 9051 5.4: at least 30 minutes
 LINE, LITERAL, IDLE, CONTINUATION, CLOSED = range(5)
 
 
-class IMAPServer(protocol.Protocol, TimeoutMixin):
+class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
+    closed_mode = CLOSED
+    max_backlog = MAX_COMMAND
+
     def __init__(self):
-        self._buf = b""
+        self._init_input()
         self._mode = LINE
         self._cmd = []  # parts of the command being received
         self._cmd_size = 0
         self._literal_left = 0
-        self._busy = False
-        self._in_process = False
-        self._paused = False
         self._continuation = None  # Deferred waiting for a continuation line
         self._idle_tag = None
         self._inflate = None
@@ -134,23 +135,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
 
     def _received(self, data):
         self.resetTimeout()
-        self._buf += data
-        self._process()
-        if self._busy and len(self._buf) > MAX_COMMAND and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-
-    def _process(self):
-        if self._in_process:
-            return
-        self._in_process = True
-        try:
-            self._process_buffer()
-        finally:
-            self._in_process = False
-        if not self._busy and self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
+        self._feed(data)
 
     def _process_buffer(self):
         # While a command runs, only the lines it waits for (IDLE's DONE, AUTHENTICATE
@@ -273,11 +258,6 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         log.failure("command {command} failed", failure, command=cmd.name, cid=self.session.cid)
         self.write(f"{cmd.tag} NO [SERVERBUG] internal error (cid {self.session.cid})\r\n".encode())
         return None
-
-    def _resume(self, _):
-        self._busy = False
-        if self._mode != CLOSED:
-            self._process()
 
     # -- continuations (AUTHENTICATE) and IDLE
 

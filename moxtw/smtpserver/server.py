@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from moxtw import log as mlog
 from moxtw.smtp import codes as c
+from moxtw.serialinput import SerialInput
 from moxtw.smtp.address import AddressError, parse_domain, parse_path
 from moxtw.smtpserver.data import ChunkReader, DataReader
 
@@ -104,21 +105,20 @@ class Rcpt:
     orcpt: str = ""
 
 
-class SMTPServer(protocol.Protocol, TimeoutMixin):
+class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
     """One SMTP connection. Configured through its factory."""
 
+    closed_mode = CLOSED
+
     def __init__(self):
-        self._buf = b""
+        self._init_input()
         self._mode = CMD
-        self._busy = False
-        self._paused = False
         self.envelope = None
         self._reader = None
         self._bdat_last = False
         self._bdat_error = None
         self._auth = None
         self._auth_backend = None
-        self._in_process = False
 
     # -- connection
 
@@ -171,23 +171,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         if self._mode == CLOSED:
             return
         self.resetTimeout()
-        self._buf += data
-        self._process()
-        if self._busy and len(self._buf) > 1024 * 1024 and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-
-    def _process(self):
-        if self._in_process:
-            return
-        self._in_process = True
-        try:
-            self._process_buffer()
-        finally:
-            self._in_process = False
-        if not self._busy and self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
+        self._feed(data)
 
     def _process_buffer(self):
         # Handlers whose Deferred already fired continue this loop instead of recursing.
@@ -267,11 +251,6 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             self._send(failure.value)
         else:
             self._internal_error(failure)
-
-    def _resume(self, _):
-        self._busy = False
-        if self._mode != CLOSED:
-            self._process()
 
     def _internal_error(self, failure):
         log.failure("internal error", failure, cid=self.session.cid)
