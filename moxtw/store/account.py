@@ -39,6 +39,7 @@ from moxtw.store.model import (
     SPECIAL_USES,
     Mailbox,
     Message,
+    display_keyword,
     flags_tuple,
     normalize_mailbox_name,
     parents,
@@ -485,7 +486,7 @@ class Account:
             changed.append((r["uid"], modseq, flags))
             ctx.changes.append(ch.ChangeFlags(mailbox_id, r["uid"], modseq, flags, origin))
         if changed:
-            all_kw = sorted({k for _, _, f in changed for k in f if not k.startswith("\\")})
+            all_kw = sorted({k.lower() for _, _, f in changed for k in f if not k.startswith("\\")})
             _note_keywords(conn, ctx, mailbox_id, all_kw, origin)
             self._finish_mailbox_change(conn, ctx, mailbox_id, origin)
         return changed, modified
@@ -922,7 +923,9 @@ def _note_keywords(conn, ctx, mailbox_id, keywords, origin):
         return
     allkw = sorted(known | set(keywords))
     conn.execute("UPDATE mailbox SET keywords = ? WHERE id = ?", (json.dumps(allkw), mailbox_id))
-    ctx.changes.append(ch.ChangeMailboxKeywords(mailbox_id, tuple(allkw), origin))
+    ctx.changes.append(
+        ch.ChangeMailboxKeywords(mailbox_id, tuple(display_keyword(k) for k in allkw), origin)
+    )
 
 
 def _rows_for_uids(conn, mailbox_id, uids):

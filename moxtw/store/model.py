@@ -64,9 +64,26 @@ def split_flags(flags):
     return system, sorted(keywords)
 
 
+# Keywords are matched case-insensitively (stored lower-case) but shown in their
+# registered spelling (IANA IMAP keywords registry, RFC 5788): clients such as mbsync
+# compare "$Forwarded" byte for byte.
+KEYWORD_SPELLING = {
+    k.lower(): k
+    for k in (
+        "$Forwarded", "$Junk", "$NotJunk", "$Phishing", "$MDNSent", "$Important",
+        "$SubmitPending", "$Submitted", "$MailFlagBit0", "$MailFlagBit1", "$MailFlagBit2",
+        "Junk", "NonJunk", "NotJunk",
+    )
+}
+
+
+def display_keyword(keyword):
+    return KEYWORD_SPELLING.get(keyword, keyword)
+
+
 def flags_tuple(row_or_dict, keywords):
     out = [CANONICAL[c] for c in FLAG_COLUMNS if row_or_dict[c]]
-    out.extend(keywords)
+    out.extend(display_keyword(k) for k in keywords)
     return tuple(out)
 
 
@@ -125,7 +142,7 @@ class Mailbox:
             unseen=row["unseen"],
             deleted=row["deleted"],
             size=row["size"],
-            keywords=tuple(json.loads(row["keywords"])),
+            keywords=tuple(display_keyword(k) for k in json.loads(row["keywords"])),
         )
 
 

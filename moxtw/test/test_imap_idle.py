@@ -168,8 +168,8 @@ class UpdateTests(IMAPSessionTest):
         lines = yield c.cmd("NOOP")
         u = untagged(lines)
         # Keywords are case-insensitive (RFC 9051 2.3.2); the store keeps them lower case.
-        self.assertIn("FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $forwarded)", u)
-        self.assertIn("1 FETCH (UID 1 FLAGS (\\Answered $forwarded))", u)
+        self.assertIn("FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Forwarded)", u)
+        self.assertIn("1 FETCH (UID 1 FLAGS (\\Answered $Forwarded))", u)
         # The session's own STORE does not come back as an update.
         yield c.cmd("STORE 1 -FLAGS (\\Answered)")
         lines = yield c.cmd("NOOP")

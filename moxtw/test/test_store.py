@@ -204,12 +204,12 @@ class FlagTests(StoreTestBase):
     def test_store_modes(self):
         changed, modified = yield self.acc.store_flags(self.inbox.id, [(1, 3)], "add", ["\\Seen", "$Junk"])
         self.assertEqual([c[0] for c in changed], [1, 2, 3])
-        self.assertEqual(changed[0][2], ("\\Seen", "$junk"))
+        self.assertEqual(changed[0][2], ("\\Seen", "$Junk"))  # registered spelling
         self.assertEqual(modified, [])
         inbox = yield self.mbox("Inbox")
         self.assertEqual(inbox.unseen, 0)
         changed, _ = yield self.acc.store_flags(self.inbox.id, [2], "remove", ["\\Seen"])
-        self.assertEqual(changed[0][2], ("$junk",))
+        self.assertEqual(changed[0][2], ("$Junk",))
         changed, _ = yield self.acc.store_flags(self.inbox.id, [3], "set", ["\\Flagged"])
         self.assertEqual(changed[0][2], ("\\Flagged",))
         # No change: no new modseq, nothing reported.
@@ -576,28 +576,28 @@ class JunkFlagTests(StoreTestBase):
         yield self.acc.move(inbox.id, [1], "Junk")
         junk = yield self.mbox("Junk")
         [m] = yield self.acc.messages(junk.id)
-        self.assertIn("$junk", m.flags)
+        self.assertIn("$Junk", m.flags)
         yield self.acc.move(junk.id, [m.uid], "Archive")
         archive = yield self.mbox("Archive")
         [m] = yield self.acc.messages(archive.id)
-        self.assertIn("$notjunk", m.flags)
-        self.assertNotIn("$junk", m.flags)
+        self.assertIn("$NotJunk", m.flags)
+        self.assertNotIn("$Junk", m.flags)
         # Copies count too; ordinary moves between other mailboxes change nothing.
         yield self.acc.copy(archive.id, [m.uid], "Junk")
         [c] = yield self.acc.messages(junk.id)
-        self.assertEqual(c.keywords, ("$junk",))
+        self.assertEqual(c.keywords, ("$Junk",))
         yield self.acc.create_mailbox("Other")
         yield self.acc.move(archive.id, [m.uid], "Other")
         other = yield self.mbox("Other")
         [o] = yield self.acc.messages(other.id)
-        self.assertEqual(o.keywords, ("$notjunk",))
+        self.assertEqual(o.keywords, ("$NotJunk",))
 
     @defer.inlineCallbacks
     def test_junk_keywords_exclusive(self):
         inbox = yield self.mbox("Inbox")
         yield self.acc.deliver("Inbox", make_message(), flags=["$NotJunk"])
         changed, _ = yield self.acc.store_flags(inbox.id, [1], "add", ["$Junk"])
-        self.assertEqual(changed[0][2], ("$junk",))
+        self.assertEqual(changed[0][2], ("$Junk",))
 
     @defer.inlineCallbacks
     def test_configured_rules(self):
@@ -607,7 +607,7 @@ class JunkFlagTests(StoreTestBase):
         yield self.acc.deliver("Spam", make_message())
         yield self.acc.deliver("Inbox", make_message())
         yield self.acc.deliver("Lists", make_message())
-        for name, want in (("Spam", ("$junk",)), ("Inbox", ()), ("Lists", ("$notjunk",))):
+        for name, want in (("Spam", ("$Junk",)), ("Inbox", ()), ("Lists", ("$NotJunk",))):
             mb = yield self.mbox(name)
             [m] = yield self.acc.messages(mb.id)
             self.assertEqual(m.keywords, want, name)
