@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from moxtw import listeners, metrics
 from moxtw.auth import Authenticator
+from moxtw.dsn import QueueDSN
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
 from moxtw.queue import Queue, QueueService
@@ -242,7 +243,11 @@ def makeService(config, reactor=None, localserve=False):
     root.queue_runner = QueueRunner(root.queue, None)
     root.queue_runner.setServiceParent(root)
     smtp = _smtp_factory(config, root, localserve)
-    root.queue_service = QueueService(root.queue, root.smtp_backend.deliver_queued, clock=reactor)
+    # DSNs about failed and delayed deliveries are queued to the sender like other mail.
+    notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor)
+    root.queue_service = QueueService(
+        root.queue, root.smtp_backend.deliver_queued, clock=reactor, dsn=notify
+    )
     root.queue_runner.queue_service = root.queue_service
     root.smtp_backend.queue_service = root.queue_service
     for svc in listeners.build(

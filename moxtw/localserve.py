@@ -41,7 +41,8 @@ RULES = """\
     timeout -> no reply for an hour;
     the error comes after DATA, or at MAIL/RCPT when the localpart starts with
     mailfrom / rcptto (e.g. rcptto-permerror@localhost);
-    a localpart starting with queue is accepted, then its delivery from the queue fails.
+    a localpart starting with queue is accepted, then its delivery from the queue fails
+    and a DSN comes back.
   submitted mail to any address is delivered to account mox, never to the internet.
 """
 

@@ -3,8 +3,14 @@
 The delivery function is injected (``deliver(entry) -> Deferred[DeliveryResult]``): the
 application wires one that delivers local recipients through the SMTP server's local
 delivery path and, for remote recipients, the SMTP client. Temporary failures are retried
-on the schedule in ``RETRY_SCHEDULE``; nothing is given up in this version (DSNs for delays
-and final failures come with the SMTP client).
+on the schedule in ``RETRY_SCHEDULE``; an entry is given up only when it has a
+``max_attempts`` limit.
+
+Delivery status notifications go through an optional ``dsn(entry, kind, error)`` hook
+(``moxtw.dsn.QueueDSN`` in the application): "failed" when a delivery fails permanently or
+is given up, "delayed" once, when the attempt after which the retry delay reaches
+``DELAYED_DSN_AFTER`` fails temporarily. The hook is never called for DSNs themselves, for
+the null reverse-path, or against the recipient's RFC 3461 NOTIFY.
 """
 
 from dataclasses import dataclass
@@ -31,6 +37,10 @@ RETRY_SCHEDULE = (
     timedelta(hours=16),
 )
 
+# As mox: one "delayed" DSN, after the attempt whose retry delay reaches 2 hours
+# (the 5th: about 2 hours after queueing).
+DELAYED_DSN_AFTER = timedelta(hours=2)
+
 MAX_CONCURRENT = 10  # deliveries in flight at once
 STOP_TIMEOUT = 30.0  # seconds stopService waits for deliveries before cancelling them
 
@@ -38,6 +48,30 @@ STOP_TIMEOUT = 30.0  # seconds stopService waits for deliveries before cancellin
 def retry_delay(attempts):
     """Delay after ``attempts`` (>= 1) failed attempts."""
     return RETRY_SCHEDULE[min(max(attempts, 1), len(RETRY_SCHEDULE)) - 1]
+
+
+# The attempt number (1-based) whose temporary failure sends the delayed DSN. The
+# attempts counter only grows, so reaching it once is the record that the DSN was sent.
+DELAYED_DSN_ATTEMPT = next(
+    n for n in range(1, len(RETRY_SCHEDULE) + 1) if retry_delay(n) >= DELAYED_DSN_AFTER
+)
+
+# The NOTIFY keyword that asks for each kind of DSN (RFC 3461 4.1).
+_NOTIFY_KEYWORD = {"failed": "FAILURE", "delayed": "DELAY"}
+
+
+def wants_dsn(entry, kind):
+    """Whether the sender of ``entry`` gets a DSN of ``kind`` ("failed" or "delayed")."""
+    if entry.is_dsn:
+        return False  # RFC 5321 4.5.5: no notification about a notification
+    if entry.sender == "":
+        return False  # RFC 5321 4.5.5, 6.1: no notifications to the null reverse-path
+    notify = set(entry.dsn_notify)
+    if "NEVER" in notify:
+        return False  # RFC 3461 4.1
+    if not notify:
+        return True  # RFC 3461 4.1: without NOTIFY, ours is FAILURE,DELAY
+    return _NOTIFY_KEYWORD[kind] in notify
 
 
 @dataclass(frozen=True)
@@ -58,12 +92,16 @@ class QueueService(service.Service):
     counts as a temporary failure. Stopping waits for deliveries in flight, and cancels
     those still running after ``stop_timeout`` seconds (their entries are not changed and
     are attempted again after the next start).
+
+    ``dsn(entry, kind, error) -> Deferred``, when given, queues a DSN (see the module
+    docstring); it is awaited within the attempt, before a failed entry is removed, its
+    errors are logged, and a pass is kicked after it so the DSN goes out at once.
     """
 
     name = "queue"
 
     def __init__(self, queue, deliver, clock=None, interval=30.0, concurrency=MAX_CONCURRENT,
-                 stop_timeout=STOP_TIMEOUT):
+                 stop_timeout=STOP_TIMEOUT, dsn=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.queue = queue
@@ -72,6 +110,7 @@ class QueueService(service.Service):
         self.interval = interval
         self.concurrency = concurrency
         self.stop_timeout = stop_timeout
+        self.dsn = dsn
         self._loop = None
         self._passing = False  # a pass is running
         self._kicks = []  # Deferreds of kick() waiting for the next pass to finish
@@ -206,24 +245,59 @@ class QueueService(service.Service):
             log.failure("delivery raised an error, treating as temporary failure", **fields)
             result = DeliveryResult(ok=False, permanent=False, error=f"internal error: {e}")
 
-        next_attempt = None
-        if result.ok:
-            log.info("delivered", **fields)
-        elif result.permanent:
-            # Loud: delivery status notifications (DSNs) to the sender are not part of this
-            # version yet, so this log line is the only trace of the failure.
-            log.error("delivery failed permanently, removing (no DSN sent)", error=result.error, **fields)
-        else:
-            next_attempt = self.now() + retry_delay(entry.attempts + 1)
-            log.info("delivery failed temporarily", error=result.error,
-                     next_attempt=next_attempt.isoformat(), **fields)
+        n = entry.attempts + 1
+        # A limit in max_attempts turns the last temporary failure into a final one.
+        give_up = (not result.ok and not result.permanent
+                   and entry.max_attempts > 0 and n >= entry.max_attempts)
         try:
-            await self.queue.record_attempt(
-                entry.id, ok=result.ok, permanent=result.permanent, error=result.error,
-                next_attempt=next_attempt,
-            )
+            if result.ok:
+                log.info("delivered", **fields)
+                await self._record(entry, result)
+            elif result.permanent or give_up:
+                await self._failed(entry, result, give_up, fields)
+            else:
+                next_attempt = self.now() + retry_delay(n)
+                log.info("delivery failed temporarily", error=result.error,
+                         next_attempt=next_attempt.isoformat(), **fields)
+                updated = await self._record(entry, result, next_attempt=next_attempt)
+                if n == DELAYED_DSN_ATTEMPT and wants_dsn(updated, "delayed"):
+                    # Recorded first: a crash right here loses the delay notice rather
+                    # than sending it twice; the final failure still gets its DSN.
+                    await self._send_dsn(updated, "delayed", result.error, fields)
         except EntryNotFound:
             log.info("entry removed during delivery attempt", **fields)
+
+    async def _failed(self, entry, result, give_up, fields):
+        if not wants_dsn(entry, "failed"):
+            log.warn("delivery failed permanently, removing (no DSN requested)",
+                     error=result.error, gave_up=give_up, **fields)
+        else:
+            # Dropped while the attempt ran (e.g. by the operator): no DSN.
+            await self.queue.get(entry.id)
+            log.warn("delivery failed permanently, sending DSN and removing",
+                     error=result.error, gave_up=give_up, **fields)
+            # The DSN is durable in the queue before the entry goes: a crash in between
+            # means a second attempt and possibly a second DSN, never a lost one.
+            await self._send_dsn(entry, "failed", result.error, fields)
+        await self._record(entry, DeliveryResult(ok=False, permanent=True, error=result.error))
+
+    def _record(self, entry, result, next_attempt=None):
+        return self.queue.record_attempt(
+            entry.id, ok=result.ok, permanent=result.permanent, error=result.error,
+            next_attempt=next_attempt,
+        )
+
+    async def _send_dsn(self, entry, kind, error, fields):
+        """Call the dsn hook; its failures are logged and do not stop the attempt."""
+        if self.dsn is None:
+            return
+        try:
+            await defer.maybeDeferred(self.dsn, entry, kind, error)
+        except Exception:
+            log.failure("queueing {kind} DSN failed", kind=kind, **fields)
+            return
+        if self.running:
+            self.kick()
 
     # -- idleness
 

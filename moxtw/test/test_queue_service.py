@@ -17,6 +17,7 @@ from moxtw.queue import (
     retry_delay,
 )
 from moxtw.queue import db as qdb
+from moxtw.queue.service import DELAYED_DSN_ATTEMPT
 from moxtw.test.test_queue import NOW, T0, make_message
 
 OK = DeliveryResult(ok=True, permanent=False, error="")
@@ -357,3 +358,203 @@ class ServiceTests(ServiceTestBase):
         yield svc.idle()
         yield svc.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FakeDSN:
+    """A dsn hook: records calls; fails with ``error`` when set."""
+
+    def __init__(self):
+        self.calls = []
+        self.error = None
+
+    def __call__(self, entry, kind, error):
+        self.calls.append((entry, kind, error))
+        if self.error is not None:
+            return defer.fail(self.error)
+        return defer.succeed([])
+
+
+class DSNTests(ServiceTestBase):
+    """When the dsn hook is called (RFC 3461, RFC 3464)."""
+
+    PERMANENT = DeliveryResult(ok=False, permanent=True, error="550 5.1.1 no such user")
+
+    def make_service(self, **kw):
+        self.dsn = FakeDSN()
+        return super().make_service(dsn=self.dsn, **kw)
+
+    @defer.inlineCallbacks
+    def run_attempts(self, svc, i, count):
+        """Let ``count`` more attempts of entry ``i`` happen on the clock."""
+        for _ in range(count):
+            e = yield self.queue.get(i)
+            self.clock.advance(max((e.next_attempt - self.queue.now()).total_seconds(), 0))
+            yield svc.kick()
+            yield svc.idle()
+
+    @defer.inlineCallbacks
+    def test_permanent_failure_one_failed_dsn(self):
+        self.deliver.result = self.PERMANENT
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        [(entry, kind, error)] = self.dsn.calls
+        self.assertEqual((entry.id, kind, error), (i, "failed", self.PERMANENT.error))
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_dsn_before_removal(self):
+        # The entry is still queued while the hook runs: its DSN is durable first.
+        self.deliver.result = self.PERMANENT
+        [i] = yield self.add()
+        seen = []
+        svc = self.make_service()
+
+        def hook(entry, kind, error):
+            return self.queue.get(entry.id).addCallback(seen.append)
+
+        svc.dsn = hook
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual([e.id for e in seen], [i])
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_delayed_dsn_once_at_2h_step(self):
+        self.assertEqual(retry_delay(DELAYED_DSN_ATTEMPT), timedelta(hours=2))
+        self.assertEqual(retry_delay(DELAYED_DSN_ATTEMPT - 1), timedelta(hours=1))
+        self.deliver.result = REMOTE_UNAVAILABLE
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        yield self.run_attempts(svc, i, DELAYED_DSN_ATTEMPT - 2)
+        self.assertEqual(len(self.deliver.calls), DELAYED_DSN_ATTEMPT - 1)
+        self.assertEqual(self.dsn.calls, [])
+        yield self.run_attempts(svc, i, 1)
+        [(entry, kind, error)] = self.dsn.calls
+        self.assertEqual((entry.id, kind, error), (i, "delayed", REMOTE_UNAVAILABLE.error))
+        # The updated entry: the attempt is recorded before the hook runs.
+        self.assertEqual(entry.attempts, DELAYED_DSN_ATTEMPT)
+        self.assertEqual(entry.next_attempt - entry.last_attempt, timedelta(hours=2))
+        self.assertEqual(entry.last_attempt - NOW, timedelta(minutes=7.5 + 15 + 30 + 60))
+        yield self.run_attempts(svc, i, 5)
+        self.assertEqual(len(self.deliver.calls), DELAYED_DSN_ATTEMPT + 5)
+        self.assertEqual(len(self.dsn.calls), 1)
+
+    @defer.inlineCallbacks
+    def test_max_attempts_gives_up_with_failed_dsn(self):
+        self.deliver.result = DeliveryResult(ok=False, permanent=False, error="451 4.3.0 busy")
+        [i] = yield self.add(max_attempts=3)
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        yield self.run_attempts(svc, i, 2)
+        self.assertEqual(len(self.deliver.calls), 3)
+        self.assertEqual([(e.id, k, err) for e, k, err in self.dsn.calls],
+                         [(i, "failed", "451 4.3.0 busy")])
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_notify(self):
+        # RFC 3461 4.1: NEVER, or only the events listed.
+        cases = {
+            "never@example.com": ["NEVER"],
+            "success@example.com": ["SUCCESS"],
+            "delay@example.com": ["DELAY"],
+            "failure@example.com": ["FAILURE"],
+            "both@example.com": ["FAILURE", "DELAY"],
+            "default@example.com": None,
+        }
+        rcpt_dsn = {r: {"notify": n} for r, n in cases.items() if n}
+        self.deliver.result = self.PERMANENT
+        ids = yield self.add(list(cases), rcpt_dsn=rcpt_dsn)
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        byid = dict(zip(ids, cases))
+        self.assertEqual(sorted(byid[e.id] for e, k, _ in self.dsn.calls),
+                         ["both@example.com", "default@example.com", "failure@example.com"])
+        self.assertEqual((yield self.queue.list()), [])
+
+        self.deliver.result = REMOTE_UNAVAILABLE
+        self.dsn.calls = []
+        ids = yield self.add(list(cases), rcpt_dsn=rcpt_dsn)
+        byid = dict(zip(ids, cases))
+        yield svc.kick()
+        yield svc.idle()
+        for _ in range(DELAYED_DSN_ATTEMPT - 1):
+            self.clock.advance(4 * 3600)
+            yield svc.kick()
+            yield svc.idle()
+        self.assertEqual({k for e, k, _ in self.dsn.calls}, {"delayed"})
+        self.assertEqual(sorted(byid[e.id] for e, k, _ in self.dsn.calls),
+                         ["both@example.com", "default@example.com", "delay@example.com"])
+
+    @defer.inlineCallbacks
+    def test_no_dsn_about_dsn_or_null_sender(self):
+        self.deliver.result = self.PERMANENT
+        yield self.queue.add(make_message(), "", ["postmaster@example.com"],
+                             sender_account=None, is_dsn=True)
+        yield self.queue.add(make_message(), "mjl@example.org", ["bob@example.com"],
+                             sender_account="mjl", is_dsn=True)
+        yield self.queue.add(make_message(), "", ["bob@example.com"], sender_account="mjl")
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(len(self.deliver.calls), 3)
+        self.assertEqual(self.dsn.calls, [])
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_dsn_error_logged_loop_continues(self):
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.deliver.result = self.PERMANENT
+        [i] = yield self.add()
+        svc = self.make_service()
+        self.dsn.error = ZeroDivisionError("no disk")
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        [ev] = [ev for ev in logged if "log_failure" in ev]
+        self.assertEqual((ev["queueid"], ev["kind"]), (i, "failed"))
+        self.assertEqual(ev["log_namespace"], "moxtw.queue")
+        # The entry is removed anyway, and later entries are delivered.
+        self.assertEqual((yield self.queue.list()), [])
+        self.assertTrue(svc.running)
+        self.deliver.result = OK
+        [j] = yield self.add()
+        self.clock.advance(30)
+        yield svc.idle()
+        self.assertEqual([e.id for e in self.deliver.calls], [i, j])
+
+    @defer.inlineCallbacks
+    def test_dropped_during_delivery_no_dsn(self):
+        self.deliver.result = None
+        [i] = yield self.add()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.kick()
+        yield self.queue.drop([i])
+        self.deliver.finish(i, self.PERMANENT)
+        yield svc.idle()
+        self.assertEqual(self.dsn.calls, [])
+
+    @defer.inlineCallbacks
+    def test_dsn_kicks_queue(self):
+        # A DSN added by the hook is attempted at once, not at the next interval.
+        self.deliver.result = self.PERMANENT
+        yield self.add()
+        svc = self.make_service(interval=3600)
+        queue = self.queue
+
+        def hook(entry, kind, error):
+            return queue.add(b"Subject: dsn\r\n\r\nx\r\n", "", [entry.sender],
+                             sender_account=None, is_dsn=True)
+
+        svc.dsn = hook
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual([e.is_dsn for e in self.deliver.calls], [False, True])
+        self.assertEqual((yield self.queue.list()), [])
