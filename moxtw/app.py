@@ -163,6 +163,16 @@ def _listener_tls(config, lst):
     )
 
 
+def _own_smtp(static):
+    for lst in static.Listeners.values():
+        if lst.SMTP.Enabled and lst.IPs:
+            ip = str(lst.IPs[0])
+            if ip in ("0.0.0.0", "::"):
+                ip = "127.0.0.1" if ip == "0.0.0.0" else "::1"
+            return ip, lst.SMTP.Port
+    return None
+
+
 _SMTP_KINDS = {"SMTP": "smtp", "Submission": "submission", "Submissions": "submissions"}
 
 
@@ -178,8 +188,10 @@ def _smtp_factory(config, root, localserve):
         queue_service=root.queue_service,
         queue_ready=root.queue_runner.wait_ready,
         localserve=localserve,
-        # localserve: applications under test send with any From address.
+        # localserve: applications under test send with any From address, and queued
+        # mail comes back in over our own SMTP listener.
         check_from=not localserve,
+        own_smtp=_own_smtp(static) if localserve else None,
     )
     root.smtp_backend = backend
 

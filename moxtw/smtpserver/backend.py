@@ -66,7 +66,7 @@ def _rule_reply(rule):
 class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
-        queue_ready=None, clock=None, localserve=False, check_from=True,
+        queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
     ):
         """``current()`` returns (static, dynamic) config in force."""
         self.hostname = hostname
@@ -79,6 +79,8 @@ class SMTPBackend:
         self.clock = clock
         self.localserve = localserve
         self.check_from = check_from
+        # localserve: (ip, port) of our own SMTP listener, where queued mail is delivered.
+        self.own_smtp = own_smtp
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         self.login_limits = LoginLimits(authenticator, clock)
@@ -315,6 +317,9 @@ class SMTPBackend:
             rule = localserve_rule(localpart)
             if rule is not None and rule.queue:
                 return DeliveryResult(False, True, "550 delivery failure requested by localserve test address")
+            if self.own_smtp is not None:
+                result = yield self._deliver_own_smtp(entry)
+                return result
         try:
             resolved = rcpts.resolve(static, dynamic, localpart, domain)
         except rcpts.NotLocal:
@@ -334,6 +339,32 @@ class SMTPBackend:
             return DeliveryResult(True, False, "")
         first = failed[0]
         return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
+
+
+    @defer.inlineCallbacks
+    def _deliver_own_smtp(self, entry):
+        """localserve: deliver a queued message over our own SMTP listener, as mox does,
+        so it takes the path of mail from the internet (never leaving the machine)."""
+        from moxtw.queue import DeliveryResult
+        from moxtw.smtpclient import SMTPClientError, deliver
+
+        data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        ip, port = self.own_smtp
+        reactor = self.clock
+        if reactor is None:
+            from twisted.internet import reactor
+        try:
+            result = yield deliver(
+                reactor, ip, port, ehlo_hostname=self.hostname, mailfrom=entry.sender,
+                recipients=[entry.recipient], data=entry.msg_prefix + data, tls="none",
+                smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
+            )
+        except SMTPClientError as e:
+            return DeliveryResult(False, e.permanent, f"{e.code or ''} {e.enhanced or ''} {e.text}".strip())
+        r = result.recipients[0]
+        if r.ok:
+            return DeliveryResult(True, False, "")
+        return DeliveryResult(False, r.code >= 500, f"{r.code} {r.enhanced or ''} {r.text}".strip())
 
 
 def _read_file(path):

@@ -161,6 +161,14 @@ class LocalserveTreeTests(unittest.TestCase):
         msgs = yield acc.messages(inbox.id)
         # The failed delivery to queue-fails@ comes back as a DSN (moxtw.dsn).
         self.assertEqual([m.subject for m in msgs], ["welcome", "Delivery failure: doomed"])
+        # It came back in over our own SMTP listener (as from the internet), after
+        # submission: two Received headers, incoming ESMTP on top of submission ESMTPA.
+        with acc.open_message(msgs[0].id) as f:
+            head = f.read().split(b"\r\n\r\n", 1)[0]
+        received = [h for h in head.split(b"\r\nReceived: ")[1:]]
+        self.assertEqual(len(received), 2, head)
+        self.assertIn(b"with ESMTP id", received[0])
+        self.assertIn(b"with ESMTPA id", received[1])
         self.assertEqual((yield self.root.queue.list()), [])
 
     @defer.inlineCallbacks
