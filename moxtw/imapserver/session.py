@@ -12,7 +12,9 @@ FETCH, STORE or SEARCH, RFC 9051 7.5.1) and at once during IDLE, keeping this se
 message sequence numbers consistent.
 """
 
+import array
 import base64
+import bisect
 import itertools
 import re
 import time
@@ -86,22 +88,17 @@ class Selected:
         self.id = mailbox.id
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
-        self.uids = uids  # uids[seq - 1]
+        # uids[seq - 1]; a compact array: 4 bytes per message instead of a list of ints
+        # (a session on a 100,000-message mailbox keeps 400 KB, not 3.6 MB).
+        self.uids = array.array("I", uids)
         self.readonly = readonly
         self.keywords = set(mailbox.keywords)
         self.searchres = []
 
     def seq_of(self, uid):
-        # Binary search: uids are ascending.
-        lo, hi = 0, len(self.uids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.uids[mid] < uid:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(self.uids) and self.uids[lo] == uid:
-            return lo + 1
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
         return None
 
 
@@ -525,7 +522,7 @@ class Session:
         known = qr.get("known_uids")
         vanished = yield self.account.expunged_since(sel.id, modseq)
         if known is not None:
-            allowed = set(self._uids_in(known, sorted(set(sel.uids + vanished)), by_uid=True))
+            allowed = set(self._uids_in(known, sorted(set(sel.uids) | set(vanished)), by_uid=True))
             vanished = [u for u in vanished if u in allowed]
         if vanished:
             self.untagged(f"VANISHED (EARLIER) {r.format_seqset(vanished)}")
@@ -804,16 +801,18 @@ class Session:
             if not uids:
                 return []
             top = uids[-1]
-            present = set(uids)
+            if len(seqset.ranges) == 1:
+                lo, hi = seqset.ranges[0]
+                lo = top if lo is STAR else lo
+                hi = top if hi is STAR else hi
+                lo, hi = min(lo, hi), max(lo, hi)
+                # uids is ascending: one slice, no set (the common "1:*" case).
+                return list(uids[bisect.bisect_left(uids, lo):bisect.bisect_right(uids, hi)])
             for lo, hi in seqset.ranges:
                 lo = top if lo is STAR else lo
                 hi = top if hi is STAR else hi
-                if lo > hi:
-                    lo, hi = hi, lo
-                if hi - lo < 4 * len(uids):
-                    out.update(u for u in range(lo, hi + 1) if u in present)
-                else:
-                    out.update(u for u in uids if lo <= u <= hi)
+                lo, hi = min(lo, hi), max(lo, hi)
+                out.update(uids[bisect.bisect_left(uids, lo):bisect.bisect_right(uids, hi)])
             return sorted(out)
         n = len(uids)
         for lo, hi in seqset.ranges:
