@@ -681,16 +681,20 @@ class Account:
             ]
         )
 
-    def messages(self, mailbox_id, uids=None, changed_since=None):
-        """Messages in a mailbox, by UID. ``uids``: list of UIDs or (lo, hi) ranges."""
+    def messages(self, mailbox_id, uids=None, changed_since=None, light=False):
+        """Messages in a mailbox, by UID. ``uids``: list of UIDs or (lo, hi) ranges.
+
+        ``light``: leave out the cached ENVELOPE, BODYSTRUCTURE and MIME tree (their
+        properties are then empty), for listings that only need flags, sizes and dates."""
+        cols = LIGHT_COLUMNS if light else "*"
 
         def q(conn):
             if uids is None:
                 rows = conn.execute(
-                    "SELECT * FROM message WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+                    f"SELECT {cols} FROM message WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
                 ).fetchall()
             else:
-                rows = _rows_for_uids(conn, mailbox_id, uids)
+                rows = _rows_for_uids(conn, mailbox_id, uids, cols)
             if changed_since is not None:
                 rows = [r for r in rows if r["modseq"] > changed_since]
             return [Message.from_row(r) for r in rows]
@@ -928,7 +932,14 @@ def _note_keywords(conn, ctx, mailbox_id, keywords, origin):
     )
 
 
-def _rows_for_uids(conn, mailbox_id, uids):
+LIGHT_COLUMNS = (
+    "id, mailbox_id, uid, modseq, seen, answered, flagged, deleted, draft, keywords,"
+    " received, received_tz, saved, size, message_id, subject, thread_id, preview,"
+    " '' AS envelope, '' AS bodystructure, '' AS part"
+)
+
+
+def _rows_for_uids(conn, mailbox_id, uids, cols="*"):
     """Rows for a list of UIDs and/or inclusive (lo, hi) ranges, ascending, deduplicated."""
     seen = {}
     singles = []
@@ -938,7 +949,7 @@ def _rows_for_uids(conn, mailbox_id, uids):
             if lo > hi:
                 lo, hi = hi, lo
             for r in conn.execute(
-                "SELECT * FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+                f"SELECT {cols} FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
                 (mailbox_id, lo, hi),
             ):
                 seen[r["uid"]] = r
@@ -948,7 +959,7 @@ def _rows_for_uids(conn, mailbox_id, uids):
         chunk = singles[i:i + 500]
         marks = ",".join("?" for _ in chunk)
         for r in conn.execute(
-            f"SELECT * FROM message WHERE mailbox_id = ? AND uid IN ({marks})",
+            f"SELECT {cols} FROM message WHERE mailbox_id = ? AND uid IN ({marks})",
             (mailbox_id, *chunk),
         ):
             seen[r["uid"]] = r

@@ -572,6 +572,10 @@ class SyncTestBase(IMAPTestBase):
             # See OfflineIMAP.tls_race: a client bug, before login, so nothing changed yet.
             tlog.msg(f"{self.client.name}: STARTTLS race in the client, retrying ({log})")
         out = tail(log)
+        if rc != 0 and self.client.tls_race(log):
+            # Three times the client's own STARTTLS race (see OfflineIMAP.tls_race), before
+            # any IMAP command reached us: nothing about moxtw can be learned from this run.
+            raise unittest.SkipTest(f"{self.client.name}: STARTTLS race in the client 3 times ({log})")
         if rc != 0:
             self.fail(f"{self.client.name} {what}: exit {rc}; log {log}:\n{out}")
         if self.client.name == "offlineimap":
