@@ -186,6 +186,13 @@ def _ceil_instant(now, seconds):
 _ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+")
 
 
+def trigram_needle(needle):
+    """Whether the trigram index can narrow a BODY search for ``needle``: 3 or more
+    ASCII characters without white space (the index folds ASCII case like we do, and
+    white space may be collapsed differently in the indexed text)."""
+    return len(needle) >= 3 and needle.isascii() and not any(c.isspace() for c in needle)
+
+
 def fts_words(needle):
     """Words that every text containing ``needle`` (case-insensitively) has as whole
     words in the full-text index: the needle's words bounded by separators on both
@@ -207,6 +214,7 @@ class _Criteria:
     def __init__(self):
         self.c = SearchCriteria()
         self.words = []
+        self.substrings = []
         self.empty = False  # a condition no message can meet (KEYWORD of an invalid keyword)
 
     def add_flag(self, flag, want):
@@ -268,7 +276,10 @@ class _Criteria:
             if base in ("since", "on"):
                 self.since(prefix + "_since", _day_start(day, -1))
         elif op == "body":
-            self.words.extend(fts_words(args[0]))
+            if trigram_needle(args[0]):
+                self.substrings.append(args[0])
+            else:
+                self.words.extend(fts_words(args[0]))
 
     def criteria(self, view, uid_ranges):
         self.c.uid_ranges = uid_ranges if uid_ranges is not None else _span(view)
@@ -574,17 +585,19 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
             sets[id(node)] = await index_set(node)
             candidates &= sets[id(node)]
         else:
-            if op == "body" and fts_words(node.args[0]):
+            if op == "body" and (fts_words(node.args[0]) or trigram_needle(node.args[0])):
                 body_prefilter = True
             crit.add_prefilter(node)
             residual.append(node)
     if crit.empty or not candidates:
         return ([], []) if want_rows else []
     c = crit.criteria(view, uid_ranges)
-    if crit.words and body_prefilter:
-        # Full-text words narrow BODY candidates; messages too large to be indexed whole
-        # stay candidates (RFC 9051 6.4.4 BODY is a substring match, the index is not).
-        with_text = dataclasses.replace(c, text=" ".join(crit.words))
+    if (crit.words or crit.substrings) and body_prefilter:
+        # The full-text index narrows BODY candidates (trigrams for substrings, else
+        # whole words); messages too large to be indexed whole stay candidates.
+        with_text = dataclasses.replace(
+            c, text=" ".join(crit.words) or None, substrings=tuple(crit.substrings)
+        )
         large = dataclasses.replace(c, larger=max(c.larger or 0, FTS_COMPLETE_SIZE))
         found = set(await account.search(mailbox_id, with_text))
         found |= set(await account.search(mailbox_id, large))

@@ -268,6 +268,9 @@ class Account:
         conn.execute(
             "INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
         )
+        conn.execute(
+            "INSERT INTO message_trigram (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
+        )
         msgthread.assign(
             conn,
             msg_id,
@@ -356,6 +359,11 @@ class Account:
             ).lastrowid
             conn.execute(
                 "INSERT INTO message_text (rowid, text)"
+                " SELECT ?, text FROM message_text WHERE rowid = ?",
+                (new_id, r["id"]),
+            )
+            conn.execute(
+                "INSERT INTO message_trigram (rowid, text)"
                 " SELECT ?, text FROM message_text WHERE rowid = ?",
                 (new_id, r["id"]),
             )
@@ -518,6 +526,12 @@ class Account:
         size = 0
         for r in rows:
             conn.execute("DELETE FROM message WHERE id = ?", (r["id"],))
+            # Contentless index: removed with the old text, before the text goes.
+            conn.execute(
+                "INSERT INTO message_trigram (message_trigram, rowid, text)"
+                " SELECT 'delete', rowid, text FROM message_text WHERE rowid = ?",
+                (r["id"],),
+            )
             conn.execute("DELETE FROM message_text WHERE rowid = ?", (r["id"],))
             if modseq is not None:
                 conn.execute(
@@ -1044,6 +1058,10 @@ def _criteria_sql(mailbox_id, c):
         if value is not None:
             where.append(f"instr(lower(m.{col}), lower(?)) > 0")
             args.append(value)
+    for sub in c.substrings or ():
+        # Trigram index: every message whose text contains ``sub`` (3+ characters).
+        where.append("m.id IN (SELECT rowid FROM message_trigram WHERE message_trigram MATCH ?)")
+        args.append('"' + sub.replace('"', '""') + '"')
     if c.text is not None:
         # Each word must occur; quoting makes FTS5 operators in user input plain text.
         words = [w for w in c.text.split() if w]

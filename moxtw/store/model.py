@@ -259,4 +259,5 @@ class SearchCriteria:
     message_id: object = None
     subject_contains: object = None
     from_contains: object = None
-    text: object = None  # full-text match on headers and text parts
+    text: object = None  # full-text match on headers and text parts (whole words)
+    substrings: tuple = ()  # each must occur in the indexed text (3+ characters, any case)

@@ -56,7 +56,7 @@ def _verify(conn, maildir, report, fix):
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != schema.LATEST:
         report.notes.append(f"schema version {version}, current is {schema.LATEST}; opening upgrades it")
-        if version < 2:
+        if version < 4:
             return
     rows = conn.execute("SELECT id, mailbox_id, uid, size, modseq FROM message").fetchall()
     report.messages = len(rows)
@@ -135,6 +135,14 @@ def _verify(conn, maildir, report, fix):
     maxmod = conn.execute("SELECT max(modseq) FROM message").fetchone()[0] or 0
     if state["modseq"] < maxmod:
         report.errors.append(f"account modseq {state['modseq']} below a message's {maxmod}")
+    try:
+        conn.execute("INSERT INTO message_trigram (message_trigram) VALUES ('integrity-check')")
+    except Exception as e:
+        report.errors.append(f"trigram index inconsistent: {e}")
+        if fix:
+            conn.execute("INSERT INTO message_trigram (message_trigram) VALUES ('delete-all')")
+            conn.execute("INSERT INTO message_trigram (rowid, text) SELECT rowid, text FROM message_text")
+            report.fixed.append("trigram index rebuilt")
     stray_fts = conn.execute(
         "SELECT count(*) FROM message_text WHERE rowid NOT IN (SELECT id FROM message)"
     ).fetchone()[0]

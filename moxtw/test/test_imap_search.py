@@ -398,6 +398,25 @@ class SearchTests(Base):
         self.assertEqual(got, [1])
         self.assertEqual(reads, [1])
 
+    @defer.inlineCallbacks
+    def test_trigram_prefilter(self):
+        """A one-word BODY fragment ("ttemp" of "attempt") is narrowed by the trigram
+        index: only the message that contains it is read."""
+        reads = []
+
+        def read(m):
+            reads.append(m.uid)
+            with open(self.acc.message_path(m.id), "rb") as f:
+                return f.read()
+
+        got = yield self.s(K("body", "TTEMP"), read_file=read)
+        self.assertEqual(got, [1])
+        self.assertEqual(reads, [1])
+        self.assertTrue(S.trigram_needle("ttemp"))
+        self.assertFalse(S.trigram_needle("fox attempt"))  # white space
+        self.assertFalse(S.trigram_needle("ab"))
+        self.assertFalse(S.trigram_needle("crème"))
+
     def test_fts_words(self):
         self.assertEqual(S.fts_words("ttemp"), [])
         self.assertEqual(S.fts_words("brown fox"), [])

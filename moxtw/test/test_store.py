@@ -245,6 +245,9 @@ class FlagTests(StoreTestBase):
         self.assertTrue(os.path.exists(paths[1]))
         inbox = yield self.mbox("Inbox")
         self.assertEqual((inbox.total, inbox.deleted), (1, 0))
+        # Expunged messages leave the trigram index too (contentless 'delete').
+        found = yield self.acc.search(self.inbox.id, store.SearchCriteria(substrings=("there",)))
+        self.assertEqual(found, [2])
         vanished = yield self.acc.expunged_since(self.inbox.id, before)
         self.assertEqual(vanished, [1, 3])
         removes = [c for c in self.changes if isinstance(c, ch.ChangeRemoveUIDs)]
@@ -421,6 +424,11 @@ class SearchTests(StoreTestBase):
         # FTS5 syntax in user input is plain text, not an error.
         self.assertEqual((yield self.s(text='pizza" OR "invoice')), [])
         self.assertEqual((yield self.s(text="NEAR(")), [])
+        # Trigram index: substrings of 3+ characters, any case.
+        self.assertEqual((yield self.s(substrings=("zza",))), [2, 3])
+        self.assertEqual((yield self.s(substrings=("VOIC",))), [1])
+        self.assertEqual((yield self.s(substrings=("zza", "tomorrow"))), [2])
+        self.assertEqual((yield self.s(substrings=('"quoted"',))), [])
 
     @defer.inlineCallbacks
     def test_threading(self):
