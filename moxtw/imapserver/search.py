@@ -30,7 +30,7 @@ from moxtw.store.account import FTS_MAX
 from moxtw.store.errors import FlagError
 from moxtw.store.model import FLAG_COLUMNS, SearchCriteria, split_flags
 
-from moxtw.imapserver.types import STAR
+from moxtw.imapserver.types import STAR, SearchKey
 
 
 class SearchError(Exception):
@@ -512,12 +512,24 @@ def search(account, mailbox_id, uids, key, *, searchres=None, now=None, read_fil
     )
 
 
+def _rewrite(node):
+    """HEADER Subject "x" (x not empty) is SUBJECT "x" (RFC 9051 6.4.4 defines both as a
+    substring of the Subject field), answered from the stored row without reading the
+    file. Returns a new tree; the caller's is not changed."""
+    if node.op in ("and", "or", "not"):
+        return SearchKey(node.op, [_rewrite(a) for a in node.args])
+    if node.op == "header" and node.args[0].lower() == "subject" and node.args[1]:
+        return SearchKey("subject", [node.args[1]])
+    return node
+
+
 async def _search(account, mailbox_id, view, key, searchres, now, read_file, want_rows=False):
     now = now or datetime.now(timezone.utc)
     read = read_file or _default_reader(account)
     if not view:
         return ([], []) if want_rows else []
     view = sorted(view)
+    key = _rewrite(key)
     kinds = {}
     _kind(key, kinds)
     sets = {}

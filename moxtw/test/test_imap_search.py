@@ -417,6 +417,21 @@ class SearchTests(Base):
         self.assertFalse(S.trigram_needle("ab"))
         self.assertFalse(S.trigram_needle("crème"))
 
+    @defer.inlineCallbacks
+    def test_header_subject_from_row(self):
+        """HEADER Subject is answered from the stored row: no file is read."""
+        reads = []
+
+        def read(m):
+            reads.append(m.uid)
+            with open(self.acc.message_path(m.id), "rb") as f:
+                return f.read()
+
+        want = yield self.s(K("subject", "a"), read_file=read)
+        got = yield self.s(K("header", "SUBJECT", "a"), read_file=read)
+        self.assertEqual(got, want)
+        self.assertEqual(reads, [])
+
     def test_fts_words(self):
         self.assertEqual(S.fts_words("ttemp"), [])
         self.assertEqual(S.fts_words("brown fox"), [])
