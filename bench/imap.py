@@ -52,6 +52,7 @@ Each server gets a fresh data directory; nothing is asserted.  A failed step is 
 such and never turned into a figure.
 """
 
+import abc
 import argparse
 import base64
 import concurrent.futures
@@ -512,28 +513,33 @@ def timed(fn):
 
 # -- servers -------------------------------------------------------------------------
 
-class Server:
+class Server(abc.ABC):
     name = "?"
 
     def check(self):
         """Raise BenchError naming what to install when a dependency is missing."""
 
+    @abc.abstractmethod
     def fill(self, corpus, meta):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def start(self):
         """Start; return the IMAP port."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def root_pid(self):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def deliverers(self):
         """[(label, callable(data) that delivers one message to the INBOX, or raises)]."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def stop(self):
-        raise NotImplementedError
+        ...
 
     def version(self):
         return ""

@@ -46,6 +46,7 @@ Nothing is asserted; a failed run (smtp-source error, timeout, missing messages)
 printed as such and never turned into a figure.
 """
 
+import abc
 import argparse
 import os
 import pwd
@@ -259,7 +260,7 @@ def kill_pid(pid, grace=10.0):
 
 # -- servers -------------------------------------------------------------------------
 
-class Server:
+class Server(abc.ABC):
     name = "?"
     recipient = "?"
     single_process = True
@@ -270,22 +271,26 @@ class Server:
     def setup(self, base):
         """Once per invocation."""
 
+    @abc.abstractmethod
     def start(self, workdir):
         """Start a fresh instance with data under workdir; return its SMTP port."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def root_pid(self):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def stored(self):
         """Number of messages durably stored in the mailbox right now."""
-        raise NotImplementedError
+        ...
 
     def indexed(self):
         return None
 
+    @abc.abstractmethod
     def stop(self):
-        raise NotImplementedError
+        ...
 
     def version(self):
         return ""

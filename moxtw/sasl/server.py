@@ -24,6 +24,8 @@ handler's job.
 
 from __future__ import annotations
 
+import abc
+
 import hmac
 import os
 import time
@@ -146,7 +148,7 @@ def _backend_error(f: Exception) -> SASLError:
     return SASLError("temporary")
 
 
-class ServerMechanism:
+class ServerMechanism(abc.ABC):
     """One authentication exchange. Subclasses implement :meth:`_step`."""
 
     name = ""
@@ -184,8 +186,9 @@ class ServerMechanism:
             self._done = True
         return result
 
+    @abc.abstractmethod
     async def _step(self, response: bytes | None) -> Step:
-        raise NotImplementedError
+        ...
 
     async def _authenticate(self, login: str, password: str) -> Any:
         try:

@@ -32,6 +32,7 @@ The binaries come from the Debian packages ``isync`` and ``offlineimap3``; tests
 they are missing.
 """
 
+import abc
 import base64
 import itertools
 import os
@@ -340,7 +341,7 @@ def set_maildir_flags(path, flags):
 # -- the clients
 
 
-class Client:
+class Client(abc.ABC):
     name = None
     binary = None
     flagmap = MAILDIR_FLAGS
@@ -386,8 +387,9 @@ class Client:
 
         return threads.deferToThread(go)
 
+    @abc.abstractmethod
     def move_local(self, path, dest_folder):
-        raise NotImplementedError
+        ...
 
     def tls_race(self, log):
         return False
