@@ -25,7 +25,6 @@ handler's job.
 from __future__ import annotations
 
 import abc
-
 import hmac
 import os
 import time
