@@ -75,6 +75,9 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import fs_type, free_port, loadavg, log, port_free, pss_kb, run_cmd, status_kb, tail  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVERS = ("moxtw", "dovecot")
 USER, PASSWORD = "mox@localhost", "moxmoxmox"
@@ -86,42 +89,6 @@ PER_SOURCE_IP = 200
 
 class BenchError(Exception):
     """A dependency is missing, a server did not come up or a step failed: reported, not a figure."""
-
-
-def log(msg):
-    print(f"# {msg}", file=sys.stderr, flush=True)
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-        return "\n".join(lines[-n:])
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
-
-
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def run_cmd(cmd, timeout=120, **kw):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, **kw)
 
 
 # -- the corpus ----------------------------------------------------------------------
@@ -284,27 +251,6 @@ def read_meta(directory):
 
 
 # -- process memory ------------------------------------------------------------------
-
-def status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def process_tree(root):
@@ -1240,28 +1186,6 @@ def machine_facts(base, servers, a, corpus_bytes, n):
         except Exception as e:  # a version string is not worth failing for
             lines.append(f"{s.name}: version unknown ({e})")
     return "\n".join(lines)
-
-
-def fs_type(path):
-    best, fstype = "", "?"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                mnt = parts[1]
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, fstype = mnt, f"{parts[2]} ({parts[0]} on {mnt})"
-    except OSError:
-        pass
-    return fstype
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 NOTES = """\

@@ -63,6 +63,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import fs_type, free_port, loadavg, log, port_free, pss_kb, run_cmd, status_kb, tail  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVERS = ("moxtw", "postfix", "aiosmtpd")
 SIZES = {"10KB": 10 * 1024, "1MB": 1024 * 1024}
@@ -76,37 +79,6 @@ class BenchError(Exception):
 
 
 # -- small helpers -------------------------------------------------------------------
-
-def log(msg):
-    print(f"# {msg}", file=sys.stderr, flush=True)
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-        return "\n".join(lines[-n:])
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
-
-
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def port_accepts(port):
@@ -153,32 +125,7 @@ def count_dir(path):
         return 0
 
 
-def run_cmd(cmd, timeout=120, **kw):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, **kw)
-
-
 # -- process memory ------------------------------------------------------------------
-
-def status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def process_tree(root):
@@ -809,20 +756,6 @@ def ratio_table(by_server):
                       "moxtw/aiosmtpd", "RSS moxtw/aiosmtpd"], rows)
 
 
-def fs_type(path):
-    best, fstype = "", "?"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                mnt = parts[1]
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, fstype = mnt, f"{parts[2]} ({parts[0]} on {mnt})"
-    except OSError:
-        pass
-    return fstype
-
-
 def machine_facts(base, servers):
     cpu = "?"
     try:
@@ -845,14 +778,6 @@ def machine_facts(base, servers):
         except Exception as e:  # a version string is not worth failing for
             lines.append(f"{s.name}: version unknown ({e})")
     return "\n".join(lines)
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 def status_kb_meminfo():
