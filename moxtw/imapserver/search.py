@@ -143,6 +143,9 @@ def _resolve_set(seqset, view, is_uid, searchres):
             hi = n if hi is STAR else hi
             if lo > hi:
                 lo, hi = hi, lo
+            if hi > n:
+                # RFC 9051 9 (seq-number): a number above the message count is an error.
+                raise SearchError(f"message sequence number {hi} out of range (1:{n})")
             out.update(view[max(lo, 1) - 1:min(hi, n)])
     return out
 

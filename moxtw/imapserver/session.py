@@ -694,6 +694,9 @@ class Session:
         """APPEND mailbox [flags] [date] literal... (RFC 3502 MULTIAPPEND, RFC 4315
         APPENDUID). Authenticated."""
         name = self._name(cmd.args["mailbox"])
+        if not self.utf8 and any(m.get("utf8") for m in cmd.args["messages"]):
+            # RFC 6855 4: the UTF8 data item is only valid once UTF8=ACCEPT is enabled.
+            raise BAD("APPEND UTF8 needs ENABLE UTF8=ACCEPT")
         items = [(m["data"], m["flags"], m["date"]) for m in cmd.args["messages"]]
         try:
             msgs = yield self.account.append_many(name, items, origin=self)
@@ -1017,9 +1020,11 @@ class Session:
             found = yield searchmod.search(
                 self.account, sel.id, uids, prog.key, searchres=sel.searchres, now=datetime.now(timezone.utc)
             )
-        except Exception:
+        except Exception as e:
             if ret is not None and "SAVE" in ret:
                 sel.searchres = []  # RFC 5182 2.1: a failed SEARCH SAVE empties $
+            if isinstance(e, searchmod.SearchError):
+                raise BAD(str(e))
             raise
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         nums = [n for n in nums if n is not None]

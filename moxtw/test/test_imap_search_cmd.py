@@ -26,6 +26,17 @@ class SearchTests(IMAPSessionTest):
         self.assertEqual(untagged(lines), ["SEARCH 3"])
 
     @defer.inlineCallbacks
+    def test_sequence_number_out_of_range(self):
+        """RFC 9051 9: sequence numbers above the message count are a BAD; UIDs are not."""
+        c = yield self.logged_in(select="INBOX")
+        self.assertBAD((yield c.cmd("SEARCH 99")))
+        self.assertBAD((yield c.cmd("SEARCH 2:5")))
+        lines = yield c.cmd("UID SEARCH UID 99")
+        self.assertEqual(untagged(lines), ["SEARCH"])
+        lines = yield c.cmd("SEARCH 2:*")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3 4"])
+
+    @defer.inlineCallbacks
     def test_rev2_search_is_esearch(self):
         """RFC 9051 6.4.4 / 7.3.4: IMAP4rev2 answers SEARCH with ESEARCH."""
         c = yield self.logged_in(enable="IMAP4rev2", select="INBOX")

@@ -30,3 +30,11 @@ class UTF8Tests(IMAPSessionTest):
         msg = message("héllo")
         lines = yield c.cmd(b"APPEND INBOX UTF8 (~{%d+}\r\n%s)" % (len(msg), msg))
         self.assertOK(lines)
+
+    @defer.inlineCallbacks
+    def test_utf8_append_needs_enable(self):
+        """RFC 6855 4: without ENABLE UTF8=ACCEPT the UTF8 data item is a BAD."""
+        c = yield self.logged_in()
+        msg = message("héllo")
+        lines = yield c.cmd(b"APPEND INBOX UTF8 (~{%d+}\r\n%s)" % (len(msg), msg))
+        self.assertBAD(lines)
