@@ -39,6 +39,7 @@ SEL = (SELECTED,)
 
 MAX_BAD = 30
 FETCH_BATCH = 200  # messages rendered per thread hop
+FLAG_ITEMS = {"UID", "FLAGS", "MODSEQ"}
 LIGHT_ITEMS = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE", "PREVIEW", "FAST"}
 STREAM_THRESHOLD = 256 * 1024  # body sections larger than this are streamed from the file
 
@@ -858,6 +859,9 @@ class Session:
             stream_threshold=STREAM_THRESHOLD,
         )
         atts = a["atts"]
+        if uids and all(att.name in FLAG_ITEMS for att in atts):
+            yield self._fetch_flags(sel, uids, atts, cmd.uid, changedsince)
+            return f"{'UID ' if cmd.uid else ''}FETCH completed"
         light = all(att.name in LIGHT_ITEMS for att in atts)
         step = FETCH_BATCH * 10 if light else FETCH_BATCH
         for i in range(0, len(uids), step):
@@ -893,6 +897,42 @@ class Session:
                     for uid, modseq, flags in changed:
                         self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {_flags_text(flags)} MODSEQ ({modseq}))")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    @defer.inlineCallbacks
+    def _fetch_flags(self, sel, uids, atts, include_uid, changedsince):
+        """FETCH of only UID/FLAGS/MODSEQ, the way clients synchronise flags: rows straight
+        from the index, formatted in slices of FETCH_BATCH * 10 messages."""
+        names = []
+        if include_uid:
+            names.append("UID")
+        for att in atts:
+            if att.name not in names:
+                names.append(att.name)
+        if self.condstore and "MODSEQ" not in names:
+            names.append("MODSEQ")  # RFC 7162 3.1.4.1
+        step = FETCH_BATCH * 10
+        for i in range(0, len(uids), step):
+            batch = uids[i:i + step]
+            wanted = set(batch)
+            rows = yield self.account.flag_rows(sel.id, batch[0], batch[-1])
+            out = []
+            for uid, modseq, flags in rows:
+                if uid not in wanted or (changedsince is not None and modseq <= changedsince):
+                    continue
+                seq = sel.seq_of(uid)
+                if seq is None:
+                    continue
+                items = []
+                for name in names:
+                    if name == "UID":
+                        items.append(f"UID {uid}")
+                    elif name == "FLAGS":
+                        items.append(f"FLAGS ({' '.join(flags)})")
+                    else:
+                        items.append(f"MODSEQ ({modseq})")
+                out.append(f"* {seq} FETCH ({' '.join(items)})\r\n")
+            if out:
+                self.write("".join(out))
 
     @defer.inlineCallbacks
     def _write_parts(self, msg, parts):

@@ -33,6 +33,7 @@ from moxtw.store.errors import (
     QuotaExceeded,
 )
 from moxtw.store.model import (
+    CANONICAL,
     DEFAULT_MAILBOXES,
     FLAG_COLUMNS,
     INBOX,
@@ -715,6 +716,25 @@ class Account:
 
         return self._read(q)
 
+    def flag_rows(self, mailbox_id, lo, hi):
+        """[(uid, modseq, flags tuple)] for UIDs lo..hi: the fast path for clients that
+        synchronise flags of whole mailboxes (no Message objects, no JSON but keywords)."""
+
+        def q(conn):
+            out = []
+            for r in conn.execute(
+                "SELECT uid, modseq, seen, answered, flagged, deleted, draft, keywords"
+                " FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+                (mailbox_id, lo, hi),
+            ):
+                flags = [name for name, on in zip(_SYSTEM_ORDER, r[2:7]) if on]
+                if r[7] != "[]":
+                    flags.extend(display_keyword(k) for k in json.loads(r[7]))
+                out.append((r[0], r[1], tuple(flags)))
+            return out
+
+        return self._read(q)
+
     def message(self, msg_id):
         """A Message by its id (any mailbox); NoSuchMessage when gone."""
 
@@ -900,6 +920,9 @@ def _unlink(path):
 
 def _opt(cls, row):
     return None if row is None else cls.from_row(row)
+
+
+_SYSTEM_ORDER = tuple(CANONICAL[c] for c in FLAG_COLUMNS)
 
 
 def _mailbox_use(conn, mailbox_id):
