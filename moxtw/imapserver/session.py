@@ -1021,8 +1021,7 @@ class Session:
         if not pairs:
             return "COPY completed, nothing copied"
         mb = yield self.account.mailbox(dest)
-        return (f"[COPYUID {mb.uidvalidity} {_uidset([p[0] for p in pairs])} "
-                f"{_uidset([p[1] for p in pairs])}] COPY completed")
+        return f"{_copyuid(mb.uidvalidity, pairs)} COPY completed"
 
     @defer.inlineCallbacks
     def cmd_move(self, cmd):
@@ -1040,10 +1039,7 @@ class Session:
         if pairs:
             mb = yield self.account.mailbox(dest)
             # RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
-            self.untagged(
-                f"OK [COPYUID {mb.uidvalidity} {_uidset([p[0] for p in pairs])} "
-                f"{_uidset([p[1] for p in pairs])}] moved"
-            )
+            self.untagged(f"OK {_copyuid(mb.uidvalidity, pairs)} moved")
         return "MOVE completed"
 
     @defer.inlineCallbacks
@@ -1182,6 +1178,11 @@ def _pattern_regex(pattern):
         else:
             out.append(re.escape(c))
     return re.compile("".join(out) + r"\Z", re.S)
+
+
+def _copyuid(uidvalidity, pairs):
+    """The COPYUID response code (RFC 4315 3) for [(source uid, new uid)]."""
+    return f"[COPYUID {uidvalidity} {_uidset([p[0] for p in pairs])} {_uidset([p[1] for p in pairs])}]"
 
 
 def _uidset(uids):

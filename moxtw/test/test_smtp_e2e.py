@@ -71,7 +71,10 @@ def message(subject="hello", frm="mjl@example.org", extra=""):
     ).encode()
 
 
-class SMTPEndToEndTests(unittest.TestCase):
+class SMTPTreeBase(unittest.TestCase):
+    """A running server tree with SMTP, Submission and Submissions listeners and the
+    accounts mjl and other (password PASSWORD); shared by SMTP server and client tests."""
+
     timeout = 60
 
     @defer.inlineCallbacks
@@ -107,6 +110,8 @@ class SMTPEndToEndTests(unittest.TestCase):
         yield self.root.queue_service.kick()
         yield self.root.queue_service.idle()
 
+
+class SMTPEndToEndTests(SMTPTreeBase):
     # -- incoming (port 25)
 
     @defer.inlineCallbacks

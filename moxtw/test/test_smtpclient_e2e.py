@@ -1,52 +1,18 @@
 """SMTP client end-to-end against our own server tree over loopback: incoming with
 opportunistic STARTTLS, submission with STARTTLS + SCRAM, implicit TLS."""
 
-import os
 
 from twisted.internet import defer, reactor
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.trial import unittest
 
 from moxtw.smtpclient import SMTPClientError, deliver
-from moxtw.test import servertree
-from moxtw.test.test_localserve import free_offset
-from moxtw.test.test_smtp_e2e import DYNAMIC, PASSWORD, STATIC, message
+from moxtw.test.test_smtp_e2e import PASSWORD, SMTPTreeBase, message
 
 
-class SMTPClientEndToEndTests(unittest.TestCase):
-    timeout = 60
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        off = free_offset()
-        self.ports = {"smtp": 25 + off, "submission": 587 + off, "submissions": 465 + off}
-        self.cfg, self.ca = servertree.write_config(
-            os.path.abspath(self.mktemp()), STATIC.format(**self.ports), DYNAMIC.format()
-        )
-        self.root = yield servertree.start(self, self.cfg)
-        for name in ("mjl", "other"):
-            acc = yield self.root.store.open_account(name)
-            yield acc.set_password(PASSWORD)
-
+class SMTPClientEndToEndTests(SMTPTreeBase):
     def trusting(self):
         with open(self.ca, "rb") as f:
             return optionsForClientTLS("localhost", Certificate.loadPEM(f.read()))
-
-    @defer.inlineCallbacks
-    def messages(self, account, mailbox="Inbox"):
-        acc = yield self.root.store.open_account(account)
-        mb = yield acc.mailbox(mailbox)
-        msgs = yield acc.messages(mb.id)
-        out = []
-        for m in msgs:
-            with acc.open_message(m.id) as f:
-                out.append((m, f.read()))
-        return out
-
-    @defer.inlineCallbacks
-    def queue_settled(self):
-        yield self.root.queue_service.kick()
-        yield self.root.queue_service.idle()
 
     @defer.inlineCallbacks
     def test_incoming_opportunistic_tls(self):
