@@ -3,7 +3,8 @@
 Used by the queue for outgoing delivery; MX lookup, retries and DSNs are the caller's.
 Extensions: STARTTLS (RFC 3207), AUTH (RFC 4954, mechanisms from :mod:`moxtw.sasl.client`),
 PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
-ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), REQUIRETLS (RFC 8689). CHUNKING/BDAT (RFC 3030)
+ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), REQUIRETLS (RFC 8689), LIMITS RCPTMAX (RFC 9422:
+recipients split over several transactions). CHUNKING/BDAT (RFC 3030)
 is not used: DATA works with every server.
 
 ``deliver(reactor, host, port, ...)`` returns a Deferred firing with a :class:`Result`
@@ -39,6 +40,7 @@ log = Logger(namespace="moxtw.smtpclient")
 
 TLS_MODES = ("none", "opportunistic", "required", "implicit")
 MAX_AUTH_ROUNDS = 10
+MAX_TRANSACTIONS = 100  # per connection, for RCPTMAX batches and 452 retries
 QUIT_TIMEOUT = 30
 
 
@@ -315,7 +317,65 @@ class SMTPClientProtocol(protocol.Protocol):
         self._check_extensions()
         if o.auth is not None:
             await self._authenticate()
-        return await self._transaction()
+        return await self._transactions()
+
+    def _rcptmax(self):
+        """RCPTMAX from the server's LIMITS (RFC 9422 4.2), or None for no limit."""
+        for word in self._ext.get("LIMITS", []):
+            name, _, value = word.partition("=")
+            if name.upper() == "RCPTMAX" and value.isdigit() and int(value) > 0:
+                return int(value)
+        return None
+
+    async def _transactions(self):
+        """All recipients, in as many transactions on this connection as the server's
+        RCPTMAX needs; recipients refused with 452 "too many recipients" while others
+        were accepted go in a next transaction (RFC 5321 4.5.3.1.10). The message data is
+        sent once per transaction. Only a failure before anything was delivered fails the
+        whole delivery; later failures become per-recipient results."""
+        o = self.o
+        pending = list(o.recipients)
+        results: dict[str, RcptResult] = {}
+        rcptmax = self._rcptmax()
+        first = True
+        rounds = 0
+        while pending:
+            rounds += 1
+            batch = pending[:rcptmax] if rcptmax else pending
+            pending = pending[len(batch):]
+            if not first:
+                self._send("RSET")  # RFC 5321 4.1.1.5: a clean state for the next one
+                r = await self._reply("mail", o.command_timeout)
+                if r.code != 250:
+                    err = self._fail("mail", r)
+                    for addr in batch + pending:
+                        results[addr] = RcptResult(addr, False, err.code, err.enhanced, err.text)
+                    break
+            try:
+                batch_results = await self._transaction(batch)
+            except SMTPClientError as e:
+                if first:
+                    raise
+                for addr in batch:
+                    results[addr] = RcptResult(addr, False, e.code, e.enhanced, e.text)
+                if self._error is not None:
+                    for addr in pending:
+                        results[addr] = RcptResult(addr, False, None, None, f"not attempted: {e}")
+                    break
+                first = False
+                continue
+            first = False
+            retry = []
+            accepted = any(r.ok for r in batch_results)
+            for r in batch_results:
+                # RFC 5321 4.5.3.1.10: 452 for too many recipients: try them again in
+                # a later transaction (bounded by the number of rounds).
+                if not r.ok and r.code == 452 and accepted and rounds < MAX_TRANSACTIONS:
+                    retry.append(r.address)
+                else:
+                    results[r.address] = r
+            pending = retry + pending
+        return [results[a] for a in o.recipients]
 
     async def _hello(self, stage):
         o = self.o
@@ -455,7 +515,7 @@ class SMTPClientProtocol(protocol.Protocol):
             self._send(base64.b64encode(response).decode("ascii"))
         raise SMTPClientError("auth", "protocol error: too many authentication rounds")
 
-    async def _transaction(self):
+    async def _transaction(self, recipients):
         o = self.o
         params = []
         if o.size and "SIZE" in self._ext:
@@ -467,7 +527,7 @@ class SMTPClientProtocol(protocol.Protocol):
         if o.requiretls:
             params.append("REQUIRETLS")  # RFC 8689 4.1
         mail = " ".join([f"MAIL FROM:<{o.mailfrom}>", *params])
-        rcpts = [f"RCPT TO:<{r}>" for r in o.recipients]
+        rcpts = [f"RCPT TO:<{r}>" for r in recipients]
         ct = o.command_timeout
         results: list[RcptResult] = []
 
@@ -479,7 +539,7 @@ class SMTPClientProtocol(protocol.Protocol):
             # RFC 2920 3.1: MAIL, all RCPTs and DATA in one go, replies read in order.
             self._send(mail, *rcpts, "DATA")
             mail_r = await self._reply("mail", ct)
-            for addr in o.recipients:
+            for addr in recipients:
                 results.append(rcpt_result(addr, await self._reply("mail", ct)))
             data_r = await self._reply("data", ct)
             accepted = mail_r.code == 250 and any(r.ok for r in results)
@@ -498,7 +558,7 @@ class SMTPClientProtocol(protocol.Protocol):
             mail_r = await self._reply("mail", ct)
             if mail_r.code != 250:
                 raise self._fail("mail", mail_r)
-            for addr, cmd in zip(o.recipients, rcpts):
+            for addr, cmd in zip(recipients, rcpts):
                 self._send(cmd)
                 results.append(rcpt_result(addr, await self._reply("mail", ct)))
             if not any(r.ok for r in results):

@@ -168,6 +168,93 @@ class ConversationTests(unittest.SynchronousTestCase):
         self.assertEqual(r.recipients[1].text, "try\nlater")
         self.assertEqual(r.recipients[1].enhanced, "4.2.1")
 
+    def test_rcptmax_splits_transactions(self):
+        # RFC 9422 4.2: at most RCPTMAX recipients per transaction; the rest go in the
+        # next transaction on the same connection, with the data sent again.
+        rcpts = ["b@example.net", "c@example.net", "d@example.net"]
+        h = Harness(recipients=rcpts)
+        h.server("220 x\n")
+        h.sent()
+        h.server("250-mx\n250-PIPELINING\n250 LIMITS RCPTMAX=2 MAILMAX=10\n")
+        self.assertEqual(h.sent(), b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+                         b"RCPT TO:<c@example.net>\r\nDATA\r\n")
+        h.server("250 ok\n250 ok\n550 no\n354 go\n")
+        h.pump()
+        self.assertEqual(h.sent(), MSG + b".\r\n")
+        h.server("250 first\n")
+        self.assertEqual(h.sent(), b"RSET\r\n")
+        h.server("250 reset\n")
+        self.assertEqual(h.sent(), b"MAIL FROM:<a@example.org>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n")
+        h.server("250 ok\n250 ok\n354 go\n")
+        h.pump()
+        self.assertEqual(h.sent(), MSG + b".\r\n")
+        h.server("250 second\n")
+        self.assertEqual(h.sent(), b"QUIT\r\n")
+        h.server("221 bye\n")
+        r = h.result()
+        self.assertEqual([(x.address, x.ok, x.code, x.text) for x in r.recipients], [
+            ("b@example.net", True, 250, "first"),
+            ("c@example.net", False, 550, "no"),
+            ("d@example.net", True, 250, "second"),
+        ])
+
+    def test_452_too_many_recipients_retried_in_next_transaction(self):
+        # RFC 5321 4.5.3.1.10: recipients refused with 452 after others were accepted
+        # are tried again in a new transaction.
+        h = Harness(recipients=["b@example.net", "c@example.net"])
+        h.server("220 x\n")
+        h.sent()
+        h.server(EHLO_PLAIN)
+        h.sent()
+        h.server("250 ok\n")
+        h.sent()
+        h.server("250 ok\n")
+        h.sent()
+        h.server("452 4.5.3 too many recipients\n")
+        self.assertEqual(h.sent(), b"DATA\r\n")
+        h.server("354 go\n")
+        h.pump()
+        h.sent()
+        h.server("250 one\n")
+        self.assertEqual(h.sent(), b"RSET\r\n")
+        h.server("250 ok\n")
+        self.assertEqual(h.sent(), b"MAIL FROM:<a@example.org>\r\n")
+        h.server("250 ok\n")
+        self.assertEqual(h.sent(), b"RCPT TO:<c@example.net>\r\n")
+        h.server("250 ok\n")
+        self.assertEqual(h.sent(), b"DATA\r\n")
+        h.server("354 go\n")
+        h.pump()
+        h.sent()
+        h.server("250 two\n221 bye\n")
+        r = h.result()
+        self.assertEqual([(x.address, x.ok, x.text) for x in r.recipients],
+                         [("b@example.net", True, "one"), ("c@example.net", True, "two")])
+
+    def test_later_transaction_failure_is_per_recipient(self):
+        h = Harness(recipients=["b@example.net", "c@example.net"])
+        h.server("220 x\n")
+        h.sent()
+        h.server("250-mx\n250 LIMITS RCPTMAX=1\n")
+        h.sent()
+        h.server("250 ok\n")
+        h.sent()
+        h.server("250 ok\n")
+        h.sent()
+        h.server("354 go\n")
+        h.pump()
+        h.sent()
+        h.server("250 one\n")
+        h.sent()
+        h.server("250 ok\n")
+        self.assertEqual(h.sent(), b"MAIL FROM:<a@example.org>\r\n")
+        h.server("451 4.3.0 mail from refused now\n")
+        self.assertEqual(h.sent(), b"QUIT\r\n")
+        h.server("221 bye\n")
+        r = h.result()
+        self.assertEqual([(x.address, x.ok, x.code) for x in r.recipients],
+                         [("b@example.net", True, 250), ("c@example.net", False, 451)])
+
     def test_pipelining_all_rejected(self):
         h = Harness()
         h.server("220 x\n")
