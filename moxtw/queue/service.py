@@ -1,8 +1,10 @@
 """QueueService: picks due queue entries, hands them to a delivery function, records results.
 
-The delivery function is injected (``deliver(entry) -> Deferred[DeliveryResult]``): the
-application wires one that delivers local recipients through the SMTP server's local
-delivery path and, for remote recipients, the SMTP client. Temporary failures are retried
+The delivery function is injected: either ``deliver(entry) -> Deferred[DeliveryResult]``,
+called per recipient, or ``deliver_group(entries) -> Deferred[list[DeliveryResult]]``,
+called with the due recipients of one message in one domain (so the SMTP client can send
+them in one transaction). The application wires one that delivers local recipients
+through the SMTP server's local delivery path and remote ones with the SMTP client. Temporary failures are retried
 on the schedule in ``RETRY_SCHEDULE``; an entry is given up only when it has a
 ``max_attempts`` limit.
 
@@ -43,6 +45,7 @@ DELAYED_DSN_AFTER = timedelta(hours=2)
 
 MAX_CONCURRENT = 10  # deliveries in flight at once
 STOP_TIMEOUT = 30.0  # seconds stopService waits for deliveries before cancelling them
+GROUP_FETCH = 20  # with grouping, due entries read per free slot
 
 
 def retry_delay(attempts):
@@ -100,8 +103,10 @@ class QueueService(service.Service):
 
     name = "queue"
 
-    def __init__(self, queue, deliver, clock=None, interval=30.0, concurrency=MAX_CONCURRENT,
-                 stop_timeout=STOP_TIMEOUT, dsn=None):
+    def __init__(self, queue, deliver=None, clock=None, interval=30.0, concurrency=MAX_CONCURRENT,
+                 stop_timeout=STOP_TIMEOUT, dsn=None, deliver_group=None):
+        if (deliver is None) == (deliver_group is None):
+            raise ValueError("give exactly one of deliver and deliver_group")
         if clock is None:
             from twisted.internet import reactor as clock
         self.queue = queue
@@ -111,11 +116,13 @@ class QueueService(service.Service):
         self.concurrency = concurrency
         self.stop_timeout = stop_timeout
         self.dsn = dsn
+        self.deliver_group = deliver_group
         self._loop = None
         self._passing = False  # a pass is running
         self._kicks = []  # Deferreds of kick() waiting for the next pass to finish
         self._backlog = False  # the last pass filled every free slot; more may be due
-        self._inflight = {}  # entry id -> Deferred of the whole attempt
+        self._inflight = {}  # entry id -> Deferred of the whole attempt (shared by a group)
+        self._attempts = set()  # Deferreds of attempts in flight; each takes one slot
         self._delivering = {}  # entry id -> Deferred returned by deliver (cancellable)
         self._finished_during_query = None  # ids whose attempt ended while due() ran
         self._idle_waiters = []
@@ -141,7 +148,7 @@ class QueueService(service.Service):
         self._kicks = []
         if self.is_idle():
             return defer.succeed(None)
-        log.info("queue stopping, waiting for {count} deliveries", count=len(self._inflight))
+        log.info("queue stopping, waiting for {count} deliveries", count=len(self._attempts))
         timer = self.clock.callLater(self.stop_timeout, self._cancel_deliveries)
         d = self.idle()
 
@@ -153,9 +160,12 @@ class QueueService(service.Service):
         return d.addBoth(stopped)
 
     def _cancel_deliveries(self):
+        cancelled = set()
         for qid, d in list(self._delivering.items()):
             log.warn("queue stopping, cancelling delivery", queueid=qid)
-            d.cancel()
+            if id(d) not in cancelled:
+                cancelled.add(id(d))
+                d.cancel()
 
     # -- passes
 
@@ -189,7 +199,7 @@ class QueueService(service.Service):
             self._check_idle()
 
     async def _pass(self):
-        free = self.concurrency - len(self._inflight)
+        free = self.concurrency - len(self._attempts)
         if free <= 0:
             self._backlog = True
             return
@@ -197,29 +207,46 @@ class QueueService(service.Service):
         # An attempt that ends while the query runs may have been read before its result
         # was recorded: such entries are left for the next pass.
         self._finished_during_query = finished = set()
+        per_slot = GROUP_FETCH if self.deliver_group is not None else 1
         try:
-            entries = await self.queue.due(self.now(), limit=free + len(self._inflight))
+            entries = await self.queue.due(self.now(), limit=free * per_slot + len(self._inflight))
         finally:
             self._finished_during_query = None
         started = 0
-        for entry in entries:
-            if not self.running or started >= free or len(self._inflight) >= self.concurrency:
+        groups = self._groups(e for e in entries if e.id not in self._inflight and e.id not in finished)
+        for group in groups:
+            if not self.running or started >= free or len(self._attempts) >= self.concurrency:
                 break
-            if entry.id in self._inflight or entry.id in finished:
-                continue
-            self._start(entry)
+            self._start(group)
             started += 1
         self._backlog = started >= free
 
-    def _start(self, entry):
-        d = defer.Deferred.fromCoroutine(self._attempt(entry))
-        self._inflight[entry.id] = d
-        d.addErrback(lambda f: log.failure("queue attempt failed", f, queueid=entry.id))
+    def _groups(self, entries):
+        """Due entries in attempts: one each with ``deliver``; with ``deliver_group``, the
+        recipients of one message in one domain together (one SMTP transaction for
+        them), in order of their first entry."""
+        if self.deliver_group is None:
+            return [[e] for e in entries]
+        groups = {}
+        for e in entries:
+            key = (e.base_id, e.recipient_domain.lower(), e.sender_account, e.transport)
+            groups.setdefault(key, []).append(e)
+        return list(groups.values())
+
+    def _start(self, group):
+        d = defer.Deferred.fromCoroutine(self._attempt(group))
+        self._attempts.add(d)
+        for entry in group:
+            self._inflight[entry.id] = d
+        ids = [e.id for e in group]
+        d.addErrback(lambda f: log.failure("queue attempt failed", f, queueids=ids))
 
         def done(_):
-            self._inflight.pop(entry.id, None)
-            if self._finished_during_query is not None:
-                self._finished_during_query.add(entry.id)
+            self._attempts.discard(d)
+            for qid in ids:
+                self._inflight.pop(qid, None)
+                if self._finished_during_query is not None:
+                    self._finished_during_query.add(qid)
             if self._backlog and self.running:
                 self._backlog = False
                 self.kick()
@@ -227,24 +254,42 @@ class QueueService(service.Service):
 
         d.addBoth(done)
 
-    async def _attempt(self, entry):
-        fields = dict(queueid=entry.id, baseid=entry.base_id, attempt=entry.attempts + 1)
+    async def _attempt(self, group):
+        ids = dict(queueid=group[0].id)
+        if len(group) > 1:
+            ids["queueids"] = ",".join(str(e.id) for e in group)
         try:
-            d = defer.maybeDeferred(self.deliver, entry)
-            self._delivering[entry.id] = d
+            if self.deliver_group is not None:
+                d = defer.maybeDeferred(self.deliver_group, list(group))
+            else:
+                d = defer.maybeDeferred(self.deliver, group[0])
+            for entry in group:
+                self._delivering[entry.id] = d
             try:
-                result = await d
+                results = await d
             finally:
-                self._delivering.pop(entry.id, None)
-            if not isinstance(result, DeliveryResult):
-                raise TypeError(f"deliver returned {result!r}, not a DeliveryResult")
+                for entry in group:
+                    self._delivering.pop(entry.id, None)
+            if self.deliver_group is None:
+                results = [results]
+            if not isinstance(results, (list, tuple)) or len(results) != len(group):
+                raise TypeError(f"deliver returned {results!r}, not {len(group)} DeliveryResult(s)")
+            for result in results:
+                if not isinstance(result, DeliveryResult):
+                    raise TypeError(f"deliver returned {result!r}, not a DeliveryResult")
         except defer.CancelledError:
-            log.info("delivery cancelled, entry left unchanged", **fields)
+            log.info("delivery cancelled, entries left unchanged", **ids)
             return
         except Exception as e:
-            log.failure("delivery raised an error, treating as temporary failure", **fields)
-            result = DeliveryResult(ok=False, permanent=False, error=f"internal error: {e}")
+            log.failure("delivery raised an error, treating as temporary failure", **ids)
+            results = [DeliveryResult(ok=False, permanent=False, error=f"internal error: {e}")] * len(group)
+        for entry, result in zip(group, results):
+            await self._settle(entry, result)
 
+    async def _settle(self, entry, result):
+        """Record the outcome of an attempt for one entry: delivered, failed (DSN), or
+        retried later (delayed DSN at its step)."""
+        fields = dict(queueid=entry.id, baseid=entry.base_id, attempt=entry.attempts + 1)
         n = entry.attempts + 1
         # A limit in max_attempts turns the last temporary failure into a final one.
         give_up = (not result.ok and not result.permanent
@@ -302,7 +347,7 @@ class QueueService(service.Service):
     # -- idleness
 
     def is_idle(self):
-        return not self._passing and not self._inflight
+        return not self._passing and not self._attempts
 
     def idle(self):
         """Deferred firing once no pass runs and no delivery is in flight."""

@@ -360,6 +360,105 @@ class ServiceTests(ServiceTestBase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class GroupDeliver:
+    """A deliver_group function answering each recipient from ``results`` (by address,
+    default OK)."""
+
+    def __init__(self, results=None):
+        self.results = results or {}
+        self.calls = []
+
+    def __call__(self, entries):
+        self.calls.append([e.recipient for e in entries])
+        return defer.succeed([self.results.get(e.recipient, OK) for e in entries])
+
+
+class GroupTests(ServiceTestBase):
+    def make_group_service(self, deliver, **kw):
+        svc = QueueService(self.queue, clock=self.clock, deliver_group=deliver, **kw)
+        self.addCleanup(self.stop, svc)
+        return svc
+
+    def test_needs_one_deliver_function(self):
+        self.assertRaises(ValueError, QueueService, self.queue, clock=self.clock)
+        self.assertRaises(ValueError, QueueService, self.queue, self.deliver, clock=self.clock,
+                          deliver_group=GroupDeliver())
+
+    @defer.inlineCallbacks
+    def test_recipients_of_one_domain_together(self):
+        yield self.add(["a@one.example", "b@two.example", "c@one.example"])
+        yield self.add(["d@one.example"])
+        deliver = GroupDeliver()
+        svc = self.make_group_service(deliver)
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(sorted(deliver.calls), sorted([
+            ["a@one.example", "c@one.example"], ["b@two.example"], ["d@one.example"],
+        ]))
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
+    def test_mixed_results_per_recipient(self):
+        ids = yield self.add(["a@one.example", "b@one.example", "c@one.example"])
+        deliver = GroupDeliver({
+            "b@one.example": DeliveryResult(ok=False, permanent=False, error="451 later"),
+            "c@one.example": DeliveryResult(ok=False, permanent=True, error="550 no"),
+        })
+        svc = self.make_group_service(deliver)
+        svc.startService()
+        yield svc.idle()
+        [left] = yield self.queue.list()
+        self.assertEqual(left.id, ids[1])
+        self.assertEqual(left.attempts, 1)
+        self.assertEqual(left.last_error, "451 later")
+        # The retry is a group of the one recipient left.
+        self.clock.advance(retry_delay(1).total_seconds())
+        yield svc.kick()
+        yield svc.idle()
+        self.assertEqual(deliver.calls[-1], ["b@one.example"])
+
+    @defer.inlineCallbacks
+    def test_wrong_number_of_results_is_temporary(self):
+        yield self.add(["a@one.example", "b@one.example"])
+        svc = self.make_group_service(lambda entries: defer.succeed([OK]))
+        svc.startService()
+        yield svc.idle()
+        entries = yield self.queue.list()
+        self.assertEqual([e.attempts for e in entries], [1, 1])
+        self.assertTrue(all(e.last_error.startswith("internal error") for e in entries))
+        self.flushLoggedErrors(TypeError)
+
+    @defer.inlineCallbacks
+    def test_group_takes_one_slot(self):
+        for _ in range(3):
+            yield self.add(["a@one.example", "b@one.example"])
+        pending = []
+        waiters = []
+
+        def deliver(entries):
+            d = defer.Deferred()
+            pending.append((entries, d))
+            while waiters:
+                waiters.pop().callback(None)
+            return d
+
+        svc = self.make_group_service(deliver, concurrency=2)
+        svc.startService()
+        yield svc.kick()
+        self.assertEqual([len(e) for e, _ in pending], [2, 2])
+        entries, d = pending.pop(0)
+        third = defer.Deferred()
+        waiters.append(third)
+        d.callback([OK] * len(entries))
+        yield third  # the freed slot went to the third message's group
+        self.assertEqual(len(pending), 2)
+        while pending:
+            entries, d = pending.pop(0)
+            d.callback([OK] * len(entries))
+        yield svc.idle()
+        self.assertEqual((yield self.queue.list()), [])
+
+
 class FakeDSN:
     """A dsn hook: records calls; fails with ``error`` when set."""
 
