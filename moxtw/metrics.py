@@ -31,6 +31,10 @@ __all__ = [
     "STORE_COMMIT_BATCH_SIZE",
     "STORE_ACCOUNTS_OPEN",
     "STORE_FSYNC_DURATION",
+    "QUEUE_DELIVERIES",
+    "QUEUE_ATTEMPT_DURATION",
+    "QUEUE_SIZE",
+    "QUEUE_OLDEST_AGE",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -68,6 +72,32 @@ STORE_FSYNC_DURATION = Histogram(
     "store_fsync_duration_seconds",
     "Time spent in one fsync of a message file, directory or database.",
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+    registry=REGISTRY,
+)
+
+# Queue metrics.
+QUEUE_DELIVERIES = Counter(
+    "queue_deliveries_total",
+    "Outgoing delivery results per recipient, by transport and result (ok, temporary, "
+    "permanent).",
+    ["transport", "result"],
+    registry=REGISTRY,
+)
+QUEUE_ATTEMPT_DURATION = Histogram(
+    "queue_attempt_duration_seconds",
+    "Duration of one outgoing delivery attempt (all recipients of a message in a domain).",
+    ["transport"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+QUEUE_SIZE = Gauge(
+    "queue_size",
+    "Recipients in the outgoing queue (including held ones).",
+    registry=REGISTRY,
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "queue_oldest_age_seconds",
+    "Age of the oldest message in the outgoing queue; 0 when empty.",
     registry=REGISTRY,
 )
 

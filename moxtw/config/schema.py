@@ -629,6 +629,20 @@ class Transport(Model):
         return self
 
 
+class DNSConfig(Model):
+    Servers: list[HostPort] = field(
+        "Name servers to query, as ip:port (e.g. 127.0.0.1:53 for a local unbound). If "
+        "empty: those of /etc/resolv.conf.",
+        factory=list,
+        example=["127.0.0.1:53"],
+    )
+    TrustAD: bool = field(
+        "Trust the DNSSEC 'authentic data' bit in answers: only for a validating resolver "
+        "on this machine or a trusted network (DANE and MTA-STS rely on it).",
+        False,
+    )
+
+
 class Static(Model):
     """moxtw.toml: settings read once when the server starts."""
 
@@ -727,6 +741,17 @@ class Static(Model):
         "limit. Accounts can override it.",
         0,
         ge=0,
+    )
+    DNS: Optional[DNSConfig] = field(
+        "DNS resolver settings. If absent: the name servers of /etc/resolv.conf, without "
+        "trusting their DNSSEC answers.",
+        None,
+    )
+    TestDirectDeliveryPort: Optional[t.Port] = field(
+        "Test-only: direct delivery connects to this port instead of 25, so two instances "
+        "can exchange mail on one machine. Refused unless the environment has "
+        "MOXTW_TESTING=1.",
+        None,
     )
 
 
@@ -1379,6 +1404,12 @@ class WebHandler(Model):
         return self
 
 
+class HoldRule(Model):
+    Account: str = field("Account that submitted the message.", "")
+    SenderDomain: str = field("Domain of the envelope sender (MAIL FROM).", "")
+    RecipientDomain: str = field("Domain of the recipient.", "")
+
+
 class Dynamic(Model):
     """domains.toml: domains and accounts, reloaded when the file changes."""
 
@@ -1408,6 +1439,12 @@ class Dynamic(Model):
     Routes: list[Route] = field(
         "Global routes for outgoing email, tried after account and domain routes. The first "
         "matching route's transport is used; without a match, direct delivery.",
+        factory=list,
+    )
+    QueueHoldRules: list[HoldRule] = field(
+        "Rules that put newly queued outgoing messages on hold (released with 'moxtw queue "
+        "unhold'). A message is held when any rule matches; a rule matches when all its "
+        "non-empty fields do, so an empty rule holds everything.",
         factory=list,
     )
     MonitorDNSBLs: list[DomainName] = field(

@@ -297,11 +297,12 @@ def choose_client_mechanism(
     offered: list[str],
     tls: bool,
     channel_binding_available: bool,
-    configured: str | None = None,
+    configured: str | list[str] | tuple[str, ...] | None = None,
 ) -> str | None:
     """The mechanism to use from the server's offer, or None. ``configured`` forces one
     if offered (and usable: PLAIN/LOGIN only with TLS, -PLUS only with a channel
-    binding). Otherwise the strongest usable of :data:`CLIENT_PREFERENCE`."""
+    binding); a list of names allows those, the strongest usable one is chosen.
+    Otherwise the strongest usable of :data:`CLIENT_PREFERENCE`."""
     have = {m.upper() for m in offered}
 
     def usable(m: str) -> bool:
@@ -313,10 +314,13 @@ def choose_client_mechanism(
             return False
         return m in CLIENT_PREFERENCE
 
-    if configured:
+    allowed = None
+    if isinstance(configured, str) and configured:
         m = configured.upper()
         return m if usable(m) else None
+    if configured:
+        allowed = {m.upper() for m in configured}
     for m in CLIENT_PREFERENCE:
-        if usable(m):
+        if usable(m) and (allowed is None or m in allowed):
             return m
     return None

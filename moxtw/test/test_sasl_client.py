@@ -291,6 +291,10 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(choose_client_mechanism(offered[:4], True, True), "SCRAM-SHA-1")
         self.assertEqual(choose_client_mechanism(offered[:3], False, False), "CRAM-MD5")
         self.assertEqual(choose_client_mechanism(["PLAIN", "LOGIN"], True, False), "PLAIN")
+        # A list of allowed mechanisms: the strongest allowed one the server offers.
+        self.assertEqual(choose_client_mechanism(offered, True, True, ["CRAM-MD5", "SCRAM-SHA-1"]), "SCRAM-SHA-1")
+        self.assertEqual(choose_client_mechanism(offered, False, False, ["PLAIN"]), None)
+        self.assertEqual(choose_client_mechanism(["PLAIN"], True, False, ["plain", "CRAM-MD5"]), "PLAIN")
         self.assertEqual(choose_client_mechanism(["LOGIN"], True, False), "LOGIN")
         self.assertEqual(
             choose_client_mechanism(["SCRAM-SHA-1-PLUS"], True, True), "SCRAM-SHA-1-PLUS"
