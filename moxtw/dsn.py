@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from moxtw.message import fix_line_endings
 from moxtw.message import parse as parse_message
-from moxtw.queue.service import retry_delay
+from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS, retry_delay
 
 log = Logger(namespace="moxtw.dsn")
 
@@ -504,7 +504,7 @@ class QueueDSN:
         ids = await self.queue.add(
             msg, "", [entry.sender], sender_account=None, is_dsn=True,
             smtputf8=entry.smtputf8, has_8bit=_has_8bit(msg), message_id=message_id,
-            subject=subject,
+            subject=subject, max_attempts=DEFAULT_MAX_ATTEMPTS,
         )
         log.info("queued {kind} DSN for {queueid} to {sender}", kind=kind, queueid=entry.id,
                  sender=entry.sender, dsnids=ids)

@@ -150,12 +150,14 @@ class Queue:
     def add(self, msg, mailfrom, recipients, *, sender_account, smtputf8=False, has_8bit=False,
             requiretls=None, hold_until=None, message_id="", dsn_ret=None, dsn_envid=None,
             rcpt_dsn=None, is_dsn=False, transport="", subject="", msg_prefix=b"",
-            dsn_utf8=None, is_dmarc_report=False, is_tls_report=False, max_attempts=0):
+            dsn_utf8=None, is_dmarc_report=False, is_tls_report=False, max_attempts=0, hold=False):
         """Queue ``msg`` (bytes) from ``mailfrom`` ("" is the null reverse-path) to each of
         ``recipients`` (``localpart@domain``). Deferred[list[int]]: the new entry ids, one
         per recipient in order, fired once the file and the rows are durable.
 
         ``hold_until`` (aware datetime) is RFC 4865 FUTURERELEASE: no attempt before it.
+        ``hold``: True to put all recipients on hold, or a function of a recipient
+        address returning whether that one is held (hold rules).
         ``dsn_ret``/``dsn_envid`` are RFC 3461 RET and ENVID; ``rcpt_dsn`` maps a recipient
         to ``{"notify": [...] or "A,B", "orcpt": "rfc822;..."}`` (RFC 3461 NOTIFY, ORCPT).
         """
@@ -163,7 +165,7 @@ class Queue:
             rows = self._rows(msg, mailfrom, recipients, sender_account, smtputf8, has_8bit,
                               requiretls, hold_until, message_id, dsn_ret, dsn_envid, rcpt_dsn,
                               is_dsn, transport, subject, msg_prefix, dsn_utf8,
-                              is_dmarc_report, is_tls_report, max_attempts)
+                              is_dmarc_report, is_tls_report, max_attempts, hold)
         except Exception:
             return defer.fail()
         return defer.Deferred.fromCoroutine(self._add(bytes(msg), rows))
@@ -180,7 +182,7 @@ class Queue:
 
     def _rows(self, msg, mailfrom, recipients, sender_account, smtputf8, has_8bit, requiretls,
               hold_until, message_id, dsn_ret, dsn_envid, rcpt_dsn, is_dsn, transport, subject,
-              msg_prefix, dsn_utf8, is_dmarc_report, is_tls_report, max_attempts):
+              msg_prefix, dsn_utf8, is_dmarc_report, is_tls_report, max_attempts, hold=False):
         """Validate the arguments and build the column values of each row."""
         if not recipients:
             raise ValueError("no recipients")
@@ -224,8 +226,9 @@ class Queue:
             if not r_dom:
                 raise ValueError("empty recipient")
             notify, orcpt = _rcpt_dsn(rcpt_dsn.get(rcpt))
+            held = hold(rcpt) if callable(hold) else bool(hold)
             rows.append(dict(common, recipient_localpart=r_lp, recipient_domain=r_dom,
-                             dsn_notify=notify, dsn_orcpt=orcpt))
+                             dsn_notify=notify, dsn_orcpt=orcpt, hold=int(held)))
         return rows
 
     def _insert(self, conn, ctx, tmp_path, rows):

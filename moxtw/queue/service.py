@@ -45,6 +45,9 @@ DELAYED_DSN_AFTER = timedelta(hours=2)
 
 MAX_CONCURRENT = 10  # deliveries in flight at once
 STOP_TIMEOUT = 30.0  # seconds stopService waits for deliveries before cancelling them
+# Attempts before a message is given up: the first at once, then one after each delay
+# of the schedule (the last 16 hours after the one before), as mox.
+DEFAULT_MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 GROUP_FETCH = 20  # with grouping, due entries read per free slot
 
 

@@ -13,6 +13,8 @@ from twisted.logger import Logger
 
 from moxtw import ratelimit
 from moxtw.auth import LoginLimits
+from moxtw.queue import holdrules
+from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import recipients as rcpts
 from moxtw.smtpserver import submission
@@ -280,6 +282,8 @@ class SMTPBackend:
         if self.queue_ready is not None:
             yield self.queue_ready()
         prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)
+        mailfrom_domain = env.mailfrom.domain.unicode if env.mailfrom is not None else ""
+        hold = holdrules.matcher(dynamic.QueueHoldRules, account, mailfrom_domain)
         ids = yield self.queue.add(
             prefix + data,
             str(env.mailfrom) if env.mailfrom is not None else "",
@@ -296,6 +300,8 @@ class SMTPBackend:
                 f"{r.address.localpart}@{r.address.domain.unicode}": {"notify": r.notify, "orcpt": r.orcpt}
                 for r in env.recipients if r.notify or r.orcpt
             } or None,
+            hold=hold,
+            max_attempts=DEFAULT_MAX_ATTEMPTS,
         )
         log.info("queued message {msgid} for {n} recipients", msgid=message_id, n=len(ids), cid=session.cid)
         if self.queue_service is not None:
