@@ -15,7 +15,9 @@ from moxtw.auth import Authenticator
 from moxtw.dsn import QueueDSN
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
+from moxtw.ctl import CtlService, QueueCommands
 from moxtw.queue import Queue, QueueService
+from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.server import SMTPFactory
 from moxtw import log as mlog
@@ -234,6 +236,47 @@ def _imap_factory(config, root, reactor):
     return make
 
 
+def _resolver(static, reactor):
+    from moxtw.dns.resolver import Resolver
+
+    dns_conf = static.DNS
+    servers = list(dns_conf.Servers) if dns_conf is not None and dns_conf.Servers else None
+    trust_ad = dns_conf.TrustAD if dns_conf is not None else False
+    return Resolver(servers=servers, trust_ad=trust_ad, reactor=reactor)
+
+
+class ResolverService(service.Service):
+    """Stops the resolver's thread pool with the server."""
+
+    name = "resolver"
+
+    def __init__(self, root):
+        self.root = root
+
+    def stopService(self):
+        super().stopService()
+        stop = getattr(self.root.resolver, "stop", None)
+        if stop is not None:
+            stop()
+
+
+def _deliver_group(static, root, localserve):
+    """The queue's delivery function: recipients in our own domains (and, in
+    localserve, everyone) through local delivery, others with the outbound client."""
+
+    async def deliver(entries):
+        backend = root.smtp_backend
+        domain = entries[0].recipient_domain
+        dynamic = root.watcher.current
+        local = (localserve or domain in dynamic.Domains
+                 or domain == str(static.Hostname).lower())
+        if local:
+            return [await defer.maybeDeferred(backend.deliver_queued, e) for e in entries]
+        return await root.outbound.deliver_group(entries)
+
+    return lambda entries: defer.Deferred.fromCoroutine(deliver(entries))
+
+
 def makeService(config, reactor=None, localserve=False):
     """Build the service tree for a loaded ``moxtw.config.Config``."""
     if reactor is None:
@@ -254,14 +297,26 @@ def makeService(config, reactor=None, localserve=False):
     root.queue_service = None
     root.queue_runner = QueueRunner(root.queue, None)
     root.queue_runner.setServiceParent(root)
+    root.resolver = _resolver(config.static, reactor)
     smtp = _smtp_factory(config, root, localserve)
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.
     notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor)
+    root.outbound = Outbound(
+        root.resolver,
+        lambda: (config.static, root.watcher.current),
+        read_queued_message(root.queue),
+        str(config.static.Hostname),
+        reactor=reactor,
+        port=config.static.TestDirectDeliveryPort or SMTP_PORT,
+        config_path=config.path,
+    )
     root.queue_service = QueueService(
-        root.queue, root.smtp_backend.deliver_queued, clock=reactor, dsn=notify
+        root.queue, clock=reactor, dsn=notify,
+        deliver_group=_deliver_group(config.static, root, localserve),
     )
     root.queue_runner.queue_service = root.queue_service
     root.smtp_backend.queue_service = root.queue_service
+    ResolverService(root).setServiceParent(root)
     for svc in listeners.build(
         config.static,
         reactor,
@@ -272,4 +327,7 @@ def makeService(config, reactor=None, localserve=False):
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)
+    # Last, so a listener that cannot bind stops the start before it.
+    CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
+               reactor=reactor).setServiceParent(root)
     return root

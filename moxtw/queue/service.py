@@ -347,6 +347,26 @@ class QueueService(service.Service):
         if self.running:
             self.kick()
 
+    # -- administration
+
+    async def fail(self, entries, reason):
+        """Give up ``entries`` now, as after a permanent failure: a DSN to the sender
+        (where one is wanted), then removal. Returns the entries failed (those still in
+        the queue)."""
+        failed = []
+        for entry in entries:
+            fields = dict(queueid=entry.id, baseid=entry.base_id)
+            try:
+                entry = await self.queue.get(entry.id)
+            except EntryNotFound:
+                continue
+            log.warn("delivery failed by the administrator", reason=reason, **fields)
+            if wants_dsn(entry, "failed"):
+                await self._send_dsn(entry, "failed", reason, fields)
+            await self.queue.drop([entry.id])
+            failed.append(entry)
+        return failed
+
     # -- idleness
 
     def is_idle(self):

@@ -12,6 +12,7 @@ from twisted.internet import defer, reactor
 
 from moxtw import app
 from moxtw import config as mconfig
+from moxtw.dns import MockResolver, TemporaryFailure
 from moxtw.tls import selfsigned
 
 
@@ -27,8 +28,15 @@ def write_config(d, static, dynamic):
 
 
 @defer.inlineCallbacks
-def start(testcase, cfg, localserve=False):
+def start(testcase, cfg, localserve=False, resolver=None):
     root = app.makeService(cfg, reactor=reactor, localserve=localserve)
+    if resolver is None and cfg.static.DNS is None:
+        # No test reaches the internet: without configured (loopback) name servers,
+        # every lookup fails temporarily.
+        resolver = MockResolver(default=TemporaryFailure)
+    if resolver is not None:
+        root.resolver = resolver
+        root.outbound.resolver = resolver
     root.privilegedStartService()
     root.startService()
     testcase.addCleanup(root.stopService)

@@ -283,7 +283,8 @@ class SMTPEndToEndTests(SMTPTreeBase):
         yield self.queue_settled()
         entries = yield self.root.queue.list()
         self.assertEqual([e.recipient for e in entries], ["friend@example.net"])
-        self.assertIn("remote delivery is not part of this version", entries[0].last_error)
+        # The test tree's resolver fails every lookup temporarily.
+        self.assertIn("4.4.3 looking up MX records of example.net", entries[0].last_error)
         got = yield self.messages("other")
         self.assertEqual([m.subject for m, _ in got], ["mixed"])
 
