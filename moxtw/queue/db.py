@@ -25,6 +25,7 @@ from moxtw.queue.model import (
     DSN_NOTIFY_VALUES,
     DSN_RET_VALUES,
     EntryNotFound,
+    from_unix,
     QueueEntry,
     select_entries,
     split_address,
@@ -275,6 +276,14 @@ class Queue:
                 (to_unix(now), int(limit)),
             )
             return [QueueEntry.from_row(r) for r in rows]
+
+        return self._read(q)
+
+    def stats(self):
+        """Deferred[(count, oldest queued datetime or None)] over all entries."""
+        def q(conn):
+            n, oldest = conn.execute("SELECT COUNT(*), MIN(queued) FROM msg").fetchone()
+            return n, (from_unix(oldest) if oldest is not None else None)
 
         return self._read(q)
 

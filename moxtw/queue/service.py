@@ -195,6 +195,10 @@ class QueueService(service.Service):
                     await self._pass()
                 except Exception:
                     log.failure("queue pass failed")
+                try:
+                    await self._update_gauges()
+                except Exception:
+                    log.failure("queue statistics failed")
                 for d in kicks:
                     d.callback(None)
         finally:
@@ -223,6 +227,13 @@ class QueueService(service.Service):
             self._start(group)
             started += 1
         self._backlog = started >= free
+
+    async def _update_gauges(self):
+        from moxtw.metrics import QUEUE_OLDEST_AGE, QUEUE_SIZE
+
+        count, oldest = await self.queue.stats()
+        QUEUE_SIZE.set(count)
+        QUEUE_OLDEST_AGE.set(max(0.0, (self.now() - oldest).total_seconds()) if oldest else 0)
 
     def _groups(self, entries):
         """Due entries in attempts: one each with ``deliver``; with ``deliver_group``, the

@@ -379,6 +379,18 @@ class GroupTests(ServiceTestBase):
         self.addCleanup(self.stop, svc)
         return svc
 
+    @defer.inlineCallbacks
+    def test_gauges_after_pass(self):
+        from moxtw.metrics import QUEUE_OLDEST_AGE, QUEUE_SIZE
+
+        yield self.add(["a@one.example", "b@one.example"], hold_until=self.queue.now() + timedelta(hours=1))
+        svc = self.make_group_service(GroupDeliver())
+        self.clock.advance(90)
+        svc.startService()
+        yield svc.idle()
+        self.assertEqual(QUEUE_SIZE._value.get(), 2)
+        self.assertEqual(QUEUE_OLDEST_AGE._value.get(), 90)
+
     def test_needs_one_deliver_function(self):
         self.assertRaises(ValueError, QueueService, self.queue, clock=self.clock)
         self.assertRaises(ValueError, QueueService, self.queue, self.deliver, clock=self.clock,
