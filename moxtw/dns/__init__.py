@@ -2,12 +2,13 @@
 
 from moxtw.dns.base import BaseResolver, normalize, reverse_name
 from moxtw.dns.mock import MockResolver
+from moxtw.dns.resolver import Resolver
 from moxtw.dns.types import (
-    MX, SRV, TLSA, Answer, DNSError, InvalidName, NoRecords, NotFound, TemporaryFailure,
+    MX, SOA, SRV, TLSA, Answer, DNSError, InvalidName, NoRecords, NotFound, TemporaryFailure,
 )
 
 __all__ = [
-    "BaseResolver", "MockResolver", "normalize", "reverse_name",
-    "MX", "SRV", "TLSA", "Answer", "DNSError", "InvalidName", "NoRecords", "NotFound",
+    "BaseResolver", "MockResolver", "Resolver", "normalize", "reverse_name",
+    "MX", "SOA", "SRV", "TLSA", "Answer", "DNSError", "InvalidName", "NoRecords", "NotFound",
     "TemporaryFailure",
 ]

@@ -7,12 +7,17 @@ callable in that pool). Everything else is built on those two.
 
 import abc
 import ipaddress
+import re
 
 from twisted.internet import defer
 
 from moxtw.dns.types import Answer, DNSError, InvalidName, NoRecords, NotFound, TemporaryFailure
 
 RDTYPES = frozenset({"A", "AAAA", "MX", "TXT", "PTR", "CNAME", "SRV", "TLSA", "NS", "SOA"})
+
+# RFC 3490 3.1: full stop, ideographic full stop, fullwidth full stop, halfwidth
+# ideographic full stop all separate labels.
+_LABEL_SEPARATORS = re.compile("[.\u3002\uff0e\uff61]")
 
 
 def normalize(name):
@@ -21,6 +26,8 @@ def normalize(name):
     if not isinstance(name, str):
         raise InvalidName(repr(name), "?", "not a string")
     text = name.strip()
+    if not text.isascii():
+        text = _LABEL_SEPARATORS.sub(".", text)
     if text.endswith("."):
         text = text[:-1]
     if not text:
@@ -41,6 +48,9 @@ def normalize(name):
                     a = label.encode("idna").decode("ascii")
                 except UnicodeError as e:
                     raise InvalidName(name, "?", f"invalid internationalized label: {e}") from None
+            if "." in a:
+                # UTS 46 mapping can turn one character into several labels ("\u2488" is "1.").
+                raise InvalidName(name, "?", "internationalized label maps to a dot")
         if len(a) > 63:
             raise InvalidName(name, "?", "label longer than 63 octets")
         labels.append(a)

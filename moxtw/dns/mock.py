@@ -14,10 +14,12 @@ class MockResolver(BaseResolver):
     a :class:`DNSError` subclass or instance to raise. A name without any entry is
     NXDOMAIN; a name with entries of other types is NODATA. A ``(name, "CNAME")`` entry is
     followed for other types. ``authentic``: True for all answers, or a set of names (or
-    ``(name, rdtype)`` pairs) whose answers are DNSSEC-authentic. ``lookups`` records every
+    ``(name, rdtype)`` pairs) whose answers are DNSSEC-authentic. ``default``: the
+    answer (e.g. TemporaryFailure) for names without any entry, instead of NXDOMAIN. ``lookups`` records every
     ``(name, rdtype)`` asked, for assertions; ``run`` calls ``f`` at once."""
 
-    def __init__(self, records=None, authentic=False, ttl=300):
+    def __init__(self, records=None, authentic=False, ttl=300, default=None):
+        self.default = default
         self.records = {}
         for (name, rdtype), value in (records or {}).items():
             self.add(name, rdtype, value)
@@ -52,6 +54,8 @@ class MockResolver(BaseResolver):
                     current = normalize(target[0])
                     continue
             break
+        if value is None and self.default is not None and not any(n == current for n, _ in self.records):
+            value = self.default
         if value is None:
             if any(n == current for n, _ in self.records):
                 raise NoRecords(asked, rdtype)

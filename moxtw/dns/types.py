@@ -70,13 +70,27 @@ class SRV:
 
 
 @dataclass(frozen=True)
+class SOA:
+    """An SOA record (RFC 1035 3.3.13); ``rname`` is the mailbox as a domain name."""
+
+    mname: str
+    rname: str
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+
+@dataclass(frozen=True)
 class Answer:
     """Records of one lookup.
 
     ``records`` by type: A/AAAA: IP address strings; MX: :class:`MX`; TXT: ``str`` per
     record, its character-strings concatenated, decoded as UTF-8 with invalid bytes
-    replaced (raw bytes in ``raw``); PTR/CNAME: host names; TLSA: :class:`TLSA`; SRV:
-    :class:`SRV`. ``name``: the name that was asked (A-label); ``canonical``: the name at
+    replaced (raw bytes in ``raw``); PTR/CNAME/NS: host names; TLSA: :class:`TLSA`; SRV:
+    :class:`SRV` (target "" for ".", RFC 2782 "no service"); SOA: :class:`SOA`.
+    ``name``: the name that was asked (A-label); ``canonical``: the name at
     the end of the CNAME chain (== name without CNAMEs); ``authentic``: DNSSEC-validated per
     the AD bit of a trusted resolver; ``ttl``: seconds the answer may be cached.
     """
