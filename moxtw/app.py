@@ -19,6 +19,7 @@ from moxtw.ctl import CtlService, QueueCommands
 from moxtw.queue import Queue, QueueService
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
 from moxtw.smtpserver.backend import SMTPBackend
+from moxtw.smtpserver.dkimsign import DKIMSigners
 from moxtw.smtpserver.server import SMTPFactory
 from moxtw import log as mlog
 from moxtw.config import DynamicConfigWatcher
@@ -194,6 +195,7 @@ def _smtp_factory(config, root, localserve):
         # mail comes back in over our own SMTP listener.
         check_from=not localserve,
         own_smtp=_own_smtp(static) if localserve else None,
+        dkim=root.dkim,
     )
     root.smtp_backend = backend
 
@@ -298,9 +300,10 @@ def makeService(config, reactor=None, localserve=False):
     root.queue_runner = QueueRunner(root.queue, None)
     root.queue_runner.setServiceParent(root)
     root.resolver = _resolver(config.static, reactor)
+    root.dkim = DKIMSigners(lambda: (config.static, root.watcher.current), config.config_dir)
     smtp = _smtp_factory(config, root, localserve)
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.
-    notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor)
+    notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor, dkim=root.dkim)
     root.outbound = Outbound(
         root.resolver,
         lambda: (config.static, root.watcher.current),

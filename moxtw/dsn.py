@@ -463,9 +463,10 @@ class QueueDSN:
     ever sent about it. The Deferred fires with the new queue ids once the DSN is durable;
     the service kicks itself afterwards."""
 
-    def __init__(self, queue, hostname, reactor=None, clock=None, max_full=MAX_FULL_ORIGINAL):
+    def __init__(self, queue, hostname, reactor=None, clock=None, max_full=MAX_FULL_ORIGINAL, dkim=None):
         if reactor is None:
             from twisted.internet import reactor
+        self.dkim = dkim  # DKIMSigners: DSNs are signed like other outgoing mail
         self.queue = queue
         self.hostname = hostname
         self.reactor = reactor
@@ -501,6 +502,10 @@ class QueueDSN:
             smtputf8=entry.smtputf8, arrival_date=entry.queued, message_id=message_id,
         )
         subject = _original_subject(_header_section(msg))
+        if self.dkim is not None:
+            signature = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self.dkim.sign, msg, now.timestamp())
+            msg = signature + msg
         ids = await self.queue.add(
             msg, "", [entry.sender], sender_account=None, is_dsn=True,
             smtputf8=entry.smtputf8, has_8bit=_has_8bit(msg), message_id=message_id,

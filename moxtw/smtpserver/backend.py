@@ -69,8 +69,10 @@ class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
         queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
+        dkim=None,
     ):
-        """``current()`` returns (static, dynamic) config in force."""
+        """``current()`` returns (static, dynamic) config in force. ``dkim``: a
+        :class:`moxtw.smtpserver.dkimsign.DKIMSigners` for submitted mail."""
         self.hostname = hostname
         self.store = store
         self.authenticator = authenticator
@@ -83,6 +85,7 @@ class SMTPBackend:
         self.check_from = check_from
         # localserve: (ip, port) of our own SMTP listener, where queued mail is delivered.
         self.own_smtp = own_smtp
+        self.dkim = dkim
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         self.login_limits = LoginLimits(authenticator, clock)
@@ -282,6 +285,10 @@ class SMTPBackend:
         if self.queue_ready is not None:
             yield self.queue_ready()
         prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)
+        if self.dkim is not None:
+            # Signed after Date and Message-ID were added (RFC 6409 8), before queueing.
+            signature = yield threads.deferToThread(self.dkim.sign, data, now.timestamp())
+            prefix = signature + prefix
         mailfrom_domain = env.mailfrom.domain.unicode if env.mailfrom is not None else ""
         hold = holdrules.matcher(dynamic.QueueHoldRules, account, mailfrom_domain)
         ids = yield self.queue.add(
