@@ -143,6 +143,18 @@ def _data_dir(a):
     return cfg.data_dir
 
 
+def cmd_dkim_gened25519(a):
+    from moxtw.dkim.cli import gened25519
+
+    return gened25519(sys.stdout)
+
+
+def cmd_dkim_genrsa(a):
+    from moxtw.dkim.cli import genrsa
+
+    return genrsa(sys.stdout, bits=a.bits)
+
+
 def cmd_version(a):
     print(moxtw.__version__)
 
@@ -190,6 +202,16 @@ def parser():
     t.add_argument("--recipient", help="address, or domain")
     t.add_argument("--hold", choices=("yes", "no"))
     t.set_defaults(fn=cmd_queue_list)
+
+    d = sub.add_parser("dkim", help="DKIM keys")
+    dsub = d.add_subparsers(dest="dkim_command", required=True, metavar="subcommand")
+    t = dsub.add_parser(
+        "gened25519", help="print a new ed25519 private key (PKCS#8 PEM); DNS record on stderr")
+    t.set_defaults(fn=cmd_dkim_gened25519)
+    t = dsub.add_parser(
+        "genrsa", help="print a new RSA private key (PKCS#8 PEM); DNS record on stderr")
+    t.add_argument("--bits", type=int, default=2048, help="key size (default 2048)")
+    t.set_defaults(fn=cmd_dkim_genrsa)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)
