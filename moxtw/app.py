@@ -196,6 +196,8 @@ def _smtp_factory(config, root, localserve):
         check_from=not localserve,
         own_smtp=_own_smtp(static) if localserve else None,
         dkim=root.dkim,
+        # localserve never looks up DNS: tests of applications run offline.
+        resolver=None if localserve else root.resolver,
     )
     root.smtp_backend = backend
 

@@ -18,7 +18,14 @@ from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import recipients as rcpts
 from moxtw.smtpserver import submission
-from moxtw.smtpserver.delivery import LocalDelivery, authentication_results, received_header
+from moxtw.smtpserver import msgauth
+from moxtw.smtpserver.delivery import (
+    LocalDelivery,
+    authentication_results,
+    choose_mailbox,
+    message_headers,
+    received_header,
+)
 from moxtw.smtpserver.server import SMTPReply
 from moxtw.store import DeliveryFacts, OutgoingLimitExceeded
 
@@ -69,7 +76,7 @@ class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
         queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
-        dkim=None,
+        dkim=None, resolver=None, on_authenticated=None,
     ):
         """``current()`` returns (static, dynamic) config in force. ``dkim``: a
         :class:`moxtw.smtpserver.dkimsign.DKIMSigners` for submitted mail."""
@@ -86,6 +93,12 @@ class SMTPBackend:
         # localserve: (ip, port) of our own SMTP listener, where queued mail is delivered.
         self.own_smtp = own_smtp
         self.dkim = dkim
+        # Incoming messages are authenticated (SPF, DKIM, DMARC, iprev) with this
+        # resolver; None skips the checks (Authentication-Results: none).
+        self.resolver = resolver
+        # Called with (session, env, AuthResults) for each authenticated message (DMARC
+        # evaluations for aggregate reports).
+        self.on_authenticated = on_authenticated
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         self.login_limits = LoginLimits(authenticator, clock)
@@ -197,12 +210,12 @@ class SMTPBackend:
             proto += "A"
         return proto
 
-    def _received(self, session, env, rcpt, now):
+    def _received(self, session, env, rcpt, now, remote_name=None):
         tls = ""
         if session.tls:
             tls = f"version={session.tls_version or 'TLS'} cipher={session.tls_cipher or 'unknown'}"
         return received_header(
-            from_ehlo=session.ehlo, remote_ip=session.remote_ip, remote_name=None,
+            from_ehlo=session.ehlo, remote_ip=session.remote_ip, remote_name=remote_name,
             hostname=self.hostname, local_ip=session.local_ip,
             with_proto=self._with_proto(session, env), msg_id=session.cid,
             rcpt=rcpt, now=now, tls=tls,
@@ -222,14 +235,40 @@ class SMTPBackend:
             raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, "no deliverable recipients")
         now = datetime.now(timezone.utc)
         only = str(env.recipients[0].address) if len(env.recipients) == 1 else ""
-        prefix = self._received(session, env, only, now) + authentication_results(self.hostname)
         mailfrom = str(env.mailfrom) if env.mailfrom is not None else ""
+        auth_facts = {}
+        verified = ()
+        remote_name = None
+        if self.resolver is not None:
+            auth = yield defer.Deferred.fromCoroutine(msgauth.authenticate(
+                self.resolver, remote_ip=session.remote_ip, ehlo=session.ehlo or "",
+                mailfrom=mailfrom, data=data,
+            ))
+            verified = auth.verified_domains()
+            yield self._enforce(session, static, targets, mailfrom, data, auth, verified)
+            # RFC 8601 5: results claiming to be ours come only from us.
+            data = yield threads.deferToThread(msgauth.strip_own_authres, data, self.hostname)
+            authres = auth.header(self.hostname)
+            if auth.spf is not None:
+                authres = auth.spf.mailfrom.received_spf_header(self.hostname).encode("utf-8") + authres
+            auth_facts = auth.facts()
+            if auth.iprev is not None and auth.iprev.result == "pass":
+                remote_name = auth.iprev.name  # forward-confirmed (RFC 5321 4.4 TCP-info)
+            log.info("message authentication", cid=session.cid, spf=auth_facts["spf_result"],
+                     dkim=",".join(auth_facts["dkim_domains"]) or "none",
+                     dmarc=auth_facts["dmarc_result"] or "none", iprev=auth_facts["iprev_result"])
+            if self.on_authenticated is not None:
+                self.on_authenticated(session, env, auth)
+        else:
+            authres = authentication_results(self.hostname)
+        prefix = self._received(session, env, only, now, remote_name) + authres
         facts = DeliveryFacts(
             remote_ip=session.remote_ip, ehlo_domain=session.ehlo, mailfrom=mailfrom,
             rcptto=str(env.recipients[0].address), tls_version=session.tls_version,
-            tls_cipher=session.tls_cipher, requiretls=env.requiretls,
+            tls_cipher=session.tls_cipher, requiretls=env.requiretls, **auth_facts,
         )
-        results = yield self.delivery.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts)
+        results = yield self.delivery.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
+                                              verified_domains=verified)
         ok = [r for r in results if r.ok]
         failed = [r for r in results if not r.ok]
         if not failed:
@@ -246,6 +285,45 @@ class SMTPBackend:
         temporary = any(not r.permanent for r in failed)
         code = first.code if (first.code < 500) == temporary else (451 if temporary else first.code)
         return SMTPReply(code, first.se, f"{first.text} (cid {session.cid})")
+
+    @defer.inlineCallbacks
+    def _enforce(self, session, static, targets, mailfrom, data, auth, verified):
+        """Refuse the message for a DMARC reject/quarantine policy (unless every recipient
+        takes it as a forward, by ruleset) or a DNSBL listing (only when DMARC did not
+        pass: without a reputation of our own yet, an authenticated From domain is the
+        only thing that outweighs a listing)."""
+        d = auth.dmarc
+        if d is not None and d.reject:
+            headers, msgfrom = yield threads.deferToThread(message_headers, data)
+            forwarded = bool(targets) and all(
+                (rs := choose_mailbox(t.destination, t.mailbox, mailfrom, msgfrom, verified, headers)[1])
+                is not None and rs.IsForward
+                for t in targets
+            )
+            if not forwarded:
+                log.info("refusing message: DMARC policy {policy} of {domain}", policy=d.published_policy,
+                         domain=auth.from_domain, cid=session.cid)
+                # RFC 7489 10.3: reject with 550 5.7.1.
+                raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, "7.1",
+                                f"DMARC policy ({d.published_policy}) of {auth.from_domain} rejects this "
+                                f"message: no aligned SPF or DKIM pass (cid {session.cid})")
+        zones = self.dnsbl_zones(static)
+        if zones and (d is None or d.result != "pass"):
+            listed = yield defer.Deferred.fromCoroutine(
+                msgauth.dnsbl_listed(self.resolver, zones, session.remote_ip))
+            if listed is not None:
+                zone, reason = listed
+                raise SMTPReply(554, "7.1", f"your IP is listed in DNS block list {zone}"
+                                + (f": {reason}" if reason else "") + f" (cid {session.cid})")
+
+    @staticmethod
+    def dnsbl_zones(static):
+        zones = []
+        for lst in static.Listeners.values():
+            for z in lst.SMTP.DNSBLs:
+                if z not in zones:
+                    zones.append(z)
+        return zones
 
     @defer.inlineCallbacks
     def submit(self, session, env, data, has_8bit=False):

@@ -37,6 +37,8 @@ def start(testcase, cfg, localserve=False, resolver=None):
     if resolver is not None:
         root.resolver = resolver
         root.outbound.resolver = resolver
+        if root.smtp_backend.resolver is not None:
+            root.smtp_backend.resolver = resolver
     root.privilegedStartService()
     root.startService()
     testcase.addCleanup(root.stopService)

@@ -1,0 +1,111 @@
+"""Incoming message authentication end to end: a sending moxtw instance (DKIM-signed,
+SPF-authorised in a loopback DNS zone) delivers to a receiving one, which records
+spf/dkim/dmarc/iprev pass; spoofed messages from another loopback address with a
+tampered body are refused for p=reject and marked fail for p=none."""
+
+import json
+import os
+import smtplib
+
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from moxtw.test.dnsserver import loopback_dns
+from moxtw.test.test_e2e_outbound import Instance, message, wait_for
+
+
+class MsgAuthTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        old = os.environ.get("MOXTW_TESTING")
+        os.environ["MOXTW_TESTING"] = "1"
+        self.addCleanup(lambda: os.environ.pop("MOXTW_TESTING") if old is None
+                        else os.environ.__setitem__("MOXTW_TESTING", old))
+        self.a = Instance(self, "a.example", "alice")
+        self.b = Instance(self, "b.example", "bob")
+        records = {**self.a.dns_records(), **self.b.dns_records()}
+        records.update({
+            ("_dmarc.a.example", "TXT"): ["v=DMARC1; p=reject; rua=mailto:dmarc@a.example"],
+            ("_dmarc.c.example", "TXT"): ["v=DMARC1; p=none"],
+            ("c.example", "TXT"): ["v=spf1 ip4:192.0.2.1 -all"],
+            ("c.example", "MX"): [(10, "mail.c.example")],
+            ("1.0.0.127.in-addr.arpa", "PTR"): ["mail.a.example"],
+        })
+        self.dns = yield loopback_dns(self, records)
+        yield self.a.start(self.dns.address, self.b.ports["smtp"])
+        yield self.b.start(self.dns.address, self.a.ports["smtp"])
+
+    def send_from(self, source_ip, mailfrom, rcpt, data):
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.b.ports["smtp"], timeout=30,
+                              source_address=(source_ip, 0)) as s:
+                s.ehlo("spoofer.example")
+                return s.sendmail(mailfrom, [rcpt], data)
+
+        return threads.deferToThread(send)
+
+    @defer.inlineCallbacks
+    def signed_message(self, subject):
+        """A message signed by A, captured from B's mailbox after a real delivery."""
+        yield self.a.submit("alice@a.example", ["bob@b.example"],
+                            message("alice@a.example", "bob@b.example", subject))
+        yield self.a.settled()
+        got = yield wait_for(self.b.inbox)
+        return got
+
+    @defer.inlineCallbacks
+    def test_legitimate_passes_everything(self):
+        [(m, data)] = yield self.signed_message("legit")
+        head = data.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"Authentication-Results: mail.b.example;", head)
+        self.assertIn(b"\tiprev=pass policy.iprev=127.0.0.1 (mail.a.example);", head)
+        self.assertIn(b"(mail.a.example [127.0.0.1])", head)  # Received: the verified name
+        self.assertIn(b"\tspf=pass smtp.mailfrom=a.example;", head)
+        self.assertIn(b"\tdmarc=pass header.from=a.example", head)
+        self.assertEqual(head.count(b"\tdkim=pass header.d=a.example"), 2)
+        self.assertIn(b"Received-SPF: pass", head)
+        # The results are in the message's index row for reputation.
+        row = m.row
+        self.assertEqual(row["spf_result"], "pass")
+        self.assertEqual(row["dmarc_result"], "pass")
+        self.assertEqual(json.loads(row["dkim_domains"]), ["a.example"])
+        self.assertEqual(row["msgfrom_validated"], 1)
+
+    @defer.inlineCallbacks
+    def test_spoof_refused_for_p_reject(self):
+        [(_, data)] = yield self.signed_message("original")
+        # Replayed from another address with a changed body: SPF fails (127.0.0.2 is
+        # not in a.example's record) and both DKIM signatures fail.
+        original = data[data.index(b"DKIM-Signature:"):]
+        tampered = original.replace(b"Hello from", b"Send money, says")
+        e = yield self.assertFailure(
+            self.send_from("127.0.0.2", "alice@a.example", "bob@b.example", tampered),
+            smtplib.SMTPDataError)
+        self.assertEqual(e.smtp_code, 550)
+        self.assertIn(b"5.7.1 DMARC policy (reject) of a.example rejects this message", e.smtp_error)
+        self.assertEqual(len((yield self.b.inbox())), 1)
+
+    @defer.inlineCallbacks
+    def test_spoof_marked_for_p_none(self):
+        spoof = message("ceo@c.example", "bob@b.example", "urgent")
+        refused = yield self.send_from("127.0.0.2", "ceo@c.example", "bob@b.example", spoof)
+        self.assertEqual(refused, {})
+        [(m, data)] = yield wait_for(self.b.inbox)
+        head = data.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"\tspf=fail smtp.mailfrom=c.example;", head)
+        self.assertIn(b"\tdkim=none;", head)
+        self.assertIn(b'\tdmarc=fail reason="p=none" header.from=c.example', head)
+        self.assertEqual(m.row["dmarc_result"], "fail")
+
+    @defer.inlineCallbacks
+    def test_forged_authentication_results_removed(self):
+        forged = (b"Authentication-Results: mail.b.example; dkim=pass header.d=bank.example\r\n"
+                  b"Authentication-Results: elsewhere.example; spf=pass\r\n"
+                  + message("x@c.example", "bob@b.example", "forged"))
+        yield self.send_from("127.0.0.2", "x@c.example", "bob@b.example", forged)
+        [(_, data)] = yield wait_for(self.b.inbox)
+        self.assertNotIn(b"bank.example", data)
+        self.assertIn(b"Authentication-Results: elsewhere.example; spf=pass", data)
+        self.assertEqual(data.count(b"Authentication-Results: mail.b.example"), 1)
