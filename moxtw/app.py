@@ -18,6 +18,7 @@ from moxtw.imapserver.server import IMAPFactory
 from moxtw.ctl import CtlService, QueueCommands
 from moxtw.queue import Queue, QueueService
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
+from moxtw.reports import ReportsService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.dkimsign import DKIMSigners
 from moxtw.smtpserver.server import SMTPFactory
@@ -321,6 +322,19 @@ def makeService(config, reactor=None, localserve=False):
     )
     root.queue_runner.queue_service = root.queue_service
     root.smtp_backend.queue_service = root.queue_service
+    root.reports = ReportsService(
+        config.data_dir, str(config.static.Hostname), root.queue, root.resolver, config.static,
+        reactor=reactor, dkim=root.dkim, queue_service=root.queue_service,
+    )
+    root.reports.setServiceParent(root)
+    root.smtp_backend.reports = root.reports
+
+    def evaluated(session, env, auth):
+        mailfrom = str(env.mailfrom) if env.mailfrom is not None else ""
+        rcpt_domain = env.recipients[0].address.domain.unicode if env.recipients else ""
+        root.reports.record_evaluation(session.remote_ip, mailfrom, rcpt_domain, auth)
+
+    root.smtp_backend.on_authenticated = evaluated
     ResolverService(root).setServiceParent(root)
     for svc in listeners.build(
         config.static,

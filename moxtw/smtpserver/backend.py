@@ -76,7 +76,7 @@ class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
         queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
-        dkim=None, resolver=None, on_authenticated=None,
+        dkim=None, resolver=None, on_authenticated=None, reports=None,
     ):
         """``current()`` returns (static, dynamic) config in force. ``dkim``: a
         :class:`moxtw.smtpserver.dkimsign.DKIMSigners` for submitted mail."""
@@ -99,6 +99,8 @@ class SMTPBackend:
         # Called with (session, env, AuthResults) for each authenticated message (DMARC
         # evaluations for aggregate reports).
         self.on_authenticated = on_authenticated
+        # moxtw.reports.ReportsService: reports to reporting addresses are stored.
+        self.reports = reports
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         self.login_limits = LoginLimits(authenticator, clock)
@@ -245,6 +247,9 @@ class SMTPBackend:
                 mailfrom=mailfrom, data=data,
             ))
             verified = auth.verified_domains()
+            if self.on_authenticated is not None:
+                # Before enforcement: refused messages are part of DMARC reports too.
+                self.on_authenticated(session, env, auth)
             yield self._enforce(session, static, targets, mailfrom, data, auth, verified)
             # RFC 8601 5: results claiming to be ours come only from us.
             data = yield threads.deferToThread(msgauth.strip_own_authres, data, self.hostname)
@@ -257,8 +262,6 @@ class SMTPBackend:
             log.info("message authentication", cid=session.cid, spf=auth_facts["spf_result"],
                      dkim=",".join(auth_facts["dkim_domains"]) or "none",
                      dmarc=auth_facts["dmarc_result"] or "none", iprev=auth_facts["iprev_result"])
-            if self.on_authenticated is not None:
-                self.on_authenticated(session, env, auth)
         else:
             authres = authentication_results(self.hostname)
         prefix = self._received(session, env, only, now, remote_name) + authres
@@ -269,6 +272,12 @@ class SMTPBackend:
         )
         results = yield self.delivery.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
                                               verified_domains=verified)
+        if self.reports is not None:
+            # Reports are parsed after delivery: a malformed one stays a message.
+            kinds = {r.recipient.report for r in results if r.ok and r.recipient.report}
+            for kind in sorted(kinds):
+                d = defer.Deferred.fromCoroutine(self.reports.incoming_report(kind, data, mailfrom))
+                d.addErrback(lambda f: log.failure("processing incoming report", f))
         ok = [r for r in results if r.ok]
         failed = [r for r in results if not r.ok]
         if not failed:

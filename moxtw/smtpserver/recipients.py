@@ -29,6 +29,7 @@ class Recipient:
     destination: object = field(default=None, compare=False, repr=False)  # config Destination
     alias: str = ""  # alias address when this recipient came from an alias expansion
     postmaster: bool = False
+    report: str = ""  # "dmarc" or "tlsrpt" for a reporting address (reports are parsed)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class _Index:
                 lp, _, dom = key.rpartition("@")
                 addr = canonical_address(dynamic, lp, dom) if lp else "@" + dom
                 self.destinations[addr] = (name, dest)
+        # Reporting addresses (DMARC RFC 7489 7, TLSRPT RFC 8460): localpart at the
+        # configured domain, or at this domain.
+        self.reports = {}
+        for dname, dconf in dynamic.Domains.items():
+            for kind, conf in (("dmarc", dconf.DMARC), ("tlsrpt", dconf.TLSRPT)):
+                if conf is None:
+                    continue
+                dom = (conf.Domain or dname).lower()
+                self.reports[f"{conf.Localpart.lower()}@{dom}"] = (kind, conf.Account, conf.Mailbox)
 
 
 _cache = {}
@@ -82,10 +92,18 @@ def resolve(static, dynamic, localpart, domain):
     if dconf is None:
         if domain == str(static.Hostname).lower() and localpart.lower() == "postmaster":
             return _postmaster(static, f"postmaster@{domain}")
+        host = static.HostTLSRPT
+        if (host is not None and domain == str(static.Hostname).lower()
+                and localpart.lower() == host.Localpart.lower()):
+            return Recipient(f"{localpart.lower()}@{domain}", host.Account, host.Mailbox, None, report="tlsrpt")
         raise NotLocal(domain)
     if dconf.Disabled:
         raise DomainDisabled(domain)
     idx = _index(dynamic)
+    report = idx.reports.get(f"{localpart.lower()}@{domain}")
+    if report is not None:
+        kind, account, mailbox = report
+        return Recipient(f"{localpart.lower()}@{domain}", account, mailbox, None, report=kind)
     base = strip_separator(dconf, localpart)
     addr = canonical_address(dynamic, base, domain)
     hit = idx.destinations.get(addr)

@@ -39,6 +39,7 @@ def start(testcase, cfg, localserve=False, resolver=None):
         root.outbound.resolver = resolver
         if root.smtp_backend.resolver is not None:
             root.smtp_backend.resolver = resolver
+        root.reports.resolver = resolver
     root.privilegedStartService()
     root.startService()
     testcase.addCleanup(root.stopService)

@@ -27,7 +27,7 @@ class MsgAuthTests(unittest.TestCase):
         self.b = Instance(self, "b.example", "bob")
         records = {**self.a.dns_records(), **self.b.dns_records()}
         records.update({
-            ("_dmarc.a.example", "TXT"): ["v=DMARC1; p=reject; rua=mailto:dmarc@a.example"],
+            ("_dmarc.a.example", "TXT"): ["v=DMARC1; p=reject; rua=mailto:dmarc-reports@a.example"],
             ("_dmarc.c.example", "TXT"): ["v=DMARC1; p=none"],
             ("c.example", "TXT"): ["v=spf1 ip4:192.0.2.1 -all"],
             ("c.example", "MX"): [(10, "mail.c.example")],
@@ -109,3 +109,37 @@ class MsgAuthTests(unittest.TestCase):
         self.assertNotIn(b"bank.example", data)
         self.assertIn(b"Authentication-Results: elsewhere.example; spf=pass", data)
         self.assertEqual(data.count(b"Authentication-Results: mail.b.example"), 1)
+
+    @defer.inlineCallbacks
+    def test_dmarc_report_cycle(self):
+        """B evaluates A's message, sends A an aggregate report (A asked with rua), A
+        stores it and keeps the message in its DMARC mailbox."""
+        from datetime import datetime, timedelta, timezone
+
+        yield self.signed_message("evaluated")
+        evaluations = yield wait_for(self.b.root.reports.evaluations.evaluations)
+        self.assertEqual([(e.policy_domain, e.disposition) for e in evaluations], [("a.example", "none")])
+        later = datetime.now(timezone.utc) + timedelta(days=2)
+        n = yield self.b.root.reports.send_due(later)
+        self.assertEqual(n, 1)
+        yield self.b.settled()
+        self.assertEqual((yield self.b.root.queue.list()), [])
+        [(m, data)] = yield wait_for(lambda: self.a.inbox(mailbox="DMARC"))
+        self.assertIn(b"Report Domain: a.example", data)
+        stored = yield wait_for(self.a.root.reports.dmarc.list)
+        [r] = stored
+        self.assertEqual(r.domain, "a.example")
+        self.assertEqual(r.report.records[0].row.count, 1)
+        self.assertEqual(r.report.records[0].row.policy_evaluated.dkim, "pass")
+        # Sent once: nothing due any more.
+        self.assertEqual((yield self.b.root.reports.send_due(later)), 0)
+
+    @defer.inlineCallbacks
+    def test_malformed_report_kept_as_message(self):
+        bad = (b"From: noreply@c.example\r\nTo: dmarc-reports@b.example\r\nSubject: Report\r\n"
+               b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+               b"UEsDBBQAAAAIAGarbage==\r\n")
+        yield self.send_from("127.0.0.2", "noreply@c.example", "dmarc-reports@b.example", bad)
+        [(m, _)] = yield wait_for(lambda: self.b.inbox(mailbox="DMARC"))
+        self.assertEqual(m.subject, "Report")
+        self.assertEqual((yield self.b.root.reports.dmarc.list()), [])

@@ -59,6 +59,14 @@ HeaderRelaxed = true
 BodyRelaxed = true
 [Domains."{domain}".DKIM.Selectors.sel2]
 PrivateKeyFile = "dkim/sel2.pem"
+[Domains."{domain}".DMARC]
+Localpart = "dmarc-reports"
+Account = "{user}"
+Mailbox = "DMARC"
+[Domains."{domain}".TLSRPT]
+Localpart = "tls-reports"
+Account = "{user}"
+Mailbox = "TLSRPT"
 
 [Accounts.admin]
 Domain = "{domain}"
@@ -131,9 +139,11 @@ class Instance:
         yield self.root.queue_service.idle()
 
     @defer.inlineCallbacks
-    def inbox(self, account=None):
+    def inbox(self, account=None, mailbox="Inbox"):
         acc = yield self.root.store.open_account(account or self.user)
-        mb = yield acc.mailbox("Inbox")
+        mb = yield acc.mailbox(mailbox)
+        if mb is None:
+            return []
         msgs = yield acc.messages(mb.id)
         out = []
         for m in msgs:

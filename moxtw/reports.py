@@ -1,0 +1,175 @@
+"""DMARC and TLS reports in the running server: incoming reports stored, DMARC evaluations
+of incoming mail recorded, and aggregate reports sent to domains that ask for them.
+
+:class:`ReportsService` owns ``data/dmarc.db``, ``data/tlsrpt.db`` and
+``data/dmarceval.db``. The SMTP server calls :meth:`ReportsService.incoming_report` for
+messages to reporting addresses (after delivering them: a malformed report stays a
+message in the mailbox, only logged) and :meth:`ReportsService.record_evaluation` for every
+DMARC evaluation. Every hour, reports that are due are composed, DKIM-signed and queued
+like other outgoing mail (RFC 7489 7.2), unless Static.NoOutgoingDMARCReports.
+"""
+
+from datetime import datetime, timezone
+
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from moxtw.dmarcrpt import db as dmarcdb
+from moxtw.dmarcrpt import parse as dmarcparse
+from moxtw.dmarcrpt.outgoing import EvaluationStore
+from moxtw.tlsrpt import db as tlsdb
+from moxtw.tlsrpt import parse as tlsparse
+
+log = Logger(namespace="moxtw.reports")
+
+SEND_INTERVAL = 3600.0  # seconds between checks for due outgoing reports
+
+
+class ReportsService(service.Service):
+    name = "reports"
+
+    def __init__(self, data_dir, hostname, queue, resolver, static, reactor=None, dkim=None,
+                 queue_service=None, interval=SEND_INTERVAL):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.hostname = hostname
+        self.queue = queue
+        self.resolver = resolver
+        self.static = static
+        self.dkim = dkim
+        self.queue_service = queue_service
+        self.interval = interval
+        self.dmarc = dmarcdb.ReportDB(data_dir, reactor=reactor)
+        self.tlsrpt = tlsdb.ReportDB(data_dir, reactor=reactor)
+        self.evaluations = EvaluationStore(data_dir, reactor=reactor)
+        self.ready = None
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        self.ready = defer.gatherResults(
+            [self.dmarc.open(), self.tlsrpt.open(), self.evaluations.open()], consumeErrors=True)
+        self.ready.addErrback(lambda f: log.failure("opening report databases", f))
+        if not self.static.NoOutgoingDMARCReports:
+            self._loop = task.LoopingCall(self._send_due)
+            self._loop.clock = self.reactor
+            self.ready.addCallback(lambda _: self._loop.start(self.interval, now=False) and None)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self.ready is not None:
+            yield self.ready
+        for db in (self.dmarc, self.tlsrpt, self.evaluations):
+            try:
+                yield db.close()
+            except Exception:
+                log.failure("closing report database")
+
+    def _when_ready(self):
+        """A new Deferred firing when the databases are open (``ready`` itself is shared)."""
+        d = defer.Deferred()
+        if self.ready is None:
+            d.callback(None)
+            return d
+
+        def fire(result):
+            d.callback(None)
+            return result
+
+        self.ready.addBoth(fire)
+        return d
+
+    # -- incoming
+
+    async def incoming_report(self, kind, data, from_address):
+        """Parse and store a report message received at a reporting address. Returns
+        the stored id, or None when it held no (valid) report."""
+        parse = dmarcparse.parse_message if kind == "dmarc" else tlsparse.parse_message
+        error = dmarcparse.ReportError if kind == "dmarc" else tlsparse.ReportError
+        try:
+            report = await threads.deferToThread(parse, data)
+        except error as e:
+            log.warn("malformed {kind} report from {sender}: {error}", kind=kind, sender=from_address,
+                     error=str(e))
+            return None
+        if report is None:
+            log.info("no {kind} report found in message from {sender}", kind=kind, sender=from_address)
+            return None
+        await self._when_ready()
+        if kind == "dmarc":
+            rid = await self.dmarc.add(report, from_address, report.domain)
+            log.info("stored DMARC report {id} about {domain} from {org}", id=rid, domain=report.domain,
+                     org=report.report_metadata.org_name)
+        else:
+            domains = report.domains()
+            rid = await self.tlsrpt.add(report, from_address, domains[0] if domains else "")
+            log.info("stored TLS report {id} from {org}", id=rid, org=report.organization_name)
+        return rid
+
+    # -- evaluations for outgoing reports
+
+    def record_evaluation(self, remote_ip, mailfrom, rcpt_domain, auth):
+        """Store the DMARC evaluation of an incoming message when its domain asks for
+        aggregate reports (rua). Deferred; errors are logged."""
+        d = auth.dmarc
+        if d is None or d.record is None or not d.record.rua or self.static.NoOutgoingDMARCReports:
+            return defer.succeed(None)
+        rec = d.record
+        published = {"domain": d.record_domain, "adkim": rec.adkim, "aspf": rec.aspf, "p": rec.p,
+                     "sp": rec.sp or rec.p, "pct": rec.pct, "fo": rec.fo}
+        dkim_results = [(r.domain, r.selector, r.result) for r in auth.dkim]
+        spf_results = []
+        if auth.spf is not None:
+            spf_results.append((auth.spf_domain, "mfrom", auth.spf.mailfrom.result))
+        out = self._when_ready()
+        out.addCallback(lambda _: self.evaluations.add_evaluation(
+            d.record_domain or d.domain, published, remote_ip, d.policy,
+            d.aligned_dkim, d.aligned_spf, d.domain,
+            envelope_from=mailfrom.rpartition("@")[2] if mailfrom else "",
+            envelope_to=rcpt_domain, dkim_results=dkim_results, spf_results=spf_results,
+            rua=[str(u) for u in rec.rua], ri=rec.ri,
+        ))
+        out.addErrback(lambda f: log.failure("storing DMARC evaluation", f))
+        return out
+
+    # -- outgoing
+
+    async def _send_due(self):
+        try:
+            await self.send_due()
+        except Exception:
+            log.failure("sending DMARC reports")
+
+    async def send_due(self, now=None):
+        """Compose and queue all due aggregate reports; returns how many were queued."""
+        from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
+
+        await self._when_ready()
+        now = now or datetime.now(timezone.utc)
+        reports = await self.evaluations.prepare_reports(
+            now, self.resolver, self.hostname, f"postmaster@{self.hostname}")
+        sent = 0
+        for r in reports:
+            msg = r.message_bytes
+            if self.dkim is not None:
+                signature = await threads.deferToThread(self.dkim.sign, msg)
+                msg = signature + msg
+            await self.queue.add(
+                msg, r.mail_from, list(r.to_addresses), sender_account=None,
+                is_dmarc_report=True, max_attempts=DEFAULT_MAX_ATTEMPTS,
+                subject=f"Report Domain: {r.domain}",
+            )
+            # Queued (durable) before marked: a crash in between sends a report twice
+            # rather than never.
+            await self.evaluations.mark_sent(r)
+            log.info("queued DMARC aggregate report for {domain} to {to}", domain=r.domain,
+                     to=",".join(r.to_addresses))
+            sent += 1
+        if sent and self.queue_service is not None and self.queue_service.running:
+            self.queue_service.kick()
+        return sent
