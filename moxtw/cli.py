@@ -131,7 +131,76 @@ def cmd_queue_list(a):
     filters = {k: getattr(a, k) for k in ("account", "sender", "recipient") if getattr(a, k)}
     if a.hold is not None:
         filters["hold"] = a.hold == "yes"
+    from datetime import datetime, timezone
+
+    from moxtw.ctl import CtlError, parse_time
+
+    now = datetime.now(timezone.utc)
+    try:
+        for k in ("next_before", "next_after"):
+            if getattr(a, k):
+                filters[k] = parse_time(getattr(a, k), now)
+    except CtlError as e:
+        print(f"queue list: {e}", file=sys.stderr)
+        return 1
     return list_command(data_dir, sys.stdout, **filters)
+
+
+def _queue_filters(a):
+    args = {}
+    for k in ("account", "sender", "recipient", "next_before", "next_after"):
+        v = getattr(a, k, None)
+        if v:
+            args[k] = v
+    if getattr(a, "hold", None) is not None:
+        args["hold"] = a.hold == "yes"
+    if getattr(a, "ids", None):
+        args["ids"] = [int(i) for i in a.ids]
+    if getattr(a, "all", False):
+        args["all"] = True
+    return args
+
+
+def cmd_queue_change(a):
+    """hold, unhold, schedule, drop, fail: through the control socket of the running
+    server, which answers once the change is durable."""
+    from moxtw import ctl
+
+    data_dir = _data_dir(a)
+    if data_dir is None:
+        return 1
+    args = _queue_filters(a)
+    if a.queue_command == "schedule":
+        args["when"] = a.when
+    if a.queue_command == "fail" and a.reason:
+        args["reason"] = a.reason
+    try:
+        result = ctl.request(data_dir, f"queue.{a.queue_command}", **args)
+    except ctl.CtlError as e:
+        print(f"queue {a.queue_command}: {e}", file=sys.stderr)
+        return 1
+    what = {"hold": "held", "unhold": "released", "schedule": "rescheduled", "drop": "dropped",
+            "fail": "failed (DSN to sender where requested)"}[a.queue_command]
+    print(f"{result['count']} entries {what}")
+    return 0
+
+
+def cmd_queue_dump(a):
+    import base64
+
+    from moxtw import ctl
+
+    data_dir = _data_dir(a)
+    if data_dir is None:
+        return 1
+    try:
+        result = ctl.request(data_dir, "queue.dump", id=a.id)
+    except ctl.CtlError as e:
+        print(f"queue dump: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(base64.b64decode(result["message"]))
+    sys.stdout.flush()
+    return 0
 
 
 def _data_dir(a):
@@ -201,7 +270,35 @@ def parser():
     t.add_argument("--sender", help="address, or domain")
     t.add_argument("--recipient", help="address, or domain")
     t.add_argument("--hold", choices=("yes", "no"))
+    t.add_argument("--next-before", dest="next_before", help="next attempt before (ISO time or +1h)")
+    t.add_argument("--next-after", dest="next_after", help="next attempt after (ISO time or +1h)")
     t.set_defaults(fn=cmd_queue_list)
+    for name, text in (
+        ("hold", "stop delivery attempts of matching entries"),
+        ("unhold", "resume delivery attempts of matching entries"),
+        ("schedule", "set the next delivery attempt of matching entries"),
+        ("drop", "remove matching entries without delivering or notifying"),
+        ("fail", "give up matching entries now, with a DSN to the sender"),
+    ):
+        t = qsub.add_parser(name, help=text + " (needs the running server)")
+        t.add_argument("--config", default="config", help="config directory")
+        t.add_argument("ids", nargs="*", help="queue entry ids")
+        t.add_argument("--account")
+        t.add_argument("--sender", help="address, or domain")
+        t.add_argument("--recipient", help="address, or domain")
+        t.add_argument("--hold", choices=("yes", "no"))
+        t.add_argument("--next-before", dest="next_before", help="next attempt before (ISO time or +1h)")
+        t.add_argument("--next-after", dest="next_after", help="next attempt after (ISO time or +1h)")
+        t.add_argument("--all", action="store_true", help="every entry (when no other filter is given)")
+        if name == "schedule":
+            t.add_argument("when", help="new next attempt: ISO time, or a duration from now (+30m, 0s)")
+        if name == "fail":
+            t.add_argument("--reason", help="text for the DSN")
+        t.set_defaults(fn=cmd_queue_change)
+    t = qsub.add_parser("dump", help="print the message of a queue entry (needs the running server)")
+    t.add_argument("--config", default="config", help="config directory")
+    t.add_argument("id", type=int)
+    t.set_defaults(fn=cmd_queue_dump)
 
     d = sub.add_parser("dkim", help="DKIM keys")
     dsub = d.add_subparsers(dest="dkim_command", required=True, metavar="subcommand")

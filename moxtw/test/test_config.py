@@ -126,6 +126,21 @@ class LoadTests(ConfigTestMixin, SynchronousTestCase):
         self.assertIn("moxtw.toml: Listeners.public.SMPT: unknown key (line 19)", errors[0])
         self.assertIn("expected one of: IPs, NATIPs, Hostname, TLS", errors[0])
 
+    def test_test_delivery_port_refused_outside_tests(self):
+        static = STATIC.replace('Hostname = "mail.example.org"\n',
+                                'Hostname = "mail.example.org"\nTestDirectDeliveryPort = 2526\n')
+        old = os.environ.pop("MOXTW_TESTING", None)
+        try:
+            _, errors = self.load_errors(static=static)
+            self.assertIn("TestDirectDeliveryPort: test-only setting", errors[0])
+            os.environ["MOXTW_TESTING"] = "1"
+            cfg = config.load(self.make_dir(static=static))
+            self.assertEqual(cfg.static.TestDirectDeliveryPort, 2526)
+        finally:
+            os.environ.pop("MOXTW_TESTING", None)
+            if old is not None:
+                os.environ["MOXTW_TESTING"] = old
+
     def test_wrong_type(self):
         _, errors = self.load_errors(static=STATIC.replace("Port = 2525", 'Port = "2525"'))
         self.assertEqual(len(errors), 1)

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from moxtw import ctl
 from moxtw.queue import Queue, QueueService
 from moxtw.test.test_queue import make_message
+from moxtw.test.test_smtp_e2e import PASSWORD, SMTPTreeBase, message
 
 
 class FakeDSN:
@@ -168,3 +169,63 @@ class CtlTests(unittest.TestCase):
 
 
 __all__ = ["io"]
+
+
+class CommandLineTests(SMTPTreeBase):
+    """``moxtw queue ...`` as a separate process against a running server tree."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+
+        def submit():
+            import smtplib
+
+            with smtplib.SMTP("localhost", self.ports["submission"], timeout=10) as s:
+                s.starttls(context=self.tls())
+                s.login("mjl@example.org", PASSWORD)
+                s.sendmail("mjl@example.org", ["friend@example.net"], message("queued"))
+
+        # Remote recipient: stays queued (the test tree's DNS fails temporarily).
+        yield threads.deferToThread(submit)
+        yield self.queue_settled()
+        [self.entry] = yield self.root.queue.list()
+
+    def cli(self, *args):
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "moxtw", *args, "--config", self.cfg.config_dir]
+        return threads.deferToThread(subprocess.run, cmd, capture_output=True, timeout=60)
+
+    @defer.inlineCallbacks
+    def test_hold_dump_fail(self):
+        r = yield self.cli("queue", "hold", str(self.entry.id))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"1 entries held\n")
+        [e] = yield self.root.queue.list()
+        self.assertTrue(e.hold)
+        r = yield self.cli("queue", "list", "--hold", "yes")
+        self.assertIn(b"friend@example.net", r.stdout)
+        r = yield self.cli("queue", "dump", str(self.entry.id))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"Subject: queued\r\n", r.stdout)
+        r = yield self.cli("queue", "drop")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"no filter given", r.stderr)
+        r = yield self.cli("queue", "fail", "--recipient", "example.net", "--reason", "given up by test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        yield self.queue_settled()
+        self.assertEqual((yield self.root.queue.list()), [])
+        msgs = yield self.messages("mjl")
+        [(m, data)] = [(m, d) for m, d in msgs if b"multipart/report" in d]
+        self.assertIn(b"given up by test", data)
+
+    @defer.inlineCallbacks
+    def test_no_server(self):
+        yield self.root.stopService()
+        r = yield self.cli("queue", "unhold", "--all")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"is it running", r.stderr)
