@@ -18,6 +18,7 @@ number of attempts made), and delivers with its transport:
 Results are per recipient. Retrying, DSNs and the schedule are the QueueService's.
 """
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -193,7 +194,9 @@ class Outbound:
         static, dynamic = self.current()
         route = select_route(static, dynamic, first.sender_account, first.sender_domain,
                              first.recipient_domain, min(e.attempts for e in entries))
-        fields = dict(queueid=first.id, baseid=first.base_id, attempt=first.attempts + 1,
+        # cid: one connection id per attempt, in every log line of it (as mox).
+        fields = dict(cid=os.urandom(6).hex(), queueid=first.id, baseid=first.base_id,
+                      attempt=first.attempts + 1, recipients=len(entries),
                       transport=route.name or "direct", domain=first.recipient_domain)
         if route.name and route.transport is None:
             return self._all(entries, DeliveryResult(False, False, f"transport {route.name!r} not configured"))
