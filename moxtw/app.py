@@ -18,6 +18,7 @@ from moxtw.imapserver.server import IMAPFactory
 from moxtw.ctl import CtlService, QueueCommands
 from moxtw.queue import Queue, QueueService
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
+from moxtw.dnsblmonitor import DNSBLMonitor
 from moxtw.reports import ReportsService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.dkimsign import DKIMSigners
@@ -335,6 +336,9 @@ def makeService(config, reactor=None, localserve=False):
         root.reports.record_evaluation(session.remote_ip, mailfrom, rcpt_domain, auth)
 
     root.smtp_backend.on_authenticated = evaluated
+    if not localserve:
+        DNSBLMonitor(root.resolver, lambda: (config.static, root.watcher.current),
+                     clock=reactor).setServiceParent(root)
     ResolverService(root).setServiceParent(root)
     for svc in listeners.build(
         config.static,
