@@ -539,9 +539,10 @@ class SMTPAuth(Model):
                 "PLAIN",
             )
     ] = field(
-        "Allowed SASL mechanisms. If empty: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, "
-        "SCRAM-SHA-1-PLUS, SCRAM-SHA-1, CRAM-MD5 (not PLAIN). List the strongest the server "
-        "supports to prevent downgrades.",
+        "Allowed SASL mechanisms; the strongest one the server offers is used. If empty: "
+        "SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN "
+        "(PLAIN only over TLS). List only the strongest the server supports to prevent "
+        "downgrades.",
         factory=list,
     )
 
