@@ -383,3 +383,72 @@ class TransportTests(OutboundTestBase):
 
 
 __all__ = ["NotFound"]
+
+
+class OwnSubmissionTransportTests(OutboundTestBase):
+    """The Submission and Submissions transports against moxtw's own submission
+    listeners: certificate verified with the tree's CA, AUTH with SCRAM."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        from moxtw.test.test_smtp_e2e import PASSWORD, SMTPTreeBase
+
+        self.tree = SMTPTreeBase("run")
+        # Run the tree's setUp with our mktemp; its cleanups become ours.
+        self.tree.mktemp = self.mktemp
+        self.tree.addCleanup = self.addCleanup
+        yield self.tree.setUp()
+        self.password = PASSWORD
+        self.resolver.add("localhost", "A", ["127.0.0.1"])
+
+    def transport_config(self, kind, **extra):
+        auth = {"Username": "mjl@example.org", "Password": self.password}
+        auth.update(extra.pop("auth", {}))
+        conf = {"Host": "localhost", "Port": self.tree.ports[kind.lower()], "Auth": auth, **extra}
+        static, dynamic = make_config({"own": Transport(**{kind: conf})}, routes=[Route(Transport="own")])
+        static.TLS = SimpleNamespace(CA=SimpleNamespace(CertFiles=[self.tree.ca], AdditionalToSystem=False))
+        return static, dynamic
+
+    def outbound(self, **kw):
+        # Real connections to the tree's listeners.
+        return Outbound(self.resolver, lambda: self.config, read_queued_message(self.queue),
+                        "client.example.org", reactor=reactor, connect_timeout=5, **kw)
+
+    @defer.inlineCallbacks
+    def check_delivered(self, kind, subject, **extra):
+        self.config = self.transport_config(kind, **extra)
+        msg = MSG.replace(b"Subject: hi", b"Subject: " + subject.encode()).replace(
+            b"To: x@example.net", b"To: other@example.org")
+        entries = yield self.entries(["other@example.org"], msg=msg)
+        [r] = yield self.outbound().deliver_group(entries)
+        self.assertTrue(r.ok, r.error)
+        yield self.tree.queue_settled()
+        got = yield self.tree.messages("other")
+        self.assertEqual([m.subject for m, _ in got], [subject])
+
+    def test_submission_starttls_scram(self):
+        return self.check_delivered("Submission", "via submission")
+
+    def test_submissions_implicit_tls_configured_mechanism(self):
+        return self.check_delivered("Submissions", "via submissions", auth={"Mechanisms": ["PLAIN"]})
+
+    @defer.inlineCallbacks
+    def test_wrong_password_fails_permanently(self):
+        self.config = self.transport_config("Submission", auth={"Password": "wrong"})
+        entries = yield self.entries(["other@example.org"])
+        [r] = yield self.outbound().deliver_group(entries)
+        self.assertEqual((r.ok, r.permanent), (False, True))
+        self.assertIn("535", r.error)
+
+    @defer.inlineCallbacks
+    def test_certificate_checked(self):
+        # Without the tree's CA the self-signed certificate is not trusted.
+        self.config = self.transport_config("Submissions")
+        self.config[0].TLS = SimpleNamespace(CA=None)
+        entries = yield self.entries(["other@example.org"])
+        [r] = yield self.outbound().deliver_group(entries)
+        self.assertFalse(r.ok)
+        self.assertIn("certificate verify failed", r.error)
