@@ -504,6 +504,34 @@ class DSNTests(ServiceTestBase):
             yield svc.idle()
 
     @defer.inlineCallbacks
+    def test_full_schedule_of_submitted_mail(self):
+        # As mox: attempts at once, then after 7.5 min, 15 min, 30 min, 1 h, 2 h (delayed
+        # DSN), 4 h, 8 h and 16 h (failed DSN): nine attempts over about 32 hours.
+        from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
+
+        self.deliver.result = REMOTE_UNAVAILABLE
+        [i] = yield self.add(max_attempts=DEFAULT_MAX_ATTEMPTS)
+        start = self.clock.seconds()
+        svc = self.make_service()
+        svc.startService()
+        yield svc.idle()
+        times = [self.clock.seconds()]
+        for n in range(1, DEFAULT_MAX_ATTEMPTS):
+            yield self.run_attempts(svc, i, 1)
+            times.append(self.clock.seconds())
+            attempts = n + 1
+            kinds = [k for _, k, _ in self.dsn.calls]
+            expected = ["delayed"] if attempts >= DELAYED_DSN_ATTEMPT else []
+            if attempts == DEFAULT_MAX_ATTEMPTS:
+                expected.append("failed")
+            self.assertEqual(kinds, expected, f"after attempt {attempts}")
+        gaps = [round((b - a) / 60, 1) for a, b in zip(times, times[1:])]
+        self.assertEqual(gaps, [7.5, 15, 30, 60, 120, 240, 480, 960])
+        self.assertEqual(len(self.deliver.calls), 9)
+        self.assertEqual(times[-1] - start, (7.5 + 15 + 30 + 60 + 120 + 240 + 480 + 960) * 60)
+        self.assertEqual((yield self.queue.list()), [])
+
+    @defer.inlineCallbacks
     def test_permanent_failure_one_failed_dsn(self):
         self.deliver.result = self.PERMANENT
         [i] = yield self.add()
