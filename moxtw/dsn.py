@@ -449,8 +449,13 @@ _DESCRIPTIONS = {
 def _read_original(queue, entry, max_full):
     """(header section, full message or None when larger than ``max_full``) of a queue
     entry: its file with ``msg_prefix``. Blocking; runs in a thread."""
-    with queue.open_message(entry) as f:
-        data = entry.msg_prefix + f.read(max_full + 1)
+    try:
+        with queue.open_message(entry) as f:
+            data = entry.msg_prefix + f.read(max_full + 1)
+    except FileNotFoundError:
+        # The message is gone (that is why delivery failed): a DSN without it, so the
+        # sender still learns of the failure.
+        return b"", None
     if len(data) > max_full:
         return _header_section(data[: max_full + 1]), None
     return _header_section(data), data

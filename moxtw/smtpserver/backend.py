@@ -431,7 +431,10 @@ class SMTPBackend:
         if resolved is None:
             return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
         targets = rcpts.expand(static, dynamic, resolved)
-        data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        try:
+            data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        except FileNotFoundError:
+            return _missing_file(entry)
         data = entry.msg_prefix + data  # headers added for delivery (e.g. DKIM-Signature)
         results = yield self.delivery.deliver(data, targets, mailfrom=entry.sender, prefix=b"")
         failed = [r for r in results if not r.ok]
@@ -448,7 +451,10 @@ class SMTPBackend:
         from moxtw.queue import DeliveryResult
         from moxtw.smtpclient import SMTPClientError, deliver
 
-        data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        try:
+            data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
+        except FileNotFoundError:
+            return _missing_file(entry)
         ip, port = self.own_smtp
         reactor = self.clock
         if reactor is None:
@@ -470,3 +476,12 @@ class SMTPBackend:
 def _read_file(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+def _missing_file(entry):
+    """A queue entry whose message file is gone can never be delivered: fail it (DSN to
+    the sender) and say so in the log, never drop it silently."""
+    from moxtw.queue import DeliveryResult
+
+    log.error("message file of queue entry missing, failing delivery", queueid=entry.id, baseid=entry.base_id)
+    return DeliveryResult(False, True, "554 5.3.0 message file missing from the queue")

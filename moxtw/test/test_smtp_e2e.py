@@ -293,6 +293,22 @@ class SMTPEndToEndTests(SMTPTreeBase):
         self.assertEqual([m.subject for m, _ in got], ["mixed"])
 
     @defer.inlineCallbacks
+    def test_missing_queue_file_fails_with_dsn(self):
+        ids = yield self.root.queue.add(message("gone"), "mjl@example.org", ["other@example.org"],
+                                        sender_account="mjl", hold=True, max_attempts=9)
+        [e] = yield self.root.queue.list()
+        os.remove(self.root.queue.message_path(e))
+        yield self.root.queue.unhold(ids)
+        yield self.queue_settled()
+        yield self.queue_settled()
+        self.assertEqual((yield self.root.queue.list()), [])
+        msgs = yield self.messages("mjl")
+        [data] = [d for _, d in msgs if b"multipart/report" in d]
+        self.assertIn(b"message file missing from the queue", data)
+        self.assertEqual((yield self.messages("other")), [])
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
     def test_swaks(self):
         swaks = shutil.which("swaks")
         if swaks is None:
