@@ -1,203 +1,34 @@
-"""Received DMARC aggregate reports, kept in ``data/dmarc.db``.
+"""Received DMARC aggregate reports, kept in ``data/dmarc.db`` (see ``moxtw.reportdb``).
 
-Like the queue (``moxtw.queue.db``), SQLite runs off the reactor thread: one writer
-thread and one reader thread (``moxtw.store.worker``), WAL with ``synchronous=FULL``, so
-the Deferred of ``add`` fires only once the report is on disk. A report received again
-(same submitter ``org_name``, ``report_id`` and domain, as reporters resend) is stored
-once.
+A report received again (same submitter ``org_name``, ``report_id`` and domain, as
+reporters resend) is stored once.
 """
 
-import json
 import os
-from dataclasses import dataclass
-from datetime import datetime, timezone
-
-from twisted.internet import defer, threads
 
 from moxtw.dmarcrpt import schema
 from moxtw.dmarcrpt.parse import Feedback
-from moxtw.store.worker import Worker
+from moxtw.reportdb import Database, ReportDB as _ReportDB, StoredReport, from_unix, to_unix
 
 DB_NAME = "dmarc.db"
+
+__all__ = ["DB_NAME", "Database", "ReportDB", "StoredReport", "db_path", "from_unix", "to_unix"]
 
 
 def db_path(data_dir):
     return os.path.join(data_dir, DB_NAME)
 
 
-def to_unix(t):
-    """Unix seconds of an aware datetime (or a number, returned as float)."""
-    if isinstance(t, datetime):
-        if t.tzinfo is None:
-            raise ValueError("naive datetime; use an aware one (UTC)")
-        return t.timestamp()
-    return float(t)
-
-
-def from_unix(seconds):
-    return datetime.fromtimestamp(seconds, timezone.utc)
-
-
-class Database:
-    """One SQLite file with a versioned schema, a writer and a reader thread. Base of
-    the report databases of this package; all public methods return Deferreds."""
-
-    db_name = None
-    schema = None
-    thread_name = "db"
-
-    def __init__(self, data_dir, reactor=None, clock=None):
-        if reactor is None:
-            from twisted.internet import reactor
-        self.data_dir = data_dir
-        self.path = os.path.join(data_dir, self.db_name)
-        self._reactor = reactor
-        self._clock = clock if clock is not None else reactor
-        self._writer = None
-        self._reader = None
-
-    def open(self):
-        """Create or upgrade the database and start its threads. Deferred[self]."""
-        if self._writer is not None:
-            return defer.succeed(self)
-
-        def opened(_):
-            self._writer = Worker(self.path, self._reactor, self.thread_name + "-w", writer=True)
-            self._reader = Worker(self.path, self._reactor, self.thread_name + "-r", writer=False)
-            return self
-
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self._prepare).addCallback(opened)
-
-    def _prepare(self):
-        if not os.path.isdir(self.data_dir):
-            os.makedirs(self.data_dir, exist_ok=True)
-            self.schema.fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
-        conn = self.schema.connect(self.path)
-        try:
-            self.schema.upgrade(conn)
-        finally:
-            conn.close()
-
-    def close(self):
-        """Finish pending work and close the database. Deferred[None]."""
-        if self._writer is None:
-            return defer.succeed(None)
-        workers = [self._writer.stop(), self._reader.stop()]
-        self._writer = self._reader = None
-        return defer.gatherResults(workers).addCallback(lambda _: None)
-
-    def now(self):
-        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
-
-    def _write(self, fn):
-        """Run ``fn(conn)`` in a write transaction; Deferred fires after the COMMIT."""
-        if self._writer is None:
-            return defer.fail(RuntimeError(f"{self.db_name} is not open"))
-        return self._writer.submit(lambda conn, ctx: fn(conn))
-
-    def _read(self, fn):
-        if self._reader is None:
-            return defer.fail(RuntimeError(f"{self.db_name} is not open"))
-        return self._reader.submit(lambda conn, ctx: fn(conn))
-
-
-@dataclass(frozen=True)
-class StoredReport:
-    """A received report as stored. Times are aware datetimes in UTC."""
-
-    id: int
-    domain: str
-    from_address: str
-    org_name: str
-    report_id: str
-    begin: datetime
-    end: datetime
-    received: datetime
-    report: Feedback
-
-
-class ReportDB(Database):
-    """The received DMARC aggregate reports of a data directory (``data/dmarc.db``).
-
-    ``open()`` before use, ``close()`` at the end; ``clock`` (an ``IReactorTime``) gives
-    the default received time."""
+class ReportDB(_ReportDB):
+    """The received DMARC aggregate reports of a data directory (``data/dmarc.db``)."""
 
     db_name = DB_NAME
     schema = schema
     thread_name = "dmarcrpt"
 
-    def add(self, report, from_address, domain, received=None):
-        """Store a parsed report (:class:`Feedback`) received from ``from_address`` for
-        ``domain``, at ``received`` (aware datetime; default now). Deferred[int]: the
-        report's id, fired when it is durable; for a report already stored, the id of
-        the stored copy."""
-        try:
-            md = report.report_metadata
-            row = (
-                domain.strip().lower().rstrip("."),
-                str(from_address),
-                md.org_name,
-                md.report_id,
-                md.date_range.begin,
-                md.date_range.end,
-                to_unix(received if received is not None else self.now()),
-                json.dumps(report.to_json(), separators=(",", ":")),
-            )
-        except Exception:
-            return defer.fail()
+    def report_fields(self, report):
+        md = report.report_metadata
+        return md.org_name, md.report_id, md.date_range.begin, md.date_range.end
 
-        def insert(conn):
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO report (domain, from_address, org_name, report_id,"
-                " range_begin, range_end, received, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            if cur.rowcount:
-                return cur.lastrowid
-            return conn.execute(
-                "SELECT id FROM report WHERE org_name = ? AND report_id = ? AND domain = ?",
-                (row[2], row[3], row[0])).fetchone()[0]
-
-        return self._write(insert)
-
-    def list(self, domain=None, start=None, end=None, limit=1000):
-        """Reports whose date range overlaps [``start``, ``end``) (aware datetimes, either
-        may be None), for ``domain`` if given, newest first, at most ``limit``.
-        Deferred[list[StoredReport]]."""
-        where, args = [], []
-        if domain is not None:
-            where.append("domain = ?")
-            args.append(domain.strip().lower().rstrip("."))
-        if start is not None:
-            where.append("range_end >= ?")
-            args.append(int(to_unix(start)))
-        if end is not None:
-            where.append("range_begin < ?")
-            args.append(int(to_unix(end)))
-        sql = "SELECT * FROM report"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY range_end DESC, id DESC LIMIT ?"
-        args.append(int(limit))
-        return self._read(lambda conn: [_stored(r) for r in conn.execute(sql, args)])
-
-    def get(self, id):
-        """The report with this id, or None. Deferred[StoredReport | None]."""
-        def get(conn):
-            r = conn.execute("SELECT * FROM report WHERE id = ?", (int(id),)).fetchone()
-            return _stored(r) if r is not None else None
-
-        return self._read(get)
-
-    def remove(self, id):
-        """Remove a report. Deferred[bool]: whether it existed."""
-        return self._write(
-            lambda conn: conn.execute("DELETE FROM report WHERE id = ?", (int(id),)).rowcount > 0)
-
-
-def _stored(r):
-    return StoredReport(
-        id=r["id"], domain=r["domain"], from_address=r["from_address"],
-        org_name=r["org_name"], report_id=r["report_id"],
-        begin=from_unix(r["range_begin"]), end=from_unix(r["range_end"]),
-        received=from_unix(r["received"]), report=Feedback.from_json(json.loads(r["report"])),
-    )
+    def load_report(self, data):
+        return Feedback.from_json(data)
