@@ -67,6 +67,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import fs_type, free_port, loadavg, log, port_free, pss_kb, run_cmd, status_kb, tail  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, REPO)
+from moxtw.test.postfixconf import master_cf  # noqa: E402  (standard library only)
 SERVERS = ("moxtw", "postfix", "aiosmtpd")
 SIZES = {"10KB": 10 * 1024, "1MB": 1024 * 1024}
 SENDER = "bench@example.org"
@@ -346,37 +348,6 @@ class Postfix(Server):
         r = run_cmd(["postconf", "-d", "-h", "mail_version"], timeout=30)
         return "Postfix " + r.stdout.decode().strip()
 
-    def _master_cf(self, port):
-        """The package's master.cf: smtp inet on 127.0.0.1:port, no chroot, no pipe services."""
-        entries = []
-        with open(self.master_cf_source) as f:
-            for line in f:
-                if not line.strip() or line.startswith("#"):
-                    continue
-                if line[0].isspace():
-                    if entries:
-                        entries[-1].append(line.rstrip("\n"))
-                    continue
-                fields = line.split()
-                entries.append([fields])
-        out = []
-        smtpd_done = False
-        for entry in entries:
-            fields = entry[0]
-            if len(fields) < 8 or fields[7] == "pipe":
-                continue
-            if fields[1] == "inet":
-                if fields[0] != "smtp" or smtpd_done:
-                    continue
-                fields[0] = f"127.0.0.1:{port}"
-                smtpd_done = True
-            fields[4] = "n"  # chroot: the temp queue directory has no etc/ copies
-            out.append(" ".join(fields))
-            out.extend(entry[1:])
-        if not smtpd_done:
-            out.insert(0, f"127.0.0.1:{port} inet n - n - - smtpd")
-        return "\n".join(out) + "\n"
-
     def start(self, workdir):
         top = os.path.join(workdir, "postfix")
         self.etc = os.path.join(top, "etc")
@@ -427,7 +398,7 @@ maillog_file_prefixes = {top}
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
             f.write(main_cf)
         with open(os.path.join(self.etc, "master.cf"), "w") as f:
-            f.write(self._master_cf(port))
+            f.write(master_cf(self.master_cf_source, port))
         self.newdir = os.path.join(self.mail, "bench", "new")
         self.pidfile = os.path.join(spool, "pid", "master.pid")
         for action in ("check", "start"):

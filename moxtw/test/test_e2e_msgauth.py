@@ -4,14 +4,13 @@ spf/dkim/dmarc/iprev pass; spoofed messages from another loopback address with a
 tampered body are refused for p=reject and marked fail for p=none."""
 
 import json
-import os
 import smtplib
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw.test.dnsserver import loopback_dns
-from moxtw.test.test_e2e_outbound import Instance, message, wait_for
+from moxtw.test.test_e2e_outbound import Instance, allow_test_settings, message, wait_for
 
 
 class MsgAuthTests(unittest.TestCase):
@@ -19,10 +18,7 @@ class MsgAuthTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        old = os.environ.get("MOXTW_TESTING")
-        os.environ["MOXTW_TESTING"] = "1"
-        self.addCleanup(lambda: os.environ.pop("MOXTW_TESTING") if old is None
-                        else os.environ.__setitem__("MOXTW_TESTING", old))
+        allow_test_settings(self)
         self.a = Instance(self, "a.example", "alice")
         self.b = Instance(self, "b.example", "bob")
         records = {**self.a.dns_records(), **self.b.dns_records()}

@@ -21,6 +21,7 @@ from moxtw.dkim.keys import generate_ed25519, generate_rsa, load_private_key
 from moxtw.dns.resolver import Resolver
 from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
+from moxtw.test.postfixconf import master_cf
 from moxtw.test.test_localserve import free_offset
 
 PASSWORD = "test password"
@@ -152,6 +153,20 @@ class Instance:
         return out
 
 
+def allow_test_settings(testcase):
+    """Set MOXTW_TESTING=1 (TestDirectDeliveryPort is refused without it) for the test."""
+    old = os.environ.get("MOXTW_TESTING")
+    os.environ["MOXTW_TESTING"] = "1"
+
+    def restore():
+        if old is None:
+            os.environ.pop("MOXTW_TESTING", None)
+        else:
+            os.environ["MOXTW_TESTING"] = old
+
+    testcase.addCleanup(restore)
+
+
 @defer.inlineCallbacks
 def wait_for(check, timeout=30.0, interval=0.05):
     """Poll ``check()`` (may return a Deferred) until it is truthy."""
@@ -172,10 +187,7 @@ class TwoInstancesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        old = os.environ.get("MOXTW_TESTING")
-        os.environ["MOXTW_TESTING"] = "1"
-        self.addCleanup(lambda: os.environ.pop("MOXTW_TESTING") if old is None
-                        else os.environ.__setitem__("MOXTW_TESTING", old))
+        allow_test_settings(self)
         self.a = Instance(self, "a.example", "alice")
         self.b = Instance(self, "b.example", "bob")
         records = {**self.a.dns_records(), **self.b.dns_records()}
@@ -282,10 +294,7 @@ class PostfixTests(unittest.TestCase):
         why = _postfix_available()
         if why:
             raise unittest.SkipTest(why)
-        old = os.environ.get("MOXTW_TESTING")
-        os.environ["MOXTW_TESTING"] = "1"
-        self.addCleanup(lambda: os.environ.pop("MOXTW_TESTING") if old is None
-                        else os.environ.__setitem__("MOXTW_TESTING", old))
+        allow_test_settings(self)
         return self._setup()
 
     @defer.inlineCallbacks
@@ -347,7 +356,7 @@ maillog_file_prefixes = {top}
         src = next(p for p in ("/etc/postfix/master.cf", "/usr/share/postfix/master.cf.dist")
                    if os.path.exists(p))
         with open(os.path.join(etc, "master.cf"), "w") as f:
-            f.write(_master_cf(src, self.postfix_port))
+            f.write(master_cf(src, self.postfix_port))
         self.etc = etc
         for action in ("check", "start"):
             r = subprocess.run([POSTFIX, "-c", etc, action], capture_output=True, timeout=60,
@@ -393,33 +402,3 @@ maillog_file_prefixes = {top}
         [(m, _)] = yield wait_for(self.a.inbox, timeout=60)
         self.assertEqual(m.subject, "back")
 
-
-def _master_cf(source, port):
-    """The package's master.cf with smtpd on 127.0.0.1:port, no chroot, no pipe services."""
-    entries = []
-    with open(source) as f:
-        for line in f:
-            if not line.strip() or line.startswith("#"):
-                continue
-            if line[0].isspace():
-                if entries:
-                    entries[-1].append(line.rstrip("\n"))
-                continue
-            entries.append([line.split()])
-    out = []
-    done = False
-    for entry in entries:
-        fields = entry[0]
-        if len(fields) < 8 or fields[7] == "pipe":
-            continue
-        if fields[1] == "inet":
-            if fields[0] != "smtp" or done:
-                continue
-            fields[0] = f"127.0.0.1:{port}"
-            done = True
-        fields[4] = "n"
-        out.append(" ".join(fields))
-        out.extend(entry[1:])
-    if not done:
-        out.insert(0, f"127.0.0.1:{port} inet n - n - - smtpd")
-    return "\n".join(out) + "\n"
