@@ -607,11 +607,12 @@ class Transport(Model):
         "Submit to a remote queue (smarthost) with SMTP submission over immediate TLS.", None
     )
     Submission: Optional[TransportSMTP] = field(
-        "Submit to a remote queue with SMTP submission, with STARTTLS when offered.", None
+        "Submit to a remote queue with SMTP submission, with STARTTLS (required unless "
+        "NoSTARTTLS).", None
     )
     SMTP: Optional[TransportSMTP] = field(
-        "Relay to a remote queue with plain SMTP (STARTTLS when offered), typically "
-        "unauthenticated.",
+        "Relay to a remote queue with SMTP (STARTTLS required unless NoSTARTTLS), "
+        "typically unauthenticated.",
         None,
     )
     Socks: Optional[TransportSocks] = field(

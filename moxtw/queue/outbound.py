@@ -150,6 +150,21 @@ async def mx_hosts(resolver, domain, rng=random):
     return hosts[:MAX_MX_HOSTS]
 
 
+def pick_addresses(records, limit=MAX_IPS_PER_HOST):
+    """At most ``limit`` addresses, IPv6 and IPv4 alternating (RFC 8305 4 interleaves
+    families), so a host with many AAAA records is still tried over IPv4."""
+    import ipaddress
+
+    v6 = [r for r in records if ipaddress.ip_address(r).version == 6]
+    v4 = [r for r in records if ipaddress.ip_address(r).version == 4]
+    out = []
+    while (v6 or v4) and len(out) < limit:
+        for family in (v6, v4):
+            if family and len(out) < limit:
+                out.append(family.pop(0))
+    return out
+
+
 def _error_text(e: SMTPClientError):
     code = f"{e.code} " if e.code else ""
     enhanced = f"{e.enhanced} " if e.enhanced else ""
@@ -237,7 +252,7 @@ class Outbound:
             # RFC 6531 3.2: without SMTPUTF8, domains go as A-labels.
             mailfrom = ascii_domain_address(mailfrom) if mailfrom else ""
             recipients = [ascii_domain_address(r) for r in recipients]
-        has_8bit = any(b > 0x7F for b in data) if first.has_8bit else False
+        has_8bit = first.has_8bit and not data.isascii()
         return dict(mailfrom=mailfrom, recipients=recipients, smtputf8=smtputf8, has_8bit=has_8bit,
                     requiretls=bool(first.require_tls), data=data)
 
@@ -253,7 +268,12 @@ class Outbound:
             return self.endpoint_factory(host, port, self.connect_timeout)
         import ipaddress
 
-        ip = ipaddress.ip_address(host)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            # A host name (e.g. a SOCKS proxy configured as localhost:1080).
+            return endpoints.HostnameEndpoint(self.reactor, host.encode("idna"), port,
+                                              timeout=self.connect_timeout)
         cls = endpoints.TCP6ClientEndpoint if ip.version == 6 else endpoints.TCP4ClientEndpoint
         return cls(self.reactor, str(ip), port, timeout=self.connect_timeout)
 
@@ -268,6 +288,7 @@ class Outbound:
         ehlo = socks.RemoteHostname if socks is not None else self.hostname
         domain = entries[0].recipient_domain
         opts = self._message_options(entries, data)
+        static, _ = self.current()
         if domain.startswith("["):
             # RFC 5321 4.1.3: an address literal names the host directly.
             literal = domain.strip("[]")
@@ -288,15 +309,22 @@ class Outbound:
                     last_error = DeliveryError(f"451 4.4.3 looking up addresses of MX host {host}: {e}")
                     log.info("mx host lookup failed: {error}", error=str(e), mx=host, **fields)
                     continue
-                ips = list(answer.records)[:MAX_IPS_PER_HOST]
+                ips = pick_addresses(answer.records)
             for ip in ips:
                 tried += 1
                 log.debug("connecting", mx=host, ip=ip, **fields)
+                creator = None
+                if opts["requiretls"]:
+                    # RFC 8689 4.2.1: the certificate must be verified. Until MTA-STS and
+                    # DANE policies exist, PKIX against the MX host name.
+                    from moxtw.tls.client import trust_root, verifying_client
+
+                    creator = verifying_client(host, trust_root(static, self.config_path))
                 try:
                     result = await smtp_deliver(
                         self.reactor, host, self.port, ehlo_hostname=ehlo, tls="opportunistic",
-                        connect_timeout=self.connect_timeout, endpoint=self._endpoint(ip, self.port, socks),
-                        **opts,
+                        tls_context_factory=creator, connect_timeout=self.connect_timeout,
+                        endpoint=self._endpoint(ip, self.port, socks), **opts,
                     )
                 except SMTPClientError as e:
                     text = _error_text(e)
@@ -354,7 +382,9 @@ class Outbound:
         elif conf.NoSTARTTLS:
             tls = "none"
         else:
-            tls = "opportunistic" if kind == "SMTP" else "required"
+            # A smarthost gets the message (and maybe credentials): never fall back to
+            # plain text when STARTTLS is stripped; NoSTARTTLS is the explicit choice.
+            tls = "required"
         creator = None
         if tls != "none" and not conf.STARTTLSInsecureSkipVerify:
             creator = verifying_client(conf.Host, trust_root(static, self.config_path))
@@ -366,7 +396,7 @@ class Outbound:
         opts = self._message_options(entries, data)
         try:
             answer = await self.resolver.ip(host)
-            ips = list(answer.records)[:MAX_IPS_PER_HOST]
+            ips = pick_addresses(answer.records)
         except dns.DNSError as e:
             try:
                 import ipaddress

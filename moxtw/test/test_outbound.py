@@ -157,6 +157,16 @@ class OutboundTestBase(unittest.TestCase):
             self.resolver.add(h, "A", [ip])
 
 
+class AddressPickTests(unittest.SynchronousTestCase):
+    def test_families_alternate(self):
+        from moxtw.queue.outbound import pick_addresses
+
+        many6 = ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4", "2001:db8::5"]
+        self.assertEqual(pick_addresses(many6 + ["192.0.2.1"]),
+                         ["2001:db8::1", "192.0.2.1", "2001:db8::2", "2001:db8::3"])
+        self.assertEqual(pick_addresses(["192.0.2.1", "192.0.2.2"]), ["192.0.2.1", "192.0.2.2"])
+
+
 class DirectTests(OutboundTestBase):
     @defer.inlineCallbacks
     def test_one_transaction_for_recipients_of_a_domain(self):
@@ -273,6 +283,28 @@ class DirectTests(OutboundTestBase):
         self.assertEqual(sink.transactions, [])
 
     @defer.inlineCallbacks
+    def test_requiretls_certificate_verified(self):
+        # RFC 8689 4.2.1: a REQUIRETLS message goes only over TLS with a verified
+        # certificate: moxtw's own self-signed one is refused without its CA.
+        from moxtw.test.test_smtp_e2e import SMTPTreeBase
+
+        tree = SMTPTreeBase("run")
+        tree.mktemp = self.mktemp
+        tree.addCleanup = self.addCleanup
+        yield tree.setUp()
+        self.ports["192.0.2.10"] = tree.ports["smtp"]
+        self.mx("example.org", ("localhost", "192.0.2.10"))
+        entries = yield self.entries(["other@example.org"], requiretls=True)
+        [r] = yield self.outbound().deliver_group(entries)
+        self.assertFalse(r.ok)
+        self.assertIn("certificate verify failed", r.error)
+        # With the CA trusted, it is delivered.
+        static, dynamic = self.config
+        static.TLS = SimpleNamespace(CA=SimpleNamespace(CertFiles=[tree.ca], AdditionalToSystem=False))
+        [r] = yield self.outbound().deliver_group(entries)
+        self.assertTrue(r.ok, r.error)
+
+    @defer.inlineCallbacks
     def test_smtputf8_only_when_needed(self):
         sink = self.sink("192.0.2.10", extensions=["8BITMIME"])
         self.resolver.add("xn--bcher-kva.example", "MX", [(10, "mx.example.net")])
@@ -363,6 +395,23 @@ class TransportTests(OutboundTestBase):
         self.assertTrue(r.ok, r.error)
         self.assertEqual(proxy.requests, [(1, bytes([192, 0, 2, 10]), 25)])
         self.assertEqual(factory.transactions[0].ehlo, "proxy.example.org")
+
+    @defer.inlineCallbacks
+    def test_socks_proxy_by_host_name(self):
+        factory, sink_port = start_sink(self)
+        proxy, proxy_port = start_socks_proxy(self, sink_port)
+        self.config = make_config(
+            {"socks": Transport(Socks={"Address": f"localhost:{proxy_port}", "RemoteIPs": ["198.51.100.1"],
+                                       "RemoteHostname": "proxy.example.org"})},
+            routes=[Route(Transport="socks")],
+        )
+        self.mx("example.net", ("mx.example.net", "192.0.2.10"))
+        entries = yield self.entries(["a@example.net"])
+        ob = Outbound(self.resolver, lambda: self.config, read_queued_message(self.queue),
+                      "mail.example.org", reactor=reactor, connect_timeout=5)
+        [r] = yield ob.deliver_group(entries)
+        self.assertTrue(r.ok, r.error)
+        self.assertEqual(len(factory.transactions), 1)
 
     @defer.inlineCallbacks
     def test_socks_refused(self):
