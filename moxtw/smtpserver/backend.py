@@ -301,6 +301,13 @@ class SMTPBackend:
         takes it as a forward, by ruleset) or a DNSBL listing (only when DMARC did not
         pass: without a reputation of our own yet, an authenticated From domain is the
         only thing that outweighs a listing)."""
+        if not auth.single_from:
+            # RFC 5322 3.6 wants one From field; DMARC can only judge one author domain
+            # (RFC 7489 6.6.1), and skipping it for several would let spoofers through.
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, "7.1",
+                            f"message must have exactly one From header field with one address "
+                            f"(has {auth.from_fields} field(s), {auth.from_addresses} address(es)) "
+                            f"(cid {session.cid})")
         d = auth.dmarc
         if d is not None and d.reject:
             headers, msgfrom = yield threads.deferToThread(message_headers, data)

@@ -43,6 +43,14 @@ class AuthResults:
     from_localpart: str = ""
     from_domain: str = ""
     spf_domain: str = ""  # the domain SPF evaluated for MAIL FROM (HELO for <>)
+    from_fields: int = 1  # From header fields in the message
+    from_addresses: int = 1  # addresses in the (first) From field
+
+    @property
+    def single_from(self):
+        """Exactly one From field with exactly one address: the only shape DMARC can
+        evaluate (RFC 7489 6.6.1)."""
+        return self.from_fields == 1 and self.from_addresses == 1
 
     def methods(self):
         """The resinfo parts of Authentication-Results, one per method/signature."""
@@ -118,6 +126,49 @@ class AuthResults:
         )
 
 
+def _skip_cfws(v, i):
+    """Index after comments and folding whitespace at ``i`` (RFC 5322 3.2.2)."""
+    while i < len(v):
+        if v[i:i + 1] in (b" ", b"\t", b"\r", b"\n"):
+            i += 1
+        elif v[i:i + 1] == b"(":
+            depth = 0
+            while i < len(v):
+                c = v[i:i + 1]
+                if c == b"\\":
+                    i += 2
+                    continue
+                if c == b"(":
+                    depth += 1
+                elif c == b")":
+                    depth -= 1
+                    if depth == 0:
+                        i += 1
+                        break
+                i += 1
+        else:
+            break
+    return i
+
+
+def authserv_id(value):
+    """The authserv-id of an Authentication-Results value, lower case, without a trailing
+    dot: a token or quoted-string after optional CFWS (RFC 8601 2.2)."""
+    i = _skip_cfws(value, 0)
+    if value[i:i + 1] == b'"':
+        out = bytearray()
+        i += 1
+        while i < len(value) and value[i:i + 1] != b'"':
+            if value[i:i + 1] == b"\\":
+                i += 1
+            out += value[i:i + 1]
+            i += 1
+        ident = bytes(out)
+    else:
+        ident = re.split(rb"[;\s(]", value[i:], maxsplit=1)[0]
+    return ident.strip().lower().rstrip(b".")
+
+
 def strip_own_authres(data, hostname):
     """``data`` without Authentication-Results fields claiming our authserv-id: only our
     own results may carry it (RFC 8601 5). Unchanged (same object) when there are none."""
@@ -126,15 +177,13 @@ def strip_own_authres(data, hostname):
     header, sep, body = split_header(data)
     if b"authentication-results" not in header.lower():
         return data
-    ours = hostname.lower().encode("utf-8")
+    ours = hostname.lower().rstrip(".").encode("utf-8")
     kept = []
     removed = 0
     for f in fields(header):
         name, colon, value = f.partition(b":")
         if colon and name.strip().lower() == b"authentication-results":
-            # authserv-id is the first token, before ";" or CFWS (RFC 8601 2.2).
-            servid = re.split(rb"[;\s(]", value.strip(), maxsplit=1)[0].lower()
-            if servid == ours:
+            if authserv_id(value) == ours:
                 removed += 1
                 continue
         kept.append(f)
@@ -146,22 +195,31 @@ def strip_own_authres(data, hostname):
     return out.rstrip(b"\r\n") + sep + body if sep else out + body
 
 
-def from_address(data):
-    """(localpart, lower-case domain) of the single From address, or ("", "")."""
+def from_header(data):
+    """(number of From header fields, [(localpart, lower-case domain)] of the addresses
+    of the first one). DMARC needs exactly one field with one address (RFC 7489 6.6.1)."""
     from moxtw import message as msgparse
+    from moxtw.smtpserver.submission import fields, split_header
 
     # Only the header section is needed: parsing a large body would cost more than the
     # DKIM check.
-    end = data.find(b"\r\n\r\n", 0, 256 * 1024)
-    head = data[:end + 4] if end >= 0 else data[:256 * 1024]
+    header = split_header(data[:1024 * 1024])[0]
+    raw = [f for f in fields(header) if f.partition(b":")[0].strip().lower() == b"from"]
+    if not raw:
+        return 0, []
     try:
-        part = msgparse.parse(head)
-        froms = msgparse.parse_address_list(part.header_raw("From") or b"")
+        addrs = msgparse.parse_address_list(raw[0].partition(b":")[2].strip())
     except Exception:
+        return len(raw), []
+    return len(raw), [(a.localpart, str(a.domain).lower()) for a in addrs]
+
+
+def from_address(data):
+    """(localpart, lower-case domain) of the single From address, or ("", "")."""
+    n, addrs = from_header(data)
+    if n != 1 or len(addrs) != 1:
         return "", ""
-    if len(froms) != 1:
-        return "", ""
-    return froms[0].localpart, str(froms[0].domain).lower()
+    return addrs[0]
 
 
 async def authenticate(resolver, *, remote_ip, ehlo, mailfrom, data, localserve=False):
@@ -171,12 +229,15 @@ async def authenticate(resolver, *, remote_ip, ehlo, mailfrom, data, localserve=
     d_iprev = _safe(iprev.check(resolver, remote_ip), "iprev")
     d_spf = _safe(spf.check(resolver, remote_ip, mailfrom, ehlo), "spf")
     d_dkim = _safe(verify_async(resolver, data, localserve=localserve), "dkim")
-    d_from = resolver.run(from_address, data)
+    d_from = resolver.run(from_header, data)
     results = AuthResults()
     results.iprev = await d_iprev
     results.spf = await d_spf
     results.dkim = (await d_dkim) or []
-    results.from_localpart, results.from_domain = await d_from
+    results.from_fields, addrs = await d_from
+    results.from_addresses = len(addrs)
+    if results.from_fields == 1 and len(addrs) == 1:
+        results.from_localpart, results.from_domain = addrs[0]
     results.spf_domain = mailfrom_domain or (ehlo or "")
     if results.from_domain:
         spf_res = results.spf.mailfrom if results.spf is not None else "none"

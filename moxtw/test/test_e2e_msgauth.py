@@ -139,3 +139,17 @@ class MsgAuthTests(unittest.TestCase):
         [(m, _)] = yield wait_for(lambda: self.b.inbox(mailbox="DMARC"))
         self.assertEqual(m.subject, "Report")
         self.assertEqual((yield self.b.root.reports.dmarc.list()), [])
+
+    @defer.inlineCallbacks
+    def test_several_from_refused(self):
+        # DMARC cannot judge several authors: a spoofer adding a second address or field
+        # must not slip past p=reject.
+        for head in (b"From: ceo@a.example, x@c.example\r\n",
+                     b"From: x@c.example\r\nFrom: ceo@a.example\r\n",
+                     b""):
+            data = head + b"To: bob@b.example\r\nSubject: two\r\n\r\nbody\r\n"
+            e = yield self.assertFailure(
+                self.send_from("127.0.0.2", "x@c.example", "bob@b.example", data), smtplib.SMTPDataError)
+            self.assertEqual(e.smtp_code, 550)
+            self.assertIn(b"exactly one From header field", e.smtp_error)
+        self.assertEqual((yield self.b.inbox()), [])

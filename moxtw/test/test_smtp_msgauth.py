@@ -33,6 +33,13 @@ class StripTests(unittest.SynchronousTestCase):
         self.assertIs(msgauth.strip_own_authres(d, "mail.example.org"), d)
         self.assertIs(msgauth.strip_own_authres(b"no header end", "x"), b"no header end")
 
+    def test_hidden_authserv_id(self):
+        # Comments, quoting and a trailing dot do not hide our authserv-id (RFC 8601 2.2).
+        for forged in (b"(x) mail.example.org", b'"mail.example.org"', b"mail.example.org.",
+                       b"\r\n\t(a (b) c) MAIL.example.org"):
+            d = b"Authentication-Results: " + forged + b"; dmarc=pass\r\nSubject: s\r\n\r\nb"
+            self.assertEqual(msgauth.strip_own_authres(d, "mail.example.org"), b"Subject: s\r\n\r\nb")
+
 
 MSG = b"From: Someone <someone@example.net>\r\nSubject: hi\r\n\r\nbody\r\n"
 
