@@ -16,7 +16,7 @@ from moxtw.dsn import QueueDSN
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
 from moxtw.ctl import CtlService, QueueCommands
-from moxtw.queue import Queue, QueueService
+from moxtw.queue import Queue, QueueService, holdrules
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
 from moxtw.dnsblmonitor import DNSBLMonitor
 from moxtw.reports import ReportsService
@@ -307,7 +307,11 @@ def makeService(config, reactor=None, localserve=False):
     root.dkim = DKIMSigners(lambda: (config.static, root.watcher.current), config.config_dir)
     smtp = _smtp_factory(config, root, localserve)
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.
-    notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor, dkim=root.dkim)
+    def hold_rules(account, sender_domain):
+        return holdrules.matcher(root.watcher.current.QueueHoldRules, account, sender_domain)
+
+    notify = QueueDSN(root.queue, str(config.static.Hostname), reactor=reactor, dkim=root.dkim,
+                      hold_rules=hold_rules)
     root.outbound = Outbound(
         root.resolver,
         lambda: (config.static, root.watcher.current),
@@ -325,7 +329,7 @@ def makeService(config, reactor=None, localserve=False):
     root.smtp_backend.queue_service = root.queue_service
     root.reports = ReportsService(
         config.data_dir, str(config.static.Hostname), root.queue, root.resolver, config.static,
-        reactor=reactor, dkim=root.dkim, queue_service=root.queue_service,
+        reactor=reactor, dkim=root.dkim, queue_service=root.queue_service, hold_rules=hold_rules,
     )
     root.reports.setServiceParent(root)
     root.smtp_backend.reports = root.reports

@@ -468,10 +468,13 @@ class QueueDSN:
     ever sent about it. The Deferred fires with the new queue ids once the DSN is durable;
     the service kicks itself afterwards."""
 
-    def __init__(self, queue, hostname, reactor=None, clock=None, max_full=MAX_FULL_ORIGINAL, dkim=None):
+    def __init__(self, queue, hostname, reactor=None, clock=None, max_full=MAX_FULL_ORIGINAL, dkim=None,
+                 hold_rules=None):
         if reactor is None:
             from twisted.internet import reactor
         self.dkim = dkim  # DKIMSigners: DSNs are signed like other outgoing mail
+        # hold_rules(account, sender_domain) -> hold predicate (moxtw.queue.holdrules)
+        self.hold_rules = hold_rules
         self.queue = queue
         self.hostname = hostname
         self.reactor = reactor
@@ -482,42 +485,55 @@ class QueueDSN:
         return datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
 
     def __call__(self, entry, kind, error):
-        return defer.Deferred.fromCoroutine(self._send(entry, kind, error))
+        return self.many(kind, [(entry, error)])
 
-    async def _send(self, entry, kind, error):
+    def many(self, kind, items):
+        """One DSN about several recipients of one message (``items``: [(entry, error)]
+        with the same base_id), as RFC 3464 2 lets a DSN report on several recipients.
+        Deferred with the new queue ids."""
+        return defer.Deferred.fromCoroutine(self._send(kind, list(items)))
+
+    async def _send(self, kind, items):
         now = self.now()
+        entry = items[0][0]
+        if any(e.base_id != entry.base_id for e, _ in items):
+            raise ValueError("one DSN covers recipients of one message")
         headers, original = await threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), _read_original, self.queue, entry,
             self.max_full,
         )
-        rcpt = RecipientStatus(
-            recipient=entry.recipient,
-            orcpt=entry.dsn_orcpt,
-            status=status(error, kind),
-            diagnostic=error,
-            remote_mta=None,  # known once the SMTP client records the host
-            last_attempt=entry.last_attempt if kind == KIND_DELAYED and entry.last_attempt else now,
-            will_retry_until=give_up_time(entry) if kind == KIND_DELAYED else None,
-        )
+        rcpts = [
+            RecipientStatus(
+                recipient=e.recipient,
+                orcpt=e.dsn_orcpt,
+                status=status(error, kind),
+                diagnostic=error,
+                remote_mta=None,  # known once the SMTP client records the host
+                last_attempt=e.last_attempt if kind == KIND_DELAYED and e.last_attempt else now,
+                will_retry_until=give_up_time(e) if kind == KIND_DELAYED else None,
+            )
+            for e, error in items
+        ]
         message_id = f"{os.urandom(12).hex()}@{self.hostname}"
         msg = compose(
-            kind=kind, hostname=self.hostname, sender=entry.sender, recipients=[rcpt],
+            kind=kind, hostname=self.hostname, sender=entry.sender, recipients=rcpts,
             original_headers=headers, original=original, envid=entry.dsn_envid or None,
             ret=entry.dsn_ret or None, now=now, message_id_domain=self.hostname,
-            smtputf8=entry.smtputf8, arrival_date=entry.queued, message_id=message_id,
+            smtputf8=any(e.smtputf8 for e, _ in items), arrival_date=entry.queued, message_id=message_id,
         )
         subject = _original_subject(_header_section(msg))
         if self.dkim is not None:
             signature = await threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), self.dkim.sign, msg, now.timestamp())
             msg = signature + msg
+        hold = self.hold_rules(None, "") if self.hold_rules is not None else False
         ids = await self.queue.add(
             msg, "", [entry.sender], sender_account=None, is_dsn=True,
-            smtputf8=entry.smtputf8, has_8bit=_has_8bit(msg), message_id=message_id,
-            subject=subject, max_attempts=DEFAULT_MAX_ATTEMPTS,
+            smtputf8=any(e.smtputf8 for e, _ in items), has_8bit=_has_8bit(msg), message_id=message_id,
+            subject=subject, max_attempts=DEFAULT_MAX_ATTEMPTS, hold=hold,
         )
-        log.info("queued {kind} DSN for {queueid} to {sender}", kind=kind, queueid=entry.id,
-                 sender=entry.sender, dsnids=ids)
+        log.info("queued {kind} DSN for {queueids} to {sender}", kind=kind,
+                 queueids=",".join(str(e.id) for e, _ in items), sender=entry.sender, dsnids=ids)
         return ids
 
 

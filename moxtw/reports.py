@@ -30,7 +30,7 @@ class ReportsService(service.Service):
     name = "reports"
 
     def __init__(self, data_dir, hostname, queue, resolver, static, reactor=None, dkim=None,
-                 queue_service=None, interval=SEND_INTERVAL):
+                 queue_service=None, interval=SEND_INTERVAL, hold_rules=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -40,6 +40,7 @@ class ReportsService(service.Service):
         self.static = static
         self.dkim = dkim
         self.queue_service = queue_service
+        self.hold_rules = hold_rules  # (account, sender_domain) -> hold predicate
         self.interval = interval
         self.dmarc = dmarcdb.ReportDB(data_dir, reactor=reactor)
         self.tlsrpt = tlsdb.ReportDB(data_dir, reactor=reactor)
@@ -159,9 +160,10 @@ class ReportsService(service.Service):
             if self.dkim is not None:
                 signature = await threads.deferToThread(self.dkim.sign, msg)
                 msg = signature + msg
+            hold = self.hold_rules(None, r.mail_from.rpartition("@")[2]) if self.hold_rules else False
             await self.queue.add(
                 msg, r.mail_from, list(r.to_addresses), sender_account=None,
-                is_dmarc_report=True, max_attempts=DEFAULT_MAX_ATTEMPTS,
+                is_dmarc_report=True, max_attempts=DEFAULT_MAX_ATTEMPTS, hold=hold,
                 subject=f"Report Domain: {r.domain}",
             )
             # Queued (durable) before marked: a crash in between sends a report twice

@@ -1408,8 +1408,10 @@ class WebHandler(Model):
 
 class HoldRule(Model):
     Account: str = field("Account that submitted the message.", "")
-    SenderDomain: str = field("Domain of the envelope sender (MAIL FROM).", "")
-    RecipientDomain: str = field("Domain of the recipient.", "")
+    SenderDomain: Optional[DomainName] = field(
+        "Domain of the envelope sender (MAIL FROM).", None, example="example.org")
+    RecipientDomain: Optional[DomainName] = field(
+        "Domain of the recipient.", None, example="example.com")
 
 
 class Dynamic(Model):

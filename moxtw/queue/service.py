@@ -297,12 +297,20 @@ class QueueService(service.Service):
         except Exception as e:
             log.failure("delivery raised an error, treating as temporary failure", **ids)
             results = [DeliveryResult(ok=False, permanent=False, error=f"internal error: {e}")] * len(group)
+        failed = []  # (entry, result, give_up): final failures, settled together
+        delayed = []  # (entry, error): delayed DSNs due
         for entry, result in zip(group, results):
-            await self._settle(entry, result)
+            await self._settle(entry, result, failed, delayed)
+        if delayed:
+            # Recorded first: a crash right here loses the delay notice rather than
+            # sending it twice; the final failure still gets its DSN.
+            await self._send_dsns("delayed", delayed)
+        if failed:
+            await self._fail_entries(failed)
 
-    async def _settle(self, entry, result):
-        """Record the outcome of an attempt for one entry: delivered, failed (DSN), or
-        retried later (delayed DSN at its step)."""
+    async def _settle(self, entry, result, failed, delayed):
+        """Record the outcome of an attempt for one entry: delivered, or retried later
+        (delayed DSN at its step); final failures are collected in ``failed``."""
         fields = dict(queueid=entry.id, baseid=entry.base_id, attempt=entry.attempts + 1)
         n = entry.attempts + 1
         # A limit in max_attempts turns the last temporary failure into a final one.
@@ -313,32 +321,60 @@ class QueueService(service.Service):
                 log.info("delivered", **fields)
                 await self._record(entry, result)
             elif result.permanent or give_up:
-                await self._failed(entry, result, give_up, fields)
+                failed.append((entry, result, give_up))
             else:
                 next_attempt = self.now() + retry_delay(n)
                 log.info("delivery failed temporarily", error=result.error,
                          next_attempt=next_attempt.isoformat(), **fields)
                 updated = await self._record(entry, result, next_attempt=next_attempt)
                 if n == DELAYED_DSN_ATTEMPT and wants_dsn(updated, "delayed"):
-                    # Recorded first: a crash right here loses the delay notice rather
-                    # than sending it twice; the final failure still gets its DSN.
-                    await self._send_dsn(updated, "delayed", result.error, fields)
+                    delayed.append((updated, result.error))
         except EntryNotFound:
             log.info("entry removed during delivery attempt", **fields)
 
-    async def _failed(self, entry, result, give_up, fields):
-        if not wants_dsn(entry, "failed"):
-            log.warn("delivery failed permanently, removing (no DSN requested)",
-                     error=result.error, gave_up=give_up, **fields)
-        else:
-            # Dropped while the attempt ran (e.g. by the operator): no DSN.
-            await self.queue.get(entry.id)
-            log.warn("delivery failed permanently, sending DSN and removing",
-                     error=result.error, gave_up=give_up, **fields)
-            # The DSN is durable in the queue before the entry goes: a crash in between
-            # means a second attempt and possibly a second DSN, never a lost one.
-            await self._send_dsn(entry, "failed", result.error, fields)
-        await self._record(entry, DeliveryResult(ok=False, permanent=True, error=result.error))
+    async def _fail_entries(self, failed, removal=None):
+        """Final failures: one DSN per message for the recipients that want one, durable
+        in the queue before the entries go (a crash in between means a second attempt
+        and maybe a second DSN, never a lost one). When the DSN cannot be queued the
+        entries stay, retried later, so the sender still hears of it. Returns the
+        entries removed. ``removal(entry)``: how to remove (default: record the final
+        failure)."""
+        current = []
+        for entry, result, give_up in failed:
+            try:
+                # Dropped while the attempt ran (e.g. by the operator): no DSN.
+                current.append((await self.queue.get(entry.id), result, give_up))
+            except EntryNotFound:
+                log.info("entry removed during delivery attempt", queueid=entry.id, baseid=entry.base_id)
+        by_message = {}
+        for item in current:
+            by_message.setdefault(item[0].base_id, []).append(item)
+        removed = []
+        for items in by_message.values():
+            wanting = [(e, r.error) for e, r, _ in items if wants_dsn(e, "failed")]
+            dsn_ok = await self._send_dsns("failed", wanting) if wanting else True
+            for entry, result, give_up in items:
+                fields = dict(queueid=entry.id, baseid=entry.base_id, attempt=entry.attempts + 1)
+                try:
+                    if not dsn_ok and wants_dsn(entry, "failed"):
+                        next_attempt = self.now() + retry_delay(1)
+                        log.error("DSN could not be queued, keeping the entry", error=result.error,
+                                  next_attempt=next_attempt.isoformat(), **fields)
+                        await self.queue.record_attempt(
+                            entry.id, ok=False, permanent=False,
+                            error=f"{result.error} (failure notice could not be queued, will retry)",
+                            next_attempt=next_attempt)
+                        continue
+                    log.warn("delivery failed permanently, removing", error=result.error,
+                             gave_up=give_up, dsn=wants_dsn(entry, "failed"), **fields)
+                    if removal is not None:
+                        await removal(entry)
+                    else:
+                        await self._record(entry, DeliveryResult(ok=False, permanent=True, error=result.error))
+                    removed.append(entry)
+                except EntryNotFound:
+                    log.info("entry removed during delivery attempt", **fields)
+        return removed
 
     def _record(self, entry, result, next_attempt=None):
         return self.queue.record_attempt(
@@ -346,37 +382,44 @@ class QueueService(service.Service):
             next_attempt=next_attempt,
         )
 
-    async def _send_dsn(self, entry, kind, error, fields):
-        """Call the dsn hook; its failures are logged and do not stop the attempt."""
-        if self.dsn is None:
-            return
-        try:
-            await defer.maybeDeferred(self.dsn, entry, kind, error)
-        except Exception:
-            log.failure("queueing {kind} DSN failed", kind=kind, **fields)
-            return
+    async def _send_dsns(self, kind, items):
+        """Queue DSNs of ``kind`` for ``items`` [(entry, error)]: one per message when the
+        hook has ``many(kind, items)``, else one per entry. True when all were queued;
+        failures are logged."""
+        if self.dsn is None or not items:
+            return True
+        by_message = {}
+        for entry, error in items:
+            by_message.setdefault(entry.base_id, []).append((entry, error))
+        ok = True
+        for group in by_message.values():
+            calls = ([lambda g=group: self.dsn.many(kind, g)] if hasattr(self.dsn, "many")
+                     else [lambda e=e, err=err: self.dsn(e, kind, err) for e, err in group])
+            for call in calls:
+                try:
+                    await defer.maybeDeferred(call)
+                except Exception:
+                    log.failure("queueing {kind} DSN failed", kind=kind,
+                                queueids=",".join(str(e.id) for e, _ in group))
+                    ok = False
         if self.running:
             self.kick()
+        return ok
 
     # -- administration
 
     async def fail(self, entries, reason):
-        """Give up ``entries`` now, as after a permanent failure: a DSN to the sender
-        (where one is wanted), then removal. Returns the entries failed (those still in
-        the queue)."""
-        failed = []
+        """Give up ``entries`` now, as after a permanent failure: one DSN per message to
+        the sender (where one is wanted), then removal. Returns the entries failed;
+        entries whose DSN could not be queued are left in the queue."""
+        result = DeliveryResult(ok=False, permanent=True, error=reason)
         for entry in entries:
-            fields = dict(queueid=entry.id, baseid=entry.base_id)
-            try:
-                entry = await self.queue.get(entry.id)
-            except EntryNotFound:
-                continue
-            log.warn("delivery failed by the administrator", reason=reason, **fields)
-            if wants_dsn(entry, "failed"):
-                await self._send_dsn(entry, "failed", reason, fields)
+            log.warn("delivery failed by the administrator", reason=reason, queueid=entry.id, baseid=entry.base_id)
+
+        async def drop(entry):
             await self.queue.drop([entry.id])
-            failed.append(entry)
-        return failed
+
+        return await self._fail_entries([(e, result, False) for e in entries], removal=drop)
 
     # -- idleness
 

@@ -27,6 +27,10 @@ class MatcherTests(unittest.SynchronousTestCase):
         held = holdrules.matcher(rules, "other", "SPAMMY.example")
         self.assertTrue(held("a@anything.example"))
 
+    def test_idna_domains_normalised(self):
+        held = holdrules.matcher([HoldRule(RecipientDomain="XN--BCHER-KVA.example")], "mjl", "example.org")
+        self.assertTrue(held("a@bücher.example"))
+
     def test_schedule_length(self):
         # The first attempt, then one after each delay: the last one 16 hours later.
         self.assertEqual(DEFAULT_MAX_ATTEMPTS, 9)
@@ -47,3 +51,25 @@ class QueueHoldTests(unittest.TestCase):
                          [("x@a.example", False), ("y@b.example", True)])
         yield q.add(make_message(), "mjl@example.org", ["z@a.example"], sender_account="mjl", hold=True)
         self.assertEqual(len((yield q.list(hold=True))), 2)
+
+
+class DSNHoldTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_dsn_held_by_rules(self):
+        from moxtw.dsn import QueueDSN
+
+        q = Queue(self.mktemp())
+        yield q.open()
+        self.addCleanup(q.close)
+        [i] = yield q.add(make_message(), "mjl@example.org", ["x@a.example"], sender_account="mjl")
+        entry = yield q.get(i)
+        seen = []
+
+        def rules(account, sender_domain):
+            seen.append((account, sender_domain))
+            return holdrules.matcher([HoldRule()], account, sender_domain)
+
+        dsn = QueueDSN(q, "mail.example.org", hold_rules=rules)
+        [d] = yield dsn(entry, "failed", "550 no")
+        self.assertEqual(seen, [(None, "")])
+        self.assertTrue((yield q.get(d)).hold)

@@ -391,6 +391,38 @@ class GroupTests(ServiceTestBase):
         self.assertEqual(QUEUE_SIZE._value.get(), 2)
         self.assertEqual(QUEUE_OLDEST_AGE._value.get(), 90)
 
+    @defer.inlineCallbacks
+    def test_one_dsn_per_message(self):
+        class ManyDSN:
+            def __init__(self):
+                self.calls = []
+
+            def __call__(self, entry, kind, error):
+                raise AssertionError("many() is used when there")
+
+            def many(self, kind, items):
+                self.calls.append((kind, sorted(e.recipient for e, _ in items)))
+                return defer.succeed([])
+
+        dsn = ManyDSN()
+        perm = DeliveryResult(ok=False, permanent=True, error="556 null MX")
+        yield self.add(["a@one.example", "b@one.example", "c@two.example"])
+        svc = self.make_group_service(GroupDeliver({r: perm for r in ("a@one.example", "b@one.example",
+                                                                      "c@two.example")}), dsn=dsn)
+        svc.startService()
+        yield svc.idle()
+        # One per attempt group of the message: one.example's two recipients together.
+        self.assertEqual(sorted(dsn.calls), [("failed", ["a@one.example", "b@one.example"]),
+                                             ("failed", ["c@two.example"])])
+        self.assertEqual((yield self.queue.list()), [])
+        # queue fail of several recipients of one message: one DSN.
+        dsn.calls.clear()
+        yield self.add(["x@three.example", "y@four.example"])
+        entries = yield self.queue.list()
+        failed = yield defer.Deferred.fromCoroutine(svc.fail(entries, "given up"))
+        self.assertEqual(len(failed), 2)
+        self.assertEqual(dsn.calls, [("failed", ["x@three.example", "y@four.example"])])
+
     def test_needs_one_deliver_function(self):
         self.assertRaises(ValueError, QueueService, self.queue, clock=self.clock)
         self.assertRaises(ValueError, QueueService, self.queue, self.deliver, clock=self.clock,
@@ -647,7 +679,9 @@ class DSNTests(ServiceTestBase):
         self.assertEqual((yield self.queue.list()), [])
 
     @defer.inlineCallbacks
-    def test_dsn_error_logged_loop_continues(self):
+    def test_dsn_error_keeps_entry(self):
+        # A failure notice that cannot be queued (disk full, ...) must not be lost: the
+        # entry stays and is tried again, and the loop goes on.
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.deliver.result = self.PERMANENT
         [i] = yield self.add()
@@ -657,16 +691,17 @@ class DSNTests(ServiceTestBase):
         yield svc.idle()
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         [ev] = [ev for ev in logged if "log_failure" in ev]
-        self.assertEqual((ev["queueid"], ev["kind"]), (i, "failed"))
+        self.assertEqual((ev["queueids"], ev["kind"]), (str(i), "failed"))
         self.assertEqual(ev["log_namespace"], "moxtw.queue")
-        # The entry is removed anyway, and later entries are delivered.
-        self.assertEqual((yield self.queue.list()), [])
+        [e] = yield self.queue.list()
+        self.assertEqual(e.attempts, 1)
+        self.assertIn("failure notice could not be queued", e.last_error)
         self.assertTrue(svc.running)
-        self.deliver.result = OK
-        [j] = yield self.add()
-        self.clock.advance(30)
-        yield svc.idle()
-        self.assertEqual([e.id for e in self.deliver.calls], [i, j])
+        # Once the DSN can be queued, the next attempt fails the entry with its DSN.
+        self.dsn.error = None
+        yield self.run_attempts(svc, i, 1)
+        self.assertEqual([k for _, k, _ in self.dsn.calls], ["failed", "failed"])
+        self.assertEqual((yield self.queue.list()), [])
 
     @defer.inlineCallbacks
     def test_dropped_during_delivery_no_dsn(self):
