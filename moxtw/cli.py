@@ -282,7 +282,7 @@ def parser():
     ):
         t = qsub.add_parser(name, help=text + " (needs the running server)")
         t.add_argument("--config", default="config", help="config directory")
-        t.add_argument("ids", nargs="*", help="queue entry ids")
+        t.add_argument("ids", nargs="*", type=int, help="queue entry ids")
         t.add_argument("--account")
         t.add_argument("--sender", help="address, or domain")
         t.add_argument("--recipient", help="address, or domain")
@@ -291,7 +291,8 @@ def parser():
         t.add_argument("--next-after", dest="next_after", help="next attempt after (ISO time or +1h)")
         t.add_argument("--all", action="store_true", help="every entry (when no other filter is given)")
         if name == "schedule":
-            t.add_argument("when", help="new next attempt: ISO time, or a duration from now (+30m, 0s)")
+            t.add_argument("--when", required=True,
+                           help="new next attempt: ISO time, or a duration from now (+30m, 0s, -1h)")
         if name == "fail":
             t.add_argument("--reason", help="text for the DSN")
         t.set_defaults(fn=cmd_queue_change)

@@ -19,7 +19,7 @@ import re
 import socket
 from datetime import datetime, timedelta, timezone
 
-from twisted.application import internet
+from twisted.application import internet, service
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -248,6 +248,11 @@ class CtlService(internet.StreamServerEndpointService):
         super().__init__(None, CtlFactory(commands))
 
     def privilegedStartService(self):
+        # Bound in startService instead: after twistd switched to the unprivileged user,
+        # so the socket (0600) belongs to the user that runs the moxtw commands.
+        pass
+
+    def startService(self):
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -256,7 +261,8 @@ class CtlService(internet.StreamServerEndpointService):
         self._short = _short_path(self.path)
         path = self._short.__enter__()
         self.endpoint = endpoints.UNIXServerEndpoint(self.reactor, path, mode=0o600, wantPID=False)
-        return super().privilegedStartService()
+        internet.StreamServerEndpointService.privilegedStartService(self)
+        service.Service.startService(self)
 
     def stopService(self):
         d = super().stopService()

@@ -29,11 +29,13 @@ INTERVAL = 3600.0
 
 
 def monitored_ips(static, include_private=False):
+    """Public IPs of SMTP listeners: ``NATIPs`` where set (the listener is behind NAT),
+    else ``IPs``."""
     ips = []
     for lst in static.Listeners.values():
         if not lst.SMTP.Enabled:
             continue
-        for text in lst.IPs:
+        for text in (getattr(lst, "NATIPs", None) or lst.IPs):
             ip = ipaddress.ip_address(str(text))
             if ip.is_unspecified or (not include_private and not ip.is_global):
                 continue
@@ -64,6 +66,7 @@ class DNSBLMonitor(service.Service):
         self.include_private = include_private
         self.listed = {}  # (zone, ip) -> bool
         self._loop = None
+        self._warned_no_ips = False
 
     def startService(self):
         super().startService()
@@ -85,7 +88,20 @@ class DNSBLMonitor(service.Service):
     async def check(self):
         static, dynamic = self.current()
         ips = monitored_ips(static, self.include_private)
-        for zone in monitored_zones(static, dynamic):
+        zones = monitored_zones(static, dynamic)
+        if zones and not ips and not self._warned_no_ips:
+            self._warned_no_ips = True
+            log.info("no public SMTP listener IPs to check in DNS block lists "
+                     "(set NATIPs on listeners behind NAT, or listen on the public IPs)")
+        # Gauges of zones or IPs no longer configured go away.
+        for zone, ip in list(self.listed):
+            if zone not in zones or ip not in ips:
+                del self.listed[(zone, ip)]
+                try:
+                    DNSBL_IP_LISTED.remove(zone, ip)
+                except KeyError:
+                    pass
+        for zone in zones:
             for ip in ips:
                 r = await dnsbl.lookup(self.resolver, zone, ip)
                 if r.status == "temperror":

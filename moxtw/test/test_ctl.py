@@ -207,6 +207,12 @@ class CommandLineTests(SMTPTreeBase):
         self.assertEqual(r.stdout, b"1 entries held\n")
         [e] = yield self.root.queue.list()
         self.assertTrue(e.hold)
+        r = yield self.cli("queue", "schedule", str(self.entry.id), "--when=-1h")
+        self.assertEqual((r.returncode, r.stdout), (0, b"1 entries rescheduled\n"), r.stderr)
+        [e] = yield self.root.queue.list()
+        self.assertLess(e.next_attempt, self.entry.next_attempt)
+        r = yield self.cli("queue", "schedule", "+1h")
+        self.assertEqual(r.returncode, 2)  # not an id: refused by the argument parser
         r = yield self.cli("queue", "list", "--hold", "yes")
         self.assertIn(b"friend@example.net", r.stdout)
         r = yield self.cli("queue", "dump", str(self.entry.id))

@@ -10,8 +10,8 @@ from moxtw.dnsblmonitor import DNSBL_IP_LISTED, DNSBLMonitor, monitored_ips
 from moxtw.metrics import REGISTRY
 
 
-def config(ips, zones, monitor):
-    lst = SimpleNamespace(IPs=ips, SMTP=SimpleNamespace(Enabled=True, DNSBLs=zones))
+def config(ips, zones, monitor, nat=()):
+    lst = SimpleNamespace(IPs=ips, NATIPs=list(nat), SMTP=SimpleNamespace(Enabled=True, DNSBLs=zones))
     off = SimpleNamespace(IPs=["198.51.100.9"], SMTP=SimpleNamespace(Enabled=False, DNSBLs=[]))
     return SimpleNamespace(Listeners={"public": lst, "internal": off}), SimpleNamespace(MonitorDNSBLs=monitor)
 
@@ -22,6 +22,8 @@ class MonitorTests(unittest.TestCase):
         self.assertEqual(monitored_ips(static), ["8.8.8.8", "2001:4860::1"])
         self.assertEqual(monitored_ips(static, include_private=True), ["127.0.0.1", "10.0.0.1", "8.8.8.8",
                                                                       "2001:4860::1"])
+        static, _ = config(["0.0.0.0"], [], [], nat=["9.9.9.9"])
+        self.assertEqual(monitored_ips(static), ["9.9.9.9"])
 
     @defer.inlineCallbacks
     def test_listed_and_cleared(self):
@@ -42,3 +44,15 @@ class MonitorTests(unittest.TestCase):
         clock.advance(3600)  # the hourly check
         self.assertEqual(m.listed[("bl.example", "8.8.8.8")], False)
         self.assertEqual(DNSBL_IP_LISTED.labels(zone="bl.example", ip="8.8.8.8")._value.get(), 0)
+
+    @defer.inlineCallbacks
+    def test_removed_zone_gauge_dropped(self):
+        r = MockResolver({("8.8.8.8.gone.example", "A"): ["127.0.0.2"]})
+        cfg = [config(["8.8.8.8"], [], ["gone.example"])]
+        m = DNSBLMonitor(r, lambda: cfg[0], clock=task.Clock())
+        yield m.check()
+        self.assertEqual(REGISTRY.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}), 1)
+        cfg[0] = config(["8.8.8.8"], [], [])
+        yield m.check()
+        self.assertIsNone(REGISTRY.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}))
+        self.assertEqual(m.listed, {})
