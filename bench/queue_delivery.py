@@ -6,9 +6,9 @@ Usage::
     .venv/bin/python bench/queue_delivery.py --quick     # 200 messages
     .venv/bin/python bench/queue_delivery.py --count 2000 --domains 20 --size 1024 --no-tls
 
-(Not named queue.py: the script's directory comes first on sys.path, so a bench/queue.py
-would shadow the standard library's queue module for every script in bench/, Twisted's
-thread pool included.)
+(Also run as ``bench/queue.py``, which starts this script; see that file for why the
+code lives here and how bench/queue.py keeps the standard library's queue module
+working for every script in bench/.)
 
 Needs ``/work/main/.venv`` with moxtw installed; nothing else (no root, no network).
 
