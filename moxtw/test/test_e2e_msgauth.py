@@ -153,3 +153,28 @@ class MsgAuthTests(unittest.TestCase):
             self.assertEqual(e.smtp_code, 550)
             self.assertIn(b"exactly one From header field", e.smtp_error)
         self.assertEqual((yield self.b.inbox()), [])
+
+    @defer.inlineCallbacks
+    def test_tls_report_stored(self):
+        import gzip
+        import os as _os
+        from email.message import EmailMessage
+
+        path = _os.path.join(_os.path.dirname(__file__), "data", "tlsrpt-google.json")
+        with open(path, "rb") as f:
+            report = f.read()
+        m = EmailMessage()
+        m["From"] = "noreply-smtp-tls-reporting@c.example"
+        m["To"] = "tls-reports@b.example"
+        m["Subject"] = "Report Domain: b.example Submitter: c.example Report-ID: <x>"
+        m["TLS-Report-Domain"] = "b.example"
+        m["TLS-Report-Submitter"] = "c.example"
+        m.set_content("This is an aggregate TLS report.")
+        m.add_attachment(gzip.compress(report), maintype="application", subtype="tlsrpt+gzip",
+                         filename="c.example!b.example!1!2.json.gz")
+        yield self.send_from("127.0.0.2", "noreply-smtp-tls-reporting@c.example", "tls-reports@b.example",
+                             m.as_bytes().replace(b"\n", b"\r\n"))
+        [(msg, _)] = yield wait_for(lambda: self.b.inbox(mailbox="TLSRPT"))
+        stored = yield wait_for(self.b.root.reports.tlsrpt.list)
+        self.assertEqual(len(stored), 1)
+        self.assertTrue(stored[0].report.policies)
