@@ -23,8 +23,9 @@ What is done, per server, in this order:
 * SELECT INBOX: "first" is the first SELECT after the server started (Dovecot: builds its
   index from the Maildir; moxtw: its index was built at delivery); "warm" is the median of
   the next runs, each on a fresh connection.
-* UID FETCH 1:* (FLAGS), FETCH 1:* (ENVELOPE), UID SEARCH HEADER Subject "xyzzy" and
-  UID SEARCH BODY "plugh" on the selected INBOX: "first" run and median of the rest.  The
+* UID FETCH 1:* (FLAGS), FETCH 1:* (ENVELOPE), UID SEARCH HEADER Subject "xyzzy",
+  UID SEARCH HEADER Message-ID "<...>" (one message's), UID SEARCH BODY "plugh" and
+  UID SEARCH TEXT "plugh" on the selected INBOX: "first" run and median of the rest.  The
   time is from sending the command to receiving its tagged OK, read by a minimal socket
   client (counts responses, skips literals, parses nothing else), so client overhead is
   small and the same for both servers.  The number of FETCH responses and of SEARCH hits
@@ -1052,8 +1053,14 @@ def bench_server(server, corpus, meta, a):
             ("SEARCH header", lambda: measure_fetch_like(
                 res, port, "UID SEARCH HEADER Subject", f'UID SEARCH HEADER Subject "{SUBJECT_MARK}"',
                 sum(map(subject_hit, range(n))), a.repeat, timeout=a.timeout, check="search")),
+            ("SEARCH Message-ID", lambda: measure_fetch_like(
+                res, port, "UID SEARCH HEADER Message-ID", f'UID SEARCH HEADER Message-ID "{_msgid(n // 2)}"',
+                1, a.repeat, timeout=a.timeout, check="search")),
             ("SEARCH body", lambda: measure_fetch_like(
                 res, port, "UID SEARCH BODY", f'UID SEARCH BODY "{BODY_MARK}"',
+                sum(map(body_hit, range(n))), a.repeat, timeout=a.timeout, check="search")),
+            ("SEARCH text", lambda: measure_fetch_like(
+                res, port, "UID SEARCH TEXT", f'UID SEARCH TEXT "{BODY_MARK}"',
                 sum(map(body_hit, range(n))), a.repeat, timeout=a.timeout, check="search")),
             ("APPEND", lambda: measure_append(res, port, a.appends, a.timeout)),
             ("IDLE latency", lambda: measure_idle_latency(res, server, port, a.deliveries, a.timeout)),
@@ -1102,7 +1109,9 @@ ROWS = [
     ("UID FETCH 1:* (FLAGS)", "first", "median of rest", "s", True),
     ("FETCH 1:* (ENVELOPE)", "first", "median of rest", "s", True),
     ("UID SEARCH HEADER Subject", "first", "median of rest", "s", True),
+    ("UID SEARCH HEADER Message-ID", "first", "median of rest", "s", True),
     ("UID SEARCH BODY", "first", "median of rest", "s", True),
+    ("UID SEARCH TEXT", "first", "median of rest", "s", True),
     ("APPEND /s", "appends/s", "", "/s", False),
     ("IDLE EXISTS latency (SMTP to localserve) ms", "median", "worst", "ms", True),
     ("IDLE EXISTS latency (dovecot-lda) ms", "median", "worst", "ms", True),
@@ -1195,8 +1204,9 @@ What the figures mean:
                    "first" is the first run after the server started; for Dovecot the first SELECT
                    builds its index from the Maildir (moxtw's index was built at delivery) and the
                    first FETCH ENVELOPE / SEARCH read message files into its cache.
-  SEARCH           HEADER Subject "xyzzy" (about 1 in 997 subjects) and BODY "plugh" (about 1 in
-                   1009 bodies): substring searches; the hit count is checked against the corpus.
+  SEARCH           HEADER Subject "xyzzy" (about 1 in 997 subjects), HEADER Message-ID (one
+                   message), BODY "plugh" (about 1 in 1009 bodies) and TEXT "plugh" (header or
+                   body): substring searches; the hit count is checked against the corpus.
                    Dovecot has no full-text index configured (the Debian default): it reads files.
   APPEND /s        sequential APPENDs of 10 KB on one connection, each waiting for its tagged OK
                    (moxtw: file and index fsynced; Dovecot: default mail_fsync=optimized).

@@ -19,6 +19,12 @@ Setting \\Seen: a non-PEEK BODY[...], BINARY[...], RFC822 or RFC822.TEXT implici
   MODSEQ): call ``implies_seen(msg, atts, ctx)`` first, store \\Seen, and render the
   updated message with ``include_flags=True`` so FLAGS is in the response.
 
+Items the index rows answer alone (flags, dates, sizes, PREVIEW, ENVELOPE and
+BODYSTRUCTURE: ``ROW_ITEMS``) are rendered by ``RowRenderer`` from ``FetchRow`` tuples
+(``Account.fetch_rows``), the fast path for the listings clients ask for whole mailboxes;
+the ENVELOPE comes rendered from the index. Its responses are byte for byte those of
+``render_fetch``.
+
 RFCs: 9051 6.4.5 and 7.5.2 (FETCH, IMAP4rev2), 3501 (IMAP4rev1), 3516 (BINARY),
 7162 (CONDSTORE MODSEQ), 8970 (PREVIEW), 8514 (SAVEDATE), 6855 (UTF8=ACCEPT strings).
 """
@@ -28,8 +34,13 @@ from dataclasses import dataclass
 
 from moxtw.imapserver.types import Section
 from moxtw.message.encoding import decode_base64, decode_quoted_printable
+from moxtw.message.imap import format_body_structure as body_structure
+from moxtw.message.imap import format_envelope as envelope
+from moxtw.message.imap import format_literal as literal
+from moxtw.message.imap import format_string as string
+from moxtw.message.imap import format_value as value
 from moxtw.message.part import Part
-from moxtw.store.model import CANONICAL, FLAG_COLUMNS
+from moxtw.store.model import CANONICAL, FLAG_COLUMNS, from_unix
 
 SEEN = "\\Seen"
 # Response code for BINARY of a section in an unknown transfer encoding (RFC 3516 4.3).
@@ -92,92 +103,6 @@ class FetchError(Exception):
     def __init__(self, code, text=""):
         super().__init__(text or code)
         self.code = code
-
-
-# Formatting (RFC 9051 4.3, 9: string, nstring, literal, literal8).
-
-
-def literal(data, binary=False):
-    """``{n}\\r\\n`` followed by the data; ``~{n}`` (literal8, RFC 3516 4.2) when binary."""
-    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % len(data) + data
-
-
-def string(value, utf8=False):
-    """A string: quoted when that is allowed, else a literal. None gives NIL."""
-    if value is None:
-        return b"NIL"
-    if isinstance(value, bytes):
-        raw = value
-        try:
-            value.decode("utf-8")
-            ok = True
-        except UnicodeDecodeError:
-            ok = False
-    else:
-        try:
-            raw, ok = value.encode("utf-8"), True
-        except UnicodeEncodeError:
-            raw, ok = value.encode("utf-8", "surrogateescape"), False
-    # RFC 9051 9: QUOTED-CHAR is any TEXT-CHAR (no CR, LF, NUL); non-ASCII only as UTF-8
-    # when enabled (RFC 9051, RFC 6855 3); otherwise a literal carries it.
-    if ok and b"\r" not in raw and b"\n" not in raw and b"\0" not in raw \
-            and (utf8 or raw.isascii()):
-        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    return literal(raw)
-
-
-def value(v, utf8=False):
-    """Render a JSON-like value: None NIL, int number, str string, list parenthesized."""
-    if v is None:
-        return b"NIL"
-    if isinstance(v, bool):
-        raise TypeError("no IMAP rendering for bool")
-    if isinstance(v, int):
-        return b"%d" % v
-    if isinstance(v, (str, bytes)):
-        return string(v, utf8)
-    return b"(" + b" ".join(value(x, utf8) for x in v) + b")"
-
-
-def envelope(env, utf8=False):
-    """Render an ENVELOPE value as made by ``moxtw.message.imap`` (RFC 9051 7.5.2).
-
-    RFC 9051 9: env-from = "(" 1*address ")" / nil: the addresses of a list follow each
-    other without separating spaces.
-    """
-    if env is None:
-        return b"NIL"
-    items = []
-    for i, v in enumerate(env):
-        if 2 <= i <= 7 and isinstance(v, list):
-            items.append(b"(" + b"".join(value(a, utf8) for a in v) + b")")
-        else:
-            items.append(value(v, utf8))
-    return b"(" + b" ".join(items) + b")"
-
-
-def body_structure(bs, utf8=False):
-    """Render a BODY/BODYSTRUCTURE value as made by ``moxtw.message.imap``.
-
-    RFC 9051 9: body-type-mpart = 1*body SP media-subtype ...: the bodies of a multipart
-    follow each other without separating spaces; and the body inside a message/rfc822
-    part is itself a body.
-    """
-    if bs and isinstance(bs[0], list):
-        n = 0
-        while n < len(bs) and isinstance(bs[n], list):
-            n += 1
-        rest = b"".join(b" " + value(x, utf8) for x in bs[n:])
-        return b"(" + b"".join(body_structure(c, utf8) for c in bs[:n]) + rest + b")"
-    if (len(bs) > 9 and isinstance(bs[0], str) and isinstance(bs[1], str)
-            and bs[0].upper() == "MESSAGE" and bs[1].upper() in ("RFC822", "GLOBAL")
-            and isinstance(bs[8], list)):
-        # body-type-msg = media-message SP body-fields SP envelope SP body SP body-fld-lines
-        items = [value(x, utf8) for x in bs]
-        items[7] = envelope(bs[7], utf8)
-        items[8] = body_structure(bs[8], utf8)
-        return b"(" + b" ".join(items) + b")"
-    return value(bs, utf8)
 
 
 def date_time(dt):
@@ -486,7 +411,8 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
                 # RFC 8970 3.2: "PREVIEW" SP nstring.
                 add(b"PREVIEW", string(msg.preview, utf8))
             elif name == "ENVELOPE":
-                add(b"ENVELOPE", envelope(msg.envelope, utf8))
+                cached = msg.row.get("envelope_imap") if msg.row else None
+                add(b"ENVELOPE", cached if cached is not None else envelope(msg.envelope, utf8))
             elif name == "BODYSTRUCTURE":
                 add(b"BODYSTRUCTURE", body_structure(msg.bodystructure, utf8))
             elif name == "BODY":
@@ -566,8 +492,83 @@ def _streamable(root, att, ctx):
     return end - start > ctx.stream_threshold
 
 
+# FETCH items answered from index rows (Account.fetch_rows), without part tree or file.
+ROW_ITEMS = frozenset({
+    "UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE", "SAVEDATE", "PREVIEW", "ENVELOPE",
+    "BODYSTRUCTURE", "FAST", "ALL",
+})
+# The FetchRow fields each item needs.
+_ROW_FIELDS = {
+    "INTERNALDATE": ("received", "received_tz"),
+    "SAVEDATE": ("saved",),
+    "RFC822.SIZE": ("size",),
+    "PREVIEW": ("preview",),
+    "ENVELOPE": ("envelope_imap", "envelope_json"),
+    "BODYSTRUCTURE": ("bodystructure_json",),
+}
+
+
+class RowRenderer:
+    """Renders ``* n FETCH (...)`` for items of ROW_ITEMS from FetchRow tuples.
+
+    ``include_uid``: UID FETCH (RFC 9051 6.4.8). With CONDSTORE enabled, MODSEQ is added
+    (RFC 7162 3.1.4.1). None of these items sets \\Seen."""
+
+    def __init__(self, atts, ctx, include_uid=False):
+        names = ["UID"] if include_uid else []
+        for att in _expand(atts):
+            name = _att_name(att)
+            if name not in ROW_ITEMS:
+                raise ValueError("not an index row item: %r" % att.name)
+            if name not in names:
+                names.append(name)
+        if ctx.condstore and "MODSEQ" not in names:
+            names.append("MODSEQ")
+        self.names = tuple(names)
+        self.utf8 = ctx.utf8
+        self._flags = {}  # rendered FLAGS by flags: most messages share a few
+        # The FetchRow fields to ask Account.fetch_rows for.
+        self.fields = tuple(f for n in names for f in _ROW_FIELDS.get(n, ()))
+
+    def render(self, row, seq):
+        utf8 = self.utf8
+        items = []
+        for name in self.names:
+            if name == "UID":
+                items.append(b"UID %d" % row.uid)
+            elif name == "FLAGS":
+                flags = self._flags.get(row.flags)
+                if flags is None:
+                    flags = self._flags[row.flags] = b"FLAGS " + flags_list(row.flags)
+                items.append(flags)
+            elif name == "MODSEQ":
+                items.append(b"MODSEQ (%d)" % row.modseq)
+            elif name == "ENVELOPE":
+                env = row.envelope_imap
+                if env is None:
+                    env = envelope(json.loads(row.envelope_json), utf8)
+                items.append(b"ENVELOPE " + env)
+            elif name == "INTERNALDATE":
+                items.append(b"INTERNALDATE " + date_time(from_unix(row.received, row.received_tz)))
+            elif name == "RFC822.SIZE":
+                items.append(b"RFC822.SIZE %d" % row.size)
+            elif name == "SAVEDATE":
+                items.append(b"SAVEDATE " + date_time(from_unix(row.saved)))
+            elif name == "PREVIEW":
+                items.append(b"PREVIEW " + string(row.preview, utf8))
+            else:  # BODYSTRUCTURE
+                items.append(b"BODYSTRUCTURE " + body_structure(json.loads(row.bodystructure_json), utf8))
+        return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+    def render_all(self, jobs):
+        """One buffer with the responses for [(FetchRow, seq)]."""
+        render = self.render
+        return b"".join([render(row, seq) for row, seq in jobs])
+
+
 __all__ = [
-    "FetchContext", "FetchError", "FetchResult", "FileRange", "UNKNOWN_CTE", "body_structure",
+    "FetchContext", "FetchError", "FetchResult", "FileRange", "ROW_ITEMS", "RowRenderer",
+    "UNKNOWN_CTE", "body_structure",
     "date_time", "envelope", "flags_list", "implies_seen", "literal", "render_fetch",
     "section_spec", "string", "value",
 ]

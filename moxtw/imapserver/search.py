@@ -8,16 +8,18 @@ DISPLAYFROM/DISPLAYTO (RFC 5957).
 
 Evaluation is planned so the index answers what it can. The top-level AND of a program is
 turned into one ``SearchCriteria`` (flags, keywords, sizes, MODSEQ, OLDER/YOUNGER and UID
-ranges exactly; INTERNALDATE and Date: ranges widened by a day as prefilters; BODY words
-through the full-text index as a prefilter where that cannot lose a substring match).
-OR/NOT subtrees made only of such keys are answered with index queries and set
-operations. Whatever is left is checked per candidate message in a thread, from the
-cached index row where possible (dates, subject, envelope addresses) and from the message
-file otherwise, reading each file at most once.
+ranges exactly; INTERNALDATE and Date: ranges widened by a day as prefilters; BODY, TEXT
+and HEADER strings through the store's trigram index of the search texts as prefilters).
+OR/NOT subtrees made only of index keys are answered with index queries and set
+operations. Whatever is left is checked per candidate message in a thread, in slices:
+from the cached index row where possible (dates, subject, envelope addresses), from the
+search texts kept in the index for BODY, TEXT and HEADER (``moxtw.message.searchtext``
+defines them), and, for messages too large to have them indexed, from the message file,
+read at most once. Both ways compare the same texts, so the index changes the speed of a
+search, never its result.
 """
 
 import bisect
-import dataclasses
 import json
 import math
 import re
@@ -25,22 +27,20 @@ from datetime import datetime, time as dtime, timedelta, timezone
 
 from twisted.internet import defer, threads
 
-from moxtw.message import base_subject, decode_words, html_to_text, parse, parse_date, unfold
-from moxtw.store.account import FTS_MAX
+from moxtw.message import base_subject, decode_words, parse, parse_date, searchtext
+from moxtw.store.account import LIGHT_COLUMNS
 from moxtw.store.errors import FlagError
-from moxtw.store.model import FLAG_COLUMNS, SearchCriteria, split_flags
+from moxtw.store.model import FLAG_COLUMNS, SearchCriteria, from_unix, split_flags
 
-from moxtw.imapserver.types import STAR, SearchKey
+from moxtw.imapserver.types import STAR
 
 
 class SearchError(Exception):
     """A search program, sort criterion or thread algorithm that cannot be evaluated."""
 
 
-# Messages up to this size have all their text in the full-text index (the indexed text is
-# never longer than the message, and is cut at FTS_MAX characters); larger ones are always
-# candidates for BODY.
-FTS_COMPLETE_SIZE = FTS_MAX // 2
+# Candidate messages evaluated per thread hop (rows and search texts read per slice).
+EVAL_SLICE = 2000
 # At most this many UID ranges go into one index query; more are replaced by their span
 # (the exact set is applied in memory anyway).
 MAX_PUSHED_RANGES = 100
@@ -62,6 +62,8 @@ _ROW_LEAVES = {
     "savedbefore", "savedon", "savedsince", "subject", "from", "to", "cc", "bcc",
 }
 _FILE_LEAVES = {"header", "body", "text"}
+# Leaves that need the full index row (envelope, Date:), not LIGHT_COLUMNS.
+_FULL_ROW_LEAVES = {"sentbefore", "senton", "sentsince", "from", "to", "cc", "bcc"}
 
 # ENVELOPE positions (RFC 9051 7.5.2) of the address fields.
 _ENVELOPE_FIELD = {"from": 2, "to": 5, "cc": 6, "bcc": 7}
@@ -186,38 +188,11 @@ def _ceil_instant(now, seconds):
     return datetime.fromtimestamp(math.ceil(now.timestamp() - seconds), timezone.utc)
 
 
-_ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+")
-
-
-def trigram_needle(needle):
-    """Whether the trigram index can narrow a BODY search for ``needle``: 3 or more
-    ASCII characters without white space (the index folds ASCII case like we do, and
-    white space may be collapsed differently in the indexed text)."""
-    return len(needle) >= 3 and needle.isascii() and not any(c.isspace() for c in needle)
-
-
-def fts_words(needle):
-    """Words that every text containing ``needle`` (case-insensitively) has as whole
-    words in the full-text index: the needle's words bounded by separators on both
-    sides within the needle. Its first and last words may be parts of longer words
-    ("tmp" in "attempt"), so they are not used; nor are non-ASCII needles, whose case
-    folding and word splitting may differ between Python and the FTS5 tokenizer."""
-    if not needle.isascii():
-        return []
-    out = []
-    for m in _ASCII_TOKEN.finditer(needle):
-        if m.start() > 0 and m.end() < len(needle):
-            out.append(m.group(0).lower())
-    return out
-
-
 class _Criteria:
     """Accumulates the index conditions of a conjunction into one SearchCriteria."""
 
     def __init__(self):
         self.c = SearchCriteria()
-        self.words = []
-        self.substrings = []
         self.empty = False  # a condition no message can meet (KEYWORD of an invalid keyword)
 
     def add_flag(self, flag, want):
@@ -279,10 +254,11 @@ class _Criteria:
             if base in ("since", "on"):
                 self.since(prefix + "_since", _day_start(day, -1))
         elif op == "body":
-            if trigram_needle(args[0]):
-                self.substrings.append(args[0])
-            else:
-                self.words.extend(fts_words(args[0]))
+            self.c.body_contains += (args[0],)
+        elif op == "text":
+            self.c.text_contains += (args[0],)
+        elif op == "header":
+            self.c.header_contains += ((args[0], args[1]),)
 
     def criteria(self, view, uid_ranges):
         self.c.uid_ranges = uid_ranges if uid_ranges is not None else _span(view)
@@ -313,70 +289,121 @@ def _runs(uids):
 # -- per-message evaluation
 
 
+# The index columns the per-message evaluation reads: all, for keys on the envelope or the
+# Date: header; LIGHT_COLUMNS for other keys on rows; these for BODY, TEXT and HEADER only.
+_TEXT_COLUMNS = "id, uid, text_indexed"
+
+
+class _Candidate:
+    """A message's index row, with what the evaluation needs of a Message (``read_file``
+    gets these), built more cheaply."""
+
+    __slots__ = ("row", "id", "uid")
+
+    def __init__(self, row):
+        self.row = row
+        self.id = row["id"]
+        self.uid = row["uid"]
+
+    @property
+    def received(self):
+        return from_unix(self.row["received"], self.row["received_tz"])
+
+    @property
+    def saved(self):
+        return from_unix(self.row["saved"])
+
+    @property
+    def subject(self):
+        return self.row["subject"]
+
+    @property
+    def envelope(self):
+        return json.loads(self.row["envelope"])
+
+
 class _Loaded:
-    """A message file, read and parsed on first use."""
+    """A message's search texts (moxtw.message.searchtext): from the index when it has
+    them (``texts``: indexed header and body text), else from the message file, read and
+    parsed on first use."""
 
-    __slots__ = ("msg", "read", "_root", "_data", "missing", "_body", "_header")
+    __slots__ = ("msg", "read", "texts", "missing", "_fields", "_body", "_header_flat")
 
-    def __init__(self, msg, read):
+    def __init__(self, msg, read, texts=None):
         self.msg = msg
         self.read = read
-        self._root = None
-        self._data = None
+        self.texts = texts
         self.missing = False
+        self._fields = None
         self._body = None
-        self._header = None
+        self._header_flat = None
 
-    def root(self):
-        if self._root is None and not self.missing:
-            try:
-                self._data = self.read(self.msg)
-            except FileNotFoundError:
-                # Expunged by another session and cleaned up: it no longer matches.
-                self.missing = True
-                return None
-            self._root = parse(self._data)
-        return self._root
+    def _load_file(self):
+        self.texts = ("", "")
+        self._body = ""
+        if self.msg.row["text_indexed"]:
+            # Indexed, but the text is gone: expunged meanwhile, it no longer matches.
+            self.missing = True
+            return
+        try:
+            data = self.read(self.msg)
+        except FileNotFoundError:
+            # Expunged by another session and cleaned up: it no longer matches.
+            self.missing = True
+            return
+        root = parse(data)
+        self._fields = searchtext.header_fields(root)
+        self._body = searchtext.body_text(root, data)
+        self.texts = (searchtext.header_text(self._fields), None)
 
     def headers(self):
-        """[(lower-cased name, decoded value)] of the message header."""
-        if self._header is None:
-            root = self.root()
-            self._header = [] if root is None else [
-                (name.lower(), decode_words(unfold(value))) for name, value in root.headers
-            ]
-        return self._header
+        """[(name, value)] of the message header, lower-cased, values decoded."""
+        if self._fields is None:
+            if self.texts is None:
+                self._load_file()
+            if self._fields is None:
+                self._fields = searchtext.parse_header_text(self.texts[0])
+        return self._fields
+
+    def field_values(self, name):
+        """Values of the fields named ``name`` (lower-cased)."""
+        if self._fields is None and self.texts is None:
+            self._load_file()
+        if self._fields is not None:
+            return [v for n, v in self._fields if n == name]
+        # Straight from the indexed text: a newline starts every field (searchtext).
+        text = self.texts[0]
+        marker = "\n" + searchtext.escape(name) + ": "
+        out = []
+        i = text.find(marker)
+        while i >= 0:
+            start = i + len(marker)
+            end = text.find("\n", start)
+            if end < 0:
+                end = len(text)
+            out.append(searchtext.unescape(text[start:end]))
+            i = text.find(marker, end)
+        return out
 
     def body_text(self):
-        """Lower-cased decoded text of the body: the text parts (HTML as text) and the
-        subject and addresses of attached messages, as in the full-text index."""
+        """The lower-cased body text."""
         if self._body is None:
-            root = self.root()
-            if root is None:
-                self._body = ""
-                return self._body
-            pieces = []
-            for part in root.walk():
-                if part.media_type == "text" and not part.parts:
-                    pieces.append(_part_text(part, self._data))
-                elif part.message is not None:
-                    for name in ("subject", "from", "to", "cc"):
-                        v = part.message.header(name)
-                        if v:
-                            pieces.append(v)
-            self._body = "\n".join(pieces).lower()
+            if self.texts is None:
+                self._load_file()
+            else:
+                self._body = searchtext.unescape(self.texts[1])
         return self._body
 
-
-_SPACES = re.compile(r"[ \t\r\n]+")
-
-
-def _part_text(part, data):
-    text = part.text(data)
-    if part.media_subtype == "html":
-        # Whitespace in HTML is insignificant, and removed tags leave runs of it.
-        text = _SPACES.sub(" ", html_to_text(text))
-    return text
+    def header_contains(self, needle):
+        """Whether a ``name: value`` line of the header contains ``needle`` (lower-cased)."""
+        if "\n" in needle:
+            return any(needle in f"{n}: {v}" for n, v in self.headers())
+        if self._header_flat is None:
+            if self.texts is None:
+                self._load_file()
+            # Lines are "\n"-separated: without a newline, the needle cannot span two.
+            self._header_flat = searchtext.unescape(self.texts[0])
+        return needle in self._header_flat
 
 
 def _envelope_addresses(env, field):
@@ -479,24 +506,26 @@ class _Evaluator:
             return args[0].lower() in text.lower()
         if op == "header":
             name, needle = args[0].lower(), args[1].lower()
-            values = [v for n, v in loaded.headers() if n == name]
+            values = loaded.field_values(name)
             if needle == "":
                 return bool(values)  # RFC 9051 6.4.4: "" matches all with the field
-            return any(needle in v.lower() for v in values)
+            return any(needle in v for v in values)
         if op == "body":
             return args[0].lower() in loaded.body_text()
         if op == "text":
+            # RFC 9051 6.4.4: TEXT: in the header or the body.
             needle = args[0].lower()
-            if needle in loaded.body_text():
-                return True
-            return any(needle in f"{n}: {v}".lower() for n, v in loaded.headers())
+            return needle in loaded.body_text() or loaded.header_contains(needle)
         raise SearchError(f"unknown search key {op!r}")
 
-    def run(self, messages, residual):
+    def run(self, rows, residual):
+        """UIDs of the messages of index ``rows`` (Account.rows) matching all of
+        ``residual``."""
         out = []
         residual = self.order(residual)
-        for msg in messages:
-            loaded = _Loaded(msg, self.read)
+        for row in rows:
+            msg = _Candidate(row)
+            loaded = _Loaded(msg, self.read, row.get("search_texts"))
             if all(self.match(n, msg, loaded) for n in residual) and not loaded.missing:
                 out.append(msg.uid)
         return out
@@ -508,22 +537,12 @@ class _Evaluator:
 def search(account, mailbox_id, uids, key, *, searchres=None, now=None, read_file=None):
     """Deferred[list[int]]: UIDs of the session's view ``uids`` (uids[i] is message
     i+1) that match SearchKey ``key``, ascending. ``searchres``: the saved result for
-    "$" (RFC 5182); ``now``: for OLDER/YOUNGER; ``read_file(msg) -> bytes`` reads a
-    message file (default: ``account.open_message``), called in a thread."""
+    "$" (RFC 5182); ``now``: for OLDER/YOUNGER; ``read_file(msg) -> bytes`` reads the
+    file of a message (``msg.id``, ``msg.uid``) whose search texts are not indexed
+    (default: ``account.open_message``), called in a thread."""
     return defer.Deferred.fromCoroutine(
         _search(account, mailbox_id, list(uids), key, searchres, now, read_file)
     )
-
-
-def _rewrite(node):
-    """HEADER Subject "x" (x not empty) is SUBJECT "x" (RFC 9051 6.4.4 defines both as a
-    substring of the Subject field), answered from the stored row without reading the
-    file. Returns a new tree; the caller's is not changed."""
-    if node.op in ("and", "or", "not"):
-        return SearchKey(node.op, [_rewrite(a) for a in node.args])
-    if node.op == "header" and node.args[0].lower() == "subject" and node.args[1]:
-        return SearchKey("subject", [node.args[1]])
-    return node
 
 
 async def _search(account, mailbox_id, view, key, searchres, now, read_file, want_rows=False):
@@ -532,7 +551,6 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
     if not view:
         return ([], []) if want_rows else []
     view = sorted(view)
-    key = _rewrite(key)
     kinds = {}
     _kind(key, kinds)
     sets = {}
@@ -586,7 +604,6 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
     uid_ranges = None
     candidates = set(view)
     residual = []
-    body_prefilter = False
     for node in _conjuncts(key):
         k = kinds[id(node)]
         op = node.op
@@ -600,25 +617,11 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
             sets[id(node)] = await index_set(node)
             candidates &= sets[id(node)]
         else:
-            if op == "body" and (fts_words(node.args[0]) or trigram_needle(node.args[0])):
-                body_prefilter = True
             crit.add_prefilter(node)
             residual.append(node)
     if crit.empty or not candidates:
         return ([], []) if want_rows else []
-    c = crit.criteria(view, uid_ranges)
-    if (crit.words or crit.substrings) and body_prefilter:
-        # The full-text index narrows BODY candidates (trigrams for substrings, else
-        # whole words); messages too large to be indexed whole stay candidates.
-        with_text = dataclasses.replace(
-            c, text=" ".join(crit.words) or None, substrings=tuple(crit.substrings)
-        )
-        large = dataclasses.replace(c, larger=max(c.larger or 0, FTS_COMPLETE_SIZE))
-        found = set(await account.search(mailbox_id, with_text))
-        found |= set(await account.search(mailbox_id, large))
-    else:
-        found = set(await account.search(mailbox_id, c))
-    candidates &= found
+    candidates &= set(await account.search(mailbox_id, crit.criteria(view, uid_ranges)))
     if not residual and not want_rows:
         return sorted(candidates)
     # UID and sequence sets inside OR/NOT of the residual are tested as sets.
@@ -630,15 +633,44 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
         elif n.op in ("and", "or", "not"):
             stack.extend(n.args)
     ordered = sorted(candidates)
-    messages = await account.messages(mailbox_id, uids=_runs(ordered)) if ordered else []
-    if not residual:
-        return ordered, messages
-    evaluator = _Evaluator(kinds, sets, now, read)
-    matched = await threads.deferToThread(evaluator.run, messages, residual)
+    if residual:
+        ordered = await _evaluate(account, mailbox_id, ordered, residual, kinds, sets, now, read)
     if want_rows:
-        keep = set(matched)
-        return matched, [m for m in messages if m.uid in keep]
+        messages = await account.messages(mailbox_id, uids=_runs(ordered)) if ordered else []
+        return ordered, messages
+    return ordered
+
+
+async def _evaluate(account, mailbox_id, uids, residual, kinds, sets, now, read):
+    """The UIDs of ``uids`` matching all ``residual`` keys, checked per message in slices:
+    the rows (and search texts) of a slice are read, then evaluated in a thread, so memory
+    stays bounded and other work goes on in between."""
+    leaves = _leaf_ops(residual)
+    if leaves & _FULL_ROW_LEAVES:
+        columns = "*"
+    elif leaves - _FILE_LEAVES - _LOCAL_LEAVES:
+        columns = LIGHT_COLUMNS
+    else:
+        columns = _TEXT_COLUMNS
+    need_text = bool(leaves & _FILE_LEAVES)
+    evaluator = _Evaluator(kinds, sets, now, read)
+    matched = []
+    for i in range(0, len(uids), EVAL_SLICE):
+        rows = await account.rows(mailbox_id, _runs(uids[i:i + EVAL_SLICE]), columns, texts=need_text)
+        matched += await threads.deferToThread(evaluator.run, rows, residual)
     return matched
+
+
+def _leaf_ops(nodes):
+    out = set()
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        if n.op in ("and", "or", "not"):
+            stack.extend(n.args)
+        else:
+            out.add(n.op)
+    return out
 
 
 # -- SORT
@@ -994,7 +1026,7 @@ def format_thread(structure, number=None):
 
 
 __all__ = [
-    "SORT_KEYS", "SearchError", "ascii_casemap", "format_thread", "fts_words",
+    "SORT_KEYS", "SearchError", "ascii_casemap", "format_thread",
     "is_reply_or_forward", "search", "sort", "sort_messages", "thread",
     "thread_ordered_subject", "thread_references",
 ]

@@ -13,9 +13,11 @@ APPEND, small otherwise), total command size.
 import zlib
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from moxtw import log as mlog
 from moxtw.imapserver import parser
@@ -93,6 +95,17 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if self._deflate is not None:
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         self.transport.write(data)
+
+    def flow_gate(self):
+        """A FlowGate registered with the transport, for writing a long response at the
+        client's pace; ``close()`` it when done. Without flow control (another producer
+        is registered) its ``wait()`` never waits."""
+        gate = FlowGate(self.transport)
+        try:
+            self.transport.registerProducer(gate, True)
+        except RuntimeError:
+            return FlowGate(None)
+        return gate
 
     def stream_file(self, f, length):
         """Send ``length`` bytes from file ``f`` (positioned) as it is consumed: 16 KB
@@ -300,6 +313,44 @@ class _RangeFile:
             data = b" " * min(n, self._left)
             self._left -= len(data)
         return data
+
+
+@implementer(IPushProducer)
+class FlowGate:
+    """A push producer that only listens: the transport pauses it when its write buffer
+    is full and resumes it when that drained, and ``wait()`` tells the writer."""
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._paused = False
+        self._waiting = []
+
+    def wait(self):
+        """Deferred firing once the transport takes more output."""
+        if not self._paused:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def close(self):
+        if self._transport is not None:
+            self._transport.unregisterProducer()
+            self._transport = None
+        self.resumeProducing()
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopProducing(self):
+        # The connection is gone: writers go on (their output is dropped) and finish.
+        self.resumeProducing()
 
 
 class _Consumer:

@@ -39,7 +39,7 @@ SEL = (SELECTED,)
 
 MAX_BAD = 30
 FETCH_BATCH = 200  # messages rendered per thread hop
-FLAG_ITEMS = {"UID", "FLAGS", "MODSEQ"}
+ROW_SLICE = 2000  # messages per slice of a FETCH answered from index rows
 LIGHT_ITEMS = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE", "PREVIEW", "FAST"}
 STREAM_THRESHOLD = 256 * 1024  # body sections larger than this are streamed from the file
 
@@ -859,8 +859,8 @@ class Session:
             stream_threshold=STREAM_THRESHOLD,
         )
         atts = a["atts"]
-        if uids and all(att.name in FLAG_ITEMS for att in atts):
-            yield self._fetch_flags(sel, uids, atts, cmd.uid, changedsince)
+        if uids and all(att.name in fetchmod.ROW_ITEMS for att in atts):
+            yield self._fetch_rows(fetchmod, sel, uids, atts, ctx, cmd.uid, changedsince)
             return f"{'UID ' if cmd.uid else ''}FETCH completed"
         light = all(att.name in LIGHT_ITEMS for att in atts)
         step = FETCH_BATCH * 10 if light else FETCH_BATCH
@@ -899,40 +899,51 @@ class Session:
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
 
     @defer.inlineCallbacks
-    def _fetch_flags(self, sel, uids, atts, include_uid, changedsince):
-        """FETCH of only UID/FLAGS/MODSEQ, the way clients synchronise flags: rows straight
-        from the index, formatted in slices of FETCH_BATCH * 10 messages."""
-        names = []
-        if include_uid:
-            names.append("UID")
-        for att in atts:
-            if att.name not in names:
-                names.append(att.name)
-        if self.condstore and "MODSEQ" not in names:
-            names.append("MODSEQ")  # RFC 7162 3.1.4.1
-        step = FETCH_BATCH * 10
-        for i in range(0, len(uids), step):
-            batch = uids[i:i + step]
-            wanted = set(batch)
-            rows = yield self.account.flag_rows(sel.id, batch[0], batch[-1])
-            out = []
-            for uid, modseq, flags in rows:
-                if uid not in wanted or (changedsince is not None and modseq <= changedsince):
-                    continue
-                seq = sel.seq_of(uid)
-                if seq is None:
-                    continue
-                items = []
-                for name in names:
-                    if name == "UID":
-                        items.append(f"UID {uid}")
-                    elif name == "FLAGS":
-                        items.append(f"FLAGS ({' '.join(flags)})")
-                    else:
-                        items.append(f"MODSEQ ({modseq})")
-                out.append(f"* {seq} FETCH ({' '.join(items)})\r\n")
-            if out:
-                self.write("".join(out))
+    def _fetch_rows(self, fetchmod, sel, uids, atts, ctx, include_uid, changedsince):
+        """FETCH of items the index rows answer (flags, dates, sizes, ENVELOPE, ...), the
+        listings clients ask for whole mailboxes: rows straight from the index (no Message
+        objects, the ENVELOPE rendered at delivery) in slices of ROW_SLICE messages, each
+        rendered off the reactor thread and written when the client has taken the one
+        before (the transport's flow control), so neither the reactor nor memory is held
+        by a large mailbox. The next slice is read while one is rendered."""
+        renderer = fetchmod.RowRenderer(atts, ctx, include_uid)
+
+        def read(batch):
+            return self.account.fetch_rows(sel.id, batch[0], batch[-1], renderer.fields)
+
+        def seqs_of(batch):
+            """{uid: sequence number} of a batch, made on the reactor thread (the view is
+            not changed under it) from the view's slice in one go."""
+            lo = bisect.bisect_left(sel.uids, batch[0])
+            hi = bisect.bisect_right(sel.uids, batch[-1])
+            seqs = dict(zip(sel.uids[lo:hi], range(lo + 1, hi + 1)))
+            if len(seqs) != len(batch):  # not every message in the range was asked for
+                wanted = set(batch)
+                seqs = {uid: seq for uid, seq in seqs.items() if uid in wanted}
+            return seqs
+
+        def render(rows, seqs):
+            jobs = [
+                (row, seqs[row.uid]) for row in rows
+                if row.uid in seqs and (changedsince is None or row.modseq > changedsince)
+            ]
+            return renderer.render_all(jobs)
+
+        batches = [uids[i:i + ROW_SLICE] for i in range(0, len(uids), ROW_SLICE)]
+        gate = self.conn.flow_gate()
+        pending = read(batches[0])
+        try:
+            for k, batch in enumerate(batches):
+                rows = yield pending
+                pending = read(batches[k + 1]) if k + 1 < len(batches) else None
+                data = yield threads.deferToThread(render, rows, seqs_of(batch))
+                if data:
+                    yield gate.wait()
+                    self.write(data)
+        finally:
+            gate.close()
+            if pending is not None:
+                pending.addErrback(lambda f: None)  # failed or abandoned: nobody waits for it
 
     @defer.inlineCallbacks
     def _write_parts(self, msg, parts):

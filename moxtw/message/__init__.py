@@ -13,8 +13,9 @@ RFCs: 5322 (message format, incl. obsolete syntax), 2045/2046 (MIME),
 
 Modules: ``crlf`` (line endings), ``charset``, ``encoding`` (transfer
 encodings), ``header`` (unfolding, 2047, 2231), ``address``, ``dates``,
-``subject``, ``part`` (the tree), ``imap`` (ENVELOPE/BODYSTRUCTURE),
-``summary`` (what delivery stores).
+``subject``, ``part`` (the tree), ``imap`` (ENVELOPE/BODYSTRUCTURE and their
+IMAP rendering), ``htmltext`` (HTML to text), ``searchtext`` (what IMAP
+SEARCH compares), ``summary`` (what delivery stores).
 """
 
 from moxtw.message.address import Address, parse_address_list

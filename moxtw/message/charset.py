@@ -8,6 +8,7 @@ windows-1252, ``gb2312`` as gb18030, and so on.
 """
 
 import codecs
+import re
 
 # Labels Python does not know, or knows as something narrower than what senders
 # actually mean.
@@ -51,6 +52,10 @@ _REFUSED = {
 
 _cache = {}
 
+# Lone surrogates: some codecs (UTF-7) decode to them, and they cannot be encoded as UTF-8
+# again (SQLite, IMAP output), so decoding replaces them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def lookup(charset):
     """Return the Python codec name for a MIME charset label, or None if unknown."""
@@ -91,7 +96,7 @@ def decode_8bit(data):
 
 
 def decode(data, charset):
-    """Decode bytes in the given MIME charset; never raises.
+    """Decode bytes in the given MIME charset; never raises, never returns lone surrogates.
 
     Unknown or missing charsets, and text that is invalid in its declared
     charset, fall back to UTF-8 and then windows-1252/latin-1 (or replacement
@@ -102,7 +107,7 @@ def decode(data, charset):
         # No charset, us-ascii or latin-1: mislabelled UTF-8 is common.
         return decode_8bit(data)
     try:
-        return data.decode(codec)
+        return _no_surrogates(data.decode(codec), codec)
     except Exception:
         pass
     try:
@@ -110,6 +115,12 @@ def decode(data, charset):
     except UnicodeDecodeError:
         pass
     try:
-        return data.decode(codec, "replace")
+        return _no_surrogates(data.decode(codec, "replace"), codec)
     except Exception:
         return decode_8bit(data)
+
+
+def _no_surrogates(text, codec):
+    if codec != "utf-8" and _SURROGATE.search(text):
+        return _SURROGATE.sub("\ufffd", text)
+    return text

@@ -1,8 +1,10 @@
-"""IMAP ENVELOPE and BODYSTRUCTURE values of a parsed message.
+"""IMAP ENVELOPE and BODYSTRUCTURE values of a parsed message, and their rendering.
 
 Builds the values of RFC 9051 7.5.2 (and RFC 3501 7.4.2, same shape) from a
 ``Part`` tree, following the formal syntax of RFC 9051 9 (envelope, address,
-body-type-1part, body-type-mpart, body-ext-1part, body-ext-mpart).
+body-type-1part, body-type-mpart, body-ext-1part, body-ext-mpart), and renders
+them as IMAP syntax (``format_*``; FETCH uses these, and the store caches the
+rendered ENVELOPE).
 
 Values are JSON-able nested Python, so they can be cached in the index and
 rendered by the IMAP server: None is NIL, str a string (quoted or literal is
@@ -130,3 +132,90 @@ def bodystructure(part, extended=True):
         # body-ext-1part = body-fld-md5 [SP body-fld-dsp [SP body-fld-lang [SP body-fld-loc]]]
         out.extend([part.content_md5, _disposition(part), _language(part), part.location])
     return out
+
+
+# Rendering as IMAP syntax (RFC 9051 4.3, 9: string, nstring, literal, literal8), for FETCH
+# and for the rendered ENVELOPE the store caches.
+
+
+def format_literal(data, binary=False):
+    """``{n}\\r\\n`` followed by the data; ``~{n}`` (literal8, RFC 3516 4.2) when binary."""
+    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % len(data) + data
+
+
+def format_string(value, utf8=False):
+    """A string: quoted when that is allowed, else a literal. None gives NIL."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, bytes):
+        raw = value
+        try:
+            value.decode("utf-8")
+            ok = True
+        except UnicodeDecodeError:
+            ok = False
+    else:
+        try:
+            raw, ok = value.encode("utf-8"), True
+        except UnicodeEncodeError:
+            raw, ok = value.encode("utf-8", "surrogateescape"), False
+    # RFC 9051 9: QUOTED-CHAR is any TEXT-CHAR (no CR, LF, NUL); non-ASCII only as UTF-8
+    # when enabled (RFC 9051, RFC 6855 3); otherwise a literal carries it.
+    if ok and b"\r" not in raw and b"\n" not in raw and b"\0" not in raw \
+            and (utf8 or raw.isascii()):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return format_literal(raw)
+
+
+def format_value(v, utf8=False):
+    """Render a JSON-like value: None NIL, int number, str string, list parenthesized."""
+    if v is None:
+        return b"NIL"
+    if isinstance(v, bool):
+        raise TypeError("no IMAP rendering for bool")
+    if isinstance(v, int):
+        return b"%d" % v
+    if isinstance(v, (str, bytes)):
+        return format_string(v, utf8)
+    return b"(" + b" ".join(format_value(x, utf8) for x in v) + b")"
+
+
+def format_envelope(env, utf8=False):
+    """Render an ENVELOPE value as made by ``moxtw.message.imap`` (RFC 9051 7.5.2).
+
+    RFC 9051 9: env-from = "(" 1*address ")" / nil: the addresses of a list follow each
+    other without separating spaces.
+    """
+    if env is None:
+        return b"NIL"
+    items = []
+    for i, v in enumerate(env):
+        if 2 <= i <= 7 and isinstance(v, list):
+            items.append(b"(" + b"".join(format_value(a, utf8) for a in v) + b")")
+        else:
+            items.append(format_value(v, utf8))
+    return b"(" + b" ".join(items) + b")"
+
+
+def format_body_structure(bs, utf8=False):
+    """Render a BODY/BODYSTRUCTURE value as made by ``moxtw.message.imap``.
+
+    RFC 9051 9: body-type-mpart = 1*body SP media-subtype ...: the bodies of a multipart
+    follow each other without separating spaces; and the body inside a message/rfc822
+    part is itself a body.
+    """
+    if bs and isinstance(bs[0], list):
+        n = 0
+        while n < len(bs) and isinstance(bs[n], list):
+            n += 1
+        rest = b"".join(b" " + format_value(x, utf8) for x in bs[n:])
+        return b"(" + b"".join(format_body_structure(c, utf8) for c in bs[:n]) + rest + b")"
+    if (len(bs) > 9 and isinstance(bs[0], str) and isinstance(bs[1], str)
+            and bs[0].upper() == "MESSAGE" and bs[1].upper() in ("RFC822", "GLOBAL")
+            and isinstance(bs[8], list)):
+        # body-type-msg = media-message SP body-fields SP envelope SP body SP body-fld-lines
+        items = [format_value(x, utf8) for x in bs]
+        items[7] = format_envelope(bs[7], utf8)
+        items[8] = format_body_structure(bs[8], utf8)
+        return b"(" + b" ".join(items) + b")"
+    return format_value(bs, utf8)

@@ -3,19 +3,22 @@
 ``summary`` parses a message once and returns the facts the index keeps:
 identifiers and references for threading (RFC 5322 3.6.4, RFC 5256 2.1 base
 subject), date, decoded subject and addresses, List-Id (RFC 2919), the cached
-IMAP ENVELOPE and BODYSTRUCTURE and part tree, an RFC 8970 preview and bounded
-text for the full-text index. It never raises.
+IMAP ENVELOPE (also rendered) and BODYSTRUCTURE and part tree, an RFC 8970
+preview, bounded text for the full-text index and, when asked, the texts IMAP
+SEARCH compares (``moxtw.message.searchtext``). It never raises.
 """
 
-import html
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
+from moxtw.message import searchtext
 from moxtw.message.address import Address, parse_address_list
 from moxtw.message.dates import parse_date
 from moxtw.message.header import parse_message_ids, strip_comments, to_str, unfold
+from moxtw.message.htmltext import html_to_text
+from moxtw.message.imap import format_envelope
 from moxtw.message.part import Part, parse
 from moxtw.message.subject import base_subject
 
@@ -23,8 +26,11 @@ from moxtw.message.subject import base_subject
 MAX_TEXT = 1024 * 1024
 # At most this many bytes of one part's body are decoded for text and preview.
 MAX_PART_BYTES = 4 * 1024 * 1024
+# Messages with search text have no part above this size (see _summary).
+assert searchtext.MAX_INDEXED_SIZE <= MAX_PART_BYTES
 # RFC 8970 3.1: a preview is at most 256 characters.
 PREVIEW_CHARS = 256
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass
@@ -47,55 +53,13 @@ class Summary:
     part_json: dict = field(default_factory=dict)
     preview: str = ""
     text: str = ""
-
-
-# HTML input for text extraction is cut at this many characters.
-MAX_HTML = 1024 * 1024
-_TAG_NAME = re.compile(r"/?([a-z][a-z0-9]*)")
-_SKIP_CONTENT = {"script", "style", "head", "title"}
-_BLOCK = {"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table"}
-_SPACES = re.compile(r"\s+")
-
-
-def html_to_text(s):
-    """Plain text of an HTML body, good enough for previews and indexing.
-
-    A single linear scan (no backtracking regexes), so hostile HTML cannot
-    make it slow.
-    """
-    s = s[:MAX_HTML]
-    lower = s.lower()
-    n = len(s)
-    out = []
-    pos = 0
-    while pos < n:
-        i = s.find("<", pos)
-        if i < 0:
-            out.append(s[pos:])
-            break
-        out.append(s[pos:i])
-        if lower.startswith("<!--", i):
-            j = s.find("-->", i + 4)
-            if j < 0:
-                break
-            out.append(" ")
-            pos = j + 3
-            continue
-        j = s.find(">", i)
-        if j < 0:
-            break
-        m = _TAG_NAME.match(lower, i + 1)
-        name = m.group(1) if m else ""
-        if name in _SKIP_CONTENT and lower[i + 1] != "/":
-            k = lower.find("</" + name, j)
-            if k < 0:
-                break
-            j = s.find(">", k)
-            if j < 0:
-                break
-        out.append("\n" if name in _BLOCK else " ")
-        pos = j + 1
-    return html.unescape("".join(out))
+    # FETCH ENVELOPE as sent (RFC 9051 7.5.2) when it is ASCII (then the same for every
+    # session); None otherwise.
+    envelope_imap: Optional[bytes] = None
+    # With search_text=True, for messages up to searchtext.MAX_INDEXED_SIZE: the indexed
+    # header text and body text of moxtw.message.searchtext (index_texts); else None.
+    search_header: Optional[str] = None
+    search_body: Optional[str] = None
 
 
 def _is_attachment(part):
@@ -126,14 +90,14 @@ def _preview(root, data):
     return ""
 
 
-def _index_text(root, data, head):
+def _index_text(root, data, head, text_of):
     out = [head]
     total = len(head)
     for part in root.walk():
         if total >= MAX_TEXT:
             break
         if part.media_type == "text" and not part.parts:
-            text = _part_text(part, data)
+            text = text_of(part)
             out.append(text)
             total += len(text)
         elif part.message is not None:
@@ -160,10 +124,12 @@ def _list_id(value):
     return (m.group(1) if m else s).strip()
 
 
-def summary(data):
-    """Parse a message and return its Summary; never raises."""
+def summary(data, search_text=False):
+    """Parse a message and return its Summary; never raises.
+
+    ``search_text``: also compute ``search_header`` and ``search_body``."""
     try:
-        return _summary(data)
+        return _summary(data, search_text)
     except Exception:
         # Delivery must not fail on any message; return what is safe.
         s = Summary()
@@ -179,7 +145,7 @@ def summary(data):
         return s
 
 
-def _summary(data):
+def _summary(data, search_text):
     root = parse(data)
     s = Summary()
     s.message_id = _first_id(root.header_raw("message-id"))
@@ -196,13 +162,29 @@ def _summary(data):
     s.bcc = parse_address_list(root.header_raw("bcc"))
     s.list_id = _list_id(root.header_raw("list-id"))
     s.envelope = root.envelope()
+    rendered = format_envelope(s.envelope)
+    if rendered.isascii():
+        s.envelope_imap = rendered
     s.bodystructure = root.bodystructure()
     s.part_json = root.to_json()
     s.preview = _preview(root, data)
     head = [s.subject]
     for addr in s.from_ + s.to + s.cc:
         head.append(("%s %s" % (addr.name, addr.address())).strip())
-    s.text = _index_text(root, data, "\n".join(head))
+    texts = {}
+
+    def text_of(part):
+        # Each text part is decoded once, for the full-text and the search text.
+        t = texts.get(id(part))
+        if t is None:
+            t = texts[id(part)] = _part_text(part, data)
+        return t
+
+    s.text = _index_text(root, data, "\n".join(head), text_of)
+    if search_text and searchtext.indexable(len(data)):
+        # No part is cut at MAX_PART_BYTES here: _part_text decoded them whole.
+        s.search_header = searchtext.header_text(searchtext.header_fields(root))
+        s.search_body = searchtext.escape_body(searchtext.body_text(root, data, text_of))
     return s
 
 

@@ -19,7 +19,7 @@ from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
 from moxtw.store import schema
-from moxtw.store.account import Account, fill_fts_hook, init_account_db
+from moxtw.store.account import Account, fill_fts_hook, init_account_db, search_text_hook
 from moxtw.store.changes import ChangeBus  # noqa: F401 (public API)
 from moxtw.store.errors import *  # noqa: F401,F403 (public API)
 from moxtw.store.errors import AccountNameError
@@ -49,7 +49,7 @@ def prepare_account_dir(path, now=None):
             schema.fsync_dir(os.path.dirname(d))
     conn = schema.connect(os.path.join(path, "index.db"))
     try:
-        schema.upgrade(conn, hooks={2: fill_fts_hook(maildir)})
+        schema.upgrade(conn, hooks={2: fill_fts_hook(maildir), 5: search_text_hook(maildir)})
         init_account_db(conn, now)
     finally:
         conn.close()

@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
@@ -21,6 +22,8 @@ from twisted.python.failure import Failure
 from moxtw import fsutil
 from moxtw import message as msgparse
 from moxtw import metrics
+from moxtw.message import searchtext
+from moxtw.message.imap import format_envelope
 from moxtw.store import changes as ch
 from moxtw.store import junkflags, msgthread
 from moxtw.store.errors import (
@@ -51,6 +54,8 @@ from moxtw.store.worker import Worker
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
+MAX_NEEDLE = 200  # characters of a SEARCH string looked up in the trigram index
+MAX_TRIGRAMS = 16  # trigrams of a SEARCH string looked up
 
 
 def shard_dir(maildir, msg_id):
@@ -89,7 +94,7 @@ class Prepared:
 def write_tmp(maildir, data):
     """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread."""
     data = msgparse.fix_line_endings(bytes(data))
-    summary = msgparse.summary(data)
+    summary = msgparse.summary(data, search_text=True)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     fsutil.write_new(path, data)
     return Prepared(path, len(data), summary)
@@ -253,6 +258,8 @@ class Account:
             ),
             "list_id": s.list_id,
             "envelope": json.dumps(s.envelope),
+            "envelope_imap": s.envelope_imap,
+            "text_indexed": int(s.search_header is not None),
             "bodystructure": json.dumps(s.bodystructure),
             "part": json.dumps(s.part_json),
             "preview": s.preview,
@@ -269,9 +276,11 @@ class Account:
         conn.execute(
             "INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
         )
-        conn.execute(
-            "INSERT INTO message_trigram (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
-        )
+        if s.search_header is not None:
+            conn.execute(
+                "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
+                (msg_id, s.search_header, s.search_body),
+            )
         msgthread.assign(
             conn,
             msg_id,
@@ -364,8 +373,8 @@ class Account:
                 (new_id, r["id"]),
             )
             conn.execute(
-                "INSERT INTO message_trigram (rowid, text)"
-                " SELECT ?, text FROM message_text WHERE rowid = ?",
+                "INSERT INTO message_search (rowid, header, body)"
+                " SELECT ?, header, body FROM message_search WHERE rowid = ?",
                 (new_id, r["id"]),
             )
             self._link_file(ctx, r["id"], new_id)
@@ -527,13 +536,8 @@ class Account:
         size = 0
         for r in rows:
             conn.execute("DELETE FROM message WHERE id = ?", (r["id"],))
-            # Contentless index: removed with the old text, before the text goes.
-            conn.execute(
-                "INSERT INTO message_trigram (message_trigram, rowid, text)"
-                " SELECT 'delete', rowid, text FROM message_text WHERE rowid = ?",
-                (r["id"],),
-            )
             conn.execute("DELETE FROM message_text WHERE rowid = ?", (r["id"],))
+            conn.execute("DELETE FROM message_search WHERE rowid = ?", (r["id"],))
             if modseq is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
@@ -716,24 +720,61 @@ class Account:
 
         return self._read(q)
 
-    def flag_rows(self, mailbox_id, lo, hi):
-        """[(uid, modseq, flags tuple)] for UIDs lo..hi: the fast path for clients that
-        synchronise flags of whole mailboxes (no Message objects, no JSON but keywords)."""
+    def rows(self, mailbox_id, uids, columns="*", texts=False):
+        """Index rows as dicts for a list of UIDs and/or (lo, hi) ranges, by UID: for code
+        that reads a few columns of many messages (SEARCH). ``columns``: "*",
+        LIGHT_COLUMNS or an SQL column list that includes id, uid and text_indexed.
+        ``texts``: also the search texts (see search_texts) as "search_texts", None for
+        messages without."""
+
+        def q(conn):
+            rows = [dict(r) for r in _rows_for_uids(conn, mailbox_id, uids, columns)]
+            if texts:
+                found = _search_texts(conn, [r["id"] for r in rows if r["text_indexed"]])
+                for r in rows:
+                    r["search_texts"] = found.get(r["id"])
+            return rows
+
+        return self._read(q)
+
+    def fetch_rows(self, mailbox_id, lo, hi, columns=()):
+        """FetchRow tuples for UIDs lo..hi, ascending: uid, modseq, flags and the fields
+        named in ``columns`` (others None), straight from the index rows, without Message
+        objects: the fast path for FETCH of items the index answers (flags, dates, sizes,
+        ENVELOPE, ...), which clients ask for whole mailboxes."""
+        unknown = set(columns) - set(FETCH_ROW_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown fetch row columns {sorted(unknown)}")
+        exprs = ", ".join(FETCH_ROW_COLUMNS[c] if c in columns else "NULL" for c in FetchRow._fields[3:])
+        sql = (
+            "SELECT uid, modseq, seen, answered, flagged, deleted, draft, keywords, " + exprs +
+            " FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid"
+        )
 
         def q(conn):
             out = []
-            for r in conn.execute(
-                "SELECT uid, modseq, seen, answered, flagged, deleted, draft, keywords"
-                " FROM message WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
-                (mailbox_id, lo, hi),
-            ):
-                flags = [name for name, on in zip(_SYSTEM_ORDER, r[2:7]) if on]
-                if r[7] != "[]":
-                    flags.extend(display_keyword(k) for k in json.loads(r[7]))
-                out.append((r[0], r[1], tuple(flags)))
+            make = FetchRow._make
+            known = {}  # most messages share a few combinations of flags
+            cursor = conn.execute(sql, (mailbox_id, lo, hi))
+            cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row
+            for r in cursor:
+                key = r[2:8]
+                flags = known.get(key)
+                if flags is None:
+                    names = [name for name, on in zip(_SYSTEM_ORDER, r[2:7]) if on]
+                    if r[7] != "[]":
+                        names.extend(display_keyword(k) for k in json.loads(r[7]))
+                    flags = known[key] = tuple(names)
+                out.append(make((r[0], r[1], flags) + r[8:]))
             return out
 
         return self._read(q)
+
+    def search_texts(self, msg_ids):
+        """{message id: (header text, body text)}, as indexed (moxtw.message.searchtext
+        index_texts), for the messages among ``msg_ids`` whose text is indexed."""
+        ids = list(msg_ids)
+        return self._read(lambda conn: _search_texts(conn, ids))
 
     def message(self, msg_id):
         """A Message by its id (any mailbox); NoSuchMessage when gone."""
@@ -911,6 +952,63 @@ def fill_fts_hook(maildir):
     return hook
 
 
+def search_text_hook(maildir):
+    """Schema v5 upgrade step: the rendered ENVELOPE of messages stored before v5, and
+    their search texts (from the message files) in message_search."""
+
+    def hook(conn):
+        last = 0
+        while True:
+            rows = conn.execute(
+                "SELECT id, size, envelope FROM message WHERE id > ? ORDER BY id LIMIT 500",
+                (last,),
+            ).fetchall()
+            if not rows:
+                return
+            for msg_id, size, envelope in rows:
+                last = msg_id
+                indexed = 0
+                if searchtext.indexable(size):
+                    try:
+                        with open(message_file(maildir, msg_id), "rb") as f:
+                            data = f.read()
+                    except FileNotFoundError:
+                        data = None
+                    if data is not None and searchtext.indexable(len(data)):
+                        header, body = searchtext.index_texts(data)
+                        conn.execute(
+                            "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
+                            (msg_id, header, body),
+                        )
+                        indexed = 1
+                conn.execute(
+                    "UPDATE message SET envelope_imap = ?, text_indexed = ? WHERE id = ?",
+                    (_render_envelope(envelope), indexed, msg_id),
+                )
+
+    return hook
+
+
+def _render_envelope(envelope_json):
+    try:
+        rendered = format_envelope(json.loads(envelope_json))
+    except (ValueError, TypeError):
+        return None
+    return rendered if rendered.isascii() else None
+
+
+def _search_texts(conn, ids):
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" for _ in chunk)
+        for r in conn.execute(
+            f"SELECT rowid, header, body FROM message_search WHERE rowid IN ({marks})", chunk
+        ):
+            out[r[0]] = (r[1], r[2])
+    return out
+
+
 def _unlink(path):
     try:
         os.unlink(path)
@@ -969,9 +1067,39 @@ def _note_keywords(conn, ctx, mailbox_id, keywords, origin):
     )
 
 
+class FetchRow(NamedTuple):
+    """One message's fields for FETCH, see Account.fetch_rows."""
+
+    uid: int
+    modseq: int
+    flags: tuple
+    received: object  # unix seconds
+    received_tz: object  # minutes east of UTC
+    saved: object  # unix seconds
+    size: object
+    preview: object
+    envelope_imap: object  # bytes: the rendered ENVELOPE; None: render envelope_json
+    envelope_json: object  # set only when envelope_imap is None
+    bodystructure_json: object
+
+
+# Index expressions of the FetchRow fields fetch_rows can fill; envelope_json is read only
+# for messages without a rendered ENVELOPE.
+FETCH_ROW_COLUMNS = {
+    "received": "received",
+    "received_tz": "received_tz",
+    "saved": "saved",
+    "size": "size",
+    "preview": "preview",
+    "envelope_imap": "envelope_imap",
+    "envelope_json": "CASE WHEN envelope_imap IS NULL THEN envelope END",
+    "bodystructure_json": "bodystructure",
+}
+
+
 LIGHT_COLUMNS = (
     "id, mailbox_id, uid, modseq, seen, answered, flagged, deleted, draft, keywords,"
-    " received, received_tz, saved, size, message_id, subject, thread_id, preview,"
+    " received, received_tz, saved, size, message_id, subject, thread_id, preview, text_indexed,"
     " '' AS envelope, '' AS bodystructure, '' AS part"
 )
 
@@ -1037,6 +1165,49 @@ def _facts_columns(f):
     }
 
 
+def _trigrams(s):
+    """FTS5 query for message_search: every trigram of ``s`` occurs in the message's
+    search text (header or body; the index knows no more), as every text containing ``s``
+    has them. None when ``s`` has no trigram to look up. Only the start of a long string
+    and at most MAX_TRIGRAMS trigrams, spread over it, are used: fewer conditions, the
+    same messages, give or take a few more candidates."""
+    s = s[:MAX_NEEDLE]
+    grams = []
+    for i in range(len(s) - 2):
+        g = s[i:i + 3]
+        if g not in grams:
+            grams.append(g)
+    if not grams:
+        return None
+    if len(grams) > MAX_TRIGRAMS:
+        step = (len(grams) - 1) / (MAX_TRIGRAMS - 1)
+        grams = [grams[round(k * step)] for k in range(MAX_TRIGRAMS)]
+    # Quoted: FTS5 operators in user input are plain text.
+    return "(" + " AND ".join('"' + g.replace('"', '""') + '"' for g in grams) + ")"
+
+
+def _search_text_query(c):
+    """One FTS5 query for the search-text prefilters of ``c`` (moxtw.message.searchtext:
+    lower-cased texts, header names and values escaped); "" when nothing can be looked up."""
+    terms = []
+    for needle in c.body_contains:
+        terms.append(_trigrams(searchtext.escape_body(needle.lower())))
+    for needle in c.text_contains:
+        needle = needle.lower()
+        body, header = searchtext.escape_body(needle), searchtext.escape(needle)
+        if body == header:
+            terms.append(_trigrams(body))
+        else:
+            # A newline is escaped in the header text, not in the body text.
+            body, header = _trigrams(body), _trigrams(header)
+            if body and header:
+                terms.append(f"({body} OR {header})")
+    for name, needle in c.header_contains:
+        terms.append(_trigrams(searchtext.field_marker(name)))
+        terms.append(_trigrams(searchtext.escape(needle.lower())))
+    return " AND ".join(t for t in terms if t)
+
+
 def _criteria_sql(mailbox_id, c):
     where = ["m.mailbox_id = ?"]
     args = [mailbox_id]
@@ -1081,10 +1252,16 @@ def _criteria_sql(mailbox_id, c):
         if value is not None:
             where.append(f"instr(lower(m.{col}), lower(?)) > 0")
             args.append(value)
-    for sub in c.substrings or ():
-        # Trigram index: every message whose text contains ``sub`` (3+ characters).
-        where.append("m.id IN (SELECT rowid FROM message_trigram WHERE message_trigram MATCH ?)")
-        args.append('"' + sub.replace('"', '""') + '"')
+    query = _search_text_query(c)
+    if query:
+        # The messages the trigram index has, and those whose text is not indexed (few,
+        # from a partial index): a list of ids the (mailbox_id, uid) index is checked
+        # against without reading the rows.
+        where.append(
+            "m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH ?"
+            " UNION ALL SELECT id FROM message WHERE mailbox_id = ? AND text_indexed = 0)"
+        )
+        args += [query, mailbox_id]
     if c.text is not None:
         # Each word must occur; quoting makes FTS5 operators in user input plain text.
         words = [w for w in c.text.split() if w]

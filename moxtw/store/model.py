@@ -260,4 +260,11 @@ class SearchCriteria:
     subject_contains: object = None
     from_contains: object = None
     text: object = None  # full-text match on headers and text parts (whole words)
-    substrings: tuple = ()  # each must occur in the indexed text (3+ characters, any case)
+    # Prefilters on the search text of moxtw.message.searchtext (IMAP SEARCH BODY, TEXT,
+    # HEADER), case-insensitive substrings: a message passes when its text is not indexed
+    # (text_indexed = 0) or when the trigram index has it. Strings shorter than 3 characters
+    # (after lower-casing) cannot be looked up and are not tested. Callers confirm on the
+    # text (Account.search_texts) or the file.
+    body_contains: tuple = ()  # each occurs in the body text
+    text_contains: tuple = ()  # each occurs in the header text or the body text
+    header_contains: tuple = ()  # (field name, string): the field is present, with the string

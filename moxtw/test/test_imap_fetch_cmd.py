@@ -110,3 +110,82 @@ class FetchTests(IMAPSessionTest):
         c = yield self.logged_in(select="Archive")
         lines = yield c.cmd("FETCH 1:* (UID ENVELOPE)")
         self.assertEqual(len(untagged(lines, "FETCH")), 5)
+
+
+class RowFetchTests(IMAPSessionTest):
+    """FETCH of items the index rows answer (flags, dates, sizes, ENVELOPE, ...): the
+    responses of the fast path are byte for byte those of render_fetch, and long ones go
+    out in slices at the client's pace."""
+
+    @defer.inlineCallbacks
+    def test_same_bytes_as_render_fetch(self):
+        from moxtw.imapserver import fetch as F
+        from moxtw.imapserver.types import FetchAtt
+        from moxtw.test.test_imap_search_index import CORPUS
+
+        corpus = CORPUS + [
+            # 8-bit UTF-8 in the envelope: not cached, rendered per session.
+            "Subject: Grüße\r\nFrom: Jörg <j@example.de>\r\nDate: Tue, 5 Mar 2024 14:07:09 +0100\r\n\r\nx\r\n".encode(),
+            "Subject: quote \" and \\ back\r\n\r\nx\r\n".encode(),
+        ]
+        for i, data in enumerate(corpus):
+            yield self.acc.deliver("Inbox", data, flags=["\\Seen", "$Forwarded"] if i % 2 else ())
+        mb = yield self.acc.mailbox("Inbox")
+        msgs = yield self.acc.messages(mb.id)
+        self.assertTrue(any(m.row["envelope_imap"] is None for m in msgs))
+        item_sets = [
+            ["ENVELOPE"], ["FLAGS"], ["UID", "FLAGS", "MODSEQ"], ["FAST"], ["ALL"],
+            ["ENVELOPE", "BODYSTRUCTURE", "PREVIEW", "SAVEDATE", "INTERNALDATE", "RFC822.SIZE"],
+            ["FLAGS", "FLAGS", "ENVELOPE"],
+        ]
+        for names in item_sets:
+            atts = [FetchAtt(n) for n in names]
+            for utf8 in (False, True):
+                for condstore in (False, True):
+                    for include_uid in (False, True):
+                        ctx = F.FetchContext(utf8=utf8, rev2=utf8, condstore=condstore)
+                        renderer = F.RowRenderer(atts, ctx, include_uid)
+                        rows = yield self.acc.fetch_rows(mb.id, 1, 1000, renderer.fields)
+                        self.assertEqual([r.uid for r in rows], [m.uid for m in msgs])
+                        for seq, (row, m) in enumerate(zip(rows, msgs), start=1):
+                            want = F.render_fetch(m, seq, atts, None, ctx, include_uid=include_uid).data
+                            self.assertEqual(renderer.render(row, seq), want, (names, utf8, condstore))
+
+    @defer.inlineCallbacks
+    def test_slices_wait_for_the_client(self):
+        from moxtw.imapserver import session
+
+        self.patch(session, "ROW_SLICE", 2)
+        yield self.deliver_n(5)
+        c = yield self.logged_in(select="INBOX")
+        gates = []
+        waiting = defer.Deferred()
+        real_register = c.transport.registerProducer
+
+        def register(producer, streaming):
+            # The client's buffer is full from the start.
+            real_register(producer, streaming)
+            producer.pauseProducing()
+            gates.append(producer)
+            real_wait = producer.wait
+
+            def wait():
+                d = real_wait()
+                if not d.called and not waiting.called:
+                    waiting.callback(None)
+                return d
+
+            producer.wait = wait
+
+        c.transport.registerProducer = register
+        d = c.cmd("FETCH 1:* (UID FLAGS ENVELOPE)")
+        yield waiting  # the first slice is rendered and waits for the client
+        self.assertNotIn(b"FETCH (", c.out)
+        gates[0].resumeProducing()
+        lines = yield d
+        self.assertOK(lines)
+        self.assertEqual([x.split(" ")[0] for x in untagged(lines, "FETCH")], ["1", "2", "3", "4", "5"])
+        # The producer is gone again: files can be streamed (their own producer).
+        self.assertIsNone(c.transport.producer)
+        lines = yield c.cmd("FETCH 1 BODY[]")
+        self.assertOK(lines)

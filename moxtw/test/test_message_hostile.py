@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from moxtw.message import (
-    MAX_DEPTH, MAX_PARTS, Part, base_subject, decode_words, fix_line_endings, parse,
-    parse_address_list, parse_date, summary)
+    MAX_DEPTH, MAX_PARTS, Part, base_subject, decode_charset, decode_words, fix_line_endings,
+    parse, parse_address_list, parse_date, summary)
 from moxtw.message.header import parse_content_type, parse_params
 
 
@@ -220,6 +220,17 @@ class GarbageTests(SynchronousTestCase):
         check_tree(self, parse(bytearray(b"Subject: x\r\n\r\ny")), b"Subject: x\r\n\r\ny")
         parse(memoryview(b"abc"))
         summary(b"")
+
+    def test_no_lone_surrogates(self):
+        # UTF-7 decodes "+2D0-" to a lone surrogate, which cannot be encoded as UTF-8
+        # again: the index (SQLite) refused the text and delivery failed.
+        data = (b"Subject: =?utf-7?q?+2D0-x?=\r\nContent-Type: text/plain; charset=utf-7\r\n\r\n"
+                b"a +2D0- b\r\n")
+        s = summary(data, search_text=True)
+        for text in (s.subject, s.text, s.preview, s.search_header, s.search_body):
+            text.encode("utf-8")
+        self.assertIn("\ufffd", s.subject)
+        self.assertEqual(decode_charset(b"+2D0-", "utf-7"), "\ufffd")
 
 
 _PIECES = st.sampled_from([

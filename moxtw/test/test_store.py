@@ -4,7 +4,7 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw import store
@@ -245,9 +245,11 @@ class FlagTests(StoreTestBase):
         self.assertTrue(os.path.exists(paths[1]))
         inbox = yield self.mbox("Inbox")
         self.assertEqual((inbox.total, inbox.deleted), (1, 0))
-        # Expunged messages leave the trigram index too (contentless 'delete').
-        found = yield self.acc.search(self.inbox.id, store.SearchCriteria(substrings=("there",)))
+        # Expunged messages leave the search text index too.
+        found = yield self.acc.search(self.inbox.id, store.SearchCriteria(text_contains=("there",)))
         self.assertEqual(found, [2])
+        texts = yield self.acc.search_texts([m.id for m in msgs])
+        self.assertEqual(sorted(texts), [msgs[1].id])
         vanished = yield self.acc.expunged_since(self.inbox.id, before)
         self.assertEqual(vanished, [1, 3])
         removes = [c for c in self.changes if isinstance(c, ch.ChangeRemoveUIDs)]
@@ -424,11 +426,23 @@ class SearchTests(StoreTestBase):
         # FTS5 syntax in user input is plain text, not an error.
         self.assertEqual((yield self.s(text='pizza" OR "invoice')), [])
         self.assertEqual((yield self.s(text="NEAR(")), [])
-        # Trigram index: substrings of 3+ characters, any case.
-        self.assertEqual((yield self.s(substrings=("zza",))), [2, 3])
-        self.assertEqual((yield self.s(substrings=("VOIC",))), [1])
-        self.assertEqual((yield self.s(substrings=("zza", "tomorrow"))), [2])
-        self.assertEqual((yield self.s(substrings=('"quoted"',))), [])
+        # Search text prefilters: substrings of 3+ characters, any case.
+        self.assertEqual((yield self.s(text_contains=("zza",))), [2, 3])
+        self.assertEqual((yield self.s(text_contains=("VOIC",))), [1])
+        self.assertEqual((yield self.s(text_contains=("zza", "tomorrow"))), [2])
+        self.assertEqual((yield self.s(text_contains=('"quoted"',))), [])
+        self.assertEqual((yield self.s(text_contains=("NAÏVELY",))), [3])
+        self.assertEqual((yield self.s(text_contains=("subject: re: l",))), [3])
+        # The index knows which messages have the trigrams, not where: "lunch" is in
+        # subjects only, but messages 2 and 3 pass; the caller confirms.
+        self.assertEqual((yield self.s(body_contains=("lunch",))), [2, 3])
+        self.assertEqual((yield self.s(body_contains=("pay the",))), [1])
+        self.assertEqual((yield self.s(body_contains=("t is, n",))), [3])
+        self.assertEqual((yield self.s(header_contains=(("subject", "LUNCH"),))), [2, 3])
+        self.assertEqual((yield self.s(header_contains=(("Message-ID", ""),))), [1, 2, 3])
+        self.assertEqual((yield self.s(header_contains=(("x-none", ""),))), [])
+        # Too short to look up: not tested (the caller confirms).
+        self.assertEqual((yield self.s(body_contains=("zz",))), [1, 2, 3])
 
     @defer.inlineCallbacks
     def test_threading(self):
@@ -570,10 +584,124 @@ class SchemaTests(unittest.TestCase):
         self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], schema.LATEST)
         conn.close()
 
+    @defer.inlineCallbacks
+    def test_upgrade_from_v4(self):
+        """A version-4 account gets the rendered ENVELOPE and the search texts of its
+        messages from the upgrade step: the same as messages delivered at version 5."""
+        from moxtw.message import searchtext
+
+        self.patch(searchtext, "MAX_INDEXED_SIZE", 2000)
+        corpus = [
+            make_message("Plain", "Hello there.\r\n"),
+            make_message("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "8-bit: caf\xe9\r\n",
+                         extra=b"X-Raw: \xc3\xa9t\xc3\xa9\r\nX-Back: a\\b =?utf-8?q?x=0Ay?=\r\n"),
+            make_message("Large", "big\r\n", size=5000),
+            b"From: =?utf-8?b?w4lsw6hu?= <e@example.org>\r\nSubject: html\r\n"
+            b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Type: text/html\r\n\r\n<p>A  &amp;   B</p>\r\n--b--\r\n",
+        ]
+        # The reference: the same messages delivered at version 5.
+        data_dir = self.mktemp()
+        s = store.Store(data_dir)
+        self.addCleanup(s.close)
+        ref = yield s.open_account("ref")
+        for data in corpus:
+            yield ref.deliver("Inbox", data)
+        ref_conn = schema.connect(ref.db_path)
+        self.addCleanup(ref_conn.close)
+        ref_rows = [dict(r) for r in ref_conn.execute("SELECT * FROM message ORDER BY id")]
+        ref_texts = {r[0]: (r[1], r[2]) for r in ref_conn.execute("SELECT rowid, header, body FROM message_search")}
+        self.assertEqual([r["text_indexed"] for r in ref_rows], [1, 1, 0, 1])
+
+        # The same rows and files in a version-4 account (without the columns of v5).
+        path = store.account_dir(data_dir, "old")
+        os.makedirs(os.path.join(path, "maildir", "tmp"))
+        conn = schema.connect(os.path.join(path, "index.db"))
+        schema.upgrade(conn, target=4)
+        from moxtw.store.account import init_account_db
+
+        init_account_db(conn)
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(message)")]
+        self.assertNotIn("envelope_imap", columns)
+        for r in ref_rows:
+            values = [r[c] for c in columns]
+            marks = ",".join("?" for _ in columns)
+            conn.execute(f"INSERT INTO message ({','.join(columns)}) VALUES ({marks})", values)
+            conn.execute(
+                "INSERT INTO message_text (rowid, text) SELECT ?, 'x'", (r["id"],)
+            )
+            conn.execute("INSERT INTO message_trigram (rowid, text) VALUES (?, 'x')", (r["id"],))
+            os.makedirs(os.path.dirname(store.account.message_file(os.path.join(path, "maildir"), r["id"])), exist_ok=True)
+            with open(ref.message_path(r["id"]), "rb") as f, open(
+                store.account.message_file(os.path.join(path, "maildir"), r["id"]), "wb"
+            ) as out:
+                out.write(f.read())
+        conn.execute(
+            "UPDATE mailbox SET total = ?, uidnext = ? WHERE name = 'Inbox'",
+            (len(ref_rows), len(ref_rows) + 1),
+        )
+        conn.close()
+
+        acc = yield s.open_account("old")
+        conn = schema.connect(acc.db_path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], schema.LATEST)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        self.assertNotIn("message_trigram", tables)
+        rows = [dict(r) for r in conn.execute("SELECT * FROM message ORDER BY id")]
+        self.assertEqual(rows, ref_rows)
+        texts = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT rowid, header, body FROM message_search")}
+        self.assertEqual(texts, ref_texts)
+        # And searches work on it.
+        inbox = yield acc.mailbox("Inbox")
+        found = yield acc.search(inbox.id, store.SearchCriteria(text_contains=("ÉLÈN",)))
+        self.assertEqual(found, [3, 4])  # 3 is not indexed: a prefilter lets it pass
+        from moxtw.imapserver import search as S
+        from moxtw.imapserver.types import SearchKey
+
+        for key, want in (
+            (SearchKey("text", ["a & b"]), [4]),
+            (SearchKey("header", ["x-back", "x\ny"]), [2]),
+            (SearchKey("header", ["x-raw", "ÉTÉ"]), [2]),
+            (SearchKey("body", ["big"]), [3]),
+        ):
+            got = yield S.search(acc, inbox.id, [1, 2, 3, 4], key)
+            self.assertEqual(got, want, key)
+
     def test_newer_schema_refused(self):
         conn = schema.connect(":memory:")
         conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
         self.assertRaises(schema.SchemaError, schema.upgrade, conn)
+
+
+class VerifySearchTextTests(StoreTestBase):
+    @defer.inlineCallbacks
+    def test_search_text_rows_checked_and_fixed(self):
+        """verifydata reports search texts without message and messages marked as
+        indexed without search text; fixing removes the first and lets SEARCH read the
+        files of the second."""
+        from moxtw.imapserver import search as S
+        from moxtw.imapserver.types import SearchKey
+        from moxtw.store.verify import verify_account
+
+        yield self.acc.deliver("Inbox", make_message("one", "findable text\r\n"))
+        yield self.acc.deliver("Inbox", make_message("two"))
+        inbox = yield self.mbox("Inbox")
+        msgs = yield self.acc.messages(inbox.id)
+        conn = schema.connect(self.acc.db_path)
+        conn.execute("DELETE FROM message_search WHERE rowid = ?", (msgs[0].id,))
+        conn.execute("INSERT INTO message_search (rowid, header, body) VALUES (999, '', 'stray')")
+        conn.close()
+        path = store.account_dir(self.data_dir, "mjl")
+        report = yield threads.deferToThread(verify_account, path)
+        self.assertIn("1 search text rows without message", report.errors)
+        self.assertIn("1 messages marked as indexed without search text", report.errors)
+        report = yield threads.deferToThread(verify_account, path, True)
+        self.assertEqual(len(report.fixed), 2)
+        report = yield threads.deferToThread(verify_account, path)
+        self.assertEqual(report.errors, [])
+        got = yield S.search(self.acc, inbox.id, [1, 2], SearchKey("body", ["findable"]))
+        self.assertEqual(got, [1])
 
 
 class JunkFlagTests(StoreTestBase):
