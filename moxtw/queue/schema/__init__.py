@@ -4,21 +4,6 @@ Same rules as ``moxtw.store.schema``: ``NNN_name.sql`` files upgrade from versio
 NNN, opening the database applies the missing ones, released files are never edited.
 """
 
-from moxtw.store import schema as _schema
+from moxtw.store.schema import package_api
 
-SchemaError = _schema.SchemaError
-connect = _schema.connect
-fsync_dir = _schema.fsync_dir
-
-
-def migrations():
-    """Return [(version, sql_text)] for the queue schema files, in order."""
-    return _schema.package_migrations(__name__)
-
-
-LATEST = len(migrations())
-
-
-def upgrade(conn, target=None, hooks=None):
-    """Bring a queue database to ``target`` (default: latest); returns the version before."""
-    return _schema.upgrade_package(conn, __name__, target, hooks)
+SchemaError, connect, fsync_dir, migrations, LATEST, upgrade = package_api(__name__)

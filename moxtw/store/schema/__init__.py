@@ -92,6 +92,22 @@ def upgrade_package(conn, package, target=None, hooks=None):
     return current
 
 
+def package_api(package):
+    """The schema API of another database package whose ``NNN_name.sql`` files follow
+    these rules: (SchemaError, connect, fsync_dir, migrations, LATEST, upgrade)."""
+
+    def package_migrations_():
+        """Return [(version, sql_text)] for the schema files, in order."""
+        return package_migrations(package)
+
+    def package_upgrade(conn, target=None, hooks=None):
+        """Bring the database to ``target`` (default: latest); returns the version before."""
+        return upgrade_package(conn, package, target, hooks)
+
+    return (SchemaError, connect, fsync_dir, package_migrations_, len(package_migrations(package)),
+            package_upgrade)
+
+
 def _statements(sql):
     # sqlite3.executescript would commit our transaction; split on ";" at line ends instead.
     # Schema files keep one statement per ";"-terminated block and no ";" inside literals.
