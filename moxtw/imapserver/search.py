@@ -28,6 +28,10 @@ from datetime import datetime, time as dtime, timedelta, timezone
 from twisted.internet import defer, threads
 
 from moxtw.message import base_subject, decode_words, parse, parse_date, searchtext
+from moxtw.message.searchtext import fold
+
+# RFC 5322 3.6.8 field-name: printable ASCII except colon.
+_FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 from moxtw.store.account import LIGHT_COLUMNS
 from moxtw.store.errors import FlagError
 from moxtw.store.model import FLAG_COLUMNS, SearchCriteria, from_unix, split_flags
@@ -342,7 +346,8 @@ class _Loaded:
         self.texts = ("", "")
         self._body = ""
         if self.msg.row["text_indexed"]:
-            # Indexed, but the text is gone: expunged meanwhile, it no longer matches.
+            # Indexed, but the text is gone: expunged meanwhile, it no longer matches
+            # (a damaged index with texts missing is an error verifydata reports).
             self.missing = True
             return
         try:
@@ -367,6 +372,8 @@ class _Loaded:
 
     def field_values(self, name):
         """Values of the fields named ``name`` (lower-cased)."""
+        if not _FIELD_NAME.match(name):
+            return []  # RFC 5322 3.6.8: no field has this name (and ": " would mislead)
         if self._fields is None and self.texts is None:
             self._load_file()
         if self._fields is not None:
@@ -499,22 +506,22 @@ class _Evaluator:
             # RFC 8514 4: the save date, taken in UTC (the store keeps no zone for it).
             return _compare_day(op, msg.saved.astimezone(timezone.utc).date(), args[0])
         if op == "subject":
-            return args[0].lower() in (msg.subject or "").lower()
+            return fold(args[0]) in fold(msg.subject or "")
         if op in _ENVELOPE_FIELD:
             # RFC 9051 6.4.4: FROM/TO/CC/BCC search the envelope's address fields.
             text = _envelope_addresses(msg.envelope, _ENVELOPE_FIELD[op])
-            return args[0].lower() in text.lower()
+            return fold(args[0]) in fold(text)
         if op == "header":
-            name, needle = args[0].lower(), args[1].lower()
+            name, needle = args[0].lower(), fold(args[1])
             values = loaded.field_values(name)
             if needle == "":
                 return bool(values)  # RFC 9051 6.4.4: "" matches all with the field
             return any(needle in v for v in values)
         if op == "body":
-            return args[0].lower() in loaded.body_text()
+            return fold(args[0]) in loaded.body_text()
         if op == "text":
             # RFC 9051 6.4.4: TEXT: in the header or the body.
-            needle = args[0].lower()
+            needle = fold(args[0])
             return needle in loaded.body_text() or loaded.header_contains(needle)
         raise SearchError(f"unknown search key {op!r}")
 

@@ -324,6 +324,7 @@ class FlowGate:
         self._transport = transport
         self._paused = False
         self._waiting = []
+        self.stopped = False  # the connection is gone: writers should stop early
 
     def wait(self):
         """Deferred firing once the transport takes more output."""
@@ -349,7 +350,8 @@ class FlowGate:
             d.callback(None)
 
     def stopProducing(self):
-        # The connection is gone: writers go on (their output is dropped) and finish.
+        # The connection is gone: waiting writers are released and see ``stopped``.
+        self.stopped = True
         self.resumeProducing()
 
 

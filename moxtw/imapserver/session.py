@@ -934,11 +934,15 @@ class Session:
         pending = read(batches[0])
         try:
             for k, batch in enumerate(batches):
+                if gate.stopped:
+                    break  # the client went away: no point reading the rest
                 rows = yield pending
                 pending = read(batches[k + 1]) if k + 1 < len(batches) else None
                 data = yield threads.deferToThread(render, rows, seqs_of(batch))
                 if data:
                     yield gate.wait()
+                    if gate.stopped:
+                        break
                     self.write(data)
         finally:
             gate.close()

@@ -52,10 +52,17 @@ _SPACES = re.compile(r"[ \t\r\n]+")
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
+def fold(text):
+    """Case folding for substring search: ``str.casefold`` (full Unicode case folding,
+    not context dependent like ``lower``: a final sigma folds like any other), applied
+    alike to the stored texts and to search strings."""
+    return text.casefold()
+
+
 def header_fields(root):
     """[(name, value)] of the message's header fields in order, both lower-cased, the
     value unfolded and RFC 2047 decoded."""
-    return [(name.lower(), decode_words(unfold(value)).lower()) for name, value in root.headers]
+    return [(name.lower(), fold(decode_words(unfold(value)))) for name, value in root.headers]
 
 
 def part_text(part, data):
@@ -88,7 +95,7 @@ def body_text(root, data, text_of=None):
                 v = part.message.header(name)
                 if v:
                     pieces.append(v)
-    return "\n".join(pieces).lower()
+    return fold("\n".join(pieces))
 
 
 def escape(s):

@@ -969,18 +969,21 @@ def search_text_hook(maildir):
                 last = msg_id
                 indexed = 0
                 if searchtext.indexable(size):
+                    # Any trouble with one message (unreadable file, a parser error)
+                    # leaves it unindexed (SEARCH then reads its file), never the
+                    # whole upgrade failed and the account unopenable.
                     try:
                         with open(message_file(maildir, msg_id), "rb") as f:
                             data = f.read()
-                    except FileNotFoundError:
-                        data = None
-                    if data is not None and searchtext.indexable(len(data)):
-                        header, body = searchtext.index_texts(data)
-                        conn.execute(
-                            "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
-                            (msg_id, header, body),
-                        )
-                        indexed = 1
+                        if searchtext.indexable(len(data)):
+                            header, body = searchtext.index_texts(data)
+                            conn.execute(
+                                "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
+                                (msg_id, header, body),
+                            )
+                            indexed = 1
+                    except (OSError, ValueError, UnicodeError, LookupError, RecursionError):
+                        indexed = 0
                 conn.execute(
                     "UPDATE message SET envelope_imap = ?, text_indexed = ? WHERE id = ?",
                     (_render_envelope(envelope), indexed, msg_id),
@@ -1188,12 +1191,12 @@ def _trigrams(s):
 
 def _search_text_query(c):
     """One FTS5 query for the search-text prefilters of ``c`` (moxtw.message.searchtext:
-    lower-cased texts, header names and values escaped); "" when nothing can be looked up."""
+    case-folded texts, header names and values escaped); "" when nothing can be looked up."""
     terms = []
     for needle in c.body_contains:
-        terms.append(_trigrams(searchtext.escape_body(needle.lower())))
+        terms.append(_trigrams(searchtext.escape_body(searchtext.fold(needle))))
     for needle in c.text_contains:
-        needle = needle.lower()
+        needle = searchtext.fold(needle)
         body, header = searchtext.escape_body(needle), searchtext.escape(needle)
         if body == header:
             terms.append(_trigrams(body))
@@ -1204,7 +1207,7 @@ def _search_text_query(c):
                 terms.append(f"({body} OR {header})")
     for name, needle in c.header_contains:
         terms.append(_trigrams(searchtext.field_marker(name)))
-        terms.append(_trigrams(searchtext.escape(needle.lower())))
+        terms.append(_trigrams(searchtext.escape(searchtext.fold(needle))))
     return " AND ".join(t for t in terms if t)
 
 

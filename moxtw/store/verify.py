@@ -155,7 +155,8 @@ def _verify(conn, maildir, report, fix):
         " AND id NOT IN (SELECT rowid FROM message_search)"
     ).fetchone()[0]
     if unindexed:
-        # SEARCH then reads these messages' files: slower, not wrong.
+        # The index prefilter of SEARCH skips these messages (only NOT and unnarrowed
+        # searches read their files): an error; --fix makes them searched in their files.
         report.errors.append(f"{unindexed} messages marked as indexed without search text")
         if fix:
             conn.execute(

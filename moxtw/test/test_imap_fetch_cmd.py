@@ -189,3 +189,56 @@ class RowFetchTests(IMAPSessionTest):
         self.assertIsNone(c.transport.producer)
         lines = yield c.cmd("FETCH 1 BODY[]")
         self.assertOK(lines)
+
+
+class PacedFetchDisconnectTests(IMAPSessionTest):
+    """A paced FETCH stops reading and rendering once the client is gone."""
+
+    @defer.inlineCallbacks
+    def test_no_work_after_disconnect(self):
+        from twisted.internet import reactor
+
+        from moxtw.imapserver import session
+
+        self.patch(session, "ROW_SLICE", 2)
+        yield self.deliver_n(20)
+        c = yield self.logged_in(select="INBOX")
+        calls = []
+        real_fetch_rows = self.acc.fetch_rows
+
+        def counting(*a, **kw):
+            calls.append(a[1:3])
+            return real_fetch_rows(*a, **kw)
+
+        self.acc.fetch_rows = counting
+        gates = []
+        first_wait = defer.Deferred()
+        real_register = c.transport.registerProducer
+
+        def register(producer, streaming):
+            real_register(producer, streaming)
+            producer.pauseProducing()  # the client reads nothing
+            gates.append(producer)
+            real_wait = producer.wait
+
+            def wait():
+                d = real_wait()
+                if not first_wait.called:
+                    first_wait.callback(None)
+                return d
+
+            producer.wait = wait
+
+        c.transport.registerProducer = register
+        c.cmd("FETCH 1:* (UID FLAGS ENVELOPE)").addErrback(lambda f: None)
+        yield first_wait
+        before = len(calls)
+        gates[0].stopProducing()  # what the transport does when the connection is lost
+        c.proto.connectionLost(None)
+        c.closed = True
+        for _ in range(20):
+            d = defer.Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            yield d
+        # At most the slice being read ahead, not the other 8.
+        self.assertLessEqual(len(calls), before + 1)
