@@ -32,6 +32,7 @@ MAX_NONSYNC_LITERAL = 4096  # RFC 7888 LITERAL-
 MAX_COMMAND = 2 * 1024 * 1024
 TIMEOUT_UNAUTHENTICATED = 60
 TIMEOUT_AUTHENTICATED = 30 * 60  # RFC 9051 5.4: at least 30 minutes
+ABORT_GRACE = 60  # seconds after an autologout before a connection that does not drain is cut
 
 LINE, LITERAL, IDLE, CONTINUATION, CLOSED = range(5)
 
@@ -50,6 +51,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._idle_tag = None
         self._inflate = None
         self._deflate = None
+        self._abort_call = None
 
     # -- connection
 
@@ -68,12 +70,17 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         self._mode = CLOSED
         self.session.connection_lost()
 
     def timeoutConnection(self):
         self.write(b"* BYE [UNAVAILABLE] autologout, idle for too long\r\n")
         self.close()
+        # loseConnection waits until the output is sent: a client that stopped reading
+        # would keep the connection (and a paused response) forever. Cut it after a grace.
+        self._abort_call = self.callLater(ABORT_GRACE, self.transport.abortConnection)
 
     def close(self):
         self._mode = CLOSED

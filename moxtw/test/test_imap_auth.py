@@ -167,6 +167,19 @@ class TimeoutTests(IMAPSessionTest):
         self.assertTrue(c.transport.disconnecting)
 
     @defer.inlineCallbacks
+    def test_not_draining_client_cut_after_grace(self):
+        # A client that stopped reading never lets loseConnection finish: the
+        # connection is aborted a minute after the autologout.
+        c = yield self.logged_in(select="INBOX")
+        aborted = []
+        c.transport.abortConnection = lambda: aborted.append(True)
+        self.clock.advance(server.TIMEOUT_AUTHENTICATED + 1)
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(aborted, [])
+        self.clock.advance(server.ABORT_GRACE)
+        self.assertEqual(aborted, [True])
+
+    @defer.inlineCallbacks
     def test_unauthenticate_restores_short_timeout(self):
         c = yield self.logged_in()
         yield c.cmd("UNAUTHENTICATE")
