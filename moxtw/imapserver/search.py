@@ -45,6 +45,8 @@ class SearchError(Exception):
 
 # Candidate messages evaluated per thread hop (rows and search texts read per slice).
 EVAL_SLICE = 2000
+# ... and at most about this many bytes of messages whose texts are loaded at once.
+EVAL_TEXT_BYTES = 64 * 1024 * 1024
 # At most this many UID ranges go into one index query; more are replaced by their span
 # (the exact set is applied in memory anyway).
 MAX_PUSHED_RANGES = 100
@@ -663,9 +665,27 @@ async def _evaluate(account, mailbox_id, uids, residual, kinds, sets, now, read)
     evaluator = _Evaluator(kinds, sets, now, read)
     matched = []
     for i in range(0, len(uids), EVAL_SLICE):
-        rows = await account.rows(mailbox_id, _runs(uids[i:i + EVAL_SLICE]), columns, texts=need_text)
-        matched += await threads.deferToThread(evaluator.run, rows, residual)
+        chunk = uids[i:i + EVAL_SLICE]
+        for part in (await _text_bounded(account, mailbox_id, chunk) if need_text else [chunk]):
+            rows = await account.rows(mailbox_id, _runs(part), columns, texts=need_text)
+            matched += await threads.deferToThread(evaluator.run, rows, residual)
     return matched
+
+
+async def _text_bounded(account, mailbox_id, uids):
+    """``uids`` split so the search texts loaded for one part stay under
+    EVAL_TEXT_BYTES (message sizes bound their texts); at least one message a part."""
+    sized = await account.rows(mailbox_id, _runs(uids), "id, uid, text_indexed, size")
+    parts, current, total = [], [], 0
+    for r in sized:
+        if current and total + r["size"] > EVAL_TEXT_BYTES:
+            parts.append(current)
+            current, total = [], 0
+        current.append(r["uid"])
+        total += r["size"]
+    if current:
+        parts.append(current)
+    return parts
 
 
 def _leaf_ops(nodes):

@@ -202,6 +202,28 @@ class EquivalenceTests(unittest.TestCase):
         return S.search(acc, self.mb[acc], self.view[acc], key, read_file=read)
 
     @defer.inlineCallbacks
+    def test_text_memory_bound_same_results(self):
+        # Texts are loaded in parts bounded by message size: with a bound of one byte,
+        # one message per part, and the same answers.
+        acc = self.indexed
+        keys = [K("not", K("body", "zzzz-nowhere")), K("text", "example"), K("or", K("body", "a"), K("header", "subject", "e"))]
+        want = []
+        for key in keys:
+            want.append((yield self.search(acc, key)))
+        calls = []
+        real = acc.rows
+
+        def counting(*a, **kw):
+            calls.append(kw.get("texts"))
+            return real(*a, **kw)
+
+        acc.rows = counting
+        self.patch(S, "EVAL_TEXT_BYTES", 1)
+        for key, expected in zip(keys, want):
+            self.assertEqual((yield self.search(acc, key)), expected)
+        self.assertGreater(calls.count(True), len(CORPUS))
+
+    @defer.inlineCallbacks
     def test_header_names_that_cannot_be_fields(self):
         # "Subject: x: foo" has no field named "subject: x": not in the indexed text
         # either, where ": " separates names from values.
