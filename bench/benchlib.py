@@ -1,9 +1,12 @@
 """Helpers shared by the benchmark scripts in bench/ (not part of moxtw itself):
 logging, ports, commands, process memory from /proc, machine facts."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 
 def log(msg):
@@ -84,3 +87,34 @@ def loadavg():
             return " ".join(f.read().split()[:3])
     except OSError:
         return "?"
+
+
+def stop_child(proc, grace=15.0):
+    """SIGTERM, wait, SIGKILL a child we started (Popen: waiting also reaps it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} ignored SIGTERM for {grace} s: SIGKILL")
+            proc.kill()
+    proc.wait()
+
+
+def kill_pid(pid, grace=10.0):
+    """SIGTERM, wait, SIGKILL a process that is not our child (server leftovers), by pid."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

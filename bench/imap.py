@@ -77,7 +77,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import fs_type, free_port, loadavg, log, port_free, pss_kb, run_cmd, status_kb, tail  # noqa: E402
+from benchlib import (  # noqa: E402
+    fs_type, free_port, kill_pid, loadavg, log, port_free, pss_kb, run_cmd, status_kb, stop_child, tail,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVERS = ("moxtw", "dovecot")
@@ -278,35 +280,6 @@ def tree_memory(root):
     """(summed RSS kB, summed PSS kB, number of processes) of root and its descendants."""
     pids = process_tree(root)
     return (sum(status_kb(p, "VmRSS") for p in pids), sum(pss_kb(p) for p in pids), len(pids))
-
-
-def stop_child(proc, grace=20.0):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"pid {proc.pid} ignored SIGTERM for {grace} s: SIGKILL")
-            proc.kill()
-    proc.wait()
-
-
-def kill_pid(pid, grace=5.0):
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # -- a minimal IMAP client -----------------------------------------------------------
@@ -595,7 +568,7 @@ class Moxtw(Server):
                 rc = p.wait()
             finally:
                 if p.poll() is None:
-                    stop_child(p)
+                    stop_child(p, grace=20.0)
         if rc != 0:
             raise BenchError(f"moxtw fill helper failed ({rc}):\n{tail(fill_log, 30)}")
 
@@ -639,7 +612,7 @@ class Moxtw(Server):
                 pass
             self.smtp = None
         if self.proc is not None:
-            stop_child(self.proc)
+            stop_child(self.proc, grace=20.0)
             self.proc = None
             self.logf.close()
 
@@ -799,7 +772,7 @@ protocol imap {{
         if self.proc is None:
             return
         pids = process_tree(self.proc.pid)
-        stop_child(self.proc)
+        stop_child(self.proc, grace=20.0)
         for pid in pids[1:]:  # leftovers of our own instance only
             if os.path.exists(f"/proc/{pid}"):
                 kill_pid(pid, grace=2)

@@ -64,7 +64,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import fs_type, free_port, loadavg, log, port_free, pss_kb, run_cmd, status_kb, tail  # noqa: E402
+from benchlib import (  # noqa: E402
+    fs_type, free_port, kill_pid, loadavg, log, port_free, pss_kb, run_cmd, status_kb, stop_child, tail,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, REPO)
@@ -174,37 +176,6 @@ class TreeSampler(threading.Thread):
         self.join()
         self.sample()
         return self.peak_kb
-
-
-def stop_child(proc, grace=15.0):
-    """SIGTERM, wait, SIGKILL a child we started (Popen: waiting also reaps it)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"pid {proc.pid} ignored SIGTERM for {grace} s: SIGKILL")
-            proc.kill()
-    proc.wait()
-
-
-def kill_pid(pid, grace=10.0):
-    """SIGTERM, wait, SIGKILL a process that is not our child (Postfix leftovers), by pid."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # -- servers -------------------------------------------------------------------------

@@ -199,7 +199,6 @@ class Outbound:
         self.rng = rng
         self.connect_timeout = connect_timeout
         self.endpoint_factory = endpoint_factory
-        from moxtw import metrics  # noqa: F401  (registers the queue metrics)
 
     def deliver_group(self, entries):
         return defer.Deferred.fromCoroutine(self._deliver_group(list(entries)))

@@ -8,7 +8,6 @@ in the resolver's thread pool, never on the reactor) and returns :class:`AuthRes
 import re
 from dataclasses import dataclass, field
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from moxtw import dmarc, dnsbl, iprev, spf
@@ -269,4 +268,4 @@ async def dnsbl_listed(resolver, zones, ip):
     return None
 
 
-__all__ = ["AuthResults", "ar_value", "authenticate", "dnsbl_listed", "from_address", "strip_own_authres", "defer"]
+__all__ = ["AuthResults", "ar_value", "authenticate", "dnsbl_listed", "from_address", "strip_own_authres"]

@@ -6,7 +6,7 @@ QUIT, AUTH PLAIN) for the queue's outgoing delivery to be tested against a real 
 
 import base64
 
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 from twisted.protocols.basic import LineReceiver
 
 
@@ -232,4 +232,4 @@ def closed_port():
     return port
 
 
-__all__ = ["start_sink", "start_socks_proxy", "closed_port", "defer"]
+__all__ = ["start_sink", "start_socks_proxy", "closed_port"]

@@ -1,7 +1,6 @@
 """The control socket: queue commands over a real Unix socket, as the command line uses it."""
 
 import base64
-import io
 import json
 import os
 import socket
@@ -167,8 +166,6 @@ class CtlTests(unittest.TestCase):
         e = self.assertRaises(ctl.CtlError, ctl.request, self.mktemp(), "ping")
         self.assertIn("is it running", str(e))
 
-
-__all__ = ["io"]
 
 
 class CommandLineTests(SMTPTreeBase):

@@ -8,7 +8,7 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
 from moxtw.config.schema import Route, Transport
-from moxtw.dns import MX, MockResolver, NoRecords, NotFound, TemporaryFailure
+from moxtw.dns import MockResolver, NoRecords, TemporaryFailure
 from moxtw.queue import Queue
 from moxtw.queue.outbound import (
     DeliveryError,
@@ -430,8 +430,6 @@ class TransportTests(OutboundTestBase):
         self.assertFalse(r.permanent)
         self.assertIn("connection refused", r.error)
 
-
-__all__ = ["NotFound"]
 
 
 class OwnSubmissionTransportTests(OutboundTestBase):
