@@ -11,7 +11,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from moxtw import listeners, metrics
-from moxtw.auth import Authenticator
+from moxtw.auth import Authenticator, LoginLimits
 from moxtw.dsn import QueueDSN
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
@@ -188,6 +188,7 @@ def _smtp_factory(config, root, localserve):
         hostname=str(static.Hostname),
         store=root.store,
         authenticator=root.auth,
+        login_limits=root.login_limits,
         current=lambda: (static, root.watcher.current),
         queue=root.queue,
         queue_service=root.queue_service,
@@ -225,7 +226,7 @@ def _smtp_factory(config, root, localserve):
 
 def _imap_factory(config, root, reactor):
     static = config.static
-    backend = IMAPBackend(root.auth, clock=reactor)
+    backend = IMAPBackend(root.auth, clock=reactor, login_limits=root.login_limits)
     root.imap_backend = backend
 
     def make(kind, name, lst):
@@ -299,6 +300,8 @@ def makeService(config, reactor=None, localserve=False):
     root.store = Store(config.data_dir, reactor=reactor)
     StoreService(root.store, root.watcher, config.static).setServiceParent(root)
     root.auth = Authenticator(root.store, lambda: root.watcher.current)
+    # Failed logins on SMTP, IMAP and web count together.
+    root.login_limits = LoginLimits(root.auth, reactor)
     root.queue = Queue(config.data_dir, reactor=reactor)
     root.queue_service = None
     root.queue_runner = QueueRunner(root.queue, None)

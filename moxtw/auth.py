@@ -94,19 +94,27 @@ class Authenticator:
         return account
 
 
-# Failed logins per IP and per login (as mox: slowed down, then refused).
+# Failed logins. Only failures from an IP can lead to refusals: per source IP (any
+# login), and per source IP and login. Failures for one login counted over all IPs only
+# slow down the failure replies, so nobody can lock a user out by guessing their
+# password from elsewhere: the right password from an IP that has not failed always works.
 IP_FAILURE_LIMITS = [(60, 10), (3600, 50), (86400, 500)]
-LOGIN_FAILURE_LIMITS = [(60, 10), (3600, 100), (86400, 1000)]
-FAILURE_SLOWDOWN = 0.5  # seconds added to a failure reply per recent failure, at most 5 s
+IP_LOGIN_FAILURE_LIMITS = [(60, 5), (3600, 25), (86400, 100)]
+LOGIN_FAILURE_WINDOW = [(3600, 1 << 62)]  # counted only, never refused
+FAILURE_SLOWDOWN = 0.5  # seconds added to a failure reply per recent failure from the IP
+LOGIN_SLOWDOWN = 0.05  # seconds added per failure for the login in the last hour
+MAX_FAILURE_DELAY = 5.0
 
 
 class LoginLimits:
-    """Rate limits on failed logins, shared by SMTP AUTH and IMAP LOGIN/AUTHENTICATE."""
+    """Limits on failed logins. One instance is shared by SMTP AUTH, IMAP
+    LOGIN/AUTHENTICATE and the web logins, so failures on one count for all."""
 
     def __init__(self, authenticator, clock=None):
         self.authenticator = authenticator
         self.ip_failures = ratelimit.Limiter(IP_FAILURE_LIMITS, clock)
-        self.login_failures = ratelimit.Limiter(LOGIN_FAILURE_LIMITS, clock)
+        self.ip_login_failures = ratelimit.Limiter(IP_LOGIN_FAILURE_LIMITS, clock)
+        self.login_failures = ratelimit.Limiter(LOGIN_FAILURE_WINDOW, clock)
 
     def allowed(self, ip):
         """None, or the reason logins from ``ip`` are refused for now."""
@@ -114,31 +122,43 @@ class LoginLimits:
             return "too many failed authentication attempts from your IP address, try again later"
         return None
 
-    def sasl_backend(self):
-        """The authenticator for one SASL exchange, checking per-login limits first and
-        remembering the login tried (``.login``)."""
-        return _LimitedAuthenticator(self)
+    def sasl_backend(self, ip):
+        """The authenticator for one SASL exchange from ``ip``, checking the limit for
+        this IP and login first and remembering the login tried (``.login``)."""
+        return _LimitedAuthenticator(self, ip)
 
     def record(self, ip, login, ok):
         """Count the outcome; returns the delay in seconds before a failure reply."""
+        login = (login or "").lower()
         if ok:
+            # The user has the password now; failures of others from the IP still count.
+            self.ip_login_failures.reset((ip, login))
             return 0
         self.ip_failures.add(ip)
         if login:
-            self.login_failures.add(login.lower())
-        return min(self.ip_failures.count(ip) * FAILURE_SLOWDOWN, 5.0)
+            self.ip_login_failures.add((ip, login))
+            self.login_failures.add(login)
+        delay = self.ip_failures.count(ip) * FAILURE_SLOWDOWN
+        if login:
+            delay += self.login_failures.count(login) * LOGIN_SLOWDOWN
+        return min(delay, MAX_FAILURE_DELAY)
+
+    def prune(self):
+        for limiter in (self.ip_failures, self.ip_login_failures, self.login_failures):
+            limiter.prune()
 
 
 class _LimitedAuthenticator:
-    def __init__(self, limits):
+    def __init__(self, limits, ip):
         self._limits = limits
         self._auth = limits.authenticator
+        self._ip = ip
         self.login = ""
 
     def _check(self, login):
         self.login = login.lower()
-        if not self._limits.login_failures.can_add(self.login):
-            raise AuthFailed("too many failed attempts for this login")
+        if not self._limits.ip_login_failures.can_add((self._ip, self.login)):
+            raise AuthFailed("too many failed attempts for this login from your IP address")
 
     def authenticate(self, login, password):
         try:

@@ -14,11 +14,17 @@ class Limiter:
         self.limits = list(limits)
         self._now = clock.seconds if clock is not None else time.time
         self._counts = {}  # key -> [(window start, count)] per limit
+        # Keys whose windows expired are dropped now and then, so memory is bounded by
+        # the keys seen in the longest window, not by all keys ever seen.
+        self._next_prune = 0.0
 
     def _windows(self, key):
         now = self._now()
         entry = self._counts.get(key)
         if entry is None:
+            if now >= self._next_prune:
+                self.prune()
+                self._next_prune = now + min(window for window, _ in self.limits)
             entry = self._counts[key] = [[0.0, 0] for _ in self.limits]
         for (window, _), w in zip(self.limits, entry):
             start = now - (now % window)

@@ -7,9 +7,10 @@ CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
 
 
 class IMAPBackend:
-    def __init__(self, authenticator, clock=None):
+    def __init__(self, authenticator, clock=None, login_limits=None):
         self.authenticator = authenticator
-        self.login_limits = LoginLimits(authenticator, clock)
+        # One LoginLimits for all protocols (app wiring); a private one otherwise.
+        self.login_limits = login_limits or LoginLimits(authenticator, clock)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
 
     def connection_allowed(self, session):

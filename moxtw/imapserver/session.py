@@ -357,7 +357,7 @@ class Session:
             raise NO(f"[UNAVAILABLE] {refusal}")
         from moxtw.auth import AuthFailed, LoginDisabled
 
-        limited = self.backend.login_limits.sasl_backend()
+        limited = self.backend.login_limits.sasl_backend(self.remote_ip)
         try:
             account = yield limited.authenticate(cmd.args["user"], cmd.args["password"])
         except LoginDisabled as e:
@@ -382,7 +382,7 @@ class Session:
         refusal = self.backend.login_limits.allowed(self.remote_ip)
         if refusal:
             raise NO(f"[UNAVAILABLE] {refusal}")
-        limited = self.backend.login_limits.sasl_backend()
+        limited = self.backend.login_limits.sasl_backend(self.remote_ip)
         mech = sasl.new_server_mechanism(
             name, limited, channel_binding=self._channel_binding(),
             hostname=self.factory.hostname, tls=self._login_allowed(),

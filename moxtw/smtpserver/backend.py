@@ -76,7 +76,7 @@ class SMTPBackend:
     def __init__(
         self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
         queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
-        dkim=None, resolver=None, on_authenticated=None, reports=None,
+        dkim=None, resolver=None, on_authenticated=None, reports=None, login_limits=None,
     ):
         """``current()`` returns (static, dynamic) config in force. ``dkim``: a
         :class:`moxtw.smtpserver.dkimsign.DKIMSigners` for submitted mail."""
@@ -103,7 +103,8 @@ class SMTPBackend:
         self.reports = reports
         self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
-        self.login_limits = LoginLimits(authenticator, clock)
+        # One LoginLimits for all protocols (app wiring); a private one otherwise.
+        self.login_limits = login_limits or LoginLimits(authenticator, clock)
 
     # -- connection and authentication
 
@@ -120,7 +121,7 @@ class SMTPBackend:
 
     def sasl_backend(self, session):
         """What one AUTH exchange authenticates against (records the login tried)."""
-        return self.login_limits.sasl_backend()
+        return self.login_limits.sasl_backend(session.remote_ip)
 
     def auth_result(self, session, ok, login=""):
         """Returns the delay (seconds) before a failure reply (see LoginLimits)."""

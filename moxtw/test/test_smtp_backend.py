@@ -4,6 +4,7 @@ per login (slowed, then refused)."""
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from moxtw import auth
 from moxtw.auth import AuthFailed
 from moxtw.smtpserver import backend as be
 from moxtw.smtpserver.server import Session
@@ -48,23 +49,37 @@ class RateLimitTests(unittest.SynchronousTestCase):
 
     def test_failed_auth_slowed_then_refused(self):
         delays = [self.backend.auth_result(self.session, False, "mjl@example.org") for _ in range(10)]
-        self.assertEqual(delays[:3], [0.5, 1.0, 1.5])
+        self.assertEqual(delays[:3], [0.55, 1.1, 1.65])  # per IP failure, plus a little per login failure
         self.assertEqual(delays[-1], 5.0)  # capped
         self.assertIn("too many failed", self.backend.auth_allowed(self.session))
         self.clock.advance(61)
         self.assertIsNone(self.backend.auth_allowed(self.session))
 
-    def test_per_login_limit(self):
-        """Failures for one login from many IPs: that login is refused before any check."""
-        for i in range(10):
-            s = Session(cid=str(i), kind="submission", remote_ip=f"198.51.100.{i}")
-            self.backend.auth_result(s, False, "mjl@example.org")
+    def test_per_ip_login_limit(self):
+        """Failures for one login from one IP: that login is refused from that IP before
+        any check; other logins from the IP and the login from other IPs are checked."""
+        for _ in range(auth.IP_LOGIN_FAILURE_LIMITS[0][1]):
+            self.backend.auth_result(self.session, False, "mjl@example.org")
         limiter = self.backend.sasl_backend(self.session)
         before = self.auth.calls
         f = self.failureResultOf(limiter.authenticate("MJL@example.org", "x"), AuthFailed)
         self.assertIn("too many failed attempts", str(f.value))
         self.assertEqual(self.auth.calls, before)  # password not even checked
         self.failureResultOf(limiter.authenticate("other@example.org", "x"), AuthFailed)
+        self.assertEqual(self.auth.calls, before + 1)
+        other = self.backend.sasl_backend(Session(cid="2", kind="submission", remote_ip="192.0.2.9"))
+        self.failureResultOf(other.authenticate("mjl@example.org", "x"), AuthFailed)
+        self.assertEqual(self.auth.calls, before + 2)
+
+    def test_login_failures_from_many_ips_do_not_refuse(self):
+        """Failures for one login from many IPs only slow; a fresh IP is still checked."""
+        for i in range(200):
+            s = Session(cid=str(i), kind="submission", remote_ip=f"198.51.100.{i}")
+            self.backend.auth_result(s, False, "mjl@example.org")
+        self.assertIsNone(self.backend.auth_allowed(self.session))
+        limiter = self.backend.sasl_backend(self.session)
+        before = self.auth.calls
+        self.failureResultOf(limiter.authenticate("mjl@example.org", "x"), AuthFailed)
         self.assertEqual(self.auth.calls, before + 1)
 
     def test_localserve_rules(self):
