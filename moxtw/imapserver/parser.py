@@ -27,7 +27,7 @@ MAX_LITERAL = 0xFFFFFFFF  # RFC 9051 9: number (32 bits); larger literal sizes a
 MAX_NUMBER = 0xFFFFFFFF  # RFC 9051 9: number / nz-number
 MAX_NUMBER64 = 2**63 - 1  # RFC 9051 9: number64 (and RFC 7162 mod-sequence-value)
 MAX_PAREN_DEPTH = 20  # nested parenthesised lists (SEARCH) beyond this are refused
-MAX_SEARCH_DEPTH = 1000  # nested NOT/OR/parentheses in one search program
+MAX_SEARCH_DEPTH = 100  # nested NOT/OR/parentheses in one search program (search.MAX_DEPTH)
 MAX_ERROR_TEXT = 200  # error texts echoing client input are cut to this length
 MAX_ID_PARAMS = 30  # RFC 2971 3.3: at most 30 field-value pairs
 

@@ -51,6 +51,10 @@ EVAL_TEXT_BYTES = 64 * 1024 * 1024
 # (the exact set is applied in memory anyway).
 MAX_PUSHED_RANGES = 100
 
+# At most this many AND/OR/NOT nodes on any path of a program (the parser refuses deeper
+# nesting first); evaluation recurses over the tree, so its depth must stay bounded.
+MAX_DEPTH = 100
+
 # SEARCH keys of the system flags (RFC 9051 6.4.4) and the index columns they test.
 _FLAG_KEYS = {col: col for col in FLAG_COLUMNS}
 _UNFLAG_KEYS = {"un" + col: col for col in FLAG_COLUMNS}
@@ -93,25 +97,33 @@ def _default_reader(account):
 # -- program analysis
 
 
-def _kind(node, memo):
-    k = memo.get(id(node))
-    if k is not None:
-        return k
-    op = node.op
-    if op in ("and", "or", "not"):
-        k = max((_kind(a, memo) for a in node.args), default=LOCAL)
-    elif op in _LOCAL_LEAVES:
-        k = LOCAL
-    elif op in _INDEX_LEAVES:
-        k = INDEX
-    elif op in _ROW_LEAVES:
-        k = ROW
-    elif op in _FILE_LEAVES:
-        k = FILE
-    else:
-        raise SearchError(f"unknown search key {op!r}")
-    memo[id(node)] = k
-    return k
+def _leaf_kind(op):
+    if op in _LOCAL_LEAVES:
+        return LOCAL
+    if op in _INDEX_LEAVES:
+        return INDEX
+    if op in _ROW_LEAVES:
+        return ROW
+    if op in _FILE_LEAVES:
+        return FILE
+    raise SearchError(f"unknown search key {op!r}")
+
+
+def _kinds(key, memo):
+    """Fill ``memo`` (id(node) -> cost class) for every node of ``key``, children before
+    parents, without recursion; a program nested deeper than MAX_DEPTH is refused."""
+    stack = [(key, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if node.op not in ("and", "or", "not"):
+            memo[id(node)] = _leaf_kind(node.op)
+        elif done:
+            memo[id(node)] = max((memo[id(a)] for a in node.args), default=LOCAL)
+        elif depth > MAX_DEPTH:
+            raise SearchError("search program nested too deeply")
+        else:
+            stack.append((node, depth, True))
+            stack.extend((a, depth + 1, False) for a in node.args)
 
 
 def _conjuncts(node):
@@ -557,11 +569,11 @@ def search(account, mailbox_id, uids, key, *, searchres=None, now=None, read_fil
 async def _search(account, mailbox_id, view, key, searchres, now, read_file, want_rows=False):
     now = now or datetime.now(timezone.utc)
     read = read_file or _default_reader(account)
+    kinds = {}
+    _kinds(key, kinds)
     if not view:
         return ([], []) if want_rows else []
     view = sorted(view)
-    kinds = {}
-    _kind(key, kinds)
     sets = {}
 
     def local_set(node):

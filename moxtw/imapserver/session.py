@@ -1127,8 +1127,11 @@ class Session:
 
         sel = self.selected
         a = cmd.args
-        found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"], a["program"].key,
-                                     searchres=sel.searchres)
+        try:
+            found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"],
+                                         a["program"].key, searchres=sel.searchres)
+        except searchmod.SearchError as e:
+            raise BAD(str(e))
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         self.untagged("SORT" + "".join(f" {n}" for n in nums if n is not None))
         return f"{'UID ' if cmd.uid else ''}SORT completed"
@@ -1140,8 +1143,11 @@ class Session:
 
         sel = self.selected
         a = cmd.args
-        structure = yield searchmod.thread(self.account, sel.id, list(sel.uids), a["algorithm"],
-                                           a["program"].key, searchres=sel.searchres)
+        try:
+            structure = yield searchmod.thread(self.account, sel.id, list(sel.uids), a["algorithm"],
+                                               a["program"].key, searchres=sel.searchres)
+        except searchmod.SearchError as e:
+            raise BAD(str(e))
         mapping = (lambda u: u) if cmd.uid else sel.seq_of
         self.untagged("THREAD " + searchmod.format_thread(structure, mapping))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
@@ -1170,12 +1176,15 @@ class Session:
         return "REPLACE completed"
 
 
-def _uses_modseq(key, depth=0):
+def _uses_modseq(key):
     """Whether a search program has a MODSEQ key (RFC 7162 3.1.5)."""
-    if key.op == "modseq":
-        return True
-    if key.op in ("and", "or", "not") and depth < 2000:
-        return any(_uses_modseq(k, depth + 1) for k in key.args)
+    stack = [key]  # no recursion over client input
+    while stack:
+        k = stack.pop()
+        if k.op == "modseq":
+            return True
+        if k.op in ("and", "or", "not"):
+            stack.extend(k.args)
     return False
 
 
