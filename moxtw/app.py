@@ -5,6 +5,7 @@ for custom deployments. Nothing else lives here: each service comes from its own
 """
 
 import os
+import time
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -23,10 +24,12 @@ from moxtw.reports import ReportsService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.dkimsign import DKIMSigners
 from moxtw.smtpserver.server import SMTPFactory
+from moxtw.staletmp import StaleTmpService
 from moxtw import log as mlog
 from moxtw.config import DynamicConfigWatcher
 from moxtw.store import Store
 from moxtw.store.junkflags import JunkFlagRules
+from moxtw.tls import server_context_factory
 
 log = Logger(namespace="moxtw.app")
 
@@ -140,30 +143,28 @@ class MoxtwService(service.MultiService):
 
 
 def _tls_context(config):
-    from moxtw.tls import selfsigned
+    """``tls_context(name, listener)`` for implicit TLS listeners (Submissions, IMAPS,
+    HTTPS); they need KeyCerts."""
 
     def context(name, lst):
-        if lst.TLS is None or not lst.TLS.KeyCerts:
+        opts = _listener_tls(config, lst)
+        if opts is None:
             raise listeners.ListenerError(
                 f"listener {name}: implicit TLS needs TLS.KeyCerts"
                 " (ACME is not part of this version yet)"
             )
-        kc = lst.TLS.KeyCerts[0]
-        cert = os.path.join(config.config_dir, kc.CertFile)
-        key = os.path.join(config.config_dir, kc.KeyFile)
-        return selfsigned.server_context_factory(cert, key)
+        return opts
 
     return context
 
 
 def _listener_tls(config, lst):
-    """The TLS context of a listener for STARTTLS, or None without KeyCerts."""
+    """The TLS server options of a listener (for STARTTLS and implicit TLS alike: one
+    configuration, see moxtw.tls), or None without KeyCerts."""
     if lst.TLS is None or not lst.TLS.KeyCerts:
         return None
-    from moxtw.tls import selfsigned
-
     kc = lst.TLS.KeyCerts[0]
-    return selfsigned.server_context_factory(
+    return server_context_factory(
         os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile)
     )
 
@@ -286,6 +287,7 @@ def _deliver_group(static, root, localserve):
 
 def makeService(config, reactor=None, localserve=False):
     """Build the service tree for a loaded ``moxtw.config.Config``."""
+    started = time.time()
     if reactor is None:
         from twisted.internet import reactor
     mlog.configure(
@@ -294,6 +296,8 @@ def makeService(config, reactor=None, localserve=False):
         )
     )
     root = MoxtwService(config)
+    # Leftovers of operations an earlier run never acknowledged; files from this run stay.
+    StaleTmpService(config.data_dir, started=started).setServiceParent(root)
     root.watcher = DynamicConfigWatcher(config, clock=reactor)
     root.watcher.setName("config")
     root.watcher.setServiceParent(root)

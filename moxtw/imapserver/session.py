@@ -28,7 +28,7 @@ from moxtw.imapserver import response as r
 from moxtw.imapserver.types import STAR
 from moxtw.store import changes as ch
 from moxtw.store import errors as se
-from moxtw.store.model import INBOX
+from moxtw.store.model import INBOX, check_new_mailbox_name, normalize_mailbox_name
 
 log = Logger(namespace="moxtw.imapserver")
 
@@ -534,19 +534,27 @@ class Session:
             if seq is not None:
                 self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {_flags_text(m.flags)} MODSEQ ({m.modseq}))")
 
-    def _name(self, name):
+    def _name(self, name, new=False):
+        """The stored form of a mailbox name; ``new``: for a mailbox to be created."""
         try:
-            from moxtw.store.model import normalize_mailbox_name
-
-            return normalize_mailbox_name(name)
+            return (check_new_mailbox_name if new else normalize_mailbox_name)(name)
         except se.MailboxNameError as e:
             raise NO(f"[CANNOT] {e}")
+
+    def _no_such_mailbox(self, name):
+        """NO for a missing destination: RFC 9051 7.1 [TRYCREATE] only when a CREATE of
+        the name could succeed, else (a "." or ".." component) [CANNOT] (RFC 5530 3)."""
+        try:
+            check_new_mailbox_name(name)
+        except se.MailboxNameError as e:
+            return NO(f"[CANNOT] no such mailbox, and {e}")
+        return NO("[TRYCREATE] no such mailbox")
 
     @defer.inlineCallbacks
     def cmd_create(self, cmd):
         """CREATE mailbox [(USE (special-use))] (RFC 6154 CREATE-SPECIAL-USE). Authenticated."""
         name = cmd.args["mailbox"].rstrip("/")
-        name = self._name(name)
+        name = self._name(name, new=True)
         use = cmd.args.get("use") or []
         if len(use) > 1:
             raise NO("[USEATTR] only one special-use attribute per mailbox")
@@ -579,7 +587,7 @@ class Session:
     @defer.inlineCallbacks
     def cmd_rename(self, cmd):
         """RENAME old new. Authenticated."""
-        old, new = self._name(cmd.args["old"]), self._name(cmd.args["new"])
+        old, new = self._name(cmd.args["old"]), self._name(cmd.args["new"], new=True)
         try:
             yield self.account.rename_mailbox(old, new, origin=self)
         except se.MailboxNotFound:
@@ -702,7 +710,7 @@ class Session:
         try:
             msgs = yield self.account.append_many(name, items, origin=self)
         except se.MailboxNotFound:
-            raise NO("[TRYCREATE] no such mailbox")
+            raise self._no_such_mailbox(name)
         except se.QuotaExceeded as e:
             raise NO(f"[OVERQUOTA] {e}")
         except se.FlagError as e:
@@ -1030,7 +1038,7 @@ class Session:
         try:
             pairs = yield self.account.copy(sel.id, uids, dest, origin=self)
         except se.MailboxNotFound:
-            raise NO("[TRYCREATE] no such mailbox")
+            raise self._no_such_mailbox(dest)
         except se.QuotaExceeded as e:
             raise NO(f"[OVERQUOTA] {e}")
         if not pairs:
@@ -1048,7 +1056,7 @@ class Session:
         try:
             pairs = yield self.account.move(sel.id, uids, dest, origin=self)
         except se.MailboxNotFound:
-            raise NO("[TRYCREATE] no such mailbox")
+            raise self._no_such_mailbox(dest)
         except se.MailboxNotAllowed as e:
             raise NO(f"[CANNOT] {e}")
         if pairs:
@@ -1166,7 +1174,7 @@ class Session:
         try:
             msgs = yield self.account.append_many(name, [(m["data"], m["flags"], m["date"])], origin=self)
         except se.MailboxNotFound:
-            raise NO("[TRYCREATE] no such mailbox")
+            raise self._no_such_mailbox(name)
         except se.QuotaExceeded as e:
             raise NO(f"[OVERQUOTA] {e}")
         mb = yield self.account.mailbox(name)

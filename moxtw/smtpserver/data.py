@@ -9,8 +9,9 @@ a sequence the reader keeps reading up to the real end, so nothing in the messag
 taken as a command.
 
 Bare LF line endings elsewhere are accepted in normal mode (the store repairs them to
-CRLF) and refused in pedantic mode. Data is streamed into a spool file, never held whole
-in memory, whatever the line lengths.
+CRLF) and refused in pedantic mode. Both readers note NUL bytes (``has_nul``), which
+pedantic mode refuses except in BINARYMIME messages. Data is streamed into a spool file,
+never held whole in memory, whatever the line lengths.
 """
 
 import tempfile
@@ -32,6 +33,7 @@ class DataReader:
         self.smuggling = None  # description of the first offending sequence
         self.bare_lf = False
         self.has_8bit = False
+        self.has_nul = False
         self._buf = b""
         self._line_start = True
         self._prev_crlf = True  # the DATA command line ended with CRLF
@@ -99,6 +101,8 @@ class DataReader:
             return
         if not self.has_8bit and not chunk.isascii():
             self.has_8bit = True
+        if not self.has_nul and b"\0" in chunk:
+            self.has_nul = True
         if self.smuggling is None:
             self.file.write(chunk)
 
@@ -120,6 +124,7 @@ class ChunkReader:
         self.size = 0
         self.too_large = False
         self.has_8bit = False
+        self.has_nul = False
         self.remaining = 0
 
     def start_chunk(self, size):
@@ -136,6 +141,8 @@ class ChunkReader:
         elif take:
             if not self.has_8bit and not take.isascii():
                 self.has_8bit = True
+            if not self.has_nul and b"\0" in take:
+                self.has_nul = True
             self.file.write(take)
         if self.remaining:
             return None

@@ -752,6 +752,13 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self._reset()
             raise SMTPReply(c.C554_TRANSACTION_FAILED, c.SE_MSG_OTHER0,
                             "8-bit data without BODY=8BITMIME (pedantic mode)")
+        if reader.has_nul and env.body != "BINARYMIME" and self.pedantic:
+            # RFC 5322 3.5 (text excludes %d0), RFC 2045 2.7/2.8: no NUL in 7bit or
+            # 8bit data; only BINARYMIME (RFC 3030 3) may carry any octet.
+            reader.close()
+            self._reset()
+            raise SMTPReply(c.C554_TRANSACTION_FAILED, c.SE_MSG_OTHER0,
+                            "NUL byte in message (pedantic mode)")
         d = f.read_spool(reader)
 
         def got(data):

@@ -44,6 +44,7 @@ from moxtw.store.model import (
     Mailbox,
     Message,
     display_keyword,
+    check_new_mailbox_name,
     flags_tuple,
     normalize_mailbox_name,
     parents,
@@ -205,7 +206,7 @@ class Account:
         if mb is None:
             if not create:
                 raise MailboxNotFound(name)
-            mb = self._create(conn, ctx, name, None, origin)
+            mb = self._create(conn, ctx, check_new_mailbox_name(name), None, origin)
         out = []
         for p, (system, keywords), (_, _, received) in zip(prepared, parsed_flags, items):
             out.append(self._insert_one(conn, ctx, mb, p, system, keywords, received, facts, origin))
@@ -557,7 +558,7 @@ class Account:
 
     def create_mailbox(self, name, special_use=None, origin=None):
         """CREATE (with RFC 6154 CREATE-SPECIAL-USE); missing parents are created too."""
-        name = normalize_mailbox_name(name)
+        name = check_new_mailbox_name(name)
         if special_use is not None and special_use not in SPECIAL_USES:
             raise ValueError(f"unknown special-use attribute {special_use}")
 
@@ -592,7 +593,7 @@ class Account:
         """RENAME (RFC 9051 6.3.6): children move along; renaming Inbox moves its messages
         into a new mailbox and leaves Inbox empty."""
         old = normalize_mailbox_name(old)
-        new = normalize_mailbox_name(new)
+        new = check_new_mailbox_name(new)
         return self._write(lambda conn, ctx: self._rename(conn, ctx, old, new, origin))
 
     def _rename(self, conn, ctx, old, new, origin):

@@ -110,6 +110,20 @@ def normalize_mailbox_name(name):
     return name
 
 
+def check_new_mailbox_name(name):
+    """Like normalize_mailbox_name, for a mailbox about to be created (CREATE, RENAME,
+    delivery into a missing mailbox): "." and ".." hierarchy components are refused too.
+
+    They read as "this level" and "the parent" to clients, tools and file systems, and
+    "a/../b" would name a different mailbox than it shows. Existing mailboxes with such
+    names stay reachable, so they can still be renamed or deleted.
+    """
+    name = normalize_mailbox_name(name)
+    if any(part in (".", "..") for part in name.split("/")):
+        raise MailboxNameError('"." or ".." as hierarchy component in mailbox name')
+    return name
+
+
 def parents(name):
     parts = name.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]

@@ -15,8 +15,8 @@ CA is regenerated (and with it the leaf) when it is missing, unreadable or expir
 30 days. Files are written atomically (temporary file, fsync, rename, fsync of the
 directory), keys with mode 0600.
 
-:func:`server_context_factory` turns such a pair into Twisted TLS server options with
-TLS 1.2 as minimum version.
+:func:`server_context_factory` turns such a pair into Twisted TLS server options, the
+same as for every listener (:func:`moxtw.tls.server_context_factory`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import CertificateOptions
 
-from moxtw import fsutil
+from moxtw import fsutil, tls
 
 __all__ = [
     "ensure_localserve_cert",
@@ -262,20 +262,5 @@ def ensure_localserve_cert(
 
 
 def server_context_factory(cert_path: str, key_path: str) -> CertificateOptions:
-    """TLS server options for a PEM chain file (leaf first) and its PEM key, with TLS 1.2
-    as minimum (DESIGN.md 8). Usable with SSL4ServerEndpoint, wrapServerEndpoint and
-    ITLSTransport.startTLS."""
-    with open(cert_path, "rb") as f:
-        chain = load_pem_chain(f.read())
-    with open(key_path, "rb") as f:
-        key = serialization.load_pem_private_key(f.read(), password=None)
-    if not chain:
-        raise ValueError(f"{cert_path}: no certificate")
-    # pyOpenSSL (>= 24.3) takes cryptography objects and deprecates its own X509/PKey;
-    # CertificateOptions passes them through to the context unchanged.
-    return CertificateOptions(
-        privateKey=key,  # type: ignore[arg-type]
-        certificate=chain[0],  # type: ignore[arg-type]
-        extraCertChain=chain[1:],  # type: ignore[arg-type]
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
+    """The server options of every listener: see :func:`moxtw.tls.server_context_factory`."""
+    return tls.server_context_factory(cert_path, key_path)
