@@ -148,31 +148,35 @@ def tag_of(data):
     return data[:end].decode("ascii")
 
 
-def parse_command(data, *, utf8=False):
+def parse_command(data, *, utf8=False, spooled=None):
     """Parse one complete command (``data`` ends with CRLF, literals embedded as received).
 
     ``utf8``: UTF8=ACCEPT is enabled (RFC 6855): mailbox names are UTF-8, not modified
-    UTF-7. Raises ParseError, and only ParseError, for malformed input.
+    UTF-7. ``spooled``: {offset: spool} for literals the framing layer wrote to a file
+    instead of into ``data``: the literal header is in ``data``, its bytes are not, and
+    the message of APPEND/REPLACE is the spool object; anywhere else such a literal is
+    refused. Raises ParseError, and only ParseError, for malformed input.
     """
     try:
-        return _parse_command(data, utf8)
+        return _parse_command(data, utf8, spooled or {})
     except ParseError:
         raise
     except Exception as e:  # pragma: no cover - defensive; the fuzz tests look for these
         raise ParseError(tag_of(data), f"could not parse command ({type(e).__name__})") from e
 
 
-def _parse_command(data, utf8):
-    return _Parser(data, utf8).command()
+def _parse_command(data, utf8, spooled=None):
+    return _Parser(data, utf8, spooled).command()
 
 
 class _Parser:
     """Recursive-descent parser over the bytes of one command. ``end`` is the offset of
     the final CRLF: nothing is read at or past it except by ``at_end``."""
 
-    def __init__(self, data, utf8):
+    def __init__(self, data, utf8, spooled=None):
         self.data = bytes(data)
         self.utf8 = utf8
+        self.spooled = spooled or {}
         self.pos = 0
         self.tag = None
         self.end = len(self.data) - 2
@@ -293,9 +297,9 @@ class _Parser:
 
     # Strings (RFC 9051 9: string, astring, nstring, literal, quoted).
 
-    def literal(self, binary_ok=False):
-        """literal / literal8 (RFC 3516) at the current position: the raw bytes and
-        whether it was a literal8."""
+    def literal(self, binary_ok=False, spool_ok=False):
+        """literal / literal8 (RFC 3516) at the current position: the raw bytes (or, with
+        ``spool_ok``, the spool of a spooled literal) and whether it was a literal8."""
         binary = self.take(b"~")
         if binary and not binary_ok:
             self.error("binary literal (~{n}) not allowed here")
@@ -310,6 +314,14 @@ class _Parser:
         if self.data[self.pos : self.pos + 2] != b"\r\n":
             self.error("expected CRLF after literal header")
         start = self.pos + 2
+        spool = self.spooled.get(start)
+        if spool is not None:
+            if not spool_ok:
+                self.error("literal too large here")
+            if spool.size != size:
+                self.error("spooled literal size mismatch")  # cannot happen: framing bug
+            self.pos = start
+            return spool, binary
         if start + size > self.end:
             self.error("truncated literal")
         self.pos = start + size
@@ -791,14 +803,14 @@ class _Parser:
                 when = self.date_time()
                 continue
             if c == 0x7B or self.peek_bytes(b"~{"):
-                data, binary = self.literal(binary_ok=True)
+                data, binary = self.literal(binary_ok=True, spool_ok=True)
                 utf8 = False
                 break
             if self.take_word(b"UTF8"):
                 # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"
                 self.sp()
                 self.expect(b"(", "'(' after UTF8")
-                data, binary = self.literal(binary_ok=True)
+                data, binary = self.literal(binary_ok=True, spool_ok=True)
                 self.expect(b")", "')' after UTF8 literal")
                 utf8 = True
                 break

@@ -7,28 +7,33 @@ RFC 9051 4.3 and 7.5; RFC 7888 LITERAL+/LITERAL-), each parsed by
 whose handler returns a Deferred holds back the commands after it, so pipelined commands
 are answered in order. IDLE (RFC 2177), AUTHENTICATE continuations and COMPRESS=DEFLATE
 (RFC 4978) are handled here too. Limits: line length, literal size (APPENDLIMIT for
-APPEND, small otherwise), total command size.
+APPEND, small otherwise, a few KB before login), total command size. Message literals
+of APPEND and REPLACE over SPOOL_THRESHOLD are written to a spool file in the account's
+tmp/ as they arrive, one slice at a time with reading paused meanwhile, so a large
+upload costs a slice of memory, not its size. Replies are written no faster than the
+client reads them (``moxtw.serialinput``).
 """
 
 import zlib
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.protocols.basic import FileSender
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
 from moxtw import log as mlog
 from moxtw.imapserver import parser
-from moxtw.imapserver.session import IMAPError, Session
+from moxtw.imapserver.session import NOT_AUTHENTICATED, IMAPError, Session
 from moxtw.serialinput import SerialInput
 
 log = Logger(namespace="moxtw.imapserver")
 
 MAX_LINE = 64 * 1024
 MAX_LITERAL = 1024 * 1024  # for commands other than APPEND/REPLACE
+MAX_PREAUTH_LITERAL = 8 * 1024  # before login: a LOGIN/AUTHENTICATE/ID argument at most
 MAX_NONSYNC_LITERAL = 4096  # RFC 7888 LITERAL-
+SPOOL_THRESHOLD = 128 * 1024  # APPEND/REPLACE literals over this go to a spool file
+SPOOL_SLICE = 64 * 1024  # bytes written to a spool at a time
+STREAM_SLICE = 16 * 1024  # bytes of a message file sent at a time
 MAX_COMMAND = 2 * 1024 * 1024
 TIMEOUT_UNAUTHENTICATED = 60
 TIMEOUT_AUTHENTICATED = 30 * 60  # RFC 9051 5.4: at least 30 minutes
@@ -47,6 +52,12 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._cmd = []  # parts of the command being received
         self._cmd_size = 0
         self._literal_left = 0
+        self._cmd_len = 0  # bytes in self._cmd
+        self._spools = {}  # offset in the command -> Spool, for spooled literals
+        self._spool = None  # the Spool the current literal goes to
+        self._spool_pending = []
+        self._spool_pending_len = 0
+        self._spool_writing = False
         self._continuation = None  # Deferred waiting for a continuation line
         self._idle_tag = None
         self._inflate = None
@@ -65,6 +76,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self.write(f"* BYE [UNAVAILABLE] {refusal}\r\n".encode())
             self.close()
             return
+        self._watch_output()
         self.setTimeout(TIMEOUT_UNAUTHENTICATED)
         self.write(self.session.greeting())
 
@@ -73,6 +85,8 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._mode = CLOSED
+        self._output_stopped()
+        self._reset_command()  # discards a literal being spooled
         self.session.connection_lost()
 
     def timeoutConnection(self):
@@ -84,7 +98,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def close(self):
         self._mode = CLOSED
-        self.transport.loseConnection()
+        self._lose_connection()
 
     def authenticated(self):
         self.setTimeout(TIMEOUT_AUTHENTICATED)
@@ -104,32 +118,37 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self.transport.write(data)
 
     def flow_gate(self):
-        """A FlowGate registered with the transport, for writing a long response at the
-        client's pace; ``close()`` it when done. Without flow control (another producer
-        is registered) its ``wait()`` never waits."""
-        gate = FlowGate(self.transport)
-        try:
-            self.transport.registerProducer(gate, True)
-        except RuntimeError:
-            return FlowGate(None)
-        return gate
+        """A FlowGate for writing a long response at the client's pace."""
+        return FlowGate(self)
 
+    @defer.inlineCallbacks
     def stream_file(self, f, length):
-        """Send ``length`` bytes from file ``f`` (positioned) as it is consumed: 16 KB
-        slices with the transport's flow control. Deferred fires when done."""
-        return FileSender().beginFileTransfer(_RangeFile(f, length), _Consumer(self))
+        """Send ``length`` bytes from file ``f`` (positioned) as it is consumed, in
+        slices, waiting for the output to drain in between. Deferred fires when done."""
+        left = length
+        while left > 0:
+            yield self.wait_output()
+            if self.output_stopped:
+                return
+            n = min(STREAM_SLICE, left)
+            data = f.read(n)
+            if not data:
+                # The file is shorter than the index says: pad, so the literal stays valid.
+                data = b" " * n
+            left -= len(data)
+            self.write(data)
 
     def start_compression(self):
         """RFC 4978: everything after the tagged OK is deflated, both ways."""
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         self._inflate = zlib.decompressobj(-15)
-        rest, self._buf = self._buf, b""
+        rest, self._buf = bytes(self._buf), bytearray()
         if rest:
             self.dataReceived(rest, _raw=False)
 
     def start_tls(self, context):
         # RFC 9051 6.2.1: nothing pipelined after STARTTLS may be used.
-        self._buf = b""
+        del self._buf[:]
         self.transport.startTLS(context)
 
     # -- input
@@ -160,11 +179,19 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
     def _process_buffer(self):
         # While a command runs, only the lines it waits for (IDLE's DONE, AUTHENTICATE
         # responses) are read; other pipelined commands wait their turn.
-        while (not self._busy or self._mode in (IDLE, CONTINUATION)) and self._mode != CLOSED and self._buf:
+        while self._buf and (
+            self._may_process()
+            or (self._mode in (IDLE, CONTINUATION) and not self.output_full)
+        ):
+            if self._mode == LITERAL and self._spool is not None:
+                if not self._spool_step():
+                    return
+                continue
             if self._mode == LITERAL:
-                take = self._buf[: self._literal_left]
-                self._buf = self._buf[len(take):]
+                take = bytes(self._buf[: self._literal_left])
+                del self._buf[: len(take)]
                 self._cmd.append(take)
+                self._cmd_len += len(take)
                 self._literal_left -= len(take)
                 if self._literal_left:
                     return
@@ -175,7 +202,8 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
                 if len(self._buf) > MAX_LINE:
                     self._too_long()
                 return
-            line, self._buf = self._buf[: nl + 1], self._buf[nl + 1:]
+            line = bytes(self._buf[: nl + 1])
+            del self._buf[: nl + 1]
             if len(line) > MAX_LINE:
                 self._too_long()
                 return
@@ -196,6 +224,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def _line(self, line):
         self._cmd.append(line)
+        self._cmd_len += len(line)
         self._cmd_size += len(line)
         try:
             lit = parser.literal_at_end(line)
@@ -209,8 +238,9 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             return
         if lit is None:
             data = b"".join(self._cmd)
+            spools, self._spools = self._spools, {}
             self._reset_command()
-            self._run_command(data)
+            self._run_command(data, spools)
             return
         size, sync, _binary = lit
         limit = self._literal_limit()
@@ -235,24 +265,94 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._cmd_size += size
         self._literal_left = size
         self._mode = LITERAL
+        authenticated = self.session.state != NOT_AUTHENTICATED
+        if size > SPOOL_THRESHOLD and authenticated and self._is_message_command():
+            # Only a message literal becomes a spool (the parser refuses one elsewhere).
+            self._spool = self.session.account.spool()
+            self._spools[self._cmd_len] = self._spool
+
+    def _spool_step(self):
+        """Move literal bytes from the buffer towards the spool, a slice per write.
+        Returns whether to go on with the buffer (false while a write is in flight or
+        more data is needed)."""
+        if self._spool_writing:
+            return False
+        take = bytes(self._buf[: self._literal_left])
+        del self._buf[: len(take)]
+        self._literal_left -= len(take)
+        self._spool_pending.append(take)
+        self._spool_pending_len += len(take)
+        last = not self._literal_left
+        if not last and self._spool_pending_len < SPOOL_SLICE:
+            return False  # the buffer is empty: wait for more
+        data = b"".join(self._spool_pending)
+        self._spool_pending = []
+        self._spool_pending_len = 0
+        spool = self._spool
+        self._spool_writing = True
+        self._pause_reading("spool")
+        d = spool.write(data)
+        if last:
+            d.addCallback(lambda _: spool.finish())
+        d.addCallbacks(self._spool_written, self._spool_failed, callbackArgs=(spool, last))
+        return not self._spool_writing  # the write may have completed already
+
+    def _spool_written(self, _, spool, last):
+        if spool is not self._spool:
+            return  # the command was dropped (connection lost) meanwhile
+        self._spool_writing = False
+        if last:
+            self._spool = None
+            self._mode = LINE
+        self._resume_reading("spool")
+        if self._mode != CLOSED:
+            self._process()
+
+    def _spool_failed(self, failure, spool, last):
+        log.failure("writing literal to spool file", failure, cid=self.session.cid)
+        if spool is not self._spool:
+            return
+        self._spool_writing = False
+        self._reset_command()
+        self.write(b"* BYE [UNAVAILABLE] cannot store message data now, try again later\r\n")
+        self.close()
 
     def _literal_limit(self):
-        first = self._cmd[0].split(b" ", 3)
-        if len(first) >= 2 and first[1].upper() in (b"APPEND", b"REPLACE"):
-            return self.factory.append_limit
-        if len(first) >= 3 and first[1].upper() == b"UID" and first[2].upper() == b"REPLACE":
+        """The largest literal accepted at this point of the command being received."""
+        if self.session.state == NOT_AUTHENTICATED:
+            # Before login only small arguments (LOGIN, AUTHENTICATE, ID) are accepted:
+            # an anonymous client must not make the server hold megabytes.
+            return MAX_PREAUTH_LITERAL
+        if self._is_message_command():
             return self.factory.append_limit
         return MAX_LITERAL
+
+    def _is_message_command(self):
+        """Whether the command being received is APPEND, REPLACE or UID REPLACE."""
+        first = self._cmd[0].split(b" ", 3)
+        if len(first) >= 2 and first[1].upper() in (b"APPEND", b"REPLACE"):
+            return True
+        return len(first) >= 3 and first[1].upper() == b"UID" and first[2].upper() == b"REPLACE"
 
     def _reset_command(self):
         self._cmd = []
         self._cmd_size = 0
+        self._cmd_len = 0
         self._literal_left = 0
+        spools, self._spools = self._spools, {}
+        self._spool = None
+        self._spool_pending = []
+        self._spool_pending_len = 0
+        self._spool_writing = False
+        self._resume_reading("spool")
+        _discard(spools)
 
-    def _run_command(self, data):
+    def _run_command(self, data, spools=None):
+        spools = spools or {}
         try:
-            cmd = parser.parse_command(data, utf8=self.session.utf8)
+            cmd = parser.parse_command(data, utf8=self.session.utf8, spooled=spools)
         except parser.ParseError as e:
+            _discard(spools)
             code = getattr(e, "code", None)
             if code == "BADCHARSET" and e.tag:
                 # RFC 9051 6.4.4: an unsupported charset gets NO [BADCHARSET], not BAD.
@@ -262,12 +362,16 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self.session.bad_command(data)
             return
         except Exception:
+            _discard(spools)
             log.failure("parser failed", cid=self.session.cid)
             self.write(b"* BAD internal error parsing command\r\n")
             return
         self._busy = True
         d = defer.maybeDeferred(self.session.execute, cmd)
         d.addErrback(self._command_failed, cmd)
+        if spools:
+            # Delivered spools were renamed into the store; the rest are removed.
+            d.addBoth(lambda r: (_discard(spools), r)[1])
         d.addBoth(self._resume)
 
     def _command_failed(self, failure, cmd):
@@ -303,79 +407,28 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             d.callback(False)
 
 
-class _RangeFile:
-    """The next ``length`` bytes of a file, as a file for FileSender."""
-
-    def __init__(self, f, length):
-        self._f = f
-        self._left = length
-
-    def read(self, n):
-        if self._left <= 0:
-            return b""
-        data = self._f.read(min(n, self._left))
-        self._left -= len(data)
-        if not data:
-            # The file is shorter than the index says: pad, so the literal stays valid.
-            data = b" " * min(n, self._left)
-            self._left -= len(data)
-        return data
-
-
-@implementer(IPushProducer)
 class FlowGate:
-    """A push producer that only listens: the transport pauses it when its write buffer
-    is full and resumes it when that drained, and ``wait()`` tells the writer."""
-
-    def __init__(self, transport):
-        self._transport = transport
-        self._paused = False
-        self._waiting = []
-        self.stopped = False  # the connection is gone: writers should stop early
-
-    def wait(self):
-        """Deferred firing once the transport takes more output."""
-        if not self._paused:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiting.append(d)
-        return d
-
-    def close(self):
-        if self._transport is not None:
-            self._transport.unregisterProducer()
-            self._transport = None
-        self.resumeProducing()
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-
-    def stopProducing(self):
-        # The connection is gone: waiting writers are released and see ``stopped``.
-        self.stopped = True
-        self.resumeProducing()
-
-
-class _Consumer:
-    """FileSender's consumer: writes through the connection (compression, tracing)."""
+    """For a writer of a long response: ``wait()`` fires once the client has read
+    enough of what was written (at once when the output is not full); ``stopped``
+    says the connection is gone and the writer should stop early."""
 
     def __init__(self, conn):
         self._conn = conn
 
-    def write(self, data):
-        self._conn.write(data)
+    @property
+    def stopped(self):
+        return self._conn.output_stopped
 
-    def registerProducer(self, producer, streaming):
-        self._conn.transport.registerProducer(producer, streaming)
+    def wait(self):
+        return self._conn.wait_output()
 
-    def unregisterProducer(self):
-        self._conn.transport.unregisterProducer()
+    def close(self):
+        pass
+
+
+def _discard(spools):
+    for spool in spools.values():
+        spool.discard()
 
 
 def _bad(tag, text):

@@ -147,12 +147,14 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self._write_reply(c.C421_SERVICE_UNAVAILABLE, None, refusal)
             self._close()
             return
+        self._watch_output()
         self.setTimeout(COMMAND_TIMEOUT)
         self._write_reply(c.C220_SERVICE_READY, None, f"{f.hostname} ESMTP moxtw")
 
     def connectionLost(self, reason):
         self.setTimeout(None)
         self._mode = CLOSED
+        self._output_stopped()
         self._discard_reader()
         self.factory.backend.connection_closed(self.session)
 
@@ -163,7 +165,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def _close(self):
         self._mode = CLOSED
-        self.transport.loseConnection()
+        self._lose_connection()
 
     # -- input
 
@@ -175,16 +177,17 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def _process_buffer(self):
         # Handlers whose Deferred already fired continue this loop instead of recursing.
-        while not self._busy and self._mode != CLOSED and self._buf:
+        while self._buf and self._may_process():
             if self._mode == CMD or self._mode == AUTH:
                 nl = self._buf.find(b"\n")
                 if nl < 0:
                     if len(self._buf) > MAX_COMMAND_LINE:
-                        self._buf = b""
+                        del self._buf[:]
                         self._mode = DISCARD_LINE
                         self._error(c.C500_SYNTAX_ERROR, c.SE_PROTO_LINE_TOO_LONG, "line too long")
                     return
-                line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
+                line = bytes(self._buf[:nl + 1])
+                del self._buf[:nl + 1]
                 if len(line) > MAX_COMMAND_LINE:
                     self._error(c.C500_SYNTAX_ERROR, c.SE_PROTO_LINE_TOO_LONG, "line too long")
                     continue
@@ -203,25 +206,25 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             elif self._mode == DISCARD_LINE:
                 nl = self._buf.find(b"\n")
                 if nl < 0:
-                    self._buf = b""
+                    del self._buf[:]
                     return
-                self._buf = self._buf[nl + 1:]
+                del self._buf[:nl + 1]
                 self._mode = CMD
             elif self._mode == DATA:
-                rest = self._reader.feed(self._buf)
+                rest = self._reader.feed(bytes(self._buf))
                 if rest is None:
-                    self._buf = b""
+                    del self._buf[:]
                     return
-                self._buf = rest
+                self._buf = bytearray(rest)
                 self._mode = CMD
                 self.setTimeout(COMMAND_TIMEOUT)
                 self._run(self._data_done)
             elif self._mode == BDAT:
-                rest = self._reader.feed(self._buf)
+                rest = self._reader.feed(bytes(self._buf))
                 if rest is None:
-                    self._buf = b""
+                    del self._buf[:]
                     return
-                self._buf = rest
+                self._buf = bytearray(rest)
                 self._mode = CMD
                 self.setTimeout(COMMAND_TIMEOUT)
                 self._run(self._bdat_done)
@@ -395,7 +398,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if not self._starttls_allowed():
             raise SMTPReply(c.C502_CMD_NOT_IMPLEMENTED, c.SE_PROTO_CMD_UNKNOWN1, "STARTTLS not available")
         # RFC 3207 6 / CVE-2011-0411: data pipelined after STARTTLS must not be used.
-        self._buf = b""
+        del self._buf[:]
         self._write_reply(c.C220_SERVICE_READY, c.SE_OTHER0, "ready to start TLS")
         self.transport.startTLS(self.factory.tls_context)
         # RFC 3207 4.2: forget everything learned before TLS.

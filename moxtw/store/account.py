@@ -51,6 +51,7 @@ from moxtw.store.model import (
     split_flags,
     to_unix,
 )
+from moxtw.store.spool import Spool, prepare_in_thread
 from moxtw.store.worker import Worker
 
 SHARD_SIZE = 1000
@@ -93,12 +94,33 @@ class Prepared:
 
 
 def write_tmp(maildir, data):
-    """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread."""
+    """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread.
+    ``data``: the message as bytes, or a finished Spool (already in tmp/)."""
+    if isinstance(data, Spool):
+        return _prepare_spooled(maildir, data)
     data = msgparse.fix_line_endings(bytes(data))
     summary = msgparse.summary(data, search_text=True)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     fsutil.write_new(path, data)
     return Prepared(path, len(data), summary)
+
+
+def _prepare_spooled(maildir, spool):
+    """A spooled message is parsed and fsynced where it is, not copied; only one whose
+    line endings need repair (rare: clients send CRLF) is written anew."""
+    with open(spool.path, "rb") as f:
+        data = f.read()
+    fixed = msgparse.fix_line_endings(data)
+    if fixed is not data:
+        os.unlink(spool.path)
+        return write_tmp(maildir, fixed)
+    summary = msgparse.summary(data, search_text=True)
+    fd = os.open(spool.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return Prepared(spool.path, len(data), summary)
 
 
 class Account:
@@ -135,6 +157,11 @@ class Account:
 
     def _write(self, fn):
         return self._writer.submit(fn)
+
+    def spool(self):
+        """A Spool in this account's tmp/ for a message being received; pass it to
+        ``append``/``append_many`` as the data once ``finish()`` fired."""
+        return Spool(self.maildir, self._in_thread)
 
     def _read(self, fn):
         return self._reader.submit(lambda conn, ctx: fn(conn))
@@ -187,7 +214,12 @@ class Account:
         prepared = []
         try:
             for data, _, _ in items:
-                prepared.append((yield self._in_thread(write_tmp, self.maildir, data)))
+                if isinstance(data, Spool):
+                    # Parsing holds the message in memory: large ones one at a time.
+                    p = yield prepare_in_thread(self._reactor, write_tmp, self.maildir, data)
+                else:
+                    p = yield self._in_thread(write_tmp, self.maildir, data)
+                prepared.append(p)
             result = yield self._write(
                 lambda conn, ctx: self._insert(
                     conn, ctx, name, prepared, parsed_flags, items, facts, origin, create

@@ -159,6 +159,9 @@ class Client:
         if self._deflate is not None:
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         self.proto.dataReceived(data)
+        clock = self.proto.factory.clock
+        while self.proto._turn_call is not None and clock is not None:
+            clock.advance(0)  # more pipelined commands than one turn takes
 
     def tag(self):
         self._tagn += 1

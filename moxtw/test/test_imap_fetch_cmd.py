@@ -158,35 +158,29 @@ class RowFetchTests(IMAPSessionTest):
         self.patch(session, "ROW_SLICE", 2)
         yield self.deliver_n(5)
         c = yield self.logged_in(select="INBOX")
-        gates = []
+        watch = c.transport.producer  # the connection's output watch, from its start
         waiting = defer.Deferred()
-        real_register = c.transport.registerProducer
+        real_wait = c.proto.wait_output
 
-        def register(producer, streaming):
-            # The client's buffer is full from the start.
-            real_register(producer, streaming)
-            producer.pauseProducing()
-            gates.append(producer)
-            real_wait = producer.wait
+        def wait_output():
+            # The client's buffer is full once the FETCH has started.
+            if not waiting.called:
+                watch.pauseProducing()
+            d = real_wait()
+            if not d.called and not waiting.called:
+                waiting.callback(None)
+            return d
 
-            def wait():
-                d = real_wait()
-                if not d.called and not waiting.called:
-                    waiting.callback(None)
-                return d
-
-            producer.wait = wait
-
-        c.transport.registerProducer = register
+        c.proto.wait_output = wait_output
         d = c.cmd("FETCH 1:* (UID FLAGS ENVELOPE)")
         yield waiting  # the first slice is rendered and waits for the client
         self.assertNotIn(b"FETCH (", c.out)
-        gates[0].resumeProducing()
+        watch.resumeProducing()
         lines = yield d
         self.assertOK(lines)
         self.assertEqual([x.split(" ")[0] for x in untagged(lines, "FETCH")], ["1", "2", "3", "4", "5"])
-        # The producer is gone again: files can be streamed (their own producer).
-        self.assertIsNone(c.transport.producer)
+        # Files are streamed under the same watch.
+        self.assertIs(c.transport.producer, watch)
         lines = yield c.cmd("FETCH 1 BODY[]")
         self.assertOK(lines)
 
@@ -211,29 +205,22 @@ class PacedFetchDisconnectTests(IMAPSessionTest):
             return real_fetch_rows(*a, **kw)
 
         self.acc.fetch_rows = counting
-        gates = []
+        watch = c.transport.producer
         first_wait = defer.Deferred()
-        real_register = c.transport.registerProducer
+        real_wait = c.proto.wait_output
 
-        def register(producer, streaming):
-            real_register(producer, streaming)
-            producer.pauseProducing()  # the client reads nothing
-            gates.append(producer)
-            real_wait = producer.wait
+        def wait_output():
+            watch.pauseProducing()  # the client reads nothing once the FETCH started
+            d = real_wait()
+            if not first_wait.called:
+                first_wait.callback(None)
+            return d
 
-            def wait():
-                d = real_wait()
-                if not first_wait.called:
-                    first_wait.callback(None)
-                return d
-
-            producer.wait = wait
-
-        c.transport.registerProducer = register
+        c.proto.wait_output = wait_output
         c.cmd("FETCH 1:* (UID FLAGS ENVELOPE)").addErrback(lambda f: None)
         yield first_wait
         before = len(calls)
-        gates[0].stopProducing()  # what the transport does when the connection is lost
+        watch.stopProducing()  # what the transport does when the connection is lost
         c.proto.connectionLost(None)
         c.closed = True
         for _ in range(20):

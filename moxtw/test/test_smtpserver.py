@@ -85,6 +85,8 @@ class SMTPTestBase(unittest.SynchronousTestCase):
     def send(self, data):
         self.tr.clear()
         self.proto.dataReceived(data)
+        while self.proto._turn_call is not None:
+            self.clock.advance(0)  # more pipelined commands than one turn takes
         return self.tr.value().decode()
 
     def codes(self, out):
