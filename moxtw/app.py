@@ -11,9 +11,10 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from moxtw import listeners, metrics
+from moxtw import fsutil, listeners, metrics
 from moxtw.auth import Authenticator, LoginLimits
 from moxtw.dsn import QueueDSN
+from moxtw.filemodes import FileModesService
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
 from moxtw.ctl import CtlService, QueueCommands
@@ -206,7 +207,7 @@ def _smtp_factory(config, root, localserve):
     root.smtp_backend = backend
 
     def make(kind, name, lst):
-        os.makedirs(spool, exist_ok=True)
+        fsutil.make_dirs(spool)
         tls = _tls_context(config)(name, lst) if kind == "Submissions" else _listener_tls(config, lst)
         return SMTPFactory(
             _SMTP_KINDS[kind],
@@ -296,6 +297,8 @@ def makeService(config, reactor=None, localserve=False):
         )
     )
     root = MoxtwService(config)
+    # First: files an older moxtw made readable by others are private before any opens.
+    FileModesService(config.data_dir).setServiceParent(root)
     # Leftovers of operations an earlier run never acknowledged; files from this run stay.
     StaleTmpService(config.data_dir, started=started).setServiceParent(root)
     root.watcher = DynamicConfigWatcher(config, clock=reactor)

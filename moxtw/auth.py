@@ -7,6 +7,9 @@ SCRAM-SHA-256 key, off the reactor thread. Unknown logins cost the same key deri
 known ones, so response times do not reveal which addresses exist.
 """
 
+import hashlib
+import ipaddress
+
 from twisted.internet import defer, threads
 
 from moxtw import ratelimit
@@ -106,6 +109,28 @@ LOGIN_SLOWDOWN = 0.05  # seconds added per failure for the login in the last hou
 MAX_FAILURE_DELAY = 5.0
 
 
+def _ip_key(ip):
+    """The source a failure counts for: an IPv4 address, or an IPv6 address's /64 (one
+    host usually has a whole /64, so counting per address would give it 2**64 tries)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return ip
+
+
+def _login_key(login):
+    """A login as a limiter key, of bounded size (logins come from clients)."""
+    login = (login or "").lower()
+    if len(login) > 256:
+        return "sha256:" + hashlib.sha256(login.encode("utf-8", "surrogatepass")).hexdigest()
+    return login
+
+
 class LoginLimits:
     """Limits on failed logins. One instance is shared by SMTP AUTH, IMAP
     LOGIN/AUTHENTICATE and the web logins, so failures on one count for all."""
@@ -118,7 +143,7 @@ class LoginLimits:
 
     def allowed(self, ip):
         """None, or the reason logins from ``ip`` are refused for now."""
-        if not self.ip_failures.can_add(ip):
+        if not self.ip_failures.can_add(_ip_key(ip)):
             return "too many failed authentication attempts from your IP address, try again later"
         return None
 
@@ -129,7 +154,7 @@ class LoginLimits:
 
     def record(self, ip, login, ok):
         """Count the outcome; returns the delay in seconds before a failure reply."""
-        login = (login or "").lower()
+        ip, login = _ip_key(ip), _login_key(login)
         if ok:
             # The user has the password now; failures of others from the IP still count.
             self.ip_login_failures.reset((ip, login))
@@ -157,7 +182,8 @@ class _LimitedAuthenticator:
 
     def _check(self, login):
         self.login = login.lower()
-        if not self._limits.ip_login_failures.can_add((self._ip, self.login)):
+        key = (_ip_key(self._ip), _login_key(self.login))
+        if not self._limits.ip_login_failures.can_add(key):
             raise AuthFailed("too many failed attempts for this login from your IP address")
 
     def authenticate(self, login, password):

@@ -13,6 +13,7 @@ from twisted.internet import defer, task
 
 import moxtw
 from moxtw import config as mconfig
+from moxtw import filemodes
 
 LOGGER = "moxtw.log.twistd_observer"
 
@@ -318,6 +319,10 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    # Commands that open the data directory (setaccountpassword, verifydata, queue ...)
+    # may run before the first serve after an upgrade: files SQLite creates next to an
+    # index (-wal, -shm) must be private from the start, as under serve.
+    filemodes.set_umask()
     return args.fn(args) or 0
 
 

@@ -1,7 +1,15 @@
-"""Durable file writing: the fsync dance every part of moxtw that promises "on disk" uses."""
+"""Durable file writing: the fsync dance every part of moxtw that promises "on disk" uses.
+
+Also the modes of what moxtw creates: files and directories under the data directory
+hold credentials and mail, so they are private to the user moxtw runs as (issue 10),
+whatever the umask (``moxtw.filemodes`` sets one and repairs older files).
+"""
 
 import os
 import tempfile
+
+FILE_MODE = 0o600  # private files: owner read/write only
+DIR_MODE = 0o700  # private directories
 
 
 def fsync_dir(path):
@@ -22,7 +30,29 @@ def write_fd(fd, data):
     os.fsync(fd)
 
 
-def write_new(path, data, mode=0o600):
+def make_dirs(path, mode=DIR_MODE):
+    """Like ``os.makedirs(path, exist_ok=True)``, but every directory it creates gets
+    ``mode``: os.makedirs gives it only to the last one."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        make_dirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
+def create_file(path, mode=FILE_MODE):
+    """Create ``path`` empty with ``mode`` unless it exists. For files that others
+    create (SQLite databases) and would give the umask's mode."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, mode))
+
+
+def write_new(path, data, mode=FILE_MODE):
     """Create ``path`` (must not exist) with ``data``, fsynced. Removed again on error."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -36,13 +66,14 @@ def write_new(path, data, mode=0o600):
 
 def write_atomic(path, data, mode=None):
     """Replace ``path`` with ``data`` (bytes): temporary file in the same directory, fsync,
-    rename, fsync of the directory. ``mode`` defaults to the existing file's, else 0644."""
+    rename, fsync of the directory. ``mode`` defaults to the existing file's, else
+    FILE_MODE."""
     directory = os.path.dirname(os.path.abspath(path))
     if mode is None:
         try:
             mode = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
-            mode = 0o644
+            mode = FILE_MODE
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         os.fchmod(fd, mode)  # not subject to the umask

@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from moxtw import app, notyet
+from moxtw import app, fsutil, notyet
 from moxtw import config as mconfig
 from moxtw.tls import selfsigned
 
@@ -50,7 +50,7 @@ RULES = """\
 def prepare(dir, ip="127.0.0.1", port_offset=1000):
     """Write config and certificate under ``dir``; return the loaded Config."""
     dir = os.path.abspath(dir)
-    os.makedirs(dir, exist_ok=True)
+    fsutil.make_dirs(dir)
     static_path = os.path.join(dir, "config", "moxtw.toml")
     if os.path.exists(static_path):
         os.unlink(static_path)  # derived from the options, rewritten every start

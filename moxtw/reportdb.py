@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from twisted.internet import defer, threads
 
+from moxtw import fsutil
 from moxtw.store.worker import Worker
 
 
@@ -63,7 +64,7 @@ class Database:
 
     def _prepare(self):
         if not os.path.isdir(self.data_dir):
-            os.makedirs(self.data_dir, exist_ok=True)
+            fsutil.make_dirs(self.data_dir)
             self.schema.fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
         conn = self.schema.connect(self.path)
         try:

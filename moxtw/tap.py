@@ -63,10 +63,13 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    from moxtw import app, localserve
+    from moxtw import app, filemodes, localserve
 
     from moxtw.listeners import ListenerError
 
+    # Before anything is written: files that libraries create (SQLite's -wal and -shm)
+    # are private like the data directory (issue 10).
+    filemodes.set_umask()
     sub = options.subOptions
     try:
         if options.subCommand == "serve":

@@ -28,6 +28,11 @@ from moxtw.config.types import parse_address
 
 STATIC_FILE = "moxtw.toml"
 DYNAMIC_FILE = "domains.toml"
+# Mode of a new config file. Config is outside the data directory (whose files are 0600,
+# issue 10): the server rereads domains.toml after twistd --uid dropped privileges, so a
+# file root writes must stay readable to it. An existing file keeps its mode: an admin
+# who made moxtw.toml (transport passwords) private keeps it so.
+CONFIG_FILE_MODE = 0o644
 
 #: (mtime_ns, size, inode) of a file, used to notice changes.
 FileStamp = tuple[int, int, int]
@@ -296,8 +301,13 @@ def load(config_dir: str) -> Config:
 
 def write_atomic(path: str, text: str) -> None:
     """Replace path with text: temporary file in the same directory, fsync, rename, fsync
-    the directory. The file mode of an existing file is kept."""
-    fsutil.write_atomic(path, text.encode("utf-8"))
+    the directory. The file mode of an existing file is kept, a new one gets
+    CONFIG_FILE_MODE."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = CONFIG_FILE_MODE
+    fsutil.write_atomic(path, text.encode("utf-8"), mode)
 
 
 def write_dynamic(

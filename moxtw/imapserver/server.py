@@ -44,7 +44,15 @@ LINE, LITERAL, IDLE, CONTINUATION, CLOSED = range(5)
 
 class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
     closed_mode = CLOSED
-    max_backlog = MAX_COMMAND
+
+    @property
+    def max_backlog(self):
+        """Unprocessed input kept while a command runs: before login a line and a login
+        literal (so a connection costs KBs), after it a whole command."""
+        session = getattr(self, "session", None)
+        if session is None or session.state == NOT_AUTHENTICATED:
+            return MAX_LINE + MAX_PREAUTH_LITERAL
+        return MAX_COMMAND
 
     def __init__(self):
         self._init_input()
@@ -266,8 +274,12 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._literal_left = size
         self._mode = LITERAL
         authenticated = self.session.state != NOT_AUTHENTICATED
-        if size > SPOOL_THRESHOLD and authenticated and self._is_message_command():
+        in_memory = self._cmd_len + size > SPOOL_THRESHOLD + MAX_LINE
+        if (size > SPOOL_THRESHOLD or in_memory) and authenticated and self._is_message_command():
             # Only a message literal becomes a spool (the parser refuses one elsewhere).
+            # Counting the command's bytes in memory spools the small literals of a long
+            # MULTIAPPEND too, once they add up (a mailbox name literal comes first and
+            # could only get here at over 128 KB, refused anyway).
             self._spool = self.session.account.spool()
             self._spools[self._cmd_len] = self._spool
 

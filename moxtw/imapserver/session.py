@@ -28,7 +28,7 @@ from moxtw.imapserver import response as r
 from moxtw.imapserver.types import STAR
 from moxtw.store import changes as ch
 from moxtw.store import errors as se
-from moxtw.store.model import INBOX, check_new_mailbox_name, normalize_mailbox_name
+from moxtw.store.model import INBOX, MAX_MAILBOX_NAME, check_new_mailbox_name, normalize_mailbox_name
 
 log = Logger(namespace="moxtw.imapserver")
 
@@ -474,19 +474,21 @@ class Session:
             if self.rev2 or self.qresync:
                 self.untagged("OK [CLOSED] previous mailbox closed")  # RFC 7162 3.2.11
         name = self._name(cmd.args["mailbox"])
-        mb = yield self.account.mailbox(name)
-        if mb is None:
-            raise NO("[NONEXISTENT] no such mailbox")
-        if cmd.args.get("condstore"):
-            self.enabled.add("CONDSTORE")
-        qr = cmd.args.get("qresync")
-        if qr is not None and not self.qresync:
-            raise BAD("QRESYNC not enabled")
         # Changes from before this point are in what we read below; later ones are
-        # queued (self._selecting) and applied on top.
+        # queued (self._selecting) and applied on top. Queueing starts before the
+        # mailbox is looked up, so a DELETE by another session committed after the
+        # lookup is among them.
         self.pending = []
         self._selecting = True
         try:
+            mb = yield self.account.mailbox(name)
+            if mb is None:
+                raise NO("[NONEXISTENT] no such mailbox")
+            if cmd.args.get("condstore"):
+                self.enabled.add("CONDSTORE")
+            qr = cmd.args.get("qresync")
+            if qr is not None and not self.qresync:
+                raise BAD("QRESYNC not enabled")
             uids = yield self.account.uids(mb.id)
             unseen = None
             if not self.rev2 and mb.unseen:
@@ -494,6 +496,13 @@ class Session:
 
                 found = yield self.account.search(mb.id, SearchCriteria(flags_unset=("\\Seen",)))
                 unseen = found[0] if found else None
+            if any(isinstance(c, ch.ChangeMailboxRemove) and c.mailbox_id == mb.id for c in self.pending):
+                # Deleted while we read it: the SELECT fails and nothing is selected
+                # (RFC 9051 6.3.2), rather than a session on a mailbox that is gone.
+                raise NO("[NONEXISTENT] mailbox was deleted")
+        except BaseException:
+            self.pending = []
+            raise
         finally:
             self._selecting = False
         sel = Selected(mb, uids, readonly)
@@ -631,11 +640,24 @@ class Session:
         names = set(by_name)
         if "SUBSCRIBED" in select:
             names = set(subs)
+        if len(patterns) > MAX_LIST_PATTERNS:
+            raise BAD(f"at most {MAX_LIST_PATTERNS} patterns")
         regexes = [_pattern_regex(ref + p) for p in patterns]
+        names = sorted(names)
+        if all(rx.fast for rx in regexes) and len(names) * len(regexes) <= INLINE_LIST_WORK:
+            matched = _matching(names, regexes)
+        else:
+            # Many mailboxes or patterns: matched off the reactor thread.
+            matched = yield threads.deferToThread(_matching, names, regexes)
+        # Names with children: every proper parent of every mailbox.
+        parents = set()
+        for n in by_name:
+            i = n.rfind("/")
+            while i > 0:
+                parents.add(n[:i])
+                i = n.rfind("/", 0, i)
         want_status = ret.get("STATUS")
-        for name in sorted(names):
-            if not any(rx.match(name) for rx in regexes):
-                continue
+        for name in matched:
             mb = by_name.get(name)
             if "SPECIAL-USE" in select and (mb is None or not mb.special_use):
                 continue
@@ -643,8 +665,7 @@ class Session:
             if mb is None:
                 attrs.append("\\NonExistent")
             else:
-                has_children = any(n.startswith(name + "/") for n in by_name)
-                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
                 if mb.special_use and ("SPECIAL-USE" in ret or "SPECIAL-USE" in select or not ret):
                     attrs.append(mb.special_use)
             if name in subs and ("SUBSCRIBED" in ret or "SUBSCRIBED" in select):
@@ -659,9 +680,13 @@ class Session:
         """LSUB reference pattern (RFC 3501; deprecated in IMAP4rev2). Authenticated."""
         subs = yield self.account.subscriptions()
         rx = _pattern_regex(cmd.args.get("reference", "") + cmd.args["pattern"])
-        for name in sorted(subs):
-            if rx.match(name):
-                self.untagged(f'LSUB () "/" {r.mailbox_name(name, self.utf8).decode()}')
+        names = sorted(subs)
+        if rx.fast and len(names) <= INLINE_LIST_WORK:
+            matched = _matching(names, [rx])
+        else:
+            matched = yield threads.deferToThread(_matching, names, [rx])
+        for name in matched:
+            self.untagged(f'LSUB () "/" {r.mailbox_name(name, self.utf8).decode()}')
         return "LSUB completed"
 
     def _status_line(self, mb, items):
@@ -715,9 +740,10 @@ class Session:
             raise NO(f"[OVERQUOTA] {e}")
         except se.FlagError as e:
             raise BAD(str(e))
-        mb = yield self.account.mailbox(name)
+        # UIDVALIDITY from the append's transaction, not a lookup that may find the
+        # mailbox deleted (or created anew) by another session since (RFC 4315 3).
         uids = r.format_seqset([m.uid for m in msgs])
-        return f"[APPENDUID {mb.uidvalidity} {uids}] APPEND completed"
+        return f"[APPENDUID {msgs.uidvalidity} {uids}] APPEND completed"
 
     @defer.inlineCallbacks
     def cmd_idle(self, cmd):
@@ -872,6 +898,7 @@ class Session:
             return f"{'UID ' if cmd.uid else ''}FETCH completed"
         light = all(att.name in LIGHT_ITEMS for att in atts)
         step = FETCH_BATCH * 10 if light else FETCH_BATCH
+        gone = []  # (uid, FileNotFoundError): the message file was gone when read
         for i in range(0, len(uids), step):
             batch = uids[i:i + step]
             # One range query instead of long IN lists; UIDs not asked for are skipped.
@@ -889,10 +916,17 @@ class Session:
             results = yield threads.deferToThread(self._render_batch, fetchmod, jobs, atts, ctx, cmd.uid)
             seen_uids = []
             for (m, seq), res in zip(jobs, results):
+                if isinstance(res, FileNotFoundError):
+                    gone.append((m.uid, res))
+                    continue
                 if res.error:
                     raise NO(f"[{res.error}] cannot fetch message {seq}")
                 if res.parts is not None:
-                    yield self._write_parts(m, res.parts)
+                    try:
+                        yield self._write_parts(m, res.parts)
+                    except FileNotFoundError as e:
+                        gone.append((m.uid, e))
+                        continue
                 else:
                     self.write(res.data)
                 if res.sets_seen:
@@ -904,7 +938,20 @@ class Session:
                 if self.condstore:
                     for uid, modseq, flags in changed:
                         self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {_flags_text(flags)} MODSEQ ({modseq}))")
+        if gone:
+            yield self._expunged_meanwhile(sel, gone)
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    @defer.inlineCallbacks
+    def _expunged_meanwhile(self, sel, gone):
+        """For FETCH of messages whose file was gone: NO [EXPUNGEISSUED] when their index
+        rows are gone too, i.e. another session expunged them (or deleted the mailbox)
+        after we read the rows (RFC 9051 7.1, RFC 2180 4.1.3: the others were answered).
+        A row whose file is missing is damage, not a race: that stays an error."""
+        left = yield self.account.messages(sel.id, uids=[uid for uid, _ in gone], light=True)
+        if left:
+            raise dict(gone)[left[0].uid]
+        raise NO("[EXPUNGEISSUED] some messages were expunged by another session meanwhile")
 
     @defer.inlineCallbacks
     def _fetch_rows(self, fetchmod, sel, uids, atts, ctx, include_uid, changedsince):
@@ -960,26 +1007,32 @@ class Session:
     @defer.inlineCallbacks
     def _write_parts(self, msg, parts):
         """Write a FETCH response whose large sections are streamed from the message
-        file in bounded slices, so a big message never sits whole in memory."""
+        file in bounded slices, so a big message never sits whole in memory. The file
+        is opened before anything is written: when it is gone (FileNotFoundError,
+        expunged by another session), no partial response has been sent."""
         from moxtw.imapserver.fetch import FileRange
 
-        for part in parts:
-            if not isinstance(part, FileRange):
-                self.write(part)
-                continue
-            f = yield threads.deferToThread(self.account.open_message, msg.id)
-            try:
+        f = yield threads.deferToThread(self.account.open_message, msg.id)
+        try:
+            for part in parts:
+                if not isinstance(part, FileRange):
+                    self.write(part)
+                    continue
                 f.seek(part.start)
                 yield self.conn.stream_file(f, part.end - part.start)
-            finally:
-                f.close()
+        finally:
+            f.close()
 
     def _render_batch(self, fetchmod, jobs, atts, ctx, include_uid):
+        """FetchResults; a FileNotFoundError in place of one whose file is gone."""
         out = []
         for m, seq in jobs:
-            out.append(fetchmod.render_fetch(
-                m, seq, atts, lambda m=m: self.account.open_message(m.id), ctx, include_uid=include_uid,
-            ))
+            try:
+                out.append(fetchmod.render_fetch(
+                    m, seq, atts, lambda m=m: self.account.open_message(m.id), ctx, include_uid=include_uid,
+                ))
+            except FileNotFoundError as e:
+                out.append(e)
         return out
 
     def _seqset_uid_bounds(self, seqset, uids):
@@ -1043,8 +1096,9 @@ class Session:
             raise NO(f"[OVERQUOTA] {e}")
         if not pairs:
             return "COPY completed, nothing copied"
-        mb = yield self.account.mailbox(dest)
-        return f"{_copyuid(mb.uidvalidity, pairs)} COPY completed"
+        # The UIDVALIDITY comes with the result: the mailbox may be gone by now, deleted
+        # by another session after the copy committed (the copy still happened: OK).
+        return f"{_copyuid(pairs.uidvalidity, pairs)} COPY completed"
 
     @defer.inlineCallbacks
     def cmd_move(self, cmd):
@@ -1060,9 +1114,9 @@ class Session:
         except se.MailboxNotAllowed as e:
             raise NO(f"[CANNOT] {e}")
         if pairs:
-            mb = yield self.account.mailbox(dest)
-            # RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
-            self.untagged(f"OK {_copyuid(mb.uidvalidity, pairs)} moved")
+            # RFC 6851 4.3: COPYUID in an untagged OK before the expunges. UIDVALIDITY
+            # as for COPY: from the move's own transaction.
+            self.untagged(f"OK {_copyuid(pairs.uidvalidity, pairs)} moved")
         return "MOVE completed"
 
     @defer.inlineCallbacks
@@ -1177,8 +1231,9 @@ class Session:
             raise self._no_such_mailbox(name)
         except se.QuotaExceeded as e:
             raise NO(f"[OVERQUOTA] {e}")
-        mb = yield self.account.mailbox(name)
-        self.untagged(f"OK [APPENDUID {mb.uidvalidity} {msgs[0].uid}] replacement appended")
+        except se.FlagError as e:
+            raise BAD(str(e))  # as APPEND; the original stays
+        self.untagged(f"OK [APPENDUID {msgs.uidvalidity} {msgs[0].uid}] replacement appended")
         yield self.account.store_flags(sel.id, uids, "add", ["\\Deleted"], origin=self)
         yield self.account.expunge(sel.id, uids=uids, origin=self)
         return "REPLACE completed"
@@ -1197,19 +1252,132 @@ def _uses_modseq(key):
 
 
 def _pattern_regex(pattern):
-    """LIST pattern to regex: * matches anything, % anything but the delimiter (RFC 9051
+    """LIST pattern matcher: * matches anything, % anything but the delimiter (RFC 9051
     6.3.9). INBOX is case-insensitive (RFC 9051 5.1) and stored as "Inbox"."""
     if pattern[:5].lower() == "inbox" and (len(pattern) == 5 or pattern[5] in "/*%"):
         pattern = INBOX + pattern[5:]
-    out = []
-    for c in pattern:
-        if c == "*":
-            out.append(".*")
-        elif c == "%":
-            out.append("[^/]*")
+    return ListPattern(pattern)
+
+
+MAX_LIST_PATTERNS = 100  # patterns in one LIST (RFC 5258 allows a list); more get BAD
+INLINE_LIST_WORK = 2000  # names x patterns matched on the reactor thread; more in a thread
+
+
+class ListPattern:
+    """A LIST pattern (RFC 9051 6.3.9: ``*`` matches anything, ``%`` anything but the
+    hierarchy delimiter), matched without backtracking. A translation to a regex took
+    exponential time for patterns such as ``*%*%*%...x`` from a client (found by the
+    fuzzer), blocking the reactor.
+
+    Runs of wildcards are merged first (any run with a ``*`` is ``*``, else ``%``). A
+    pattern with more literal characters than a mailbox name can have never matches.
+    Patterns with only ``*`` wildcards (the common ``*``, ``fz/*``) are matched segment by
+    segment with ``str.find`` (leftmost matches suffice); with only ``%``, level by level
+    (``%`` cannot cross a ``/``, so the levels pair up); with both, by a bit-parallel
+    simulation of the pattern's automaton, linear in the name. ``fast`` says which."""
+
+    __slots__ = ("match", "fast", "_lit", "_star", "_pct", "_final")
+
+    def __init__(self, pattern):
+        toks = []
+        literals = 0
+        for c in pattern:
+            if c in "*%":
+                if toks and toks[-1] in ("*", "%"):
+                    if c == "*":
+                        toks[-1] = "*"
+                    continue
+            else:
+                literals += 1
+            toks.append(c)
+        self.fast = True
+        if literals > MAX_MAILBOX_NAME:
+            self.match = _never  # names are at most MAX_MAILBOX_NAME bytes
+            return
+        merged = "".join(toks)
+        has_star, has_pct = "*" in toks, "%" in toks
+        if not has_star and not has_pct:
+            self.match = merged.__eq__
+        elif not has_pct:
+            segs = merged.split("*")
+            self.match = lambda name: _glob(segs, name)
+        elif not has_star:
+            levels = [lvl.split("%") for lvl in merged.split("/")]
+            self.match = lambda name: _glob_levels(levels, name)
         else:
-            out.append(re.escape(c))
-    return re.compile("".join(out) + r"\Z", re.S)
+            self.fast = False
+            self._build(toks)
+            self.match = self._match_automaton
+
+    def _build(self, toks):
+        # At most 2 * MAX_MAILBOX_NAME + 1 tokens here, so these ints stay small.
+        lit = {}
+        star = pct = 0
+        for i, t in enumerate(toks):
+            bit = 1 << i
+            if t == "*":
+                star |= bit
+            elif t == "%":
+                pct |= bit
+            else:
+                lit[t] = lit.get(t, 0) | bit
+        self._lit = lit
+        self._star = star
+        self._pct = pct
+        self._final = 1 << len(toks)
+
+    def _closure(self, state):
+        # A wildcard may match nothing: from before it to after it.
+        return state | ((state & (self._star | self._pct)) << 1)
+
+    def _match_automaton(self, name):
+        # Bit i of the state is set when the first i tokens matched a prefix of the name.
+        state = self._closure(1)
+        lit, star, pct = self._lit, self._star, self._pct
+        for c in name:
+            # A literal token advances; a wildcard stays (consumes c) unless it is % on
+            # the hierarchy delimiter.
+            stay = state & (star if c == "/" else star | pct)
+            state = self._closure(((state & lit.get(c, 0)) << 1) | stay)
+            if not state:
+                return False
+        return bool(state & self._final)
+
+
+def _never(name):
+    return False
+
+
+def _glob(segs, name):
+    """Whether ``name`` matches literal segments joined by ``*`` (at least two)."""
+    first, last = segs[0], segs[-1]
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    pos, end = len(first), len(name) - len(last)
+    for seg in segs[1:-1]:
+        i = name.find(seg, pos, end)
+        if i < 0:
+            return False
+        pos = i + len(seg)
+    return True
+
+
+def _glob_levels(levels, name):
+    """``%``-only pattern, split at ``/``: each level of the name matches its level."""
+    parts = name.split("/")
+    if len(parts) != len(levels):
+        return False
+    for segs, part in zip(levels, parts):
+        if len(segs) == 1:
+            if segs[0] != part:
+                return False
+        elif not _glob(segs, part):
+            return False
+    return True
+
+
+def _matching(names, patterns):
+    return [n for n in names if any(p.match(n) for p in patterns)]
 
 
 def _copyuid(uidvalidity, pairs):

@@ -59,7 +59,7 @@ def prepare(data_dir, now=None):
     """Create directories and the database, upgrade its schema. Blocking; off the reactor."""
     for d in (data_dir, queue_dir(data_dir), tmp_dir(data_dir)):
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            fsutil.make_dirs(d)
             schema.fsync_dir(os.path.dirname(os.path.abspath(d)))
     conn = schema.connect(db_path(data_dir))
     try:

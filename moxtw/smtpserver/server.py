@@ -109,6 +109,9 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
     """One SMTP connection. Configured through its factory."""
 
     closed_mode = CLOSED
+    # Unprocessed input kept while a command runs (pipelined commands, the next BDAT
+    # chunk); beyond it reading pauses, so a connection costs at most this in its buffer.
+    max_backlog = 256 * 1024
 
     def __init__(self):
         self._init_input()

@@ -18,6 +18,7 @@ import time
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
+from moxtw import fsutil
 from moxtw.store import schema
 from moxtw.store.account import Account, fill_fts_hook, init_account_db, search_text_hook
 from moxtw.store.changes import ChangeBus  # noqa: F401 (public API)
@@ -45,7 +46,7 @@ def prepare_account_dir(path, now=None):
     maildir = os.path.join(path, "maildir")
     for d in (path, maildir, os.path.join(maildir, "tmp"), os.path.join(maildir, "cur")):
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            fsutil.make_dirs(d)
             schema.fsync_dir(os.path.dirname(d))
     conn = schema.connect(os.path.join(path, "index.db"))
     try:

@@ -43,6 +43,7 @@ from moxtw.store.model import (
     SPECIAL_USES,
     Mailbox,
     Message,
+    Placed,
     display_keyword,
     check_new_mailbox_name,
     flags_tuple,
@@ -204,7 +205,8 @@ class Account:
         )
 
     def append_many(self, mailbox, items, origin=None):
-        """MULTIAPPEND (RFC 3502): [(data, flags, received)], all or nothing."""
+        """MULTIAPPEND (RFC 3502): [(data, flags, received)], all or nothing. Returns
+        the Messages as a Placed (with the mailbox's UIDVALIDITY, for APPENDUID)."""
         return self._add(mailbox, list(items), None, origin, create=False)
 
     @defer.inlineCallbacks
@@ -246,7 +248,7 @@ class Account:
         conn.execute(
             "UPDATE account_state SET quota_used = quota_used + ?", (total_size,)
         )
-        return out
+        return Placed(out, mb["uidvalidity"])
 
     def _check_quota(self, conn, size):
         if self.quota and size:
@@ -338,7 +340,7 @@ class Account:
         # a file without a row, which verifydata reports as an unacknowledged delivery.
         d = shard_dir(self.maildir, msg_id)
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            fsutil.make_dirs(d)
             ctx.sync_dirs.add(os.path.dirname(d))
         final = os.path.join(d, str(msg_id))
         os.rename(tmp_path, final)
@@ -348,7 +350,7 @@ class Account:
     def _link_file(self, ctx, src_id, msg_id):
         d = shard_dir(self.maildir, msg_id)
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            fsutil.make_dirs(d)
             ctx.sync_dirs.add(os.path.dirname(d))
         final = os.path.join(d, str(msg_id))
         _unlink(final)  # a stray file from an interrupted, never-acknowledged delivery
@@ -370,7 +372,8 @@ class Account:
     # -- messages: copy, move, flags, expunge
 
     def copy(self, src_mailbox_id, uids, dest, origin=None):
-        """COPY messages; returns [(source uid, new uid)] (RFC 4315 COPYUID)."""
+        """COPY messages; returns [(source uid, new uid)] (RFC 4315 COPYUID), a Placed
+        that also carries the destination's UIDVALIDITY."""
         dest = normalize_mailbox_name(dest)
         return self._write(lambda conn, ctx: self._copy(conn, ctx, src_mailbox_id, uids, dest, origin))
 
@@ -424,10 +427,11 @@ class Account:
                 (sum(r["size"] for r in rows),),
             )
             self._finish_mailbox_change(conn, ctx, dst["id"], origin)
-        return out
+        return Placed(out, dst["uidvalidity"])
 
     def move(self, src_mailbox_id, uids, dest, origin=None):
-        """MOVE (RFC 6851): returns [(old uid, new uid)]; no file is touched."""
+        """MOVE (RFC 6851): returns [(old uid, new uid)] as a Placed, like copy; no
+        file is touched."""
         dest = normalize_mailbox_name(dest)
         return self._write(lambda conn, ctx: self._move(conn, ctx, src_mailbox_id, uids, dest, origin))
 
@@ -439,7 +443,7 @@ class Account:
         if dst["id"] == src_mailbox_id:
             raise MailboxNotAllowed("source and destination mailbox are the same")
         if not rows:
-            return []
+            return Placed([], dst["uidvalidity"])
         out = []
         now = int(time.time())
         modseq = _next_modseq(conn)
@@ -475,7 +479,7 @@ class Account:
         )
         self._finish_mailbox_change(conn, ctx, src_mailbox_id, origin)
         self._finish_mailbox_change(conn, ctx, dst["id"], origin)
-        return out
+        return Placed(out, dst["uidvalidity"])
 
     def store_flags(self, mailbox_id, uids, mode, flags, unchangedsince=None, origin=None):
         """STORE: mode is "set", "add" or "remove".

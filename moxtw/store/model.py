@@ -129,6 +129,17 @@ def parents(name):
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+class Placed(list):
+    """What an APPEND, COPY or MOVE placed in a mailbox (Messages, or (old uid, new uid)
+    pairs), with the mailbox's UIDVALIDITY read in the same transaction, for APPENDUID
+    and COPYUID (RFC 4315 3): another session may delete the mailbox (or delete and
+    create it again) right after the commit, so it cannot be looked up by name later."""
+
+    def __init__(self, items, uidvalidity):
+        super().__init__(items)
+        self.uidvalidity = uidvalidity
+
+
 @dataclass(frozen=True)
 class Mailbox:
     id: int

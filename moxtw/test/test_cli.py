@@ -19,9 +19,14 @@ CONF = os.path.join(REPO, "conf")
 
 
 def run_cli(*args):
+    """``moxtw args`` in this process; its umask (077) is undone afterwards."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(args))
+    umask = os.umask(0o077)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(list(args))
+    finally:
+        os.umask(umask)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -66,8 +71,17 @@ class SetPasswordTests(unittest.TestCase):
             input="s3cret pass\n",
             capture_output=True,
             text=True,
+            preexec_fn=lambda: os.umask(0o022),  # a usual login shell's umask
         )
         self.assertEqual(proc.returncode, 0, proc.stderr)
+        # The account's index (with the new SCRAM keys) and anything SQLite made next to
+        # it are private, though no serve ran before (issue 10 item 3).
+        found = []
+        for top, dirs, files in os.walk(os.path.join(d, "data")):
+            for name in dirs + files:
+                found.append(name)
+                self.assertEqual(os.stat(os.path.join(top, name)).st_mode & 0o077, 0, name)
+        self.assertIn("index.db", found)
         st = store.Store(os.path.join(d, "data"))
         self.addCleanup(st.close)
         acc = yield st.open_account("mox")

@@ -1,7 +1,6 @@
 """moxtw.dkim: keys, signing, verification (RFC 6376, RFC 8463, RFC 8301), key commands."""
 
 import base64
-import contextlib
 import io
 import os
 import random
@@ -15,7 +14,7 @@ from dkim.util import parse_tag_value
 from twisted.internet import task
 from twisted.trial import unittest
 
-from moxtw import cli
+from moxtw.test.test_cli import run_cli
 from moxtw.config.schema import DKIMConfig
 from moxtw.dkim import canon, keys
 from moxtw.dkim.sign import (
@@ -679,13 +678,6 @@ class HostileTests(unittest.SynchronousTestCase):
         signed = signer(SelectorKey("s", key), domain="example.com").sign(msg, now=NOW) + msg
         [r] = verify(signed, lookup_from({"s._domainkey.example.com": [key.dns_record]}), now=NOW)
         self.assertEqual(r.result, PASS)
-
-
-def run_cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(args))
-    return rc, out.getvalue(), err.getvalue()
 
 
 class CommandTests(unittest.SynchronousTestCase):

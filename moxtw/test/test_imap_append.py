@@ -81,3 +81,8 @@ class AppendTests(IMAPSessionTest):
         self.assertEqual(untagged(lines, "FETCH"), ["1 FETCH (UID 3)"])
         self.assertBAD((yield c.cmd(b"REPLACE 1:2 INBOX {1+}\r\nx")))
         self.assertNO((yield c.cmd(b"REPLACE 1 Nonexistent {1+}\r\nx")), "TRYCREATE")
+        # An unknown system flag is BAD, not SERVERBUG (found by the fuzzer); the
+        # original stays.
+        self.assertBAD((yield c.cmd(b"REPLACE 1 INBOX (\\Bogus) {%d+}\r\n%s" % (len(msg), msg))))
+        lines = yield c.cmd("FETCH 1:* UID")
+        self.assertEqual(untagged(lines, "FETCH"), ["1 FETCH (UID 3)"])

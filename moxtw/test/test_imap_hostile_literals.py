@@ -44,6 +44,17 @@ class PreauthLiteralTests(IMAPSessionTest):
         # The connection goes on: a normal login works.
         yield c.login()
 
+    def test_reading_pauses_early_before_login(self):
+        """While a failed LOGIN waits out its delay, pipelined lines are not read past
+        a line and a login literal (review of item 1: 2 MB per connection before login)."""
+        c = self.client()
+        c.send(b"a LOGIN nobody wrong\r\n")
+        self.assertTrue(c.proto._busy)
+        for _ in range(3):
+            c.send(b"b NOOP " + b"x" * 60000 + b"\r\n")
+        self.assertIn("backlog", c.proto._pauses)
+        self.assertEqual(c.proto.max_backlog, imapserver.MAX_LINE + imapserver.MAX_PREAUTH_LITERAL)
+
     @defer.inlineCallbacks
     def test_append_before_login_is_small_limit(self):
         # APPEND's large limit applies only after login.
@@ -183,6 +194,30 @@ class SpoolTests(IMAPSessionTest):
         lines = yield c.raw(b" {%d+}\r\n" % len(small) + small + b"\r\n", "a")
         self.assertEqual(tagged(lines)[:2], "OK", lines)
         self.assertEqual((yield self.stored()), [a, b, small])
+        self.assertEqual([f for f in self.tmp_files() if f.endswith(".spool")], [])
+
+    @defer.inlineCallbacks
+    def test_multiappend_of_small_literals_spools_once_they_add_up(self):
+        """Literals under the threshold each, but a MULTIAPPEND of many of them must not
+        be held in memory together (review of issue 10 item 1: 200 x 128 KB stayed in
+        memory)."""
+        c = yield self.logged_in()
+        n, size = 24, imapserver.SPOOL_THRESHOLD // 4
+        msgs = [big_message(size, f"s{i}") for i in range(n)]
+        c.send(b"a APPEND INBOX {%d+}\r\n" % len(msgs[0]))
+        most = 0
+        for i, m in enumerate(msgs):
+            tail = b" {%d+}\r\n" % len(msgs[i + 1]) if i + 1 < n else b"\r\n"
+            if i + 1 == n:
+                lines = yield c.raw(m + tail, "a")
+            else:
+                c.send(m + tail)
+                while c.proto._spool_writing:
+                    yield c.proto._spool._last
+            most = max(most, c.proto._cmd_len)
+        self.assertEqual(tagged(lines)[:2], "OK", lines)
+        self.assertLess(most, imapserver.SPOOL_THRESHOLD + 2 * imapserver.MAX_LINE)
+        self.assertEqual((yield self.stored()), msgs)
         self.assertEqual([f for f in self.tmp_files() if f.endswith(".spool")], [])
 
     @defer.inlineCallbacks

@@ -173,3 +173,22 @@ class LimitsTests(unittest.SynchronousTestCase):
         self.limits.record("x", "y", False)
         for limiter in (self.limits.ip_failures, self.limits.ip_login_failures, self.limits.login_failures):
             self.assertEqual(len(limiter._counts), 1)
+
+    def test_ipv6_counted_per_64(self):
+        """A host has a /64: failures from its addresses count together (review: each
+        IPv6 address had its own limit)."""
+        for n in range(1, 200):
+            self.limits.record(f"2001:db8:1:2::{n:x}", "mjl@example.org", False)
+        self.assertIsNotNone(self.limits.allowed("2001:db8:1:2:ffff::1"))
+        self.assertIsNone(self.limits.allowed("2001:db8:1:3::1"))
+        # IPv4 in IPv6 (a dual-stack listener) counts as the IPv4 address.
+        for _ in range(200):
+            self.limits.record("::ffff:192.0.2.7", "", False)
+        self.assertIsNotNone(self.limits.allowed("192.0.2.7"))
+
+    def test_long_logins_bounded_keys(self):
+        login = "x" * 100000
+        self.limits.record("192.0.2.1", login, False)
+        [key] = self.limits.login_failures._counts
+        self.assertLess(len(key), 100)
+        self.assertEqual(self.limits.login_failures.count(auth._login_key(login)), 1)

@@ -6,6 +6,7 @@ Python step registered for that version (if any), and records the version in
 ``PRAGMA user_version``. Files are never edited once released; changes get a new file.
 """
 
+import os
 import re
 import sqlite3
 from importlib import resources
@@ -13,6 +14,7 @@ from importlib import resources
 from moxtw import fsutil
 
 _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+MEMORY = ":memory:"  # sqlite3's name for a database without a file
 
 
 def migrations():
@@ -46,6 +48,10 @@ class SchemaError(Exception):
 
 def connect(path):
     """Open an index database with the pragmas moxtw relies on."""
+    if path != MEMORY and not os.path.exists(path):
+        # SQLite would create it with the umask's mode (0644) and gives the -wal and
+        # -shm files the database's mode: created private first (issue 10).
+        fsutil.create_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
