@@ -27,7 +27,7 @@ from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 
 from moxtw import dns
-from moxtw.queue.service import DeliveryResult
+from moxtw.delivery import DeliveryResult
 from moxtw.smtpclient import SMTPClientError, deliver as smtp_deliver
 from moxtw.smtpclient.socks import SOCKS5ClientEndpoint, SOCKSError
 

@@ -1,10 +1,12 @@
 """QueueService: picks due queue entries, hands them to a delivery function, records results.
 
-The delivery function is injected: either ``deliver(entry) -> Deferred[DeliveryResult]``,
-called per recipient, or ``deliver_group(entries) -> Deferred[list[DeliveryResult]]``,
-called with the due recipients of one message in one domain (so the SMTP client can send
-them in one transaction). The application wires one that delivers local recipients
-through the SMTP server's local delivery path and remote ones with the SMTP client. Temporary failures are retried
+Deliveries go where the application says: with ``router`` (a ``moxtw.delivery.Router``)
+and ``outbound`` (``moxtw.queue.outbound.Outbound``), recipients in domains the router
+calls local get the message through local delivery, the others are sent by the SMTP
+client, the due recipients of one message in one domain together (one SMTP
+transaction). Tests may inject a function instead: ``deliver(entry) ->
+Deferred[DeliveryResult]`` per recipient, or ``deliver_group(entries) ->
+Deferred[list[DeliveryResult]]`` per group. Temporary failures are retried
 on the schedule in ``RETRY_SCHEDULE``; an entry is given up only when it has a
 ``max_attempts`` limit.
 
@@ -15,13 +17,13 @@ is given up, "delayed" once, when the attempt after which the retry delay reache
 the null reverse-path, or against the recipient's RFC 3461 NOTIFY.
 """
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from moxtw.delivery import DeliveryResult
 from moxtw.queue.model import EntryNotFound
 
 log = Logger(namespace="moxtw.queue")
@@ -80,15 +82,6 @@ def wants_dsn(entry, kind):
     return _NOTIFY_KEYWORD[kind] in notify
 
 
-@dataclass(frozen=True)
-class DeliveryResult:
-    """Outcome of one delivery attempt to one recipient."""
-
-    ok: bool
-    permanent: bool = False
-    error: str = ""
-
-
 class QueueService(service.Service):
     """Runs delivery passes every ``interval`` seconds on ``clock`` and on ``kick()``.
 
@@ -107,9 +100,13 @@ class QueueService(service.Service):
     name = "queue"
 
     def __init__(self, queue, deliver=None, clock=None, interval=30.0, concurrency=MAX_CONCURRENT,
-                 stop_timeout=STOP_TIMEOUT, dsn=None, deliver_group=None):
-        if (deliver is None) == (deliver_group is None):
-            raise ValueError("give exactly one of deliver and deliver_group")
+                 stop_timeout=STOP_TIMEOUT, dsn=None, deliver_group=None, router=None, outbound=None):
+        if sum(x is not None for x in (deliver, deliver_group, router)) != 1:
+            raise ValueError("give exactly one of router, deliver and deliver_group")
+        self.router = router
+        self.outbound = outbound
+        if router is not None:
+            deliver_group = self._route
         if clock is None:
             from twisted.internet import reactor as clock
         self.queue = queue
@@ -132,6 +129,26 @@ class QueueService(service.Service):
 
     def now(self):
         return datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
+
+    def _route(self, entries):
+        return defer.Deferred.fromCoroutine(self._route_group(entries))
+
+    async def _route_group(self, entries):
+        """One message's due recipients in one domain: local delivery or the SMTP client."""
+        if not self.router.is_local(entries[0].recipient_domain):
+            if self.outbound is None:
+                return [DeliveryResult(False, False, "no outbound delivery configured")] * len(entries)
+            return await self.outbound.deliver_group(entries)
+        results = []
+        for entry in entries:
+            try:
+                data = await threads.deferToThread(_read_file, self.queue.message_path(entry))
+            except FileNotFoundError:
+                results.append(_missing_file(entry))
+                continue
+            # msg_prefix: header fields added at queueing (a DKIM-Signature).
+            results.append(await self.router.deliver_queued(entry, entry.msg_prefix + data))
+        return results
 
     # -- service
 
@@ -439,3 +456,15 @@ class QueueService(service.Service):
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
+
+
+def _read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _missing_file(entry):
+    """A queue entry whose message file is gone can never be delivered: fail it (DSN to
+    the sender) and say so in the log, never drop it silently."""
+    log.error("message file of queue entry missing, failing delivery", queueid=entry.id, baseid=entry.base_id)
+    return DeliveryResult(False, True, "554 5.3.0 message file missing from the queue")

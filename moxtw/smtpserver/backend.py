@@ -4,8 +4,6 @@ The protocol (``moxtw.smtpserver.server``) calls these methods and never touches
 store, the queue or the configuration itself. One backend serves all SMTP listeners.
 """
 
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.internet import defer, threads
@@ -13,57 +11,21 @@ from twisted.logger import Logger
 
 from moxtw import ratelimit
 from moxtw.auth import LoginLimits
+from moxtw.delivery import recipients as rcpts
+from moxtw.delivery.localserve import localserve_rule
+from moxtw.delivery.rules import choose_mailbox, message_headers
 from moxtw.queue import holdrules
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp import codes as c
-from moxtw.smtpserver import recipients as rcpts
-from moxtw.smtpserver import submission
-from moxtw.smtpserver import msgauth
-from moxtw.smtpserver.delivery import (
-    LocalDelivery,
-    authentication_results,
-    choose_mailbox,
-    message_headers,
-    received_header,
-)
+from moxtw.smtpserver import msgauth, submission
 from moxtw.smtpserver.server import SMTPReply
+from moxtw.smtpserver.trace import authentication_results, received_header
 from moxtw.store import DeliveryFacts, OutgoingLimitExceeded
 
 log = Logger(namespace="moxtw.smtpserver")
 
 # Connections per IP, failed authentications per IP (as mox: slowed down, then refused).
 CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
-@dataclass
-class LocalserveRule:
-    """A localserve test behaviour chosen by a recipient's (or sender's) localpart."""
-
-    stage: str  # "mailfrom", "rcptto" or "data"
-    code: object  # reply code, or None for "timeout" (no reply)
-    queue: bool = False  # accepted, fails at delivery from the queue
-
-
-_CODE_SUFFIX = re.compile(r"([45][0-9][0-9])$")
-
-
-def localserve_rule(localpart):
-    """mox localserve's rules: ...temperror (451), ...permerror (550), ...NNN (that code),
-    ...timeout (no reply); at MAIL/RCPT when the localpart starts with mailfrom/rcptto,
-    else at DATA. A localpart starting with "queue" fails only at delivery from the
-    queue."""
-    lp = localpart.lower()
-    if lp.startswith("queue"):
-        return LocalserveRule("queue", c.C550_MAILBOX_UNAVAILABLE, queue=True)
-    stage = "mailfrom" if lp.startswith("mailfrom") else "rcptto" if lp.startswith("rcptto") else "data"
-    if lp.endswith("temperror"):
-        return LocalserveRule(stage, c.C451_LOCAL_ERROR)
-    if lp.endswith("permerror"):
-        return LocalserveRule(stage, c.C550_MAILBOX_UNAVAILABLE)
-    if lp.endswith("timeout"):
-        return LocalserveRule(stage, None)
-    m = _CODE_SUFFIX.search(lp)
-    if m:
-        return LocalserveRule(stage, int(m.group(1)))
-    return None
 
 
 def _rule_reply(rule):
@@ -74,24 +36,25 @@ def _rule_reply(rule):
 
 class SMTPBackend:
     def __init__(
-        self, *, hostname, store, authenticator, current, queue=None, queue_service=None,
-        queue_ready=None, clock=None, localserve=False, check_from=True, own_smtp=None,
-        dkim=None, resolver=None, on_authenticated=None, reports=None, login_limits=None,
+        self, *, hostname, router, authenticator, current, queue=None, queue_service=None,
+        queue_ready=None, clock=None, check_from=True, dkim=None, resolver=None,
+        on_authenticated=None, reports=None, login_limits=None,
     ):
-        """``current()`` returns (static, dynamic) config in force. ``dkim``: a
+        """``current()`` returns (static, dynamic) config in force. ``router``: the
+        :class:`moxtw.delivery.Router` that resolves recipients and delivers accepted
+        messages (None: a backend for submission checks only). ``dkim``: a
         :class:`moxtw.smtpserver.dkimsign.DKIMSigners` for submitted mail."""
         self.hostname = hostname
-        self.store = store
+        self.router = router
         self.authenticator = authenticator
         self.current = current
         self.queue = queue
         self.queue_service = queue_service
         self.queue_ready = queue_ready
         self.clock = clock
-        self.localserve = localserve
+        # localserve: the test addresses' rules apply, every recipient is accepted.
+        self.localserve = router is not None and router.localserve
         self.check_from = check_from
-        # localserve: (ip, port) of our own SMTP listener, where queued mail is delivered.
-        self.own_smtp = own_smtp
         self.dkim = dkim
         # Incoming messages are authenticated (SPF, DKIM, DMARC, iprev) with this
         # resolver; None skips the checks (Authentication-Results: none).
@@ -101,7 +64,6 @@ class SMTPBackend:
         self.on_authenticated = on_authenticated
         # moxtw.reports.ReportsService: reports to reporting addresses are stored.
         self.reports = reports
-        self.delivery = LocalDelivery(store)
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         # One LoginLimits for all protocols (app wiring); a private one otherwise.
         self.login_limits = login_limits or LoginLimits(authenticator, clock)
@@ -162,12 +124,9 @@ class SMTPBackend:
                 return self._apply_rule(rule)
         if session.kind != "smtp":
             return None  # submission: any recipient; delivery decides
-        static, dynamic = self.current()
         try:
-            resolved = rcpts.resolve(static, dynamic, a.localpart, a.domain.unicode)
+            resolved = self.router.resolve(a.localpart, a.domain.unicode)
         except rcpts.NotLocal:
-            if self.localserve:
-                return self._localserve_recipient(static)
             # RFC 5321 3.6.2: no relaying for unauthenticated clients.
             raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                             "not accepting email for this domain (relaying not permitted)")
@@ -188,10 +147,6 @@ class SMTPBackend:
                 raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                                 "only members may post to this list")
         return resolved
-
-    def _localserve_recipient(self, static):
-        # localserve: every address goes to the one account.
-        return rcpts.Recipient("", static.Postmaster.Account, "Inbox", None)
 
     # -- message
 
@@ -233,7 +188,7 @@ class SMTPBackend:
         static, dynamic = self.current()
         targets = []
         for r in env.recipients:
-            targets.extend(rcpts.expand(static, dynamic, r.resolved))
+            targets.extend(self.router.expand(r.resolved))
         if not targets:
             raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, "no deliverable recipients")
         now = datetime.now(timezone.utc)
@@ -271,8 +226,8 @@ class SMTPBackend:
             rcptto=str(env.recipients[0].address), tls_version=session.tls_version,
             tls_cipher=session.tls_cipher, requiretls=env.requiretls, **auth_facts,
         )
-        results = yield self.delivery.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
-                                              verified_domains=verified)
+        results = yield self.router.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
+                                            verified_domains=verified)
         if self.reports is not None:
             # Reports are parsed after delivery: a malformed one stays a message.
             kinds = {r.recipient.report for r in results if r.ok and r.recipient.report}
@@ -410,86 +365,3 @@ class SMTPBackend:
             self.queue_service.kick()
         return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0,
                          f"queued as {','.join(str(i) for i in ids)} (cid {session.cid})")
-
-    # -- delivery from the queue
-
-    @defer.inlineCallbacks
-    def deliver_queued(self, entry):
-        """QueueService's deliver callable: local recipients through the same delivery path
-        as incoming mail; remote ones wait for the SMTP client (not in this version)."""
-        from moxtw.queue import DeliveryResult
-
-        static, dynamic = self.current()
-        localpart, _, domain = entry.recipient.rpartition("@")
-        if self.localserve:
-            rule = localserve_rule(localpart)
-            if rule is not None and rule.queue:
-                return DeliveryResult(False, True, "550 delivery failure requested by localserve test address")
-            if self.own_smtp is not None:
-                result = yield self._deliver_own_smtp(entry)
-                return result
-        try:
-            resolved = rcpts.resolve(static, dynamic, localpart, domain)
-        except rcpts.NotLocal:
-            if not self.localserve:
-                return DeliveryResult(False, False, "remote delivery is not part of this version yet")
-            resolved = self._localserve_recipient(static)
-        except rcpts.DomainDisabled:
-            return DeliveryResult(False, False, "domain temporarily disabled")
-        if resolved is None:
-            return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
-        targets = rcpts.expand(static, dynamic, resolved)
-        try:
-            data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
-        except FileNotFoundError:
-            return _missing_file(entry)
-        data = entry.msg_prefix + data  # headers added for delivery (e.g. DKIM-Signature)
-        results = yield self.delivery.deliver(data, targets, mailfrom=entry.sender, prefix=b"")
-        failed = [r for r in results if not r.ok]
-        if not failed:
-            return DeliveryResult(True, False, "")
-        first = failed[0]
-        return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
-
-
-    @defer.inlineCallbacks
-    def _deliver_own_smtp(self, entry):
-        """localserve: deliver a queued message over our own SMTP listener, as mox does,
-        so it takes the path of mail from the internet (never leaving the machine)."""
-        from moxtw.queue import DeliveryResult
-        from moxtw.smtpclient import SMTPClientError, deliver
-
-        try:
-            data = yield threads.deferToThread(_read_file, self.queue.message_path(entry))
-        except FileNotFoundError:
-            return _missing_file(entry)
-        ip, port = self.own_smtp
-        reactor = self.clock
-        if reactor is None:
-            from twisted.internet import reactor
-        try:
-            result = yield deliver(
-                reactor, ip, port, ehlo_hostname=self.hostname, mailfrom=entry.sender,
-                recipients=[entry.recipient], data=entry.msg_prefix + data, tls="none",
-                smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
-            )
-        except SMTPClientError as e:
-            return DeliveryResult(False, e.permanent, f"{e.code or ''} {e.enhanced or ''} {e.text}".strip())
-        r = result.recipients[0]
-        if r.ok:
-            return DeliveryResult(True, False, "")
-        return DeliveryResult(False, r.code >= 500, f"{r.code} {r.enhanced or ''} {r.text}".strip())
-
-
-def _read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _missing_file(entry):
-    """A queue entry whose message file is gone can never be delivered: fail it (DSN to
-    the sender) and say so in the log, never drop it silently."""
-    from moxtw.queue import DeliveryResult
-
-    log.error("message file of queue entry missing, failing delivery", queueid=entry.id, baseid=entry.base_id)
-    return DeliveryResult(False, True, "554 5.3.0 message file missing from the queue")

@@ -29,17 +29,11 @@ def write_config(d, static, dynamic):
 
 @defer.inlineCallbacks
 def start(testcase, cfg, localserve=False, resolver=None):
-    root = app.makeService(cfg, reactor=reactor, localserve=localserve)
     if resolver is None and cfg.static.DNS is None:
         # No test reaches the internet: without configured (loopback) name servers,
         # every lookup fails temporarily.
         resolver = MockResolver(default=TemporaryFailure)
-    if resolver is not None:
-        root.resolver = resolver
-        root.outbound.resolver = resolver
-        if root.smtp_backend.resolver is not None:
-            root.smtp_backend.resolver = resolver
-        root.reports.resolver = resolver
+    root = app.makeService(cfg, reactor=reactor, localserve=localserve, resolver=resolver)
     root.privilegedStartService()
     root.startService()
     testcase.addCleanup(root.stopService)

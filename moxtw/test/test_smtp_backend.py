@@ -6,6 +6,7 @@ from twisted.trial import unittest
 
 from moxtw import auth
 from moxtw.auth import AuthFailed
+from moxtw.delivery.localserve import localserve_rule
 from moxtw.smtpserver import backend as be
 from moxtw.smtpserver.server import Session
 
@@ -32,7 +33,7 @@ class RateLimitTests(unittest.SynchronousTestCase):
         self.clock.advance(1_800_000_000)
         self.auth = FakeAuthenticator()
         self.backend = be.SMTPBackend(
-            hostname="mx.example.org", store=None, authenticator=self.auth,
+            hostname="mx.example.org", router=None, authenticator=self.auth,
             current=lambda: (None, None), clock=self.clock,
         )
         self.session = Session(cid="1", kind="submission", remote_ip="192.0.2.1")
@@ -83,7 +84,7 @@ class RateLimitTests(unittest.SynchronousTestCase):
         self.assertEqual(self.auth.calls, before + 1)
 
     def test_localserve_rules(self):
-        r = be.localserve_rule
+        r = localserve_rule
         self.assertEqual((r("x-temperror").stage, r("x-temperror").code), ("data", 451))
         self.assertEqual((r("rcptto-permerror").stage, r("rcptto-permerror").code), ("rcptto", 550))
         self.assertEqual((r("mailfrom421").stage, r("mailfrom421").code), ("mailfrom", 421))

@@ -1,0 +1,86 @@
+"""Delivery into the store (step 5): one copy per (account, mailbox), results per
+recipient."""
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from moxtw.delivery.rules import choose_mailbox, message_headers
+from moxtw.smtp import codes as c
+from moxtw.store import QuotaExceeded
+
+log = Logger(namespace="moxtw.delivery")
+
+
+@dataclass
+class RcptResult:
+    recipient: object  # moxtw.delivery.recipients.Recipient
+    ok: bool
+    code: int = c.C250_COMPLETED
+    se: str = c.SE_OTHER0
+    text: str = "delivered"
+
+    @property
+    def permanent(self):
+        return not self.ok and self.code >= 500
+
+
+def return_path(mailfrom):
+    """Return-Path (RFC 5321 4.4), added at final delivery."""
+    return f"Return-Path: <{mailfrom}>\r\n".encode("utf-8")
+
+
+class LocalDelivery:
+    """Delivers into the store; one copy per (account, mailbox), results per recipient."""
+
+    def __init__(self, store):
+        self.store = store
+
+    @defer.inlineCallbacks
+    def deliver(self, data, recipients, *, mailfrom, prefix, facts=None, verified_domains=()):
+        """Deliver ``prefix + data`` to every Recipient. ``prefix``: trace headers for the
+        message (Received, Authentication-Results); Return-Path is added here.
+
+        Returns [RcptResult] in the order of ``recipients``. A failure for one account does
+        not affect the others (RFC 5321 leaves partial results to the server; callers
+        report them)."""
+        headers, msgfrom = yield defer.maybeDeferred(message_headers, data)
+        results = []
+        done = {}
+        for rcpt in recipients:
+            mailbox, _rs = choose_mailbox(
+                rcpt.destination, rcpt.mailbox, mailfrom or "", msgfrom, verified_domains, headers
+            )
+            key = (rcpt.account, mailbox)
+            if key in done:
+                prev = done[key]
+                results.append(RcptResult(rcpt, prev.ok, prev.code, prev.se, prev.text))
+                continue
+            result = yield self._deliver_one(rcpt, mailbox, data, mailfrom, prefix, facts)
+            done[key] = result
+            results.append(result)
+        return results
+
+    @defer.inlineCallbacks
+    def _deliver_one(self, rcpt, mailbox, data, mailfrom, prefix, facts):
+        full = return_path(mailfrom or "") + prefix + data
+        try:
+            acc = yield self.store.open_account(rcpt.account)
+            msg = yield acc.deliver(mailbox, full, facts=facts)
+        except QuotaExceeded as e:
+            # RFC 3463: 4.2.2 mailbox full (may clear), 5.2.3 message larger than the quota.
+            if e.size > e.limit:
+                return RcptResult(rcpt, False, c.C552_STORAGE_EXCEEDED, c.SE_MAILBOX_MSG_TOO_LARGE3,
+                                  "message larger than the mailbox quota")
+            return RcptResult(rcpt, False, c.C452_STORAGE_FULL, c.SE_MAILBOX_FULL2,
+                              "mailbox full (quota exceeded)")
+        except Exception:
+            log.failure("delivering to {account}", account=rcpt.account)
+            return RcptResult(rcpt, False, c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0,
+                              "error delivering to mailbox, try again later")
+        log.info(
+            "delivered {account}/{mailbox} uid {uid}",
+            account=rcpt.account, mailbox=mailbox, uid=msg.uid,
+        )
+        return RcptResult(rcpt, True)

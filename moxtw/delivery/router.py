@@ -1,0 +1,125 @@
+"""The Router: the one object through which SMTP and the queue deliver locally.
+
+``moxtw.smtpserver.backend.SMTPBackend`` resolves recipients at RCPT TO and delivers
+accepted messages with it; ``moxtw.queue.service.QueueService`` asks it which domains are
+local and hands it the queued messages for them. The order of the steps is in the
+package docstring (``moxtw.delivery``).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from moxtw.delivery import recipients as rcpts
+from moxtw.delivery.local import LocalDelivery
+from moxtw.delivery.localserve import localserve_rule
+from moxtw.delivery.result import DeliveryResult
+from moxtw.smtp import codes as c
+from moxtw.smtpclient import SMTPClientError, deliver as smtp_deliver
+
+log = Logger(namespace="moxtw.delivery")
+
+
+class Router:
+    """Local delivery for one configuration.
+
+    ``current()`` returns the (static, dynamic) configuration in force. ``localserve``:
+    every address is local and goes to the postmaster account, and localparts may ask for
+    errors (``moxtw.delivery.localserve``). ``own_smtp``: (ip, port) of our own SMTP
+    listener, where localserve delivers queued mail, so it takes the path of mail from
+    the internet without leaving the machine."""
+
+    def __init__(self, store, current, *, hostname, localserve=False, own_smtp=None, reactor=None):
+        self.store = store
+        self.current = current
+        self.hostname = hostname
+        self.localserve = localserve
+        self.own_smtp = own_smtp
+        self.local = LocalDelivery(store)
+        self._reactor = reactor
+
+    # -- step 1: recipients
+
+    def is_local(self, domain):
+        """Whether mail for ``domain`` (lower-case unicode) is delivered here rather than
+        sent to another server."""
+        if self.localserve:
+            return True
+        static, dynamic = self.current()
+        return domain in dynamic.Domains or domain == str(static.Hostname).lower()
+
+    def resolve(self, localpart, domain):
+        """The recipient of ``localpart@domain``: a Recipient, an AliasRecipient, or None
+        for an unknown address of ours. Raises ``recipients.NotLocal`` (not our domain;
+        in localserve every such address is the postmaster account's) or
+        ``recipients.DomainDisabled``."""
+        static, dynamic = self.current()
+        try:
+            return rcpts.resolve(static, dynamic, localpart, domain)
+        except rcpts.NotLocal:
+            if self.localserve:
+                return rcpts.Recipient("", static.Postmaster.Account, "Inbox", None)
+            raise
+
+    def expand(self, resolved):
+        """The account Recipients of a resolved recipient (alias members)."""
+        static, dynamic = self.current()
+        return rcpts.expand(static, dynamic, resolved)
+
+    # -- steps 3 to 5: junk decision, rules, mailbox
+
+    def deliver(self, data, targets, *, mailfrom, prefix, facts=None, verified_domains=()):
+        """Deliver ``prefix + data`` to the account Recipients ``targets``. ``facts``
+        (``moxtw.store.DeliveryFacts``) and ``verified_domains`` carry step 2, the
+        authentication results. Deferred [RcptResult], in the order of ``targets``."""
+        # Step 3, the junk decision, is not built yet: every message goes on to the rules.
+        return self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
+                                  verified_domains=verified_domains)
+
+    # -- queued messages
+
+    @defer.inlineCallbacks
+    def deliver_queued(self, entry, data):
+        """Deliver a queued message (``data``: the whole message, ``msg_prefix``
+        included) to its local recipient ``entry.recipient``: a DeliveryResult."""
+        localpart, _, domain = entry.recipient.rpartition("@")
+        if self.localserve:
+            rule = localserve_rule(localpart)
+            if rule is not None and rule.queue:
+                return DeliveryResult(False, True, "550 delivery failure requested by localserve test address")
+            if self.own_smtp is not None:
+                result = yield self._deliver_own_smtp(entry, data)
+                return result
+        try:
+            resolved = self.resolve(localpart, domain)
+        except rcpts.NotLocal:
+            # The host name's domain: only postmaster and the TLS reporting address exist.
+            resolved = None
+        except rcpts.DomainDisabled:
+            return DeliveryResult(False, False, "domain temporarily disabled")
+        if resolved is None:
+            return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
+        results = yield self.deliver(data, self.expand(resolved), mailfrom=entry.sender, prefix=b"")
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            return DeliveryResult(True, False, "")
+        first = failed[0]
+        return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
+
+    @defer.inlineCallbacks
+    def _deliver_own_smtp(self, entry, data):
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        ip, port = self.own_smtp
+        try:
+            result = yield smtp_deliver(
+                reactor, ip, port, ehlo_hostname=self.hostname, mailfrom=entry.sender,
+                recipients=[entry.recipient], data=data, tls="none",
+                smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
+            )
+        except SMTPClientError as e:
+            return DeliveryResult(False, e.permanent, f"{e.code or ''} {e.enhanced or ''} {e.text}".strip())
+        r = result.recipients[0]
+        if r.ok:
+            return DeliveryResult(True, False, "")
+        return DeliveryResult(False, r.code >= 500, f"{r.code} {r.enhanced or ''} {r.text}".strip())

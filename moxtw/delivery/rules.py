@@ -1,0 +1,53 @@
+"""Mailbox choice by the destination's Rulesets (step 4 of local delivery).
+
+A Ruleset matches on the SMTP MAIL FROM, the message From, a domain verified by SPF or
+DKIM, and header fields, all by regular expressions from domains.toml; the first that
+matches gives the mailbox.
+"""
+
+import re
+
+from moxtw import message as msgparse
+
+
+def choose_mailbox(destination, default, mailfrom, msgfrom, verified_domains, headers):
+    """The mailbox for a destination: the first Ruleset whose conditions all hold, else the
+    destination's Mailbox. Returns (mailbox, ruleset or None).
+
+    ``mailfrom`` and ``msgfrom``: addresses as text ("" for none); ``verified_domains``:
+    domains verified by SPF or DKIM; ``headers``: [(lower-case name, decoded value)].
+    """
+    if destination is None:
+        return default, None
+    for rs in destination.Rulesets:
+        if rs.SMTPMailFromRegexp and not re.search(rs.SMTPMailFromRegexp, mailfrom.lower()):
+            continue
+        if rs.MsgFromRegexp and not re.search(rs.MsgFromRegexp, msgfrom.lower()):
+            continue
+        if rs.VerifiedDomain and not _domain_verified(rs.VerifiedDomain, verified_domains):
+            continue
+        if rs.HeadersRegexp and not all(
+            any(re.search(k, name) and re.search(v, value.lower()) for name, value in headers)
+            for k, v in rs.HeadersRegexp.items()
+        ):
+            continue
+        return rs.Mailbox, rs
+    return destination.Mailbox, None
+
+
+def _domain_verified(domain, verified):
+    # A verified domain matches itself and its subdomains.
+    domain = domain.lower()
+    return any(d == domain or d.endswith("." + domain) for d in verified)
+
+
+def message_headers(data):
+    """[(lower-case name, decoded value)] of a message's header section, and its first
+    From address as text."""
+    part = msgparse.parse(data)
+    headers = []
+    for name, _raw in part.headers:
+        headers.append((name.lower(), part.header(name) or ""))
+    froms = msgparse.parse_address_list(part.header_raw("From") or b"")
+    msgfrom = f"{froms[0].localpart}@{froms[0].domain}" if froms else ""
+    return headers, msgfrom
