@@ -1,21 +1,18 @@
-"""SQLite databases of received reports (DMARC aggregate, TLS): the shared machinery.
+"""SQLite databases of received reports (DMARC aggregate, TLS): the shared part.
 
-Like the queue (``moxtw.queue.db``), SQLite runs off the reactor thread: one writer
-thread and one reader thread (``moxtw.store.worker``), WAL with ``synchronous=FULL``, so
-the Deferred of ``add`` fires only once the report is on disk. A report received again
+Each is a ``moxtw.db.Database`` (a writer and a reader thread, WAL with
+``synchronous=FULL``), so the Deferred of ``add`` fires only once the report is on disk. A report received again
 (same submitter, report id and domain, as reporters resend) is stored once.
 """
 
 import abc
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
-from moxtw import fsutil
-from moxtw.store.worker import Worker
+from moxtw.db import Database
 
 
 def to_unix(t):
@@ -29,70 +26,6 @@ def to_unix(t):
 
 def from_unix(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc)
-
-
-class Database:
-    """One SQLite file with a versioned schema, a writer and a reader thread. Base of
-    the report and evaluation databases; all public methods return Deferreds."""
-
-    db_name = None
-    schema = None
-    thread_name = "db"
-
-    def __init__(self, data_dir, reactor=None, clock=None):
-        if reactor is None:
-            from twisted.internet import reactor
-        self.data_dir = data_dir
-        self.path = os.path.join(data_dir, self.db_name)
-        self._reactor = reactor
-        self._clock = clock if clock is not None else reactor
-        self._writer = None
-        self._reader = None
-
-    def open(self):
-        """Create or upgrade the database and start its threads. Deferred[self]."""
-        if self._writer is not None:
-            return defer.succeed(self)
-
-        def opened(_):
-            self._writer = Worker(self.path, self._reactor, self.thread_name + "-w", writer=True)
-            self._reader = Worker(self.path, self._reactor, self.thread_name + "-r", writer=False)
-            return self
-
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self._prepare).addCallback(opened)
-
-    def _prepare(self):
-        if not os.path.isdir(self.data_dir):
-            fsutil.make_dirs(self.data_dir)
-            self.schema.fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
-        conn = self.schema.connect(self.path)
-        try:
-            self.schema.upgrade(conn)
-        finally:
-            conn.close()
-
-    def close(self):
-        """Finish pending work and close the database. Deferred[None]."""
-        if self._writer is None:
-            return defer.succeed(None)
-        workers = [self._writer.stop(), self._reader.stop()]
-        self._writer = self._reader = None
-        return defer.gatherResults(workers).addCallback(lambda _: None)
-
-    def now(self):
-        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
-
-    def _write(self, fn):
-        """Run ``fn(conn)`` in a write transaction; Deferred fires after the COMMIT."""
-        if self._writer is None:
-            return defer.fail(RuntimeError(f"{self.db_name} is not open"))
-        return self._writer.submit(lambda conn, ctx: fn(conn))
-
-    def _read(self, fn):
-        if self._reader is None:
-            return defer.fail(RuntimeError(f"{self.db_name} is not open"))
-        return self._reader.submit(lambda conn, ctx: fn(conn))
 
 
 @dataclass(frozen=True)

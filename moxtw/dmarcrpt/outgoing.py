@@ -32,7 +32,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from moxtw.dmarcrpt import evalschema
-from moxtw.reportdb import Database, from_unix, to_unix
+from moxtw.db import Database
+from moxtw.reportdb import from_unix, to_unix
 from moxtw.dmarcrpt.parse import (
     AuthResults, DateRange, DKIMAuthResult, Feedback, Identifiers, PolicyEvaluated,
     PolicyOverrideReason, PolicyPublished, Record, ReportMetadata, Row, SPFAuthResult,

@@ -15,11 +15,12 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import timezone
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from moxtw import fsutil
+from moxtw.db import Database
 from moxtw.queue import schema
 from moxtw.queue.model import (
     DSN_NOTIFY_VALUES,
@@ -31,7 +32,6 @@ from moxtw.queue.model import (
     split_address,
     to_unix,
 )
-from moxtw.store.worker import Worker
 
 DB_NAME = "queue.db"
 DIR_NAME = "queue"
@@ -83,58 +83,23 @@ def write_tmp(directory, data):
     return path
 
 
-class Queue:
+class Queue(Database):
     """The outgoing queue of one data directory. All methods return Deferreds.
 
     ``clock`` (an ``IReactorTime``, default the reactor) gives "now" for queued and
     attempt times, so tests can share a ``task.Clock`` with ``QueueService``.
     """
 
+    db_name = DB_NAME
+    schema = schema
+    thread_name = "queue"
+
     def __init__(self, data_dir, reactor=None, clock=None):
-        if reactor is None:
-            from twisted.internet import reactor
-        self.data_dir = data_dir
+        super().__init__(data_dir, reactor=reactor, clock=clock)
         self.dir = queue_dir(data_dir)
-        self._reactor = reactor
-        self._clock = clock if clock is not None else reactor
-        self._writer = None
-        self._reader = None
 
-    # -- lifecycle
-
-    def open(self):
-        """Create or upgrade ``queue.db`` and start the database threads."""
-        if self._writer is not None:
-            return defer.succeed(self)
-
-        def opened(_):
-            path = db_path(self.data_dir)
-            self._writer = Worker(path, self._reactor, "queue-w", writer=True)
-            self._reader = Worker(path, self._reactor, "queue-r", writer=False)
-            return self
-
-        return self._in_thread(prepare, self.data_dir).addCallback(opened)
-
-    def close(self):
-        if self._writer is None:
-            return defer.succeed(None)
-        workers = [self._writer.stop(), self._reader.stop()]
-        self._writer = self._reader = None
-        return defer.gatherResults(workers).addCallback(lambda _: None)
-
-    # -- helpers
-
-    def _in_thread(self, fn, *args):
-        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
-
-    def _write(self, fn):
-        return self._writer.submit(fn)
-
-    def _read(self, fn):
-        return self._reader.submit(lambda conn, ctx: fn(conn))
-
-    def now(self):
-        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+    def _prepare(self):
+        prepare(self.data_dir)
 
     def message_path(self, entry):
         """Path of an entry's message file (without ``msg_prefix``); files are immutable."""
@@ -174,7 +139,7 @@ class Queue:
     async def _add(self, msg, rows):
         tmp_path = await self._in_thread(self._write_tmp, tmp_dir(self.data_dir), msg)
         try:
-            return await self._write(lambda conn, ctx: self._insert(conn, ctx, tmp_path, rows))
+            return await self._write_op(lambda conn, ctx: self._insert(conn, ctx, tmp_path, rows))
         finally:
             # After a successful COMMIT the file was renamed away; otherwise it is removed.
             _unlink(tmp_path)
@@ -314,12 +279,12 @@ class Queue:
                 n += conn.execute(f"UPDATE msg SET {assignment} WHERE id = ?", (*args, i)).rowcount
             return n
 
-        return self._write(op)
+        return self._write_op(op)
 
     def drop(self, ids):
         """Remove entries without delivering them; Deferred[int]: entries removed."""
         ids = [int(i) for i in ids]
-        return self._write(lambda conn, ctx: self._remove(conn, ctx, ids))
+        return self._write_op(lambda conn, ctx: self._remove(conn, ctx, ids))
 
     def _remove(self, conn, ctx, ids):
         removed = 0
@@ -368,7 +333,7 @@ class Queue:
             )
             return _get(conn, id)
 
-        return self._write(op)
+        return self._write_op(op)
 
 
 def _get(conn, id):

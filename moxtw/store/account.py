@@ -3,7 +3,7 @@
 Message files are written once (``maildir/tmp``, fsync, rename to ``maildir/cur/<shard>/<id>``,
 fsync of the directory) and never modified; flags, mailbox membership, UIDs and everything
 else are rows in ``index.db``. Every write is one index transaction on the account's writer
-thread (see ``moxtw.store.worker``) and its Deferred fires only after the COMMIT is on disk.
+thread (see ``moxtw.db.worker``) and its Deferred fires only after the COMMIT is on disk.
 Reads run on a second thread. Protocol code never touches files or SQLite directly: it calls
 the methods here, which all return Deferreds.
 """
@@ -53,7 +53,7 @@ from moxtw.store.model import (
     to_unix,
 )
 from moxtw.store.spool import Spool, prepare_in_thread
-from moxtw.store.worker import Worker
+from moxtw.db.worker import Worker
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
@@ -146,6 +146,7 @@ class Account:
             f"store-w-{name}",
             writer=True,
             on_committed=self.bus.publish,
+            store_metrics=True,
         )
         self._reader = Worker(self.db_path, reactor, f"store-r-{name}", writer=False)
 

@@ -1,9 +1,9 @@
 """Versioned SQLite schema of the DMARC evaluations for outgoing reports (``data/dmarceval.db``).
 
-Same rules as ``moxtw.store.schema``: ``NNN_name.sql`` files upgrade from version NNN-1 to
+Same rules as ``moxtw.db.schema``: ``NNN_name.sql`` files upgrade from version NNN-1 to
 NNN, opening the database applies the missing ones, released files are never edited.
 """
 
-from moxtw.store.schema import package_api
+from moxtw.db.schema import package_api
 
 SchemaError, connect, fsync_dir, migrations, LATEST, upgrade = package_api(__name__)

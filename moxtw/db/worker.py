@@ -1,6 +1,7 @@
-"""Database workers: one thread per database connection, results as Deferreds.
+"""Database workers: one thread per database connection, results as Deferreds. Used by
+every SQLite database of moxtw (account indexes, the queue, report databases).
 
-The writer runs every write operation of an account on one thread, in submission order.
+The writer runs every write operation of a database on one thread, in submission order.
 Operations that arrive while a commit is in progress are batched: each runs inside a
 SAVEPOINT of one transaction, directories touched by the batch are fsynced once, and one
 COMMIT (with ``synchronous=FULL``, an fsync of the WAL) makes them all durable together
@@ -19,9 +20,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from moxtw import metrics
-from moxtw.store import schema
+from moxtw.db import schema
 
-log = Logger(namespace="moxtw.store")
+log = Logger(namespace="moxtw.db")
 
 MAX_BATCH = 256
 
@@ -49,8 +50,12 @@ class _Op:
 class Worker:
     """A thread owning one SQLite connection."""
 
-    def __init__(self, path, reactor, name, writer, on_committed=None):
+    def __init__(self, path, reactor, name, writer, on_committed=None, store_metrics=False):
+        """``on_committed(changes)``: called on the reactor thread with the changes of a
+        committed batch. ``store_metrics``: record fsync times and batch sizes in the
+        ``store_*`` metrics (the account indexes' writers)."""
         self._path = path
+        self._store_metrics = store_metrics
         self._reactor = reactor
         self._writer = writer
         self._on_committed = on_committed
@@ -151,13 +156,13 @@ class Worker:
             for d in sorted(dirs):
                 t0 = time.monotonic()
                 schema.fsync_dir(d)
-                metrics.STORE_FSYNC_DURATION.observe(time.monotonic() - t0)
+                self._observe_fsync(time.monotonic() - t0)
             t0 = time.monotonic()
             conn.execute("COMMIT")
-            metrics.STORE_FSYNC_DURATION.observe(time.monotonic() - t0)
+            self._observe_fsync(time.monotonic() - t0)
         except BaseException:
             batch_failure = Failure()
-            log.failure("store commit failed", batch_failure)
+            log.failure("database commit failed", batch_failure, path=self._path)
             try:
                 conn.execute("ROLLBACK")
             except Exception:
@@ -173,8 +178,13 @@ class Worker:
                             fn()
                         except Exception:
                             log.failure("store after-commit step failed")
-        metrics.STORE_COMMIT_BATCH_SIZE.observe(len(batch))
+        if self._store_metrics:
+            metrics.STORE_COMMIT_BATCH_SIZE.observe(len(batch))
         self._reactor.callFromThread(self._deliver, done, batch_failure)
+
+    def _observe_fsync(self, seconds):
+        if self._store_metrics:
+            metrics.STORE_FSYNC_DURATION.observe(seconds)
 
     def _deliver(self, done, batch_failure=None):
         changes = []
