@@ -18,7 +18,8 @@ application = service.Application("moxtw")
 # logfmt lines on standard output, with LogLevel/PackageLogLevels from moxtw.toml.
 application.setComponent(ILogObserver, mlog.twistd_observer())
 
-root = app.makeService(config)
+# Started as root: runs as the config's User (default moxtw) once the ports are bound.
+root = app.makeService(config, switch_user=True)
 root.setServiceParent(application)
 
 # Example of an addition: a service of your own next to moxtw's, e.g.

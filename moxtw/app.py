@@ -12,10 +12,11 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from moxtw import fsutil, listeners, metrics
+from moxtw import fsutil, listeners, metrics, privileges
 from moxtw import log as mlog
 from moxtw.auth import Authenticator, LoginLimits
 from moxtw.config import DynamicConfigWatcher
+from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlService, QueueCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
@@ -42,10 +43,21 @@ log = Logger(namespace="moxtw.app")
 class MoxtwService(service.MultiService):
     """The root service. Attributes give tests and .tac files access to the parts."""
 
-    def __init__(self, config):
+    def __init__(self, config, switch_user=False):
         super().__init__()
         self.config = config
+        self.switch_user = switch_user
         self.listeners = []
+
+    def privilegedStartService(self):
+        # Listeners bind first (ports below 1024 need root), then root is given up.
+        super().privilegedStartService()
+        if self.switch_user:
+            try:
+                privileges.drop(self.config.static, self.config.data_dir)
+            except privileges.PrivilegeError as e:
+                # One clear line and exit status 1, not a traceback; never go on as root.
+                raise SystemExit(f"moxtw: {e}")
 
     def startService(self):
         super().startService()
@@ -142,20 +154,26 @@ def _imap_factory(config, backend):
     return make
 
 
-def makeService(config, reactor=None, localserve=False, resolver=None):
+def makeService(config, reactor=None, localserve=False, resolver=None, switch_user=False):
     """Build the service tree for a loaded ``moxtw.config.Config``.
 
     ``resolver``: the DNS resolver for every part (default: one for the config's
-    ``DNS`` section); tests give a mock or one for a name server on loopback."""
+    ``DNS`` section); tests give a mock or one for a name server on loopback.
+    ``switch_user``: started as root, run as the config's ``User`` once the listeners
+    are bound (``serve`` and ``moxtw.tac``; see ``moxtw.privileges``)."""
     started = time.time()
     if reactor is None:
         from twisted.internet import reactor
     static = config.static
     hostname = str(static.Hostname)
     mlog.configure(mlog.LogConfig(default=static.LogLevel, packages=dict(static.PackageLogLevels)))
-    root = MoxtwService(config)
+    root = MoxtwService(config, switch_user=switch_user)
+    # Settings accepted but not built yet say so (domains.toml again at each reload).
+    for fname, key, why in not_built(static, config.dynamic):
+        log.warn("{file}: {key} has no effect in this version: {why}", file=fname, key=key, why=why)
     # First: files an older moxtw made readable by others are private before any opens.
-    FileModesService(config.data_dir).setServiceParent(root)
+    if not static.NoFixPermissions:
+        FileModesService(config.data_dir).setServiceParent(root)
     # Leftovers of operations an earlier run never acknowledged; files from this run stay.
     StaleTmpService(config.data_dir, started=started).setServiceParent(root)
 

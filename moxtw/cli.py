@@ -14,6 +14,7 @@ from twisted.internet import defer, task
 import moxtw
 from moxtw import config as mconfig
 from moxtw import filemodes
+from moxtw.config.notbuilt import not_built
 
 LOGGER = "moxtw.log.twistd_observer"
 
@@ -42,6 +43,9 @@ def cmd_config_test(a):
         for e in errors:
             print(e, file=sys.stderr)
         return 1
+    cfg = mconfig.load(a.config)
+    for fname, key, why in not_built(cfg.static, cfg.dynamic):
+        print(f"warning: {fname}: {key} has no effect in this version: {why}", file=sys.stderr)
     print("config OK")
     return 0
 

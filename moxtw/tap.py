@@ -73,7 +73,7 @@ def makeService(options):
     sub = options.subOptions
     try:
         if options.subCommand == "serve":
-            return app.makeService(sub.loaded)
+            return app.makeService(sub.loaded, switch_user=True)
         return localserve.makeService(sub["dir"], sub["ip"], sub["port-offset"])
     except mconfig.ConfigError as e:
         sys.stderr.write("invalid configuration:\n" + "\n".join(e.errors) + "\n")

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from moxtw.config.errors import ConfigError
 from moxtw.config.load import Config, file_stamp, load_dynamic
+from moxtw.config.notbuilt import not_built
 from moxtw.config.schema import Dynamic
 
 log = Logger(namespace="moxtw.config")
@@ -94,6 +95,8 @@ class DynamicConfigWatcher(service.Service):
         self.current = dynamic
         self.config.dynamic = dynamic
         log.info("reloaded {path}", path=path)
+        for fname, key, why in not_built(None, dynamic):
+            log.warn("{file}: {key} has no effect in this version: {why}", file=fname, key=key, why=why)
         for callback in list(self._subscribers):
             try:
                 callback(dynamic)

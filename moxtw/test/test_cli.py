@@ -33,7 +33,9 @@ def run_cli(*args):
 class ConfigCommandTests(unittest.SynchronousTestCase):
     def test_shipped_examples_valid(self):
         rc, out, err = run_cli("config", "test", "--config", CONF)
-        self.assertEqual((rc, err), (0, ""))
+        self.assertEqual(rc, 0, err)
+        # The examples show every setting: those not built yet say so (test_config_notbuilt).
+        self.assertEqual([line for line in err.splitlines() if not line.startswith("warning: ")], [])
         self.assertIn("config OK", out)
 
     def test_unknown_key_named(self):

@@ -341,6 +341,13 @@ class TacTests(unittest.TestCase):
         d = os.path.abspath(self.mktemp())
         offset = free_offset()
         write_config(d, offset)
+        # The tac drops root for User (default moxtw, absent here); this test's Python may
+        # not be readable by another user (test_privileges covers the switch).
+        path = os.path.join(d, "moxtw.toml")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write('User = "root"\n' + text)
         proc = _Proc()
         want = f"port={25 + offset}".encode()
         proc.outReceived = lambda data, proc=proc: (

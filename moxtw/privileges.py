@@ -1,0 +1,105 @@
+"""Dropping root after binding: ``serve`` started as root runs as ``User`` (default
+``moxtw``) once its sockets are bound, as mox does.
+
+Started as root, the listeners bind (privileged ports need root), then, unless
+``NoFixPermissions`` is set, everything under the data directory not owned by the user is
+given to it, and the process switches its groups, gid and uid. ``User = "root"`` keeps
+running as root (a warning says so); a user that does not exist stops the start with an
+error. Started as another user, there is nothing to drop, and a different ``User`` gets
+a warning that it has no effect.
+"""
+
+import grp
+import os
+import pwd
+
+from twisted.logger import Logger
+
+log = Logger(namespace="moxtw.privileges")
+
+DEFAULT_USER = "moxtw"
+
+
+class PrivilegeError(Exception):
+    """The configured user cannot be switched to."""
+
+
+def lookup(name):
+    """The passwd entry of a user name or numeric uid; PrivilegeError if none."""
+    try:
+        if name.isdigit():
+            return pwd.getpwuid(int(name))
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise PrivilegeError(
+            f"user {name!r} (User in moxtw.toml, default {DEFAULT_USER!r}) does not exist: "
+            f"create it (useradd --system {name}), set User to an existing user, or set "
+            f'User = "root" to keep running as root') from None
+
+
+def give_to(path, uid, gid):
+    """lchown everything under ``path`` (and itself) not owned by uid:gid. Blocking;
+    returns the number of entries changed."""
+    changed = 0
+
+    def fix(p):
+        nonlocal changed
+        st = os.lstat(p)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.lchown(p, uid, gid)
+            changed += 1
+
+    fix(os.path.realpath(path))
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                fix(os.path.join(top, name))
+            except FileNotFoundError:
+                pass
+    return changed
+
+
+def drop(static, data_dir, check_install=True):
+    """Switch to the configured user if running as root. Returns the passwd entry
+    switched to, or None. ``check_install``: refuse to go on when the user cannot read
+    the Python installation or moxtw."""
+    name = static.User or DEFAULT_USER
+    if os.getuid() != 0:
+        if static.User and lookup(static.User).pw_uid != os.getuid():
+            log.warn("User {user} has no effect: moxtw was not started as root", user=static.User)
+        return None
+    if name in ("root", "0"):
+        log.warn("running as root, as configured (User = {user})", user=name)
+        return None
+    pw = lookup(name)
+    if not static.NoFixPermissions and os.path.isdir(data_dir):
+        n = give_to(data_dir, pw.pw_uid, pw.pw_gid)
+        if n:
+            log.info("gave {count} files under {path} to user {user}", count=n, path=data_dir, user=pw.pw_name)
+    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    os.setgroups(groups)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    if check_install:
+        # Modules are imported as they are first needed: a Python (or moxtw) the user
+        # cannot read would fail later, message by message. Python under /root is typical.
+        for what, path in (("the Python installation", os.path.dirname(os.__file__)),
+                           ("moxtw", os.path.dirname(os.path.abspath(__file__)))):
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise PrivilegeError(
+                    f"user {pw.pw_name} cannot read {what} at {path}: install Python and moxtw "
+                    "where the user can read them (not under /root)")
+    if os.path.isdir(data_dir) and not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise PrivilegeError(
+            f"user {pw.pw_name} cannot use the data directory {data_dir}: let it reach the "
+            "directory (its parents need x permission for it)")
+    log.info("running as user {user} (uid {uid}, gid {gid}, group {group})", user=pw.pw_name,
+             uid=pw.pw_uid, gid=pw.pw_gid, group=_group_name(pw.pw_gid))
+    return pw
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

@@ -1,0 +1,242 @@
+"""``serve`` started as root runs as ``User`` once its ports are bound (issue 11 item 7:
+``User = "nobody"`` used to be ignored, leaving the server running as root)."""
+
+import os
+import shutil
+import smtplib
+import socket
+import sys
+import tempfile
+
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.trial import unittest
+
+from moxtw import privileges
+from moxtw.test.test_localserve import TWISTD, free_offset
+
+AS_ROOT = os.getuid() == 0
+
+
+def _reachable_by_others(path):
+    """Whether a user other than the owner (nobody) can reach and read ``path``."""
+    path = os.path.realpath(path)
+    parts = path.split(os.sep)
+    for i in range(2, len(parts) + 1):
+        st = os.stat(os.sep.join(parts[:i]) or os.sep)
+        if not st.st_mode & 0o001:
+            return False
+    return bool(os.stat(path).st_mode & 0o004)
+
+
+# Where Python lives under /root (pyenv on CI), nobody cannot run it: the server refuses
+# with a clear error instead of failing at its first lazy import.
+PYTHON_REACHABLE = _reachable_by_others(os.path.dirname(os.__file__)) and _reachable_by_others(
+    os.path.dirname(os.path.dirname(os.path.abspath(privileges.__file__))))
+
+STATIC = """
+Hostname = "mail.example.org"
+DataDir = "data"
+LogLevel = "info"
+User = "{user}"
+
+[Postmaster]
+Account = "mjl"
+Mailbox = "postmaster"
+
+[Listeners.local]
+IPs = ["127.0.0.1"]
+[Listeners.local.SMTP]
+Enabled = true
+Port = {port}
+"""
+
+DYNAMIC = """
+[Domains."example.org"]
+
+[Accounts.mjl]
+Domain = "example.org"
+[Accounts.mjl.Destinations."mjl@example.org"]
+"""
+
+
+class _Proc(protocol.ProcessProtocol):
+    def __init__(self, wait_for):
+        self.out = b""
+        self.wait_for = wait_for
+        self.ready = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.status = None
+
+    def outReceived(self, data):
+        self.out += data
+        if self.wait_for in self.out and not self.ready.called:
+            self.ready.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.status = reason.value.exitCode
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(self.out.decode(errors="replace")))
+        self.ended.callback(None)
+
+
+def _uid_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]  # real, effective, saved, fs
+    raise AssertionError("no Uid line")
+
+
+class LookupTests(unittest.SynchronousTestCase):
+    def test_unknown_user(self):
+        e = self.assertRaises(privileges.PrivilegeError, privileges.lookup, "no-such-user-moxtw")
+        self.assertIn("does not exist", str(e))
+
+    def test_numeric_uid(self):
+        self.assertEqual(privileges.lookup(str(os.getuid())).pw_uid, os.getuid())
+
+
+class ServeAsRootTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        if not AS_ROOT:
+            raise unittest.SkipTest("needs root (CI runs as root)")
+        # Under /tmp with x for others: nobody must reach the data directory.
+        self.dir = tempfile.mkdtemp(prefix="moxtw-priv-")
+        os.chmod(self.dir, 0o755)
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def start(self, user):
+        self.port = 25 + free_offset()
+        with open(os.path.join(self.dir, "moxtw.toml"), "w") as f:
+            f.write(STATIC.format(user=user, port=self.port))
+        with open(os.path.join(self.dir, "domains.toml"), "w") as f:
+            f.write(DYNAMIC)
+        # A data directory left by an earlier run as root: given to the user.
+        os.makedirs(os.path.join(self.dir, "data", "accounts"))
+        proc = _Proc(b"running as user")
+        reactor.spawnProcess(
+            proc, sys.executable,
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logger=moxtw.log.twistd_observer",
+             "moxtw", "serve", "--config", self.dir],
+            env=dict(os.environ), path=self.dir,
+        )
+
+        def stop():
+            if not proc.ended.called:
+                proc.transport.signalProcess("TERM")
+            return proc.ended
+
+        self.addCleanup(stop)
+        return proc
+
+    @defer.inlineCallbacks
+    def test_runs_as_user_after_binding(self):
+        if not PYTHON_REACHABLE:
+            raise unittest.SkipTest("Python is not readable by nobody here (see test_unreadable_python_refused "
+                                    "and ForkedTreeTests)")
+        proc = self.start("nobody")
+        yield proc.ready
+        nobody = privileges.lookup("nobody")
+        self.assertEqual(_uid_of(proc.transport.pid), [nobody.pw_uid] * 4)
+
+        # It still works as nobody: a delivery lands in the store it now owns.
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as s:
+                s.sendmail("bob@example.net", ["mjl@example.org"],
+                           b"From: bob@example.net\r\nTo: mjl@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
+
+        try:
+            yield threads.deferToThread(send)
+        except Exception:
+            print(proc.out.decode(errors="replace"))
+            raise
+        data = os.path.join(self.dir, "data")
+        for top, dirs, files in os.walk(data):
+            for name in dirs + files:
+                self.assertEqual(os.lstat(os.path.join(top, name)).st_uid, nobody.pw_uid, name)
+        self.assertTrue(os.path.isdir(os.path.join(data, "accounts", "mjl")))
+
+    @defer.inlineCallbacks
+    def test_unknown_user_stops_the_start(self):
+        proc = self.start("no-such-user-moxtw")
+        proc.ready.addErrback(lambda f: None)  # it never gets there
+        yield proc.ended
+        self.assertEqual(proc.status, 1)
+        self.assertIn(b"moxtw: user 'no-such-user-moxtw'", proc.out)
+        self.assertIn(b"does not exist", proc.out)
+        self.assertNotIn(b"Traceback", proc.out)
+
+    @defer.inlineCallbacks
+    def test_unreadable_python_refused(self):
+        if PYTHON_REACHABLE:
+            raise unittest.SkipTest("Python is readable by nobody here")
+        proc = self.start("nobody")
+        proc.ready.addErrback(lambda f: None)
+        yield proc.ended
+        self.assertEqual(proc.status, 1)
+        self.assertIn(b"moxtw: user nobody cannot read the Python installation", proc.out)
+        self.assertNotIn(b"Traceback", proc.out)
+
+
+class ForkedTreeTests(unittest.TestCase):
+    """The real service tree in a forked child (its modules already imported, so the
+    Python installation need not be readable): ports bound as root, then the uid of
+    ``User``. Works wherever the test runs as root."""
+
+    def setUp(self):
+        if not AS_ROOT:
+            raise unittest.SkipTest("needs root (CI runs as root)")
+
+    def test_bound_as_root_then_switched(self):
+        from moxtw import app
+        from moxtw import config as mconfig
+
+        d = tempfile.mkdtemp(prefix="moxtw-priv-")
+        os.chmod(d, 0o755)
+        self.addCleanup(shutil.rmtree, d, True)
+        port = _free_privileged_port()
+        with open(os.path.join(d, "moxtw.toml"), "w") as f:
+            f.write(STATIC.format(user="nobody", port=port))
+        with open(os.path.join(d, "domains.toml"), "w") as f:
+            f.write(DYNAMIC)
+        cfg = mconfig.load(d)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report and leave without running any cleanup
+            try:
+                os.close(r)
+                root = app.makeService(cfg, reactor=reactor, switch_user=True)
+                orig = privileges.drop
+                privileges.drop = lambda static, data_dir: orig(static, data_dir, check_install=False)
+                root.privilegedStartService()
+                with socket.create_connection(("127.0.0.1", port), timeout=5):
+                    pass  # the port below 1024 was bound (as root) and still listens
+                os.write(w, f"{os.getuid()} {os.geteuid()} {os.getgid()} ok".encode())
+            except BaseException as e:
+                os.write(w, f"error {e!r}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            got = f.read().decode()
+        os.waitpid(pid, 0)
+        nobody = privileges.lookup("nobody")
+        self.assertEqual(got, f"{nobody.pw_uid} {nobody.pw_uid} {nobody.pw_gid} ok")
+        for top, dirs, files in os.walk(os.path.join(d, "data")):
+            for name in dirs + files:
+                self.assertEqual(os.lstat(os.path.join(top, name)).st_uid, nobody.pw_uid, name)
+
+
+def _free_privileged_port():
+    for port in range(700, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise unittest.SkipTest("no free port below 1024")
