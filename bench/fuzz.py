@@ -38,12 +38,13 @@ def main():
     p.add_argument("--sessions", type=int, default=8, help="concurrent client sessions")
     p.add_argument("--replay", type=int, default=None, help="run only the session with this seed")
     p.add_argument("--dir", default=None,
-                   help="directory for the server's files, in DIR/server (default: a temporary one)")
+                   help="where to make the run's directory (default: the system's temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     p.add_argument("--transcript", type=int, default=60, help="transcript entries shown per finding")
     a = p.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 32)
-    d = a.dir or tempfile.mkdtemp(prefix="moxtw-fuzz-")
+    # In --dir, a new directory of its own: nothing there is reused or removed.
+    d = tempfile.mkdtemp(prefix="moxtw-fuzz-", dir=a.dir)
     server = fuzzlib.Server(os.path.join(d, "server"))
     log(f"seed {seed}; server in {server.dir}")
     server.start()
@@ -63,8 +64,6 @@ def main():
         print(report.format_findings(a.transcript))
     if a.keep or not report.ok():
         log(f"kept {d} (server.log, server.stderr)")
-    elif a.dir:
-        shutil.rmtree(server.dir, ignore_errors=True)  # only what we made in --dir
     else:
         shutil.rmtree(d, ignore_errors=True)
     return 0 if report.ok() else 1

@@ -34,7 +34,8 @@ MAX_NONSYNC_LITERAL = 4096  # RFC 7888 LITERAL-
 SPOOL_THRESHOLD = 128 * 1024  # APPEND/REPLACE literals over this go to a spool file
 SPOOL_SLICE = 64 * 1024  # bytes written to a spool at a time
 STREAM_SLICE = 16 * 1024  # bytes of a message file sent at a time
-MAX_COMMAND = 2 * 1024 * 1024
+MAX_COMMAND = 2 * 1024 * 1024  # bytes of a command in memory (spooled literals aside)
+MAX_COMMAND_LITERALS = 1000  # literals in one command (messages of a MULTIAPPEND)
 TIMEOUT_UNAUTHENTICATED = 60
 TIMEOUT_AUTHENTICATED = 30 * 60  # RFC 9051 5.4: at least 30 minutes
 ABORT_GRACE = 60  # seconds after an autologout before a connection that does not drain is cut
@@ -59,6 +60,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._mode = LINE
         self._cmd = []  # parts of the command being received
         self._cmd_size = 0
+        self._cmd_literals = 0  # literals in the command so far
         self._literal_left = 0
         self._cmd_len = 0  # bytes in self._cmd
         self._spools = {}  # offset in the command -> Spool, for spooled literals
@@ -69,6 +71,8 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         self._continuation = None  # Deferred waiting for a continuation line
         self._idle_tag = None
         self._inflate = None
+        self._inflate_tail = b""  # compressed input not inflated yet
+        self._inflating = False
         self._deflate = None
         self._abort_call = None
 
@@ -165,20 +169,40 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if self._mode == CLOSED:
             return
         if self._inflate is not None and _raw:
-            # Inflate in bounded steps; each step's output is processed before the next,
-            # so a small compressed chunk cannot balloon the buffer, and nothing is lost
-            # when a chunk inflates to more than one step (unconsumed_tail).
-            while data and self._mode != CLOSED:
+            self._inflate_tail += data
+            self._inflate_more()
+            return
+        self._received(data)
+
+    def _inflate_more(self):
+        """Inflate in bounded steps; each step's output is processed before the next, so
+        a small compressed chunk cannot balloon the buffer, and nothing is lost when a
+        chunk inflates to more than one step (unconsumed_tail). While a command runs and
+        the backlog is full, the rest waits compressed (and reading pauses)."""
+        if self._inflating:
+            return
+        self._inflating = True
+        try:
+            while self._inflate_tail and self._mode != CLOSED:
+                if (self._busy or self.output_full) and len(self._buf) > self.max_backlog:
+                    self._pause_reading("inflate")
+                    return
                 try:
-                    out = self._inflate.decompress(data, MAX_COMMAND)
+                    out = self._inflate.decompress(self._inflate_tail, STREAM_SLICE * 4)
                 except zlib.error:
                     self.write(b"* BYE [PARSE] invalid compressed data\r\n")
                     self.close()
                     return
-                data = self._inflate.unconsumed_tail
+                self._inflate_tail = self._inflate.unconsumed_tail
                 self._received(out)
-            return
-        self._received(data)
+            self._resume_reading("inflate")
+        finally:
+            self._inflating = False
+
+    def _process(self):
+        super()._process()
+        if self._inflate_tail and not self._inflating and self._mode != CLOSED:
+            self._inflate_more()
 
     def _received(self, data):
         self.resetTimeout()
@@ -252,16 +276,26 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             return
         size, sync, _binary = lit
         limit = self._literal_limit()
+        self._cmd_literals += 1
+        refusal = None
         if size > limit or self._cmd_size + size > limit + MAX_LINE:
+            refusal = f"[TOOBIG] literal too large, limit is {limit} bytes"
+        elif self._cmd_literals > MAX_COMMAND_LITERALS:
+            # A MULTIAPPEND of many tiny messages: each costs a spool file.
+            refusal = f"[LIMIT] at most {MAX_COMMAND_LITERALS} literals in one command"
+        elif self._cmd_len > MAX_COMMAND:
+            # Text between literals (flag lists) is kept in memory; literals are spooled.
+            refusal = f"[TOOBIG] command over {MAX_COMMAND} bytes besides its messages"
+        if refusal is not None:
             tag = parser.tag_of(self._cmd[0]) or "*"
             self._reset_command()
             if not sync:
                 # A non-synchronizing literal is on its way; we cannot skip it safely.
-                self.write(b"* BYE [TOOBIG] literal too large\r\n")
+                self.write(f"* BYE {refusal}\r\n".encode())
                 self.close()
                 return
             # RFC 7889 (APPENDLIMIT) and RFC 9051 7.1: refuse instead of the continuation.
-            self.write(f"{tag} NO [TOOBIG] literal too large, limit is {limit} bytes\r\n".encode())
+            self.write(f"{tag} NO {refusal}\r\n".encode())
             return
         if not sync and size > MAX_NONSYNC_LITERAL and not self.factory.literal_plus:
             self._reset_command()
@@ -348,6 +382,7 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def _reset_command(self):
         self._cmd = []
+        self._cmd_literals = 0
         self._cmd_size = 0
         self._cmd_len = 0
         self._literal_left = 0

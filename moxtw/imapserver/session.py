@@ -642,8 +642,12 @@ class Session:
             names = set(subs)
         if len(patterns) > MAX_LIST_PATTERNS:
             raise BAD(f"at most {MAX_LIST_PATTERNS} patterns")
-        regexes = [_pattern_regex(ref + p) for p in patterns]
+        regexes = [_pattern_regex(ref + p) for p in dict.fromkeys(patterns)]
         names = sorted(names)
+        slow = sum(1 for rx in regexes if not rx.fast)
+        if slow and slow * sum(map(len, names)) > MAX_LIST_WORK:
+            # Patterns mixing * and % are matched in Python, one step per character.
+            raise NO(f"[LIMIT] too much matching for {slow} patterns mixing * and %: use fewer")
         if all(rx.fast for rx in regexes) and len(names) * len(regexes) <= INLINE_LIST_WORK:
             matched = _matching(names, regexes)
         else:
@@ -681,6 +685,8 @@ class Session:
         subs = yield self.account.subscriptions()
         rx = _pattern_regex(cmd.args.get("reference", "") + cmd.args["pattern"])
         names = sorted(subs)
+        if not rx.fast and sum(map(len, names)) > MAX_LIST_WORK:
+            raise NO("[LIMIT] too much matching for a pattern mixing * and %")
         if rx.fast and len(names) <= INLINE_LIST_WORK:
             matched = _matching(names, [rx])
         else:
@@ -1261,6 +1267,7 @@ def _pattern_regex(pattern):
 
 MAX_LIST_PATTERNS = 100  # patterns in one LIST (RFC 5258 allows a list); more get BAD
 INLINE_LIST_WORK = 2000  # names x patterns matched on the reactor thread; more in a thread
+MAX_LIST_WORK = 2_000_000  # characters x patterns mixing * and % for one LIST
 
 
 class ListPattern:
@@ -1279,22 +1286,13 @@ class ListPattern:
     __slots__ = ("match", "fast", "_lit", "_star", "_pct", "_final")
 
     def __init__(self, pattern):
-        toks = []
-        literals = 0
-        for c in pattern:
-            if c in "*%":
-                if toks and toks[-1] in ("*", "%"):
-                    if c == "*":
-                        toks[-1] = "*"
-                    continue
-            else:
-                literals += 1
-            toks.append(c)
         self.fast = True
-        if literals > MAX_MAILBOX_NAME:
+        # Counted and merged by C code: a pattern of megabytes costs little here.
+        if len(pattern) - pattern.count("*") - pattern.count("%") > MAX_MAILBOX_NAME:
             self.match = _never  # names are at most MAX_MAILBOX_NAME bytes
             return
-        merged = "".join(toks)
+        merged = _WILDCARD_RUN.sub(lambda m: "*" if "*" in m.group() else "%", pattern)
+        toks = list(merged)
         has_star, has_pct = "*" in toks, "%" in toks
         if not has_star and not has_pct:
             self.match = merged.__eq__
@@ -1342,6 +1340,9 @@ class ListPattern:
             if not state:
                 return False
         return bool(state & self._final)
+
+
+_WILDCARD_RUN = re.compile(r"[*%]{2,}")
 
 
 def _never(name):

@@ -126,3 +126,19 @@ class HostileListTests(IMAPSessionTest):
             'LIST (\\HasChildren) "/" p',
             'LIST (\\HasNoChildren) "/" pq',
         ])
+
+    @defer.inlineCallbacks
+    def test_list_mixed_patterns_work_budget(self):
+        """Patterns mixing * and % run in Python per character: over a budget of
+        characters x patterns the LIST gets NO [LIMIT] instead of tying up the thread
+        pool (re-review: 12 such LISTs held it for a minute)."""
+        c = yield self.logged_in()
+        for i in range(25):
+            self.assertOK((yield c.cmd(f"CREATE m{i:02d}{'x' * 900}")))
+        many = " ".join(f'"*a%b%d{i}"' for i in range(100))
+        lines = yield c.cmd(f'LIST "" ({many})')
+        self.assertIn(b"NO [LIMIT]", lines[-1])
+        # Duplicates count once; fewer mixed patterns are matched.
+        lines = yield c.cmd('LIST "" (' + " ".join(['"m0*x%"'] * 100) + ')')
+        self.assertOK(lines)
+        self.assertEqual(len(untagged(lines, "LIST")), 10)

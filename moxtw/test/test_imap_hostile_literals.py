@@ -221,6 +221,59 @@ class SpoolTests(IMAPSessionTest):
         self.assertEqual([f for f in self.tmp_files() if f.endswith(".spool")], [])
 
     @defer.inlineCallbacks
+    def pump(self, c, until):
+        """Let spool writes finish and pipelined turns run until ``until()``."""
+        from twisted.internet import reactor, task
+
+        for _ in range(20000):
+            if until():
+                return
+            if c.proto._spool_writing:
+                yield c.proto._spool._last
+            elif c.proto._turn_call is not None:
+                self.clock.advance(0)
+            else:
+                yield task.deferLater(reactor, 0.001, lambda: None)
+        self.fail("condition not reached")
+
+    @defer.inlineCallbacks
+    def test_multiappend_literal_count_limited(self):
+        """Every literal past the in-memory bytes is a spool file: a MULTIAPPEND of
+        thousands of tiny messages is refused (re-review of item 1)."""
+        c = yield self.logged_in()
+        msg = big_message(200, "t")
+        data = b"a APPEND INBOX {%d+}\r\n" % len(msg) + msg
+        data += (b" {%d+}\r\n" % len(msg) + msg) * (imapserver.MAX_COMMAND_LITERALS + 5)
+        c.send(data + b"\r\n")
+        yield self.pump(c, lambda: b"* BYE" in c.out)
+        self.assertIn(b"* BYE [LIMIT] at most", c.out)
+        yield self.idle_spools()
+        self.assertEqual([f for f in self.tmp_files() if f.endswith(".spool")], [])
+        self.assertEqual((yield self.stored()), [])
+
+    @defer.inlineCallbacks
+    def test_multiappend_text_between_literals_bounded(self):
+        """Flag lists between literals stay in memory: a command whose text passes
+        MAX_COMMAND is refused."""
+        c = yield self.logged_in()
+        flags = b"(" + b" ".join(b"kw%d" % i for i in range(7000)) + b")"
+        msg = big_message(300, "f")
+        data = b"a APPEND INBOX " + flags + b" {%d+}\r\n" % len(msg) + msg
+        data += (b" " + flags + b" {%d+}\r\n" % len(msg) + msg) * (imapserver.MAX_COMMAND // len(flags) + 3)
+        most = 0
+        c.send(data + b"\r\n")
+
+        def done():
+            nonlocal most
+            most = max(most, c.proto._cmd_len)
+            return b"* BYE" in c.out
+
+        yield self.pump(c, done)
+        self.assertIn(b"* BYE [TOOBIG] command over", c.out)
+        self.assertLess(most, imapserver.MAX_COMMAND + imapserver.MAX_LINE)
+        self.assertEqual((yield self.stored()), [])
+
+    @defer.inlineCallbacks
     def test_failed_append_removes_spool(self):
         c = yield self.logged_in()
         data = big_message(BIG)
