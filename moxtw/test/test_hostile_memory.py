@@ -15,14 +15,13 @@ in threads. The server's resident memory is read from /proc/PID/status: its peak
 
 import os
 import socket
-import sys
 import threading
 import time
 
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from moxtw.test.test_localserve import TWISTD, _Proc, _stop, free_offset
+from moxtw.test.test_localserve import free_offset, spawn_localserve
 
 MB = 1024 * 1024
 PREAUTH_BOMB = 100 * MB
@@ -76,19 +75,7 @@ class ServerMemoryTests(unittest.TestCase):
     def setUp(self):
         self.dir = os.path.abspath(self.mktemp())
         self.offset = free_offset()
-        self.proc = _Proc()
-        reactor.spawnProcess(
-            self.proc,
-            sys.executable,
-            [
-                sys.executable, "-c", TWISTD, "-n", "--pidfile=",
-                "--logger=moxtw.log.twistd_observer",
-                "moxtw", "localserve", "--dir", self.dir, "--ip", "127.0.0.1",
-                "--port-offset", str(self.offset),
-            ],
-            env=dict(os.environ),
-        )
-        self.addCleanup(_stop, self.proc)
+        self.proc = spawn_localserve(self, self.dir, self.offset)
         yield self.proc.listening
         self.pid = self.proc.transport.pid
         # Warm up: one session of each kind, so lazily loaded code is in the baseline.

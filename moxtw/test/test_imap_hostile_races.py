@@ -17,16 +17,15 @@ CREATE/DELETE and another looping APPEND/COPY/MOVE into the mailbox, for RACE_SE
 
 import imaplib
 import os
-import sys
 import threading
 import time
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw.imapserver import session as imapsession
 from moxtw.test.imaphelper import IMAPSessionTest, message, tagged, untagged
-from moxtw.test.test_localserve import TWISTD, _Proc, _stop, free_offset
+from moxtw.test.test_localserve import free_offset, spawn_localserve
 
 RACE_SECONDS = 10  # as the issue asks
 LOCALSERVE_LOGIN = ("mox@localhost", "moxmoxmox")
@@ -326,19 +325,7 @@ class LiveRaceTest(unittest.TestCase):
     def setUp(self):
         self.dir = os.path.abspath(self.mktemp())
         self.offset = free_offset()
-        self.proc = _Proc()
-        reactor.spawnProcess(
-            self.proc,
-            sys.executable,
-            [
-                sys.executable, "-c", TWISTD, "-n", "--pidfile=",
-                "--logger=moxtw.log.twistd_observer",
-                "moxtw", "localserve", "--dir", self.dir, "--ip", "127.0.0.1",
-                "--port-offset", str(self.offset),
-            ],
-            env=dict(os.environ),
-        )
-        self.addCleanup(_stop, self.proc)
+        self.proc = spawn_localserve(self, self.dir, self.offset)
         yield self.proc.listening
 
     def connect(self):

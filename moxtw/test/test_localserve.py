@@ -282,6 +282,25 @@ def _stop(proc):
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
 
+def spawn_localserve(testcase, d, offset):
+    """``twistd -n moxtw localserve`` as a child process, stopped at the test's cleanup;
+    wait for its ``listening`` Deferred."""
+    proc = _Proc()
+    reactor.spawnProcess(
+        proc,
+        sys.executable,
+        [
+            sys.executable, "-c", TWISTD, "-n", "--pidfile=",
+            "--logger=moxtw.log.twistd_observer",
+            "moxtw", "localserve", "--dir", d, "--ip", "127.0.0.1",
+            "--port-offset", str(offset),
+        ],
+        env=dict(os.environ),
+    )
+    testcase.addCleanup(_stop, proc)
+    return proc
+
+
 class TwistdPluginTests(unittest.TestCase):
     timeout = 60
 
