@@ -12,23 +12,25 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from moxtw import fsutil, listeners, metrics, privileges
+from moxtw import durable, listeners
 from moxtw import log as mlog
+from moxtw import metrics, privileges
 from moxtw.auth import Authenticator, LoginLimits
+from moxtw.clock import default_reactor
 from moxtw.config import DynamicConfigWatcher
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlService, QueueCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
 from moxtw.dnsblmonitor import DNSBLMonitor
-from moxtw.dsn import QueueDSN
 from moxtw.filemodes import FileModesService
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
 from moxtw.queue import Queue, QueueService, holdrules
+from moxtw.queue.dsn import QueueDSN
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
 from moxtw.queue.runner import QueueRunner
-from moxtw.reports import ReportsService
+from moxtw.reports.service import ReportsService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.dkimsign import DKIMSigners
 from moxtw.smtpserver.server import SMTPFactory
@@ -118,7 +120,7 @@ def _smtp_factory(config, backend):
     spool = os.path.join(config.data_dir, "tmp")
 
     def make(kind, name, lst):
-        fsutil.make_dirs(spool)
+        durable.make_dirs(spool)
         tls = _tls_context(config)(name, lst) if kind == "Submissions" else _listener_tls(config, lst)
         return SMTPFactory(
             _SMTP_KINDS[kind],
@@ -162,8 +164,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     ``switch_user``: started as root, run as the config's ``User`` once the listeners
     are bound (``serve`` and ``moxtw.tac``; see ``moxtw.privileges``)."""
     started = time.time()
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = default_reactor(reactor)
     static = config.static
     hostname = str(static.Hostname)
     mlog.configure(mlog.LogConfig(default=static.LogLevel, packages=dict(static.PackageLogLevels)))

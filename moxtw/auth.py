@@ -13,19 +13,13 @@ import ipaddress
 from twisted.internet import defer, threads
 
 from moxtw import ratelimit
-
 from moxtw.config.load import canonical_address
 from moxtw.config.types import parse_address
+from moxtw.dns.base import client_ip
 from moxtw.sasl import credentials
+from moxtw.sasl.errors import AuthFailed, LoginDisabled
 
-
-class AuthFailed(Exception):
-    """Unknown login or wrong password (never says which)."""
-
-
-class LoginDisabled(AuthFailed):
-    """The account exists and the password is right, but logins are disabled; the
-    message is the one from the account's LoginDisabled setting."""
+__all__ = ["AuthFailed", "Authenticator", "LoginDisabled", "LoginLimits"]
 
 
 _DUMMY = None
@@ -113,14 +107,12 @@ def _ip_key(ip):
     """The source a failure counts for: an IPv4 address, or an IPv6 address's /64 (one
     host usually has a whole /64, so counting per address would give it 2**64 tries)."""
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = client_ip(ip)
     except ValueError:
         return ip
     if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return ip
+    return str(addr)
 
 
 def _login_key(login):

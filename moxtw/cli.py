@@ -5,23 +5,31 @@ SQLite index tolerates a running server using the same account at the same time.
 """
 
 import argparse
+import base64
 import getpass
 import os
 import sys
+from datetime import datetime, timezone
 
 from twisted.internet import defer, task
+from twisted.scripts.twistd import run
 
 import moxtw
 from moxtw import config as mconfig
-from moxtw import filemodes
+from moxtw import ctl, filemodes
 from moxtw.config.notbuilt import not_built
+from moxtw.ctl import CtlError, parse_time
+from moxtw.dkim.cli import gened25519, genrsa
+from moxtw.queue.cli import list_command
+from moxtw.queue.verify import verify_queue
+from moxtw.sasl.credentials import PasswordError
+from moxtw.store import Store
+from moxtw.store.verify import verify_data
 
 LOGGER = "moxtw.log.twistd_observer"
 
 
 def _twistd(args):
-    from twisted.scripts.twistd import run
-
     sys.argv = ["twistd", "-n", f"--logger={LOGGER}", "moxtw", *args]
     run()
 
@@ -82,9 +90,6 @@ def cmd_setaccountpassword(a):
 
     @defer.inlineCallbacks
     def run(reactor):
-        from moxtw.sasl.credentials import PasswordError
-        from moxtw.store import Store
-
         st = Store(cfg.data_dir, reactor=reactor)
         try:
             acc = yield st.open_account(a.account)
@@ -100,12 +105,9 @@ def cmd_setaccountpassword(a):
 
 
 def cmd_verifydata(a):
-    from moxtw.store.verify import verify_data
-
     if not os.path.isdir(a.datadir):
         print(f"{a.datadir}: not a directory", file=sys.stderr)
         return 1
-    from moxtw.queue.verify import verify_queue
 
     failed = False
     reports = verify_data(a.datadir, fix=a.fix)
@@ -128,17 +130,12 @@ def cmd_verifydata(a):
 
 
 def cmd_queue_list(a):
-    from moxtw.queue.cli import list_command
-
     data_dir = _data_dir(a)
     if data_dir is None:
         return 1
     filters = {k: getattr(a, k) for k in ("account", "sender", "recipient") if getattr(a, k)}
     if a.hold is not None:
         filters["hold"] = a.hold == "yes"
-    from datetime import datetime, timezone
-
-    from moxtw.ctl import CtlError, parse_time
 
     now = datetime.now(timezone.utc)
     try:
@@ -169,7 +166,6 @@ def _queue_filters(a):
 def cmd_queue_change(a):
     """hold, unhold, schedule, drop, fail: through the control socket of the running
     server, which answers once the change is durable."""
-    from moxtw import ctl
 
     data_dir = _data_dir(a)
     if data_dir is None:
@@ -191,10 +187,6 @@ def cmd_queue_change(a):
 
 
 def cmd_queue_dump(a):
-    import base64
-
-    from moxtw import ctl
-
     data_dir = _data_dir(a)
     if data_dir is None:
         return 1
@@ -218,14 +210,10 @@ def _data_dir(a):
 
 
 def cmd_dkim_gened25519(a):
-    from moxtw.dkim.cli import gened25519
-
     return gened25519(sys.stdout)
 
 
 def cmd_dkim_genrsa(a):
-    from moxtw.dkim.cli import genrsa
-
     return genrsa(sys.stdout, bits=a.bits)
 
 

@@ -24,6 +24,7 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from moxtw.clock import default_reactor
 from moxtw.queue.model import EntryNotFound
 
 log = Logger(namespace="moxtw.ctl")
@@ -241,8 +242,7 @@ class CtlService(internet.StreamServerEndpointService):
     """Listens on ``data/ctl`` (0600), replacing a stale socket file from an earlier run."""
 
     def __init__(self, data_dir, commands, reactor=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.path = ctl_path(data_dir)
         self.reactor = reactor
         super().__init__(None, CtlFactory(commands))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from moxtw.dns.base import normalize
+from moxtw.dns.base import client_ip, normalize
 from moxtw.dns.types import DNSError, NoRecords, NotFound, TemporaryFailure
 
 log = Logger(namespace="moxtw.dnsbl")
@@ -46,19 +46,12 @@ class DNSBLResult:
     reason: str = ""
 
 
-def _address(ip):
-    addr = ipaddress.ip_address(str(ip))
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped  # a v4 client seen on a dual-stack socket
-    return addr
-
-
 def query_name(zone, ip):
     """The name to look up for ``ip`` in ``zone``: "2.0.0.127.zone" for 127.0.0.2 (RFC 5782
     2.1), 32 reversed nibbles for IPv6 (RFC 5782 2.4). ValueError for a bad IP,
     InvalidName for a bad zone."""
     zone = normalize(zone)
-    addr = _address(ip)
+    addr = client_ip(ip)
     if addr.version == 4:
         labels = reversed(str(addr).split("."))
     else:
@@ -78,7 +71,7 @@ def lookup_sync(resolver, zone, ip):
     """Blocking :func:`lookup`, for the resolver's thread pool."""
     name = query_name(zone, ip)
     zone = normalize(zone)
-    ipstr = str(_address(ip))
+    ipstr = str(client_ip(ip))
     try:
         answer = resolver.lookup_sync(name, "A")
     except (NotFound, NoRecords):

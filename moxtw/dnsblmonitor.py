@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from moxtw import dnsbl
+from moxtw.clock import default_reactor
 from moxtw.metrics import REGISTRY
 
 log = Logger(namespace="moxtw.dnsbl")
@@ -57,8 +58,7 @@ class DNSBLMonitor(service.Service):
     name = "dnsbl-monitor"
 
     def __init__(self, resolver, current, clock=None, interval=INTERVAL, include_private=False):
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = default_reactor(clock)
         self.resolver = resolver
         self.current = current
         self.clock = clock

@@ -6,7 +6,7 @@ reports. Its files are FILE_MODE (0600) and its directories DIR_MODE (0700):
 
 - ``serve`` and ``localserve`` set UMASK (077) before anything is written, so files that
   libraries create (SQLite's -wal and -shm, temporary files) are private too;
-- moxtw's own code creates files and directories with explicit modes (``moxtw.fsutil``),
+- moxtw's own code creates files and directories with explicit modes (``moxtw.durable``),
   independent of the umask: also commands run next to the server, and ``.tac`` files;
 - :class:`FileModesService` repairs the modes of a data directory an older moxtw (or a
   copy, a restore) left readable by others, at start, before the stores open.
@@ -19,7 +19,7 @@ import stat
 from twisted.application import service
 from twisted.logger import Logger
 
-from moxtw.fsutil import DIR_MODE, FILE_MODE
+from moxtw.durable import DIR_MODE, FILE_MODE
 
 log = Logger(namespace="moxtw.filemodes")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from moxtw.dns.base import normalize, reverse_name
+from moxtw.dns.base import client_ip, normalize, reverse_name
 from moxtw.dns.types import DNSError, NoRecords, NotFound, TemporaryFailure
 
 log = Logger(namespace="moxtw.iprev")
@@ -41,16 +41,9 @@ class IprevResult:
     reason: str = ""
 
 
-def _address(ip):
-    addr = ipaddress.ip_address(str(ip))
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped  # a v4 client seen on a dual-stack socket
-    return addr
-
-
 def check_sync(resolver, ip):
     """Blocking :func:`check`, for the resolver's thread pool."""
-    addr = _address(ip)
+    addr = client_ip(ip)
     ipstr = str(addr)
     try:
         ptr = resolver.lookup_sync(reverse_name(addr), "PTR")

@@ -14,7 +14,7 @@ from twisted.internet import endpoints
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
-from moxtw import notyet
+from moxtw import unavailable
 
 # Listener protocol kinds: (config attribute, implicit TLS).
 MAIL_KINDS = (
@@ -119,7 +119,7 @@ class _WebRoot(resource.Resource):
 
     def __init__(self, kinds, metrics_resource):
         super().__init__()
-        self._unavailable = notyet.WebUnavailable()
+        self._unavailable = unavailable.WebUnavailable()
         self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
         self._only_metrics = kinds == ["MetricsHTTP"]
 

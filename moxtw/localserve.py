@@ -17,8 +17,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from moxtw import app, fsutil, notyet
+from moxtw import app
 from moxtw import config as mconfig
+from moxtw import durable, unavailable
 from moxtw.tls import selfsigned
 
 log = Logger(namespace="moxtw.localserve")
@@ -50,7 +51,7 @@ RULES = """\
 def prepare(dir, ip="127.0.0.1", port_offset=1000):
     """Write config and certificate under ``dir``; return the loaded Config."""
     dir = os.path.abspath(dir)
-    fsutil.make_dirs(dir)
+    durable.make_dirs(dir)
     static_path = os.path.join(dir, "config", "moxtw.toml")
     if os.path.exists(static_path):
         os.unlink(static_path)  # derived from the options, rewritten every start
@@ -108,7 +109,7 @@ def banner(root):
         tls = "TLS" if spec.tls else "plain"
         note = _NOTES.get(spec.kinds[0])
         if note is None and spec.kinds != ["MetricsHTTP"]:
-            note = notyet.WEB_TEXT if "MetricsHTTP" not in spec.kinds else None
+            note = unavailable.WEB_TEXT if "MetricsHTTP" not in spec.kinds else None
         if spec.kinds == ["MetricsHTTP"]:
             note = f"http://{_host(spec.ip)}:{port}/metrics"
         lines.append(f"    {spec.ip}:{port:<6} {tls:5} {what}" + (f"  ({note})" if note else ""))

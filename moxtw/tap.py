@@ -10,7 +10,10 @@ import sys
 
 from twisted.python import usage
 
+from moxtw import app
 from moxtw import config as mconfig
+from moxtw import filemodes, localserve
+from moxtw.listeners import ListenerError
 
 
 class ServeOptions(usage.Options):
@@ -63,10 +66,6 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    from moxtw import app, filemodes, localserve
-
-    from moxtw.listeners import ListenerError
-
     # Before anything is written: files that libraries create (SQLite's -wal and -shm)
     # are private like the data directory (issue 10).
     filemodes.set_umask()

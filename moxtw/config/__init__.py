@@ -8,6 +8,7 @@ annotated examples in conf/ (`describe_static`, `describe_dynamic`) and the conf
 a local test instance (`write_localserve_config`).
 """
 
+from moxtw.config import describe
 from moxtw.config.errors import ConfigError
 from moxtw.config.load import (
     DYNAMIC_FILE,
@@ -27,16 +28,12 @@ from moxtw.config.watcher import DynamicConfigWatcher
 
 def describe_static() -> str:
     """Annotated example moxtw.toml, generated from the schema."""
-    from moxtw.config.describe import describe_static as describe
-
-    return describe()
+    return describe.describe_static()
 
 
 def describe_dynamic() -> str:
     """Annotated example domains.toml, generated from the schema."""
-    from moxtw.config.describe import describe_dynamic as describe
-
-    return describe()
+    return describe.describe_dynamic()
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import tomlkit
 from pydantic import BaseModel, ValidationError
 
-from moxtw import fsutil
+from moxtw import durable
 from moxtw.config.errors import ConfigError, format_error, key_lines, validation_errors
 from moxtw.config.schema import Dynamic, Route, Static
 from moxtw.config.types import parse_address
@@ -307,7 +307,7 @@ def write_atomic(path: str, text: str) -> None:
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         mode = CONFIG_FILE_MODE
-    fsutil.write_atomic(path, text.encode("utf-8"), mode)
+    durable.write_atomic(path, text.encode("utf-8"), mode)
 
 
 def write_dynamic(

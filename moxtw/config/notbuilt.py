@@ -57,7 +57,7 @@ DYNAMIC = {
     ("WebHandlers",): "the webserver is not built yet",
 }
 
-# The web interfaces answer 503 (moxtw.notyet) on their ports; where they would be
+# The web interfaces answer 503 (moxtw.unavailable) on their ports; where they would be
 # mounted and whether to trust X-Forwarded-* do not matter yet.
 for _kind in ("AccountHTTP", "AccountHTTPS", "AdminHTTP", "AdminHTTPS", "WebmailHTTP", "WebmailHTTPS",
               "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS", "MTASTSHTTPS"):

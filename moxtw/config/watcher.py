@@ -11,6 +11,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
+from moxtw.clock import default_reactor
 from moxtw.config.errors import ConfigError
 from moxtw.config.load import Config, file_stamp, load_dynamic
 from moxtw.config.notbuilt import not_built
@@ -27,8 +28,7 @@ class DynamicConfigWatcher(service.Service):
     name = "config-watcher"
 
     def __init__(self, config: Config, clock=None, interval: float = 2.0):
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = default_reactor(clock)
         self.config = config
         self.current: Dynamic = config.dynamic
         self.clock = clock

@@ -1,7 +1,7 @@
 """Database: one SQLite file with a versioned schema, a writer and a reader thread.
 
 The base of the queue (``moxtw.queue.db``), the received report databases
-(``moxtw.reportdb``) and the DMARC evaluations (``moxtw.dmarcrpt.outgoing``). SQLite runs
+(``moxtw.reports.received``) and the DMARC evaluations (``moxtw.reports.dmarc.evaluations``). SQLite runs
 off the reactor thread (``moxtw.db.worker``), with WAL and ``synchronous=FULL``: the
 Deferred of a write fires only once it is on disk. (Account indexes have more to them and
 use the workers directly: ``moxtw.store.account``.)
@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from twisted.internet import defer, threads
 
-from moxtw import fsutil
+from moxtw import durable
+from moxtw.clock import default_reactor
 from moxtw.db.worker import Worker
 
 
@@ -27,8 +28,7 @@ class Database:
     thread_name = "db"
 
     def __init__(self, data_dir, reactor=None, clock=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, self.db_name)
         self._reactor = reactor
@@ -52,7 +52,7 @@ class Database:
         """Create the directory and the database, upgrade its schema. Blocking: runs in
         a thread at ``open``."""
         if not os.path.isdir(self.data_dir):
-            fsutil.make_dirs(self.data_dir)
+            durable.make_dirs(self.data_dir)
             self.schema.fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
         conn = self.schema.connect(self.path)
         try:

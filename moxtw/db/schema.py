@@ -14,7 +14,7 @@ import re
 import sqlite3
 from importlib import resources
 
-from moxtw import fsutil
+from moxtw import durable
 
 _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 MEMORY = ":memory:"  # sqlite3's name for a database without a file
@@ -46,7 +46,7 @@ def connect(path):
     if path != MEMORY and not os.path.exists(path):
         # SQLite would create it with the umask's mode (0644) and gives the -wal and
         # -shm files the database's mode: created private first (issue 10).
-        fsutil.create_file(path)
+        durable.create_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -122,4 +122,4 @@ def _statements(sql):
         yield rest
 
 
-fsync_dir = fsutil.fsync_dir
+fsync_dir = durable.fsync_dir

@@ -9,12 +9,14 @@ package docstring (``moxtw.delivery``).
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from moxtw.clock import default_reactor
 from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.local import LocalDelivery
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.result import DeliveryResult
 from moxtw.smtp import codes as c
-from moxtw.smtpclient import SMTPClientError, deliver as smtp_deliver
+from moxtw.smtpclient import SMTPClientError
+from moxtw.smtpclient import deliver as smtp_deliver
 
 log = Logger(namespace="moxtw.delivery")
 
@@ -108,8 +110,7 @@ class Router:
     @defer.inlineCallbacks
     def _deliver_own_smtp(self, entry, data):
         reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         ip, port = self.own_smtp
         try:
             result = yield smtp_deliver(

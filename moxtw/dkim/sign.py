@@ -15,8 +15,11 @@ from typing import Optional
 
 import idna
 
+from moxtw.config import types as config_types
 from moxtw.dkim import canon
 from moxtw.dkim.keys import PrivateKey, load_private_key
+from moxtw.message.address import parse_address_list
+from moxtw.smtp.address import AddressError, parse_domain
 
 __all__ = [
     "DEFAULT_HEADERS", "DEFAULT_HEADERS_IF_PRESENT", "SignError", "SelectorKey", "Signer",
@@ -163,12 +166,10 @@ class Signer:
     def from_config(cls, domain, dkim_config, config_dir):
         """A Signer for ``domain`` from its ``DKIMConfig``; key files (relative to
         ``config_dir``) are read now. Raises ValueError naming the selector or file."""
-        from moxtw.config.types import parse_domain
-
         selectors = []
         for name in dkim_config.Sign:
             try:
-                key_name = parse_domain(name)
+                key_name = config_types.parse_domain(name)
             except ValueError:
                 key_name = name
             sel = dkim_config.Selectors.get(key_name)
@@ -221,9 +222,6 @@ def from_domain(message):
     """The domain of the single address in the message's From header, lower-case
     (U-labels for IDNA domains, as domains are configured); None when there is not
     exactly one From field with exactly one address."""
-    from moxtw.message.address import parse_address_list
-    from moxtw.smtp.address import AddressError, parse_domain
-
     end = message.find(b"\n\n")
     end2 = message.find(b"\r\n\r\n")
     cands = [e for e in (end, end2) if e >= 0]

@@ -60,6 +60,16 @@ def normalize(name):
     return out
 
 
+def client_ip(ip):
+    """An IP address (str or ipaddress) as the address of a client: IPv4-mapped IPv6
+    addresses (a v4 client seen on a dual-stack socket) become IPv4. Raises ValueError for
+    text that is no address."""
+    addr = ipaddress.ip_address(str(ip))
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr
+
+
 def reverse_name(ip):
     """The PTR name of an IP address (RFC 1035 3.5, RFC 3596 2.5)."""
     return ipaddress.ip_address(ip).reverse_pointer

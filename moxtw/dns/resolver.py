@@ -33,9 +33,18 @@ from twisted.internet import threads as twisted_threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from moxtw.clock import default_reactor
 from moxtw.dns.base import RDTYPES, BaseResolver, normalize
 from moxtw.dns.types import (
-    MX, SOA, SRV, TLSA, Answer, InvalidName, NoRecords, NotFound, TemporaryFailure,
+    MX,
+    SOA,
+    SRV,
+    TLSA,
+    Answer,
+    InvalidName,
+    NoRecords,
+    NotFound,
+    TemporaryFailure,
 )
 from moxtw.metrics import REGISTRY
 
@@ -223,8 +232,7 @@ class Resolver(BaseResolver):
         self.attempts = int(attempts)
         self.trust_ad = bool(trust_ad)
         self.threads = int(threads)
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self._reactor = reactor
         self._cache = _Cache(int(cache_size), clock or _MonotonicClock())
         self._pool = None

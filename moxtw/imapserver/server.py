@@ -11,7 +11,7 @@ APPEND, small otherwise, a few KB before login), total command size. Message lit
 of APPEND and REPLACE over SPOOL_THRESHOLD are written to a spool file in the account's
 tmp/ as they arrive, one slice at a time with reading paused meanwhile, so a large
 upload costs a slice of memory, not its size. Replies are written no faster than the
-client reads them (``moxtw.serialinput``).
+client reads them (``moxtw.commandinput``).
 """
 
 import zlib
@@ -21,9 +21,10 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from moxtw import log as mlog
+from moxtw.clock import default_reactor
+from moxtw.commandinput import SerialInput
 from moxtw.imapserver import parser
 from moxtw.imapserver.session import NOT_AUTHENTICATED, IMAPError, Session
-from moxtw.serialinput import SerialInput
 
 log = Logger(namespace="moxtw.imapserver")
 
@@ -501,8 +502,4 @@ class IMAPFactory(protocol.Factory):
         self.literal_plus = literal_plus
 
     def clock_or_reactor(self):
-        if self.clock is not None:
-            return self.clock
-        from twisted.internet import reactor
-
-        return reactor
+        return default_reactor(self.clock)

@@ -24,11 +24,24 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from moxtw import __version__
+from moxtw.auth import AuthFailed, LoginDisabled
+from moxtw.imapserver import fetch as fetchmod
 from moxtw.imapserver import response as r
+from moxtw.imapserver import search as searchmod
+from moxtw.imapserver.fetch import FileRange
 from moxtw.imapserver.types import STAR
+from moxtw.sasl import server as sasl
+from moxtw.sasl.channelbinding import channel_binding_for
+from moxtw.sasl.server import server_mechanisms
 from moxtw.store import changes as ch
 from moxtw.store import errors as se
-from moxtw.store.model import INBOX, MAX_MAILBOX_NAME, check_new_mailbox_name, normalize_mailbox_name
+from moxtw.store.model import (
+    INBOX,
+    MAX_MAILBOX_NAME,
+    SearchCriteria,
+    check_new_mailbox_name,
+    normalize_mailbox_name,
+)
 
 log = Logger(namespace="moxtw.imapserver")
 
@@ -177,8 +190,6 @@ class Session:
         return caps
 
     def _mechanisms(self):
-        from moxtw.sasl.server import server_mechanisms
-
         if not self._login_allowed():
             return []
         return server_mechanisms(True, self._channel_binding())
@@ -186,7 +197,6 @@ class Session:
     def _channel_binding(self):
         if not self.tls:
             return None
-        from moxtw.sasl.channelbinding import channel_binding_for
 
         try:
             return channel_binding_for(self.conn.transport)
@@ -355,7 +365,6 @@ class Session:
         refusal = self.backend.login_limits.allowed(self.remote_ip)
         if refusal:
             raise NO(f"[UNAVAILABLE] {refusal}")
-        from moxtw.auth import AuthFailed, LoginDisabled
 
         limited = self.backend.login_limits.sasl_backend(self.remote_ip)
         try:
@@ -374,7 +383,6 @@ class Session:
     def cmd_authenticate(self, cmd):
         """AUTHENTICATE mechanism [initial-response] (RFC 9051 6.2.2, RFC 4959 SASL-IR).
         Not authenticated."""
-        from moxtw.sasl import server as sasl
 
         name = cmd.args["mechanism"]
         if name not in self._mechanisms():
@@ -492,7 +500,6 @@ class Session:
             uids = yield self.account.uids(mb.id)
             unseen = None
             if not self.rev2 and mb.unseen:
-                from moxtw.store.model import SearchCriteria
 
                 found = yield self.account.search(mb.id, SearchCriteria(flags_unset=("\\Seen",)))
                 unseen = found[0] if found else None
@@ -878,7 +885,6 @@ class Session:
     def cmd_fetch(self, cmd):
         """FETCH / UID FETCH seqset items [(CHANGEDSINCE n [VANISHED])] (RFC 9051 6.4.5,
         RFC 7162). Selected."""
-        from moxtw.imapserver import fetch as fetchmod
 
         sel = self.selected
         a = cmd.args
@@ -1016,7 +1022,6 @@ class Session:
         file in bounded slices, so a big message never sits whole in memory. The file
         is opened before anything is written: when it is gone (FileNotFoundError,
         expunged by another session), no partial response has been sent."""
-        from moxtw.imapserver.fetch import FileRange
 
         f = yield threads.deferToThread(self.account.open_message, msg.id)
         try:
@@ -1088,18 +1093,28 @@ class Session:
             return f"[MODIFIED {r.format_seqset(sorted(ids))}] conditional STORE failed for some"
         return "STORE completed"
 
-    @defer.inlineCallbacks
-    def cmd_copy(self, cmd):
-        """COPY / UID COPY seqset mailbox (RFC 4315 COPYUID). Selected."""
+    def _transfer(self, cmd, operation):
+        """The common part of COPY and MOVE: ``operation`` (the account's copy or move) on
+        the messages of the sequence set; returns its Deferred of UID pairs."""
         sel = self.selected
         uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=cmd.uid)
         dest = self._name(cmd.args["mailbox"])
-        try:
-            pairs = yield self.account.copy(sel.id, uids, dest, origin=self)
-        except se.MailboxNotFound:
-            raise self._no_such_mailbox(dest)
-        except se.QuotaExceeded as e:
-            raise NO(f"[OVERQUOTA] {e}")
+
+        def failed(f):
+            if f.check(se.MailboxNotFound):
+                raise self._no_such_mailbox(dest)
+            if f.check(se.QuotaExceeded):
+                raise NO(f"[OVERQUOTA] {f.value}")
+            if f.check(se.MailboxNotAllowed):
+                raise NO(f"[CANNOT] {f.value}")
+            return f
+
+        return operation(sel.id, uids, dest, origin=self).addErrback(failed)
+
+    @defer.inlineCallbacks
+    def cmd_copy(self, cmd):
+        """COPY / UID COPY seqset mailbox (RFC 4315 COPYUID). Selected."""
+        pairs = yield self._transfer(cmd, self.account.copy)
         if not pairs:
             return "COPY completed, nothing copied"
         # The UIDVALIDITY comes with the result: the mailbox may be gone by now, deleted
@@ -1110,15 +1125,7 @@ class Session:
     def cmd_move(self, cmd):
         """MOVE / UID MOVE seqset mailbox (RFC 6851). Selected, read-write."""
         self._require_writable()
-        sel = self.selected
-        uids = self._uids_in(cmd.args["seqset"], sel.uids, by_uid=cmd.uid)
-        dest = self._name(cmd.args["mailbox"])
-        try:
-            pairs = yield self.account.move(sel.id, uids, dest, origin=self)
-        except se.MailboxNotFound:
-            raise self._no_such_mailbox(dest)
-        except se.MailboxNotAllowed as e:
-            raise NO(f"[CANNOT] {e}")
+        pairs = yield self._transfer(cmd, self.account.move)
         if pairs:
             # RFC 6851 4.3: COPYUID in an untagged OK before the expunges. UIDVALIDITY
             # as for COPY: from the move's own transaction.
@@ -1129,7 +1136,6 @@ class Session:
     def cmd_search(self, cmd):
         """SEARCH / UID SEARCH [RETURN (...)] [CHARSET c] keys (RFC 9051 6.4.4, RFC 4731
         ESEARCH, RFC 5182 SEARCHRES). Selected."""
-        from moxtw.imapserver import search as searchmod
 
         sel = self.selected
         prog = cmd.args["program"]
@@ -1191,7 +1197,6 @@ class Session:
     @defer.inlineCallbacks
     def cmd_sort(self, cmd):
         """SORT / UID SORT (criteria) charset keys (RFC 5256). Selected."""
-        from moxtw.imapserver import search as searchmod
 
         sel = self.selected
         a = cmd.args
@@ -1207,7 +1212,6 @@ class Session:
     @defer.inlineCallbacks
     def cmd_thread(self, cmd):
         """THREAD / UID THREAD algorithm charset keys (RFC 5256). Selected."""
-        from moxtw.imapserver import search as searchmod
 
         sel = self.selected
         a = cmd.args

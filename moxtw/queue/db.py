@@ -19,15 +19,15 @@ from datetime import timezone
 
 from twisted.internet import defer
 
-from moxtw import fsutil
+from moxtw import durable
 from moxtw.db import Database
 from moxtw.queue import schema
 from moxtw.queue.model import (
     DSN_NOTIFY_VALUES,
     DSN_RET_VALUES,
     EntryNotFound,
-    from_unix,
     QueueEntry,
+    from_unix,
     select_entries,
     split_address,
     to_unix,
@@ -59,7 +59,7 @@ def prepare(data_dir, now=None):
     """Create directories and the database, upgrade its schema. Blocking; off the reactor."""
     for d in (data_dir, queue_dir(data_dir), tmp_dir(data_dir)):
         if not os.path.isdir(d):
-            fsutil.make_dirs(d)
+            durable.make_dirs(d)
             schema.fsync_dir(os.path.dirname(os.path.abspath(d)))
     conn = schema.connect(db_path(data_dir))
     try:
@@ -79,7 +79,7 @@ def prepare(data_dir, now=None):
 def write_tmp(directory, data):
     """Write ``data`` to a new file in ``directory``, fsynced; return its path."""
     path = os.path.join(directory, f"{time.time_ns()}.{uuid.uuid4().hex}")
-    fsutil.write_new(path, data)
+    durable.write_new(path, data)
     return path
 
 

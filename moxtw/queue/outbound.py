@@ -27,9 +27,13 @@ from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 
 from moxtw import dns
+from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
-from moxtw.smtpclient import SMTPClientError, deliver as smtp_deliver
+from moxtw.metrics import QUEUE_ATTEMPT_DURATION, QUEUE_DELIVERIES
+from moxtw.smtpclient import SMTPClientError
+from moxtw.smtpclient import deliver as smtp_deliver
 from moxtw.smtpclient.socks import SOCKS5ClientEndpoint, SOCKSError
+from moxtw.tls.client import trust_root, verifying_client
 
 log = Logger(namespace="moxtw.queue")
 
@@ -187,8 +191,7 @@ class Outbound:
 
     def __init__(self, resolver, current, read_message, hostname, reactor=None, port=SMTP_PORT,
                  config_path=None, rng=random, connect_timeout=30.0, endpoint_factory=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.resolver = resolver
         self.current = current
         self.read_message = read_message
@@ -316,7 +319,6 @@ class Outbound:
                 if opts["requiretls"]:
                     # RFC 8689 4.2.1: the certificate must be verified. Until MTA-STS and
                     # DANE policies exist, PKIX against the MX host name.
-                    from moxtw.tls.client import trust_root, verifying_client
 
                     creator = verifying_client(host, trust_root(static, self.config_path))
                 try:
@@ -369,8 +371,6 @@ class Outbound:
     # -- smarthost transports
 
     async def _smarthost(self, entries, data, route, fields):
-        from moxtw.tls.client import trust_root, verifying_client
-
         static, _ = self.current()
         t = route.transport
         kind, conf = next((k, getattr(t, k)) for k in ("Submissions", "Submission", "SMTP") if getattr(t, k))
@@ -441,8 +441,6 @@ def read_queued_message(queue):
 
 
 def _observe(results, duration, route):
-    from moxtw.metrics import QUEUE_ATTEMPT_DURATION, QUEUE_DELIVERIES
-
     QUEUE_ATTEMPT_DURATION.labels(transport=route.name or "direct").observe(duration)
     for r in results:
         outcome = "ok" if r.ok else ("permanent" if r.permanent else "temporary")

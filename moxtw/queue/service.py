@@ -11,7 +11,7 @@ on the schedule in ``RETRY_SCHEDULE``; an entry is given up only when it has a
 ``max_attempts`` limit.
 
 Delivery status notifications go through an optional ``dsn(entry, kind, error)`` hook
-(``moxtw.dsn.QueueDSN`` in the application): "failed" when a delivery fails permanently or
+(``moxtw.queue.dsn.QueueDSN`` in the application): "failed" when a delivery fails permanently or
 is given up, "delayed" once, when the attempt after which the retry delay reaches
 ``DELAYED_DSN_AFTER`` fails temporarily. The hook is never called for DSNs themselves, for
 the null reverse-path, or against the recipient's RFC 3461 NOTIFY.
@@ -23,7 +23,9 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
+from moxtw.metrics import QUEUE_OLDEST_AGE, QUEUE_SIZE
 from moxtw.queue.model import EntryNotFound
 
 log = Logger(namespace="moxtw.queue")
@@ -107,8 +109,7 @@ class QueueService(service.Service):
         self.outbound = outbound
         if router is not None:
             deliver_group = self._route
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = default_reactor(clock)
         self.queue = queue
         self.deliver = deliver
         self.clock = clock
@@ -246,8 +247,6 @@ class QueueService(service.Service):
         self._backlog = started >= free
 
     async def _update_gauges(self):
-        from moxtw.metrics import QUEUE_OLDEST_AGE, QUEUE_SIZE
-
         count, oldest = await self.queue.stats()
         QUEUE_SIZE.set(count)
         QUEUE_OLDEST_AGE.set(max(0.0, (self.now() - oldest).total_seconds()) if oldest else 0)

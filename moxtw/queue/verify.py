@@ -10,8 +10,9 @@ safe to remove with ``fix=True``. Only reads the database (it may be in use by a
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from moxtw.db.findings import Findings
 from moxtw.queue import db as qdb
 from moxtw.queue import schema
 
@@ -19,15 +20,8 @@ _NUMERIC = re.compile(r"^[1-9][0-9]*$")
 
 
 @dataclass
-class Report:
-    errors: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    fixed: list = field(default_factory=list)
+class Report(Findings):
     entries: int = 0
-
-    @property
-    def ok(self):
-        return not self.errors
 
 
 def open_readonly(path):

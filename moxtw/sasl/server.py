@@ -35,12 +35,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-# moxtw.auth imports moxtw.sasl.credentials, so import the module, not its names, to
-# keep the cycle harmless; its exceptions are looked up when used.
-from moxtw import auth as _auth
 from moxtw.sasl import credentials, scram
 from moxtw.sasl.channelbinding import ChannelBinding
 from moxtw.sasl.credentials import DEFAULT_ITERATIONS
+from moxtw.sasl.errors import AuthFailed, LoginDisabled
 
 __all__ = [
     "SASLError",
@@ -137,9 +135,9 @@ def _text(data: bytes, what: str) -> str:
 def _backend_error(f: Exception) -> SASLError:
     """Translate a backend failure (call it in the except block: unexpected ones are
     logged with their traceback and become "temporary")."""
-    if isinstance(f, _auth.LoginDisabled):
+    if isinstance(f, LoginDisabled):
         return SASLError("login-disabled", str(f) or None)
-    if isinstance(f, _auth.AuthFailed):
+    if isinstance(f, AuthFailed):
         return _auth_failed()
     if isinstance(f, SASLError):
         return f
@@ -276,7 +274,7 @@ class _CredentialsMixin:
         """(account, credentials), or None for an unknown login or one without password."""
         try:
             account, creds = await self.backend.credentials_for(login)
-        except _auth.AuthFailed:  # includes LoginDisabled: report that only after a valid proof
+        except AuthFailed:  # includes LoginDisabled: report that only after a valid proof
             return None
         return account, creds
 

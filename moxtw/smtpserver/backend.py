@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from moxtw import ratelimit
 from moxtw.auth import LoginLimits
+from moxtw.clock import default_reactor
 from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.rules import choose_mailbox, message_headers
@@ -62,7 +63,7 @@ class SMTPBackend:
         # Called with (session, env, AuthResults) for each authenticated message (DMARC
         # evaluations for aggregate reports).
         self.on_authenticated = on_authenticated
-        # moxtw.reports.ReportsService: reports to reporting addresses are stored.
+        # moxtw.reports.service.ReportsService: reports to reporting addresses are stored.
         self.reports = reports
         self.connections = ratelimit.Limiter(CONNECTION_LIMITS, clock)
         # One LoginLimits for all protocols (app wiring); a private one otherwise.
@@ -110,8 +111,7 @@ class SMTPBackend:
             # "timeout": no reply for an hour, then the connection closes.
             d = defer.Deferred()
             clock = self.clock
-            if clock is None:
-                from twisted.internet import reactor as clock
+            clock = default_reactor(clock)
             clock.callLater(3600, d.errback, SMTPReply(421, "4.2", "timeout requested by test address", close=True))
             return d
         raise _rule_reply(rule)

@@ -2,6 +2,8 @@
 
 from twisted.logger import Logger
 
+from moxtw.dkim.sign import Signer, SignError, from_domain
+
 log = Logger(namespace="moxtw.dkim")
 
 
@@ -20,8 +22,6 @@ class DKIMSigners:
         self._cache = {}
 
     def signer(self, domain):
-        from moxtw.dkim.sign import Signer
-
         _, dynamic = self.current()
         dconf = dynamic.Domains.get(domain)
         if dconf is None or not dconf.DKIM.Sign:
@@ -41,8 +41,6 @@ class DKIMSigners:
         return signer
 
     def sign(self, message, now=None):
-        from moxtw.dkim.sign import SignError, from_domain
-
         domain = from_domain(message)
         if domain is None:
             return b""

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from moxtw import dmarc, dnsbl, iprev, spf
+from moxtw import dmarc, dnsbl, iprev
+from moxtw import message as msgparse
+from moxtw import spf
 from moxtw.dkim.verify import verify_async
+from moxtw.smtpserver.submission import fields, split_header
 
 log = Logger(namespace="moxtw.smtpserver")
 
@@ -171,7 +174,6 @@ def authserv_id(value):
 def strip_own_authres(data, hostname):
     """``data`` without Authentication-Results fields claiming our authserv-id: only our
     own results may carry it (RFC 8601 5). Unchanged (same object) when there are none."""
-    from moxtw.smtpserver.submission import fields, split_header
 
     header, sep, body = split_header(data)
     if b"authentication-results" not in header.lower():
@@ -197,8 +199,6 @@ def strip_own_authres(data, hostname):
 def from_header(data):
     """(number of From header fields, [(localpart, lower-case domain)] of the addresses
     of the first one). DMARC needs exactly one field with one address (RFC 7489 6.6.1)."""
-    from moxtw import message as msgparse
-    from moxtw.smtpserver.submission import fields, split_header
 
     # Only the header section is needed: parsing a large body would cost more than the
     # DKIM check.

@@ -28,8 +28,12 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from moxtw import log as mlog
+from moxtw.clock import default_reactor
+from moxtw.commandinput import SerialInput
+from moxtw.sasl import server as sasl
+from moxtw.sasl.channelbinding import channel_binding_for
+from moxtw.sasl.server import server_mechanisms
 from moxtw.smtp import codes as c
-from moxtw.serialinput import SerialInput
 from moxtw.smtp.address import AddressError, parse_domain, parse_path
 from moxtw.smtpserver.data import ChunkReader, DataReader
 
@@ -369,15 +373,12 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         return f.tls_context is not None and not self.session.tls and not f.no_starttls
 
     def _auth_mechanisms(self):
-        from moxtw.sasl.server import server_mechanisms
-
         tls_ok = self.session.tls or not self.factory.require_tls_for_auth
         return server_mechanisms(tls_ok, self._channel_binding())
 
     def _channel_binding(self):
         if not self.session.tls:
             return None
-        from moxtw.sasl.channelbinding import channel_binding_for
 
         try:
             return channel_binding_for(self.transport)
@@ -427,7 +428,6 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         refusal = self.factory.backend.auth_allowed(self.session)
         if refusal:
             raise SMTPReply(c.C454_TEMP_AUTH_FAILURE, "7.0", refusal)
-        from moxtw.sasl import server as sasl
 
         parts = arg.split(" ")
         name = parts[0].upper()
@@ -471,8 +471,6 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         return self._auth_step(self._b64(text))
 
     def _auth_step(self, data):
-        from moxtw.sasl import server as sasl
-
         d = self._auth.step(data)
 
         def stepped(step):
@@ -855,11 +853,7 @@ class SMTPFactory(protocol.Factory):
         self._threadpool_run = threadpool_run
 
     def clock_or_reactor(self):
-        if self.clock is not None:
-            return self.clock
-        from twisted.internet import reactor
-
-        return reactor
+        return default_reactor(self.clock)
 
     def read_spool(self, reader):
         """The spooled message as bytes; read off the reactor when it went to disk."""

@@ -18,7 +18,8 @@ import time
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
-from moxtw import fsutil
+from moxtw import durable
+from moxtw.clock import default_reactor
 from moxtw.store import schema
 from moxtw.store.account import Account, fill_fts_hook, init_account_db, search_text_hook
 from moxtw.store.changes import ChangeBus  # noqa: F401 (public API)
@@ -46,7 +47,7 @@ def prepare_account_dir(path, now=None):
     maildir = os.path.join(path, "maildir")
     for d in (path, maildir, os.path.join(maildir, "tmp"), os.path.join(maildir, "cur")):
         if not os.path.isdir(d):
-            fsutil.make_dirs(d)
+            durable.make_dirs(d)
             schema.fsync_dir(os.path.dirname(d))
     conn = schema.connect(os.path.join(path, "index.db"))
     try:
@@ -70,8 +71,7 @@ class Store:
     """All accounts under one data directory."""
 
     def __init__(self, data_dir, reactor=None, threadpool=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.data_dir = data_dir
         self._reactor = reactor
         self._threadpool = threadpool

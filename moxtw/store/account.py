@@ -19,20 +19,22 @@ from typing import NamedTuple
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
-from moxtw import fsutil
+from moxtw import durable
 from moxtw import message as msgparse
 from moxtw import metrics
+from moxtw.db.worker import Worker
 from moxtw.message import searchtext
 from moxtw.message.imap import format_envelope
+from moxtw.sasl import credentials
 from moxtw.store import changes as ch
 from moxtw.store import junkflags, msgthread
 from moxtw.store.errors import (
-    OutgoingLimitExceeded,
     MailboxExists,
     MailboxHasChildren,
     MailboxNotAllowed,
     MailboxNotFound,
     NoSuchMessage,
+    OutgoingLimitExceeded,
     QuotaExceeded,
 )
 from moxtw.store.model import (
@@ -44,8 +46,8 @@ from moxtw.store.model import (
     Mailbox,
     Message,
     Placed,
-    display_keyword,
     check_new_mailbox_name,
+    display_keyword,
     flags_tuple,
     normalize_mailbox_name,
     parents,
@@ -53,7 +55,6 @@ from moxtw.store.model import (
     to_unix,
 )
 from moxtw.store.spool import Spool, prepare_in_thread
-from moxtw.db.worker import Worker
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
@@ -102,7 +103,7 @@ def write_tmp(maildir, data):
     data = msgparse.fix_line_endings(bytes(data))
     summary = msgparse.summary(data, search_text=True)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
-    fsutil.write_new(path, data)
+    durable.write_new(path, data)
     return Prepared(path, len(data), summary)
 
 
@@ -341,7 +342,7 @@ class Account:
         # a file without a row, which verifydata reports as an unacknowledged delivery.
         d = shard_dir(self.maildir, msg_id)
         if not os.path.isdir(d):
-            fsutil.make_dirs(d)
+            durable.make_dirs(d)
             ctx.sync_dirs.add(os.path.dirname(d))
         final = os.path.join(d, str(msg_id))
         os.rename(tmp_path, final)
@@ -351,7 +352,7 @@ class Account:
     def _link_file(self, ctx, src_id, msg_id):
         d = shard_dir(self.maildir, msg_id)
         if not os.path.isdir(d):
-            fsutil.make_dirs(d)
+            durable.make_dirs(d)
             ctx.sync_dirs.add(os.path.dirname(d))
         final = os.path.join(d, str(msg_id))
         _unlink(final)  # a stray file from an interrupted, never-acknowledged delivery
@@ -903,7 +904,6 @@ class Account:
     def set_password(self, password):
         """Derive and store password secrets (SCRAM keys, CRAM-MD5 states), never the
         password. Derivation (PBKDF2) runs off the reactor thread."""
-        from moxtw.sasl import credentials
 
         def store(creds):
             def op(conn, ctx):
@@ -918,7 +918,6 @@ class Account:
 
     def credentials(self):
         """The stored Credentials, or None when no password was set."""
-        from moxtw.sasl import credentials
 
         def q(conn):
             row = conn.execute("SELECT credentials FROM password").fetchone()
@@ -928,7 +927,6 @@ class Account:
 
     def verify_password(self, password):
         """Deferred[bool]: whether ``password`` matches. CPU work runs off the reactor."""
-        from moxtw.sasl import credentials
 
         def check(creds):
             if creds is None:

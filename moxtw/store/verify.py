@@ -10,8 +10,9 @@ messages), which are safe to remove with ``fix=True``.
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from moxtw.db.findings import Findings
 from moxtw.store import schema
 from moxtw.store.account import message_file
 
@@ -19,22 +20,15 @@ _NUMERIC = re.compile(r"^\d+$")
 
 
 @dataclass
-class Report:
-    account: str
-    errors: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    fixed: list = field(default_factory=list)
+class Report(Findings):
+    account: str = ""
     messages: int = 0
-
-    @property
-    def ok(self):
-        return not self.errors
 
 
 def verify_account(path, fix=False):
     """Verify one account directory. Blocking: run off the reactor thread."""
     name = os.path.basename(os.path.normpath(path))
-    report = Report(name)
+    report = Report(account=name)
     maildir = os.path.join(path, "maildir")
     db = os.path.join(path, "index.db")
     if not os.path.exists(db):

@@ -8,10 +8,10 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from moxtw.db import Database, schema as dbschema
-from moxtw.dmarcrpt import evalschema
+from moxtw.reports.dmarc import evalschema
 from moxtw.queue import Queue
 from moxtw.queue import schema as queue_schema
-from moxtw.reportdb import ReportDB
+from moxtw.reports.received import ReportDB
 
 
 class Scratch(Database):
@@ -51,7 +51,7 @@ class DatabaseTests(unittest.TestCase):
     def test_every_database_uses_the_base(self):
         self.assertTrue(issubclass(Queue, Database))
         self.assertTrue(issubclass(ReportDB, Database))
-        from moxtw.dmarcrpt.outgoing import EvaluationStore
+        from moxtw.reports.dmarc.evaluations import EvaluationStore
         self.assertTrue(issubclass(EvaluationStore, Database))
 
     def test_schema_packages(self):

@@ -1,4 +1,4 @@
-"""Tests for moxtw.dmarcrpt.outgoing: stored DMARC evaluations and the aggregate reports
+"""Tests for moxtw.reports.dmarc.evaluations and .outgoing: stored DMARC evaluations and the aggregate reports
 composed from them (RFC 7489 7.1, 7.2, appendix C).
 
 Composed XML is validated against the schema of RFC 7489 appendix C
@@ -14,12 +14,12 @@ from email import policy
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from moxtw.dmarcrpt import outgoing
-from moxtw.dmarcrpt.outgoing import (
-    Destination, EvaluationStore, external_destination_allowed, feedback_xml, interval_hours,
-    parse_rua,
+from moxtw.reports.dmarc import outgoing
+from moxtw.reports.dmarc.evaluations import EvaluationStore
+from moxtw.reports.dmarc.outgoing import (
+    Destination, external_destination_allowed, feedback_xml, interval_hours, parse_rua,
 )
-from moxtw.dmarcrpt.parse import PolicyPublished, parse_feedback, parse_message
+from moxtw.reports.dmarc.parse import PolicyPublished, parse_feedback, parse_message
 from moxtw.dns import MockResolver, NoRecords, NotFound, TemporaryFailure
 
 try:

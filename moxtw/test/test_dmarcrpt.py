@@ -1,4 +1,4 @@
-"""Tests for moxtw.dmarcrpt.parse and moxtw.dmarcrpt.db: incoming DMARC aggregate reports.
+"""Tests for moxtw.reports.dmarc.parse and moxtw.reports.dmarc.received: incoming DMARC aggregate reports.
 
 The fixture reports in moxtw/test/data/ are written in the shapes large reporters send
 (Google, Outlook.com, Yahoo, Mail.Ru, a DMARCbis-namespaced one). Hostile input has its
@@ -18,9 +18,9 @@ from email.message import EmailMessage
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from moxtw.dmarcrpt import db as rptdb
-from moxtw.dmarcrpt import parse
-from moxtw.dmarcrpt.parse import Feedback, ReportError, parse_feedback, parse_message
+from moxtw.reports.dmarc import received as rptdb
+from moxtw.reports.dmarc import parse
+from moxtw.reports.dmarc.parse import Feedback, ReportError, parse_feedback, parse_message
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 T0 = 1_790_150_000  # 2026-09-23T07:53:20Z, after the reports' period
@@ -470,7 +470,7 @@ class HostileInputTests(unittest.SynchronousTestCase):
 
 
 class ReportDBTests(unittest.TestCase):
-    """moxtw.dmarcrpt.db: storing received reports in data/dmarc.db."""
+    """moxtw.reports.dmarc.received: storing received reports in data/dmarc.db."""
 
     @defer.inlineCallbacks
     def setUp(self):

@@ -1,4 +1,4 @@
-"""Tests for moxtw.dsn: composing DSNs (RFC 3464, 6522, 6533), deriving status codes, the
+"""Tests for moxtw.queue.dsn: composing DSNs (RFC 3464, 6522, 6533), deriving status codes, the
 queue hook, and a DSN delivered end to end in a localserve tree."""
 
 import email
@@ -10,7 +10,7 @@ from datetime import timedelta
 from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
-from moxtw import dsn
+from moxtw.queue import dsn
 from moxtw import localserve
 from moxtw import message as msgparse
 from moxtw.queue import Queue

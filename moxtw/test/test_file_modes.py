@@ -1,6 +1,6 @@
 """File modes of the data directory (issue 10): everything private to the moxtw user.
 
-Unit tests of ``moxtw.filemodes.fix_modes`` and ``fsutil.make_dirs``, and end-to-end
+Unit tests of ``moxtw.filemodes.fix_modes`` and ``durable.make_dirs``, and end-to-end
 tests on the real service tree: after a delivery over SMTP, a queue entry and stored
 reports, every file under the data directory is 0600 and every directory 0700, also when
 the process umask (022 here) would allow more; a data directory an older moxtw left
@@ -16,12 +16,12 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from moxtw import filemodes, fsutil, tap
-from moxtw.dmarcrpt import parse as dmarcparse
+from moxtw import durable, filemodes, tap
+from moxtw.reports.dmarc import parse as dmarcparse
 from moxtw.store import prepare_account_dir
 from moxtw.test import servertree
 from moxtw.test.test_localserve import free_offset
-from moxtw.tlsrpt import parse as tlsparse
+from moxtw.reports.tls import parse as tlsparse
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 # A umask that lets group and others read: what most processes (and the tests) run with.
@@ -184,23 +184,23 @@ class CreateTests(PermissiveUmaskMixin, unittest.SynchronousTestCase):
 
     def test_make_dirs_all_levels(self):
         leaf = os.path.join(self.base, "a", "b", "c")
-        fsutil.make_dirs(leaf)
+        durable.make_dirs(leaf)
         for p in (self.base, os.path.dirname(os.path.dirname(leaf)), os.path.dirname(leaf), leaf):
-            self.assertEqual(mode(p), fsutil.DIR_MODE, p)
-        fsutil.make_dirs(leaf)  # exists: no error
+            self.assertEqual(mode(p), durable.DIR_MODE, p)
+        durable.make_dirs(leaf)  # exists: no error
 
     def test_make_dirs_file_in_the_way(self):
         os.makedirs(self.base)
         p = os.path.join(self.base, "f")
         with open(p, "wb"):
             pass
-        self.assertRaises(FileExistsError, fsutil.make_dirs, p)
+        self.assertRaises(FileExistsError, durable.make_dirs, p)
 
     def test_write_atomic_new_file_private(self):
         os.makedirs(self.base)
         p = os.path.join(self.base, "f")
-        fsutil.write_atomic(p, b"data")
-        self.assertEqual(mode(p), fsutil.FILE_MODE)
+        durable.write_atomic(p, b"data")
+        self.assertEqual(mode(p), durable.FILE_MODE)
 
     def test_account_index_private(self):
         path = os.path.join(self.base, "accounts", "mjl")
@@ -230,7 +230,7 @@ class ServerModesTests(PermissiveUmaskMixin, unittest.TestCase):
         for name in expect:
             self.assertIn(os.path.join(self.data, name), modes)
         loose = {p: oct(m) for p, (is_dir, m) in modes.items()
-                 if (m != fsutil.DIR_MODE if is_dir else m & OTHERS)}
+                 if (m != durable.DIR_MODE if is_dir else m & OTHERS)}
         self.assertEqual(loose, {})
         return modes
 

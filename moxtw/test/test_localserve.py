@@ -159,7 +159,7 @@ class LocalserveTreeTests(unittest.TestCase):
         acc = yield self.root.store.open_account("mox")
         inbox = yield acc.mailbox("Inbox")
         msgs = yield acc.messages(inbox.id)
-        # The failed delivery to queue-fails@ comes back as a DSN (moxtw.dsn).
+        # The failed delivery to queue-fails@ comes back as a DSN (moxtw.queue.dsn).
         self.assertEqual([m.subject for m in msgs], ["welcome", "Delivery failure: doomed"])
         # It came back in over our own SMTP listener (as from the internet), after
         # submission: two Received headers, incoming ESMTP on top of submission ESMTPA.

@@ -286,7 +286,7 @@ class _FailingTmpWrite(Queue):
     @staticmethod
     def _write_tmp(directory, data):
         path = qdb.write_tmp(directory, data[:10])
-        os.unlink(path)  # as fsutil.write_new does when the write fails
+        os.unlink(path)  # as durable.write_new does when the write fails
         raise OSError(28, "No space left on device")
 
 

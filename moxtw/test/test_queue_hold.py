@@ -56,7 +56,7 @@ class QueueHoldTests(unittest.TestCase):
 class DSNHoldTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_dsn_held_by_rules(self):
-        from moxtw.dsn import QueueDSN
+        from moxtw.queue.dsn import QueueDSN
 
         q = Queue(self.mktemp())
         yield q.open()

@@ -1,4 +1,4 @@
-"""Tests for moxtw.tlsrpt.parse and moxtw.tlsrpt.db: incoming SMTP TLS reports (RFC 8460).
+"""Tests for moxtw.reports.tls.parse and moxtw.reports.tls.received: incoming SMTP TLS reports (RFC 8460).
 
 The fixture reports in moxtw/test/data/ follow the shapes Google and Microsoft send.
 Hostile input has its own test case class, HostileInputTests.
@@ -15,9 +15,9 @@ from email.message import EmailMessage
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from moxtw.tlsrpt import db as rptdb
-from moxtw.tlsrpt import parse
-from moxtw.tlsrpt.parse import Report, ReportError, parse_message, parse_report
+from moxtw.reports.tls import received as rptdb
+from moxtw.reports.tls import parse
+from moxtw.reports.tls.parse import Report, ReportError, parse_message, parse_report
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 T0 = 1_790_150_000  # 2026-09-23T07:53:20Z
@@ -303,7 +303,7 @@ class HostileInputTests(unittest.SynchronousTestCase):
 
 
 class ReportDBTests(unittest.TestCase):
-    """moxtw.tlsrpt.db: storing received reports in data/tlsrpt.db."""
+    """moxtw.reports.tls.received: storing received reports in data/tlsrpt.db."""
 
     @defer.inlineCallbacks
     def setUp(self):

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet.ssl import CertificateOptions
 
-from moxtw import fsutil, tls
+from moxtw import durable, tls
 
 __all__ = [
     "ensure_localserve_cert",
@@ -59,7 +59,7 @@ LEAF_KEY = "localhost.key"
 
 def _write_atomic(path: str, data: bytes, mode: int) -> None:
     """Write data to path via a temporary file, fsync, rename and directory fsync."""
-    fsutil.write_atomic(path, data, mode)
+    durable.write_atomic(path, data, mode)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -234,7 +234,7 @@ def ensure_localserve_cert(
     certificate. Blocking file and key work; run at startup, before the reactor serves."""
     if not hostnames and not ips:
         raise ValueError("need at least one host name or IP address")
-    fsutil.make_dirs(tls_dir)
+    durable.make_dirs(tls_dir)
     now = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
     ca_cert_path = os.path.join(tls_dir, CA_CERT)
     ca_key_path = os.path.join(tls_dir, CA_KEY)
@@ -246,10 +246,10 @@ def ensure_localserve_cert(
         ca = _make_ca(now)
         # The key first: a crash in between leaves a CA cert without matching key, which
         # the next start detects and replaces.
-        _write_atomic(ca_key_path, _key_pem(ca[1]), fsutil.FILE_MODE)
+        _write_atomic(ca_key_path, _key_pem(ca[1]), durable.FILE_MODE)
         # Private like everything in the data directory (issue 10), the certificates too.
         ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
-        _write_atomic(ca_cert_path, ca_pem, fsutil.FILE_MODE)
+        _write_atomic(ca_cert_path, ca_pem, durable.FILE_MODE)
     ca_cert, ca_key = ca
 
     leaf = _load_pair(cert_path, key_path)
@@ -258,8 +258,8 @@ def ensure_localserve_cert(
         chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
             serialization.Encoding.PEM
         )
-        _write_atomic(key_path, _key_pem(key), fsutil.FILE_MODE)
-        _write_atomic(cert_path, chain, fsutil.FILE_MODE)
+        _write_atomic(key_path, _key_pem(key), durable.FILE_MODE)
+        _write_atomic(cert_path, chain, durable.FILE_MODE)
     return cert_path, key_path, ca_cert_path
 
 

@@ -15,11 +15,13 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-from moxtw.dmarcrpt import db as dmarcdb
-from moxtw.dmarcrpt import parse as dmarcparse
-from moxtw.dmarcrpt.outgoing import EvaluationStore
-from moxtw.tlsrpt import db as tlsdb
-from moxtw.tlsrpt import parse as tlsparse
+from moxtw.clock import default_reactor
+from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
+from moxtw.reports.dmarc import parse as dmarcparse
+from moxtw.reports.dmarc import received as dmarcdb
+from moxtw.reports.dmarc.evaluations import EvaluationStore
+from moxtw.reports.tls import parse as tlsparse
+from moxtw.reports.tls import received as tlsdb
 
 log = Logger(namespace="moxtw.reports")
 
@@ -31,8 +33,7 @@ class ReportsService(service.Service):
 
     def __init__(self, data_dir, hostname, queue, resolver, static, reactor=None, dkim=None,
                  queue_service=None, interval=SEND_INTERVAL, hold_rules=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.reactor = reactor
         self.hostname = hostname
         self.queue = queue
@@ -148,7 +149,6 @@ class ReportsService(service.Service):
 
     async def send_due(self, now=None):
         """Compose and queue all due aggregate reports; returns how many were queued."""
-        from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 
         await self._when_ready()
         now = now or datetime.now(timezone.utc)

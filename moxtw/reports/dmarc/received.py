@@ -1,4 +1,4 @@
-"""Received DMARC aggregate reports, kept in ``data/dmarc.db`` (see ``moxtw.reportdb``).
+"""Received DMARC aggregate reports, kept in ``data/dmarc.db`` (see ``moxtw.reports.received``).
 
 A report received again (same submitter ``org_name``, ``report_id`` and domain, as
 reporters resend) is stored once.
@@ -6,9 +6,11 @@ reporters resend) is stored once.
 
 import os
 
-from moxtw.dmarcrpt import schema
-from moxtw.dmarcrpt.parse import Feedback
-from moxtw.reportdb import Database, ReportDB as _ReportDB, StoredReport, from_unix, to_unix
+from moxtw.reports.dmarc import schema
+from moxtw.reports.dmarc.parse import Feedback
+from moxtw.reports.received import Database
+from moxtw.reports.received import ReportDB as _ReportDB
+from moxtw.reports.received import StoredReport, from_unix, to_unix
 
 DB_NAME = "dmarc.db"
 

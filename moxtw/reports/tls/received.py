@@ -1,5 +1,5 @@
 """Received SMTP TLS reports (RFC 8460), kept in ``data/tlsrpt.db`` (see
-``moxtw.reportdb``).
+``moxtw.reports.received``).
 
 A report received again (same ``organization-name``, ``report-id`` and domain) is stored
 once.
@@ -7,9 +7,10 @@ once.
 
 import os
 
-from moxtw.reportdb import ReportDB as _ReportDB, StoredReport
-from moxtw.tlsrpt import schema
-from moxtw.tlsrpt.parse import Report
+from moxtw.reports.received import ReportDB as _ReportDB
+from moxtw.reports.received import StoredReport
+from moxtw.reports.tls import schema
+from moxtw.reports.tls.parse import Report
 
 DB_NAME = "tlsrpt.db"
 

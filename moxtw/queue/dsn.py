@@ -28,11 +28,12 @@ from email.utils import format_datetime
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from moxtw.clock import default_reactor
 from moxtw.message import fix_line_endings
 from moxtw.message import parse as parse_message
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS, retry_delay
 
-log = Logger(namespace="moxtw.dsn")
+log = Logger(namespace="moxtw.queue.dsn")
 
 KIND_FAILED = "failed"
 KIND_DELAYED = "delayed"
@@ -470,8 +471,7 @@ class QueueDSN:
 
     def __init__(self, queue, hostname, reactor=None, clock=None, max_full=MAX_FULL_ORIGINAL, dkim=None,
                  hold_rules=None):
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = default_reactor(reactor)
         self.dkim = dkim  # DKIMSigners: DSNs are signed like other outgoing mail
         # hold_rules(account, sender_domain) -> hold predicate (moxtw.queue.holdrules)
         self.hold_rules = hold_rules

@@ -40,7 +40,7 @@ class StoredReport:
     begin: datetime
     end: datetime
     received: datetime
-    report: object  # the parsed report (moxtw.dmarcrpt.parse.Feedback, moxtw.tlsrpt.parse.Report)
+    report: object  # the parsed report (moxtw.reports.dmarc.parse.Feedback, moxtw.reports.tls.parse.Report)
 
 
 class ReportDB(Database, abc.ABC):

@@ -3,12 +3,12 @@
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
-from moxtw import notyet
+from moxtw import unavailable
 
 
 class WebTests(unittest.SynchronousTestCase):
     def test_503(self):
         req = DummyRequest([b"admin"])
-        body = notyet.WebUnavailable().render(req)
+        body = unavailable.WebUnavailable().render(req)
         self.assertEqual(req.responseCode, 503)
         self.assertIn(b"not part of this version", body)
