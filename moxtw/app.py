@@ -5,6 +5,7 @@ for custom deployments. Only wiring lives here: each part comes from its own pac
 built after the parts it needs and gets them in its constructor.
 """
 
+import errno
 import os
 import time
 
@@ -45,21 +46,33 @@ log = Logger(namespace="moxtw.app")
 class MoxtwService(service.MultiService):
     """The root service. Attributes give tests and .tac files access to the parts."""
 
-    def __init__(self, config, switch_user=False):
+    def __init__(self, config, switch_user=False, localserve=False):
         super().__init__()
         self.config = config
         self.switch_user = switch_user
+        self.is_localserve = localserve
         self.listeners = []
 
     def privilegedStartService(self):
         # Listeners bind first (ports below 1024 need root), then root is given up.
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except listeners.BindError as e:
+            # One line naming the address and what to do instead of a traceback.
+            raise SystemExit(f"moxtw: {e}{self._bind_hint(e)}")
         if self.switch_user:
             try:
                 privileges.drop(self.config.static, self.config.data_dir)
             except privileges.PrivilegeError as e:
                 # One clear line and exit status 1, not a traceback; never go on as root.
                 raise SystemExit(f"moxtw: {e}")
+
+    def _bind_hint(self, e):
+        if e.errno != errno.EADDRINUSE:
+            return ""
+        if self.is_localserve:
+            return "; start localserve with another --port-offset"
+        return f"; stop that program or change the port in {self.config.static_path}"
 
     def startService(self):
         super().startService()
@@ -168,7 +181,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     static = config.static
     hostname = str(static.Hostname)
     mlog.configure(mlog.LogConfig(default=static.LogLevel, packages=dict(static.PackageLogLevels)))
-    root = MoxtwService(config, switch_user=switch_user)
+    root = MoxtwService(config, switch_user=switch_user, localserve=localserve)
     # Settings accepted but not built yet say so (domains.toml again at each reload).
     for fname, key, why in not_built(static, config.dynamic):
         log.warn("{file}: {key} has no effect in this version: {why}", file=fname, key=key, why=why)

@@ -231,8 +231,12 @@ def parser():
 
     s = sub.add_parser("localserve", help="run a local instance for testing email")
     s.add_argument("--dir", help="config and data directory (default ~/.local/share/moxtw-localserve)")
-    s.add_argument("--ip", default="127.0.0.1")
-    s.add_argument("--port-offset", type=int, default=1000)
+    s.add_argument("--ip", default="127.0.0.1",
+                   help="IP address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)")
+    s.add_argument("--port-offset", type=int, default=1000, metavar="N",
+                   help="added to the standard port numbers (default 1000: SMTP 1025, submission"
+                   " 1587, submissions 1465, IMAP 1143, IMAPS 1993, HTTP 1080, HTTPS 1443,"
+                   " metrics 9010); pick another when a port is in use")
     s.set_defaults(fn=cmd_localserve)
 
     c = sub.add_parser("config", help="check and describe configuration")

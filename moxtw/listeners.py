@@ -3,14 +3,16 @@
 Each enabled protocol of a listener becomes a ``ListenerService`` per IP, a
 ``StreamServerEndpointService`` that binds in ``privilegedStartService`` (so twistd can
 bind port 25 as root, then drop to ``--uid/--gid``) and fails start-up loudly when a port
-cannot be bound. HTTP-based interfaces sharing an IP and port share one site.
+cannot be bound (``BindError``, one line naming the address). HTTP-based interfaces
+sharing an IP and port share one site.
 """
 
+import errno
 import ipaddress
 from dataclasses import dataclass, field
 
 from twisted.application import internet
-from twisted.internet import endpoints
+from twisted.internet import endpoints, error
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
@@ -43,6 +45,27 @@ WEB_KINDS = (
 
 class ListenerError(Exception):
     """The listener configuration cannot be served."""
+
+
+class BindError(ListenerError):
+    """A listener's socket cannot be bound: the port is in use, needs root, or the IP is
+    not on this machine. ``str()`` is one line naming the address and port."""
+
+    def __init__(self, spec, socket_error):
+        self.spec = spec
+        self.errno = getattr(socket_error, "errno", None)
+        why = getattr(socket_error, "strerror", None) or str(socket_error)
+        if self.errno == errno.EADDRINUSE:
+            why = "address already in use (by another program, or another moxtw)"
+        elif self.errno == errno.EACCES and spec.port < 1024:
+            why = "permission denied (ports below 1024 need root)"
+        elif self.errno == errno.EADDRNOTAVAIL:
+            why = "the IP address is not on this machine"
+        host = f"[{spec.ip}]" if ":" in spec.ip else spec.ip
+        super().__init__(
+            f"cannot listen on {host}:{spec.port} for {'+'.join(spec.kinds)}"
+            f" (listener {spec.listener}): {why}"
+        )
 
 
 @dataclass
@@ -105,7 +128,10 @@ class ListenerService(internet.StreamServerEndpointService):
         self.setName(spec.name)
 
     def privilegedStartService(self):
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except error.CannotListenError as e:
+            raise BindError(self.spec, e.socketError) from None
 
         def bound(port):
             self.port = port

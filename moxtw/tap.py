@@ -6,7 +6,6 @@ runs a local testing instance (see moxtw.localserve).
 """
 
 import os
-import sys
 
 from twisted.python import usage
 
@@ -16,6 +15,18 @@ from moxtw import filemodes, localserve
 from moxtw.listeners import ListenerError
 
 
+PORT_OFFSET_HELP = (
+    "Added to the standard port numbers: with 1000, SMTP on 1025, submission 1587,"
+    " submissions 1465, IMAP 1143, IMAPS 1993, HTTP 1080, HTTPS 1443, metrics 9010;"
+    " pick another when a port is in use."
+)
+
+
+def invalid_config(errors):
+    """The message for a configuration that cannot be served: one line per problem."""
+    return "moxtw: invalid configuration:\n" + "\n".join(errors)
+
+
 class ServeOptions(usage.Options):
     synopsis = "[--config DIR]"
     optParameters = [
@@ -23,22 +34,23 @@ class ServeOptions(usage.Options):
     ]
 
     def postOptions(self):
-        cdir = self["config"]
+        # A bad config is not a usage error: its lines (file, key, line, what is wrong)
+        # and exit status 1, without twistd's usage text around them.
         try:
-            self.loaded = mconfig.load(cdir)
+            self.loaded = mconfig.load(self["config"])
+            problems = mconfig.check_files(self.loaded)
         except mconfig.ConfigError as e:
-            raise usage.UsageError("invalid configuration:\n" + "\n".join(e.errors))
-        problems = mconfig.check_files(self.loaded)
+            problems = e.errors
         if problems:
-            raise usage.UsageError("invalid configuration:\n" + "\n".join(problems))
+            raise SystemExit(invalid_config(problems))
 
 
 class LocalserveOptions(usage.Options):
     synopsis = "[--dir D] [--ip IP] [--port-offset N]"
     optParameters = [
         ["dir", "d", None, "Directory for config and data (default ~/.local/share/moxtw-localserve)."],
-        ["ip", None, "127.0.0.1", "IP address to listen on."],
-        ["port-offset", None, 1000, "Added to the standard port numbers.", int],
+        ["ip", None, "127.0.0.1", "IP address to listen on (0.0.0.0 or :: for all)."],
+        ["port-offset", None, 1000, PORT_OFFSET_HELP, int],
     ]
 
     def postOptions(self):
@@ -60,6 +72,12 @@ class Options(usage.Options):
         ["localserve", None, LocalserveOptions, "Run a local instance for testing email."],
     ]
 
+    def getSynopsis(self):
+        # A subcommand's --help reads "twistd [options] moxtw localserve [--dir D] ...".
+        if getattr(self, "subCommand", None) is not None and self.parent is not None:
+            return f"{self.parent.getSynopsis()} {self.parent.subCommand}"
+        return super().getSynopsis()
+
     def postOptions(self):
         if self.subCommand is None:
             raise usage.UsageError("give a subcommand: serve or localserve")
@@ -75,8 +93,6 @@ def makeService(options):
             return app.makeService(sub.loaded, switch_user=True)
         return localserve.makeService(sub["dir"], sub["ip"], sub["port-offset"])
     except mconfig.ConfigError as e:
-        sys.stderr.write("invalid configuration:\n" + "\n".join(e.errors) + "\n")
-        raise SystemExit(1)
+        raise SystemExit(invalid_config(e.errors))
     except ListenerError as e:
-        sys.stderr.write(f"cannot serve the configured listeners: {e}\n")
-        raise SystemExit(1)
+        raise SystemExit(f"moxtw: cannot serve the configured listeners: {e}")

@@ -3,13 +3,16 @@
 `ConfigError.errors` is a list of lines like::
 
     conf/domains.toml: Accounts.mjl.Destinations."mjl@example.org".Mailboxx: unknown key
-    (line 12); expected one of: Mailbox, Rulesets, SMTPError, MessageAuthRequiredSMTPError,
+    (line 12); did you mean Mailbox?
+    conf/domains.toml: Accounts.mjl.Destinations."mjl@example.org".Box: unknown key
+    (line 13); expected one of: Mailbox, Rulesets, SMTPError, MessageAuthRequiredSMTPError,
     FullName
 
 Line numbers come from `key_lines`, a small scanner over the TOML text (tomllib gives values
 but no positions). It is only run on text tomllib already accepted.
 """
 
+import difflib
 import json
 import re
 from typing import Any, Iterable, Optional
@@ -252,8 +255,9 @@ def format_error(
     problem: str,
     lines: dict[tuple[Any, ...], int],
     expected: str = "",
+    hint: str = "",
 ) -> str:
-    """One error line: file, key path, problem, line number, expectation."""
+    """One error line: file, key path, problem, line number, expectation or hint."""
     out = f"{filename}: "
     if loc:
         out += format_path(loc) + ": "
@@ -263,6 +267,8 @@ def format_error(
         out += f" (line {line})"
     if expected:
         out += f"; expected {expected}"
+    if hint:
+        out += f"; {hint}"
     return out
 
 
@@ -274,26 +280,50 @@ def _input_repr(value: Any) -> str:
     return f"{kind} {json.dumps(value, ensure_ascii=False, default=str)}"
 
 
+def closest_key(key: str, valid: Iterable[str]) -> Optional[str]:
+    """The valid key ``key`` is most likely a typo of, or None (case is ignored)."""
+    folded = {k.lower(): k for k in valid}
+    match = difflib.get_close_matches(key.lower(), folded, n=1, cutoff=0.7)
+    return folded[match[0]] if match else None
+
+
 def validation_errors(
     exc: ValidationError, model: type[BaseModel], filename: str, text: str
 ) -> list[str]:
-    """Turn a pydantic ValidationError into error lines naming file, key path and line."""
+    """Turn a pydantic ValidationError into error lines naming file, key path and line.
+
+    An unknown key suggests the closest valid one; when that key is required and missing,
+    only the unknown key is reported: a typo is one mistake, not two."""
     lines = key_lines(text)
+    errors = exc.errors(include_url=False)
+    suggested = {}  # loc of an unknown key -> the valid key it is likely a typo of
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            parent = introspect.model_at(model, loc[:-1])
+            if parent is not None:
+                suggested[loc] = closest_key(loc[-1], parent.model_fields)
+    typoed = {loc[:-1] + (key,) for loc, key in suggested.items() if key is not None}
     out = []
-    for err in exc.errors(include_url=False):
+    for err in errors:
         loc = tuple(err["loc"])
         problem = err["msg"]
-        expected = ""
+        expected = hint = ""
         if "[key]" in loc:
             loc = loc[: loc.index("[key]")]
             problem = "invalid key: " + problem
         kind = err["type"]
         if kind == "extra_forbidden":
             problem = "unknown key"
-            parent = introspect.model_at(model, loc[:-1])
-            if parent is not None:
-                expected = "one of: " + ", ".join(parent.model_fields)
+            if suggested.get(loc) is not None:
+                hint = f"did you mean {format_key(suggested[loc])}?"
+            else:
+                parent = introspect.model_at(model, loc[:-1])
+                if parent is not None:
+                    expected = "one of: " + ", ".join(parent.model_fields)
         elif kind == "missing":
+            if loc in typoed:
+                continue
             problem = "missing required key"
             finfo = introspect.field_at(model, loc)
             if finfo is not None:
@@ -312,5 +342,5 @@ def validation_errors(
             finfo = introspect.field_at(model, loc)
             if finfo is not None and kind.endswith("_type"):
                 expected = introspect.type_name(finfo.annotation, finfo.metadata)
-        out.append(format_error(filename, loc, problem, lines, expected))
+        out.append(format_error(filename, loc, problem, lines, expected, hint))
     return out

@@ -144,8 +144,11 @@ def canonical_address(dynamic: Dynamic, localpart: str, domain: str) -> str:
     return f"{localpart}@{domain}"
 
 
-def check_dynamic(static: Static, dynamic: Dynamic) -> list[tuple[tuple[Any, ...], str]]:
-    """Checks across domains.toml and against moxtw.toml; returns (key path, problem) pairs."""
+def check_dynamic(
+    static: Static, dynamic: Dynamic, static_path: str = STATIC_FILE
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks across domains.toml and against moxtw.toml; returns (key path, problem) pairs.
+    Problems caused by a setting in moxtw.toml name static_path."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     add = lambda loc, msg: problems.append((loc, msg))  # noqa: E731
     accounts = dynamic.Accounts
@@ -161,20 +164,20 @@ def check_dynamic(static: Static, dynamic: Dynamic) -> list[tuple[tuple[Any, ...
                 add(
                     loc + (i, "Transport"),
                     f"unknown transport {route.Transport!r}, expected one of Transports in "
-                    "moxtw.toml: " + (", ".join(static.Transports) or "(none configured)"),
+                    f"{static_path}: " + (", ".join(static.Transports) or "(none configured)"),
                 )
 
     if static.Postmaster.Account not in accounts:
         add(
             ("Accounts",),
             f"postmaster account {static.Postmaster.Account!r} (Postmaster.Account in "
-            "moxtw.toml) does not exist",
+            f"{static_path}) does not exist",
         )
     if static.HostTLSRPT is not None and static.HostTLSRPT.Account not in accounts:
         add(
             ("Accounts",),
             f"host TLSRPT account {static.HostTLSRPT.Account!r} (HostTLSRPT.Account in "
-            "moxtw.toml) does not exist",
+            f"{static_path}) does not exist",
         )
 
     # Destinations: every address in one account only, at a configured domain.
@@ -259,9 +262,10 @@ def check_dynamic(static: Static, dynamic: Dynamic) -> list[tuple[tuple[Any, ...
 
 
 def validate_dynamic(text: str, path: str, static: Static) -> Dynamic:
-    """Parse and check the text of domains.toml; path is used in errors."""
+    """Parse and check the text of domains.toml; path is used in errors (and moxtw.toml
+    next to it for problems with settings there)."""
     dynamic = _validate(Dynamic, _parse(text, path), path, text)
-    problems = check_dynamic(static, dynamic)
+    problems = check_dynamic(static, dynamic, os.path.join(os.path.dirname(path), STATIC_FILE))
     if problems:
         lines = key_lines(text)
         raise ConfigError(format_error(path, loc, msg, lines) for loc, msg in problems)

@@ -99,7 +99,7 @@ class Router:
         except rcpts.DomainDisabled:
             return DeliveryResult(False, False, "domain temporarily disabled")
         if resolved is None:
-            return DeliveryResult(False, True, f"550 5.1.1 no such user {entry.recipient}")
+            return DeliveryResult(False, True, c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, f"no such user {entry.recipient}"))
         results = yield self.deliver(data, self.expand(resolved), mailfrom=entry.sender, prefix=b"")
         failed = [r for r in results if not r.ok]
         if not failed:

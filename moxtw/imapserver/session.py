@@ -526,7 +526,10 @@ class Session:
         self.untagged(f"OK [UIDNEXT {mb.uidnext}] next uid")
         if self.condstore:
             self.untagged(f"OK [HIGHESTMODSEQ {mb.modseq}] modseq")
-        self.untagged(f"LIST () \"/\" {r.mailbox_name(mb.name, self.utf8).decode()}")
+        if self.rev2:
+            # RFC 9051 6.3.2: a LIST response with the mailbox name; IMAP4rev1 has none
+            # (RFC 3501 6.3.1) and clients of it may not expect one.
+            self.untagged(f"LIST () \"/\" {r.mailbox_name(mb.name, self.utf8).decode()}")
         self.selected = sel
         self.state = SELECTED
         if qr is not None and qr["uidvalidity"] == mb.uidvalidity:

@@ -30,6 +30,7 @@ from moxtw import dns
 from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
 from moxtw.metrics import QUEUE_ATTEMPT_DURATION, QUEUE_DELIVERIES
+from moxtw.smtp import codes as c
 from moxtw.smtpclient import SMTPClientError
 from moxtw.smtpclient import deliver as smtp_deliver
 from moxtw.smtpclient.socks import SOCKS5ClientEndpoint, SOCKSError
@@ -129,19 +130,19 @@ async def mx_hosts(resolver, domain, rng=random):
     try:
         answer = await resolver.mx(domain)
     except dns.NotFound:
-        raise DeliveryError(f"550 5.1.2 recipient domain {domain} does not exist", permanent=True)
+        raise DeliveryError(c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_SYSTEM2, f"recipient domain {domain} does not exist"), permanent=True)
     except dns.NoRecords:
         # RFC 5321 5.1: no MX records: the domain itself is the implicit MX, if it has
         # addresses (checked when connecting).
         return [dns.normalize(domain)]
     except dns.InvalidName as e:
-        raise DeliveryError(f"550 5.1.2 invalid recipient domain {domain}: {e.text}", permanent=True)
+        raise DeliveryError(c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_SYSTEM2, f"invalid recipient domain {domain}: {e.text}"), permanent=True)
     except dns.DNSError as e:
-        raise DeliveryError(f"451 4.4.3 looking up MX records of {domain}: {e}")
+        raise DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, f"looking up MX records of {domain}: {e}"))
     records = list(answer.records)
     if any(r.host == "" for r in records):
         # RFC 7505 3.2: a null MX says the domain accepts no email.
-        raise DeliveryError(f"556 5.1.10 recipient domain {domain} accepts no email (null MX)",
+        raise DeliveryError(c.reply_text(c.C556_DOMAIN_NO_MAIL, c.SE_ADDR_NULL_MX10, f"recipient domain {domain} accepts no email (null MX)"),
                             permanent=True)
     # RFC 5321 5.1: lowest preference first, randomised among equal preferences.
     shuffled = list(records)
@@ -224,7 +225,7 @@ class Outbound:
             # A queue entry whose message is gone cannot be delivered, ever: fail it
             # loudly (DSN to the sender) rather than drop it silently.
             log.error("message file of queue entry missing", **fields)
-            return self._all(entries, DeliveryResult(False, True, "554 5.3.0 message file missing from the queue"))
+            return self._all(entries, DeliveryResult(False, True, c.reply_text(c.C554_TRANSACTION_FAILED, c.SE_MAIL_SYSTEM_OTHER0, "message file missing from the queue")))
         t = route.transport
         try:
             if t is not None and t.Fail is not None:
@@ -308,7 +309,7 @@ class Outbound:
                 try:
                     answer = await self.resolver.ip(host, ipv4=ipv4, ipv6=ipv6)
                 except dns.DNSError as e:
-                    last_error = DeliveryError(f"451 4.4.3 looking up addresses of MX host {host}: {e}")
+                    last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, f"looking up addresses of MX host {host}: {e}"))
                     log.info("mx host lookup failed: {error}", error=str(e), mx=host, **fields)
                     continue
                 ips = pick_addresses(answer.records)
@@ -343,14 +344,14 @@ class Outbound:
                     last_error = DeliveryError(text, permanent=False)
                     continue
                 except SOCKSError as e:
-                    last_error = DeliveryError(f"451 4.4.1 socks proxy: {e}")
+                    last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_NO_ANSWER1, f"socks proxy: {e}"))
                     continue
                 log.info("delivered to {mx} ({ip})", mx=host, ip=ip, tls=result.tls_version or "none",
                          banner=result.remote_banner,
                          **fields)
                 return [self._rcpt_result(r, entries) for r in result.recipients]
         if last_error is None:
-            raise DeliveryError(f"451 4.4.4 no addresses for the MX hosts of {domain}")
+            raise DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_ROUTING4, f"no addresses for the MX hosts of {domain}"))
         if tried and permanent_errors == tried and entries[0].attempts >= 1:
             # Every host refused us with 5xx at connection level, twice: give up.
             raise DeliveryError(str(last_error), permanent=True)
@@ -402,7 +403,7 @@ class Outbound:
 
                 ips = [str(ipaddress.ip_address(conf.Host))]
             except ValueError:
-                raise DeliveryError(f"451 4.4.3 looking up smarthost {host}: {e}") from None
+                raise DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, f"looking up smarthost {host}: {e}")) from None
         last = None
         for ip in ips:
             try:
@@ -424,7 +425,7 @@ class Outbound:
             return [DeliveryResult(True, False, "") if r.ok
                     else DeliveryResult(False, r.code is not None and r.code >= 500, _result_text(r))
                     for r in result.recipients]
-        raise last or DeliveryError(f"451 4.4.4 no addresses for smarthost {host}")
+        raise last or DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_ROUTING4, f"no addresses for smarthost {host}"))
 
 
 def read_queued_message(queue):

@@ -27,6 +27,7 @@ from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
 from moxtw.metrics import QUEUE_OLDEST_AGE, QUEUE_SIZE
 from moxtw.queue.model import EntryNotFound
+from moxtw.smtp import codes as c
 
 log = Logger(namespace="moxtw.queue")
 
@@ -466,4 +467,4 @@ def _missing_file(entry):
     """A queue entry whose message file is gone can never be delivered: fail it (DSN to
     the sender) and say so in the log, never drop it silently."""
     log.error("message file of queue entry missing, failing delivery", queueid=entry.id, baseid=entry.base_id)
-    return DeliveryResult(False, True, "554 5.3.0 message file missing from the queue")
+    return DeliveryResult(False, True, c.reply_text(c.C554_TRANSACTION_FAILED, c.SE_MAIL_SYSTEM_OTHER0, "message file missing from the queue"))

@@ -36,6 +36,7 @@ C552_STORAGE_EXCEEDED = 552
 C553_BAD_MAILBOX_NAME = 553
 C554_TRANSACTION_FAILED = 554
 C555_UNRECOGNIZED_PARAMS = 555
+C556_DOMAIN_NO_MAIL = 556  # RFC 7504: the domain accepts no mail (null MX, RFC 7505)
 
 # Enhanced status codes: "class.subject.detail"; the class (2, 4, 5) follows the reply code,
 # so constants hold only "subject.detail" and replies join them.
@@ -49,6 +50,7 @@ SE_ADDR_DEST_VALID5 = "1.5"
 SE_ADDR_BAD_SENDER_SYNTAX7 = "1.7"
 SE_ADDR_BAD_SENDER_SYSTEM8 = "1.8"
 SE_ADDR_ALREADY_REJECTED = "1.10"
+SE_ADDR_NULL_MX10 = "1.10"  # RFC 7505 4.2
 SE_MAILBOX_OTHER0 = "2.0"
 SE_MAILBOX_DISABLED1 = "2.1"
 SE_MAILBOX_FULL2 = "2.2"
@@ -57,15 +59,19 @@ SE_MAIL_SYSTEM_OTHER0 = "3.0"
 SE_MAIL_SYSTEM_STORAGE_FULL1 = "3.1"
 SE_MAIL_SYSTEM_NOT_ACCEPTING2 = "3.2"
 SE_MAIL_SYSTEM_MSG_TOO_LARGE4 = "3.4"
+SE_MAIL_SYSTEM_HOLD_TOO_LONG4 = "3.4"  # FUTURERELEASE beyond the maximum hold (RFC 4865 4)
 SE_MAIL_SYSTEM_CONFIG5 = "3.5"
 SE_NET_OTHER0 = "4.0"
+SE_NET_NO_ANSWER1 = "4.1"
 SE_NET_BAD_CONNECTION2 = "4.2"
+SE_NET_DIRECTORY_FAILURE3 = "4.3"  # RFC 3463: e.g. DNS lookups failed
 SE_NET_ROUTING4 = "4.4"
 SE_NET_LOOP6 = "4.6"
 SE_NET_DELIVERY_TIME_EXPIRED7 = "4.7"
 SE_PROTO_OTHER0 = "5.0"
 SE_PROTO_SYNTAX2 = "5.2"
 SE_PROTO_TOO_MANY_RCPTS3 = "5.3"
+SE_PROTO_VRFY_NOT_VERIFIED3 = "5.3"  # 252 to VRFY, as mox answers
 SE_PROTO_PARAM_SYNTAX4 = "5.4"
 SE_PROTO_PARAM_UNRECOGNIZED4 = "5.4"
 SE_PROTO_WRONG_VERSION5 = "5.5"
@@ -92,3 +98,8 @@ SE_SEC_SENDER_NOT_AUTHORIZED = "7.1"
 def enhanced(code, se):
     """The full enhanced status code for a reply code: (550, "1.1") -> "5.1.1"."""
     return f"{code // 100}.{se}"
+
+
+def reply_text(code, se, text):
+    """A reply as one line of text: (451, "4.3", "dns") -> "451 4.4.3 dns"."""
+    return f"{code} {enhanced(code, se)} {text}"

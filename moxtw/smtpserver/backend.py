@@ -31,7 +31,7 @@ CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
 
 def _rule_reply(rule):
     code = rule.code
-    se = "0.0"
+    se = c.SE_OTHER0
     return SMTPReply(code, se, f"error requested by localserve test address ({code})")
 
 
@@ -112,7 +112,7 @@ class SMTPBackend:
             d = defer.Deferred()
             clock = self.clock
             clock = default_reactor(clock)
-            clock.callLater(3600, d.errback, SMTPReply(421, "4.2", "timeout requested by test address", close=True))
+            clock.callLater(3600, d.errback, SMTPReply(c.C421_SERVICE_UNAVAILABLE, c.SE_NET_BAD_CONNECTION2, "timeout requested by test address", close=True))
             return d
         raise _rule_reply(rule)
 
@@ -139,7 +139,7 @@ class SMTPBackend:
             err = resolved.destination.SMTPError
             if err:
                 code = int(err.split(" ", 1)[0])
-                raise SMTPReply(code, "0.0" if code < 500 else "1.1", err.split(" ", 1)[1] if " " in err else "refused")
+                raise SMTPReply(code, c.SE_OTHER0 if code < 500 else c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, err.split(" ", 1)[1] if " " in err else "refused")
         if isinstance(resolved, rcpts.AliasRecipient) and not resolved.alias.PostPublic:
             sender = env.mailfrom
             members = {m.lower() for m in resolved.members}
@@ -260,7 +260,7 @@ class SMTPBackend:
         if not auth.single_from:
             # RFC 5322 3.6 wants one From field; DMARC can only judge one author domain
             # (RFC 7489 6.6.1), and skipping it for several would let spoofers through.
-            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, "7.1",
+            raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                             f"message must have exactly one From header field with one address "
                             f"(has {auth.from_fields} field(s), {auth.from_addresses} address(es)) "
                             f"(cid {session.cid})")
@@ -276,7 +276,7 @@ class SMTPBackend:
                 log.info("refusing message: DMARC policy {policy} of {domain}", policy=d.published_policy,
                          domain=auth.from_domain, cid=session.cid)
                 # RFC 7489 10.3: reject with 550 5.7.1.
-                raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, "7.1",
+                raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                                 f"DMARC policy ({d.published_policy}) of {auth.from_domain} rejects this "
                                 f"message: no aligned SPF or DKIM pass (cid {session.cid})")
         zones = self.dnsbl_zones(static)
@@ -285,7 +285,7 @@ class SMTPBackend:
                 msgauth.dnsbl_listed(self.resolver, zones, session.remote_ip))
             if listed is not None:
                 zone, reason = listed
-                raise SMTPReply(554, "7.1", f"your IP is listed in DNS block list {zone}"
+                raise SMTPReply(c.C554_TRANSACTION_FAILED, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1, f"your IP is listed in DNS block list {zone}"
                                 + (f": {reason}" if reason else "") + f" (cid {session.cid})")
 
     @staticmethod
@@ -331,7 +331,7 @@ class SMTPBackend:
                     acc_conf.MaxFirstTimeRecipientsPerDay,
                 )
             except OutgoingLimitExceeded as e:
-                raise SMTPReply(c.C451_LOCAL_ERROR, "7.0", f"{e}; try again later")
+                raise SMTPReply(c.C451_LOCAL_ERROR, c.SE_SEC_OTHER0, f"{e}; try again later")
         if self.queue_ready is not None:
             yield self.queue_ready()
         prefix = self._received(session, env, str(recipients[0]) if len(recipients) == 1 else "", now)

@@ -281,7 +281,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if reply.close:
             self._close()
         elif self.session.errors >= MAX_ERRORS:
-            self._write_reply(c.C421_SERVICE_UNAVAILABLE, "7.0", "too many errors, closing")
+            self._write_reply(c.C421_SERVICE_UNAVAILABLE, c.SE_SEC_OTHER0, "too many errors, closing")
             self._close()
 
     def _error(self, code, se, text):
@@ -427,7 +427,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             raise SMTPReply(c.C538_ENCRYPT_NEEDED, c.SE_SEC_ENCRYPTION_NEEDED11, "STARTTLS first")
         refusal = self.factory.backend.auth_allowed(self.session)
         if refusal:
-            raise SMTPReply(c.C454_TEMP_AUTH_FAILURE, "7.0", refusal)
+            raise SMTPReply(c.C454_TEMP_AUTH_FAILURE, c.SE_SEC_OTHER0, refusal)
 
         parts = arg.split(" ")
         name = parts[0].upper()
@@ -467,7 +467,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             # RFC 4954 4: client cancelled.
             self._auth = None
             self._mode = CMD
-            raise SMTPReply(c.C501_BAD_PARAM_SYNTAX, "7.0", "authentication cancelled")
+            raise SMTPReply(c.C501_BAD_PARAM_SYNTAX, c.SE_SEC_OTHER0, "authentication cancelled")
         return self._auth_step(self._b64(text))
 
     def _auth_step(self, data):
@@ -485,7 +485,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self.factory.backend.auth_result(self.session, True, self._auth_backend.login)
             log.info("authenticated {account} with {mech}", cid=self.session.cid,
                      account=step.account.name, mech=mech)
-            return SMTPReply(c.C235_AUTH_SUCCESS, "7.0", "authentication successful")
+            return SMTPReply(c.C235_AUTH_SUCCESS, c.SE_SEC_OTHER0, "authentication successful")
 
         def failed(failure):
             self._mode = CMD
@@ -501,7 +501,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
                         return task.deferLater(self.factory.clock_or_reactor(), delay, lambda: reply)
                     return reply
                 if err.reason == "temporary":
-                    return SMTPReply(c.C454_TEMP_AUTH_FAILURE, "7.0", "temporary authentication failure")
+                    return SMTPReply(c.C454_TEMP_AUTH_FAILURE, c.SE_SEC_OTHER0, "temporary authentication failure")
                 return SMTPReply(c.C501_BAD_PARAM_SYNTAX, c.SE_PROTO_SYNTAX2, str(err) or "malformed")
             return failure
 
@@ -518,7 +518,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         if self._submission and s.account is None:
             raise SMTPReply(c.C530_SECURITY_REQUIRED, c.SE_SEC_AUTH_REQUIRED0, "authentication required")
         if self.factory.require_starttls and not s.tls:
-            raise SMTPReply(c.C530_SECURITY_REQUIRED, "7.0", "STARTTLS required")
+            raise SMTPReply(c.C530_SECURITY_REQUIRED, c.SE_SEC_OTHER0, "STARTTLS required")
         path, params = self._split_path_arg(arg, "FROM:")
         if s.tls:
             self._note_tls()  # the handshake is complete by now
@@ -629,7 +629,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             if when.tzinfo is None:
                 raise bad
         if when - now > timedelta(seconds=MAX_HOLD):
-            raise SMTPReply(c.C554_TRANSACTION_FAILED, "3.4", "release time too far in the future")
+            raise SMTPReply(c.C554_TRANSACTION_FAILED, c.SE_MAIL_SYSTEM_HOLD_TOO_LONG4, "release time too far in the future")
         return when
 
     def cmd_RCPT(self, arg):
@@ -791,7 +791,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def cmd_VRFY(self, arg):
         # RFC 5321 3.5.3: 252 when we will not tell.
-        return SMTPReply(c.C252_CANNOT_VRFY, "5.3", "not verifying addresses, send mail to find out")
+        return SMTPReply(c.C252_CANNOT_VRFY, c.SE_PROTO_VRFY_NOT_VERIFIED3, "not verifying addresses, send mail to find out")
 
     def cmd_EXPN(self, arg):
         return SMTPReply(c.C502_CMD_NOT_IMPLEMENTED, c.SE_SEC_EXPN_NOT_AUTHORIZED2, "EXPN not available")

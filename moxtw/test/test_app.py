@@ -101,7 +101,14 @@ class ServeTreeTests(unittest.TestCase):
         s.listen()
         self.addCleanup(s.close)
         root = app.makeService(cfg, reactor=reactor)
-        self.assertRaises(Exception, root.privilegedStartService)
+        e = self.assertRaises(SystemExit, root.privilegedStartService)
+        # One line for twistd to print (exit status 1): the address, and what to change.
+        self.assertEqual(
+            str(e),
+            f"moxtw: cannot listen on 127.0.0.1:{25 + offset} for SMTP (listener main): address"
+            " already in use (by another program, or another moxtw); stop that program or"
+            f" change the port in {cfg.static_path}",
+        )
         for svc in root.listeners:
             if svc.port is not None:
                 svc.port.stopListening()

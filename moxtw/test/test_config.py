@@ -111,20 +111,68 @@ class LoadTests(ConfigTestMixin, SynchronousTestCase):
     def test_unknown_key(self):
         dynamic = DYNAMIC.replace('Mailbox = "Inbox"', 'Mailboxx = "Inbox"')
         d, errors = self.load_errors(dynamic=dynamic)
-        self.assertEqual(len(errors), 1)
         self.assertEqual(
-            errors[0],
-            os.path.join(d, "domains.toml")
-            + ': Accounts.mjl.Destinations."mjl@example.org".Mailboxx: unknown key (line 10);'
-            " expected one of: Mailbox, Rulesets, SMTPError, MessageAuthRequiredSMTPError,"
-            " FullName",
+            errors,
+            [
+                os.path.join(d, "domains.toml")
+                + ': Accounts.mjl.Destinations."mjl@example.org".Mailboxx: unknown key (line 10);'
+                " did you mean Mailbox?"
+            ],
+        )
+
+    def test_unknown_key_no_close_match(self):
+        """Without a likely intended key, the valid keys of the table are listed."""
+        dynamic = DYNAMIC.replace('Mailbox = "Inbox"', 'Box = "Inbox"')
+        d, errors = self.load_errors(dynamic=dynamic)
+        self.assertEqual(
+            errors,
+            [
+                os.path.join(d, "domains.toml")
+                + ': Accounts.mjl.Destinations."mjl@example.org".Box: unknown key (line 10);'
+                " expected one of: Mailbox, Rulesets, SMTPError, MessageAuthRequiredSMTPError,"
+                " FullName"
+            ],
         )
 
     def test_unknown_key_static(self):
         d, errors = self.load_errors(static=STATIC + "\n[Listeners.public.SMPT]\nEnabled = true\n")
-        self.assertEqual(len(errors), 1)
-        self.assertIn("moxtw.toml: Listeners.public.SMPT: unknown key (line 19)", errors[0])
-        self.assertIn("expected one of: IPs, NATIPs, Hostname, TLS", errors[0])
+        self.assertEqual(
+            errors,
+            [
+                os.path.join(d, "moxtw.toml")
+                + ": Listeners.public.SMPT: unknown key (line 19); did you mean SMTP?"
+            ],
+        )
+
+    def test_typo_of_required_key_is_one_error(self):
+        """A misspelt required key is an unknown key with a suggestion, not also a missing
+        key; case does not matter for the suggestion."""
+        static = STATIC.replace("LogLevel =", "Loglevel =").replace("Hostname =", "hostnme =")
+        d, errors = self.load_errors(static=static)
+        path = os.path.join(d, "moxtw.toml")
+        self.assertEqual(
+            sorted(errors),
+            [
+                path + ": Loglevel: unknown key (line 2); did you mean LogLevel?",
+                path + ": hostnme: unknown key (line 3); did you mean Hostname?",
+            ],
+        )
+        dynamic = DYNAMIC.replace('[Accounts.other]\nDomain =', '[Accounts.other]\nDomian =')
+        d, errors = self.load_errors(dynamic=dynamic)
+        self.assertEqual(
+            errors,
+            [os.path.join(d, "domains.toml")
+             + ": Accounts.other.Domian: unknown key (line 17); did you mean Domain?"],
+        )
+
+    def test_missing_required_still_reported(self):
+        """A required key that is missing, next to an unknown key that is not a typo of
+        it, is reported as missing."""
+        static = STATIC.replace('Hostname = "mail.example.org"\n', 'Colour = "blue"\n')
+        _, errors = self.load_errors(static=static)
+        self.assertEqual(len(errors), 2, errors)
+        self.assertIn("Hostname: missing required key", errors[0])
+        self.assertIn("Colour: unknown key (line 3); expected one of: DataDir, LogLevel", errors[1])
 
     def test_test_delivery_port_refused_outside_tests(self):
         static = STATIC.replace('Hostname = "mail.example.org"\n',
@@ -223,8 +271,11 @@ class LoadTests(ConfigTestMixin, SynchronousTestCase):
         )
 
     def test_postmaster_account(self):
-        _, errors = self.load_errors(static=STATIC.replace('Account = "mjl"', 'Account = "pm"'))
+        d, errors = self.load_errors(static=STATIC.replace('Account = "mjl"', 'Account = "pm"'))
         self.assertIn("postmaster account 'pm'", errors[0])
+        # Reported in domains.toml (no such account), naming the moxtw.toml it comes from.
+        self.assertTrue(errors[0].startswith(os.path.join(d, "domains.toml") + ": Accounts: "))
+        self.assertIn(f"(Postmaster.Account in {os.path.join(d, 'moxtw.toml')})", errors[0])
 
     def test_account_domain(self):
         _, errors = self.load_errors(

@@ -1,8 +1,10 @@
 """SELECT and EXAMINE (RFC 9051 6.3.2/6.3.3, RFC 3501 6.3.1/6.3.2, RFC 7162 3.1.2)."""
 
-from twisted.internet import defer
+import imaplib
 
-from moxtw.test.imaphelper import IMAPSessionTest, tagged, untagged
+from twisted.internet import defer, reactor, threads
+
+from moxtw.test.imaphelper import LOGIN, PASSWORD, IMAPSessionTest, tagged, untagged
 
 
 class SelectTests(IMAPSessionTest):
@@ -22,6 +24,8 @@ class SelectTests(IMAPSessionTest):
         self.assertTrue(any(x.startswith("OK [UIDNEXT 3]") for x in u))
         self.assertTrue(any(x.startswith("OK [PERMANENTFLAGS (") and "\\*" in x for x in u))
         self.assertFalse(any("HIGHESTMODSEQ" in x for x in u))
+        # RFC 3501 6.3.1 has no LIST response (that is IMAP4rev2, RFC 9051 6.3.2).
+        self.assertEqual(untagged(lines, "LIST"), [])
         self.assertIn("[READ-WRITE]", tagged(lines))
 
     @defer.inlineCallbacks
@@ -49,6 +53,7 @@ class SelectTests(IMAPSessionTest):
         lines = yield c.cmd("EXAMINE INBOX")
         self.assertIn("[READ-ONLY]", tagged(lines))
         self.assertIn("OK [PERMANENTFLAGS ()] flags", untagged(lines))
+        self.assertEqual(untagged(lines, "LIST"), [])  # RFC 3501 6.3.2
         for cmd in ("STORE 1 +FLAGS \\Seen", "EXPUNGE", "UID EXPUNGE 1", "MOVE 1 Archive"):
             self.assertNO((yield c.cmd(cmd)), "READ-ONLY")
         # RFC 9051 6.3.3: EXAMINE never sets \Seen.
@@ -103,3 +108,48 @@ class SelectTests(IMAPSessionTest):
         lines = yield c.cmd("FETCH $ UID")
         self.assertOK(lines)
         self.assertEqual(untagged(lines, "FETCH"), [])
+
+
+class SelectLoopbackTests(IMAPSessionTest):
+    """SELECT and EXAMINE with Python's imaplib over a loopback socket: an IMAP4rev1
+    client gets no untagged LIST (RFC 3501 6.3.1), one that enabled IMAP4rev2 does
+    (RFC 9051 6.3.2)."""
+
+    def setUp(self):
+        d = super().setUp()
+
+        def listen(_):
+            port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            self.port = port.getHost().port
+
+        return d.addCallback(listen)
+
+    def imap(self, enable=None):
+        """Log in with imaplib, then SELECT and EXAMINE INBOX; returns the untagged LIST
+        data imaplib collected for each (None for none)."""
+        c = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        try:
+            c.login(LOGIN, PASSWORD)
+            if enable:
+                c.enable(enable)
+            got = []
+            for readonly in (False, True):
+                typ, data = c.select("INBOX", readonly=readonly)
+                assert typ == "OK", (typ, data)
+                got.append(c.response("LIST")[1])
+            return got
+        finally:
+            c.logout()
+
+    @defer.inlineCallbacks
+    def test_rev1_no_list(self):
+        yield self.deliver("one")
+        got = yield threads.deferToThread(self.imap)
+        self.assertEqual(got, [[None], [None]])
+
+    @defer.inlineCallbacks
+    def test_rev2_list(self):
+        yield self.deliver("one")
+        got = yield threads.deferToThread(self.imap, "IMAP4rev2")
+        self.assertEqual(got, [[b'() "/" Inbox'], [b'() "/" Inbox']])

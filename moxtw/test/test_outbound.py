@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from moxtw.config.schema import Route, Transport
 from moxtw.dns import MockResolver, NoRecords, TemporaryFailure
 from moxtw.queue import Queue
+from moxtw.smtp import codes as c
 from moxtw.queue.outbound import (
     DeliveryError,
     Outbound,
@@ -97,7 +98,7 @@ class MXTests(unittest.TestCase):
     def test_null_mx_permanent(self):
         err = yield self.assertFailure(self.hosts({("example.net", "MX"): [(0, ".")]}), DeliveryError)
         self.assertTrue(err.permanent)
-        self.assertIn("556 5.1.10", str(err))
+        self.assertIn(f"{c.C556_DOMAIN_NO_MAIL} {c.enhanced(c.C556_DOMAIN_NO_MAIL, c.SE_ADDR_NULL_MX10)}", str(err))
 
     @defer.inlineCallbacks
     def test_nxdomain_permanent_servfail_temporary(self):

@@ -16,6 +16,7 @@ from twisted.trial import unittest
 from moxtw import config as mconfig
 from moxtw.test import servertree
 from moxtw.sasl.client import new_client_mechanism
+from moxtw.smtp import codes as c
 from moxtw.test.test_localserve import free_offset
 
 STATIC = """
@@ -288,7 +289,8 @@ class SMTPEndToEndTests(SMTPTreeBase):
         entries = yield self.root.queue.list()
         self.assertEqual([e.recipient for e in entries], ["friend@example.net"])
         # The test tree's resolver fails every lookup temporarily.
-        self.assertIn("4.4.3 looking up MX records of example.net", entries[0].last_error)
+        self.assertIn(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, "looking up MX records of example.net"),
+                      entries[0].last_error)
         got = yield self.messages("other")
         self.assertEqual([m.subject for m, _ in got], ["mixed"])
 
