@@ -30,7 +30,9 @@ LOGGER = "moxtw.log.twistd_observer"
 
 
 def _twistd(args):
-    sys.argv = ["twistd", "-n", f"--logger={LOGGER}", "moxtw", *args]
+    # In the foreground, without a twistd.pid in the working directory: a second
+    # localserve (another --port-offset) from the same directory must be able to start.
+    sys.argv = ["twistd", "-n", "--pidfile=", f"--logger={LOGGER}", "moxtw", *args]
     run()
 
 
@@ -166,7 +168,6 @@ def _queue_filters(a):
 def cmd_queue_change(a):
     """hold, unhold, schedule, drop, fail: through the control socket of the running
     server, which answers once the change is durable."""
-
     data_dir = _data_dir(a)
     if data_dir is None:
         return 1

@@ -383,7 +383,6 @@ class Session:
     def cmd_authenticate(self, cmd):
         """AUTHENTICATE mechanism [initial-response] (RFC 9051 6.2.2, RFC 4959 SASL-IR).
         Not authenticated."""
-
         name = cmd.args["mechanism"]
         if name not in self._mechanisms():
             raise NO("[CANNOT] mechanism not available")
@@ -888,7 +887,6 @@ class Session:
     def cmd_fetch(self, cmd):
         """FETCH / UID FETCH seqset items [(CHANGEDSINCE n [VANISHED])] (RFC 9051 6.4.5,
         RFC 7162). Selected."""
-
         sel = self.selected
         a = cmd.args
         uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
@@ -1025,7 +1023,6 @@ class Session:
         file in bounded slices, so a big message never sits whole in memory. The file
         is opened before anything is written: when it is gone (FileNotFoundError,
         expunged by another session), no partial response has been sent."""
-
         f = yield threads.deferToThread(self.account.open_message, msg.id)
         try:
             for part in parts:
@@ -1139,7 +1136,6 @@ class Session:
     def cmd_search(self, cmd):
         """SEARCH / UID SEARCH [RETURN (...)] [CHARSET c] keys (RFC 9051 6.4.4, RFC 4731
         ESEARCH, RFC 5182 SEARCHRES). Selected."""
-
         sel = self.selected
         prog = cmd.args["program"]
         ret = prog.return_opts
@@ -1200,7 +1196,6 @@ class Session:
     @defer.inlineCallbacks
     def cmd_sort(self, cmd):
         """SORT / UID SORT (criteria) charset keys (RFC 5256). Selected."""
-
         sel = self.selected
         a = cmd.args
         try:
@@ -1215,7 +1210,6 @@ class Session:
     @defer.inlineCallbacks
     def cmd_thread(self, cmd):
         """THREAD / UID THREAD algorithm charset keys (RFC 5256). Selected."""
-
         sel = self.selected
         a = cmd.args
         try:

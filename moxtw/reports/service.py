@@ -149,7 +149,6 @@ class ReportsService(service.Service):
 
     async def send_due(self, now=None):
         """Compose and queue all due aggregate reports; returns how many were queued."""
-
         await self._when_ready()
         now = now or datetime.now(timezone.utc)
         reports = await self.evaluations.prepare_reports(

@@ -174,7 +174,6 @@ def authserv_id(value):
 def strip_own_authres(data, hostname):
     """``data`` without Authentication-Results fields claiming our authserv-id: only our
     own results may carry it (RFC 8601 5). Unchanged (same object) when there are none."""
-
     header, sep, body = split_header(data)
     if b"authentication-results" not in header.lower():
         return data

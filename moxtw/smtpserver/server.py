@@ -167,7 +167,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
 
     def timeoutConnection(self):
         # RFC 5321 4.5.3.2: the server may close after its timeout; say why first.
-        self._write_reply(c.C421_SERVICE_UNAVAILABLE, "4.4.2", f"{self.factory.hostname} timeout, closing")
+        self._write_reply(c.C421_SERVICE_UNAVAILABLE, c.SE_NET_BAD_CONNECTION2, f"{self.factory.hostname} timeout, closing")
         self._close()
 
     def _close(self):

@@ -23,7 +23,7 @@ from moxtw.store.model import check_new_mailbox_name, normalize_mailbox_name
 from moxtw.test import servertree
 from moxtw.test.imaphelper import IMAPSessionTest, message
 from moxtw.test.test_localserve import free_offset
-from moxtw.test.test_smtpserver import SMTPTestBase
+from moxtw.test.smtphelper import SMTPTestBase
 
 # -- a) stale temporary files
 

@@ -282,20 +282,24 @@ def _stop(proc):
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
 
-def spawn_localserve(testcase, d, offset):
-    """``twistd -n moxtw localserve`` as a child process, stopped at the test's cleanup;
-    wait for its ``listening`` Deferred."""
+def spawn_localserve(testcase, d, offset, cli=False, path=None):
+    """``twistd -n moxtw localserve`` (with cli, ``python -m moxtw localserve``) as a child
+    process in directory path, stopped at the test's cleanup; wait for its ``listening``
+    Deferred."""
     proc = _Proc()
+    if cli:
+        start = ["-m", "moxtw"]
+    else:
+        start = ["-c", TWISTD, "-n", "--pidfile=", "--logger=moxtw.log.twistd_observer", "moxtw"]
     reactor.spawnProcess(
         proc,
         sys.executable,
         [
-            sys.executable, "-c", TWISTD, "-n", "--pidfile=",
-            "--logger=moxtw.log.twistd_observer",
-            "moxtw", "localserve", "--dir", d, "--ip", "127.0.0.1",
+            sys.executable, *start, "localserve", "--dir", d, "--ip", "127.0.0.1",
             "--port-offset", str(offset),
         ],
         env=dict(os.environ),
+        path=path,
     )
     testcase.addCleanup(_stop, proc)
     return proc

@@ -87,6 +87,22 @@ class PortInUseTests(unittest.TestCase):
         self.assertNotIn("--port-offset", out + err)
 
 
+class PidFileTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_two_localserves_one_directory(self):
+        """``moxtw localserve`` writes no twistd.pid in the working directory, so a second
+        one (another --port-offset) can start from the same directory."""
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        for i in range(2):
+            proc = spawn_localserve(self, os.path.join(cwd, f"ls{i}"), free_offset(), cli=True,
+                                    path=cwd)
+            yield proc.listening
+        self.assertEqual(sorted(os.listdir(cwd)), ["ls0", "ls1"])
+
+
 class HelpTests(unittest.TestCase):
     timeout = 60
 
