@@ -71,6 +71,8 @@ class FetchContext:
     # Body sections larger than this are not read here but returned as FileRange parts,
     # for the caller to stream from the file (None: always read).
     stream_threshold: object = None
+    # UIDs \Recent in this session (IMAP4rev1, RFC 3501 2.3.2): FLAGS include \Recent.
+    recent: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ def _astring(s):
     if raw and raw.isascii() and all(0x20 < c < 0x7F and c not in _ATOM_SPECIALS for c in raw):
         return raw
     return string(s, True)
+
+
+RECENT = "\\Recent"
 
 
 def flags_list(flags):
@@ -370,6 +375,8 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
     atts = _expand(atts)
     sets_seen = implies_seen(msg, atts, ctx)
     flags = _with_seen(msg.flags) if sets_seen else tuple(msg.flags)
+    if msg.uid in ctx.recent:
+        flags += (RECENT,)
     utf8 = ctx.utf8
     items = []
     seen_names = set()
@@ -526,6 +533,7 @@ class RowRenderer:
             names.append("MODSEQ")
         self.names = tuple(names)
         self.utf8 = ctx.utf8
+        self.recent = ctx.recent
         self._flags = {}  # rendered FLAGS by flags: most messages share a few
         # The FetchRow fields to ask Account.fetch_rows for.
         self.fields = tuple(f for n in names for f in _ROW_FIELDS.get(n, ()))
@@ -537,9 +545,10 @@ class RowRenderer:
             if name == "UID":
                 items.append(b"UID %d" % row.uid)
             elif name == "FLAGS":
-                flags = self._flags.get(row.flags)
+                key = row.flags + (RECENT,) if row.uid in self.recent else row.flags
+                flags = self._flags.get(key)
                 if flags is None:
-                    flags = self._flags[row.flags] = b"FLAGS " + flags_list(row.flags)
+                    flags = self._flags[key] = b"FLAGS " + flags_list(key)
                 items.append(flags)
             elif name == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % row.modseq)

@@ -91,13 +91,16 @@ SEARCH_ARG_KEYS = (
 class ParseError(Exception):
     """A malformed command. ``tag`` is the command's tag when it could be read (else
     None, answer with ``* BAD``); ``text`` the reason for the BAD response; ``code`` an
-    optional response code such as "BADCHARSET"."""
+    optional response code such as "BADCHARSET". With ``no``, the command is well-formed
+    but names something that cannot exist (a mailbox name that is not modified UTF-7):
+    the answer is NO, not BAD."""
 
-    def __init__(self, tag, text, code=None):
+    def __init__(self, tag, text, code=None, no=False):
         super().__init__(text)
         self.tag = tag
         self.text = text
         self.code = code
+        self.no = no
 
     def __repr__(self):
         return f"ParseError({self.tag!r}, {self.text!r}, {self.code!r})"
@@ -416,8 +419,15 @@ class _Parser:
         return self.mailbox_text(self.astring_bytes(what="mailbox name"))
 
     def list_mailbox(self):
-        """list-mailbox = 1*list-char / string: a LIST pattern with % and * wildcards."""
-        return self.mailbox_text(self.astring_bytes(LIST_CHAR, "mailbox pattern"))
+        """list-mailbox = 1*list-char / string: a LIST pattern with % and * wildcards.
+        None for a pattern that is not modified UTF-7: it matches no mailbox."""
+        raw = self.astring_bytes(LIST_CHAR, "mailbox pattern")
+        try:
+            return self.mailbox_text(raw)
+        except ParseError as e:
+            if e.no:
+                return None
+            raise
 
     def mailbox_text(self, raw):
         if self.utf8 or any(c >= 0x80 for c in raw):
@@ -426,7 +436,9 @@ class _Parser:
             return self.text(raw, "mailbox name")
         name = _decode_mutf7(raw)
         if name is None:
-            self.error("invalid modified UTF-7 in mailbox name")
+            # Syntactically an astring, so not BAD: no mailbox has this name (SELECT,
+            # STATUS...) and none can be created with it; NO, as Dovecot answers.
+            raise ParseError(self.tag, "invalid modified UTF-7 in mailbox name", "CANNOT", no=True)
         if "\x00" in name:
             self.error("NUL byte in mailbox name")
         return name

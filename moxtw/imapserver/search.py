@@ -1,7 +1,7 @@
 """IMAP SEARCH, SORT and THREAD evaluation over an account's index and message files.
 
-Implements the search keys of RFC 9051 6.4.4 (with NEW/OLD/RECENT from RFC 3501 6.4.4;
-moxtw keeps no \\Recent, so RECENT and NEW match nothing and OLD everything), OLDER/YOUNGER
+Implements the search keys of RFC 9051 6.4.4 (with NEW/OLD/RECENT from RFC 3501 6.4.4: the
+session rewrites them to UID sets of its recent messages before evaluation), OLDER/YOUNGER
 (RFC 5032), "$" (RFC 5182), MODSEQ (RFC 7162 3.1.5), SAVEDBEFORE/SAVEDON/SAVEDSINCE and
 SAVEDATESUPPORTED (RFC 8514), SORT and THREAD=ORDEREDSUBJECT/REFERENCES (RFC 5256) and
 DISPLAYFROM/DISPLAYTO (RFC 5957).
@@ -582,7 +582,7 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
         if op in ("all", "old", "savedatesupported"):
             return set(view)
         if op in ("new", "recent"):
-            return set()  # RFC 3501 6.4.4: no message is \Recent in moxtw
+            return set()  # sessions rewrite these first (RFC 3501 6.4.4); without one nothing is recent
         if op in ("uid", "seqset"):
             return _resolve_set(node.args[0], view, op == "uid", searchres)
         parts = [local_set(a) for a in node.args]

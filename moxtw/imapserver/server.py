@@ -402,9 +402,11 @@ class IMAPServer(SerialInput, protocol.Protocol, TimeoutMixin):
         except parser.ParseError as e:
             _discard(spools)
             code = getattr(e, "code", None)
-            if code == "BADCHARSET" and e.tag:
+            if (code == "BADCHARSET" or e.no) and e.tag:
                 # RFC 9051 6.4.4: an unsupported charset gets NO [BADCHARSET], not BAD.
-                self.write(f"{e.tag} NO [BADCHARSET] {e.text}\r\n".encode("utf-8", "replace"))
+                self.write(f"{e.tag} NO [{code}] {e.text}\r\n".encode("utf-8", "replace"))
+                if e.no:
+                    return
             else:
                 self.write(_bad(e.tag, (f"[{code}] " if code else "") + e.text))
             self.session.bad_command(data)

@@ -29,7 +29,7 @@ from moxtw.imapserver import fetch as fetchmod
 from moxtw.imapserver import response as r
 from moxtw.imapserver import search as searchmod
 from moxtw.imapserver.fetch import FileRange
-from moxtw.imapserver.types import STAR
+from moxtw.imapserver.types import STAR, SearchKey, SeqSet
 from moxtw.sasl import server as sasl
 from moxtw.sasl.channelbinding import channel_binding_for
 from moxtw.sasl.server import server_mechanisms
@@ -108,6 +108,8 @@ class Selected:
         self.uids = array.array("I", uids)
         self.readonly = readonly
         self.keywords = set(mailbox.keywords)
+        self.flags_checked = set()  # flag tuples whose keywords are all in keywords
+        self.recent = set()  # UIDs \Recent in this session (IMAP4rev1, RFC 3501 2.3.2)
         self.searchres = []
 
     def seq_of(self, uid):
@@ -256,11 +258,14 @@ class Session:
                 if not sel.uids or c.uid > sel.uids[-1]:
                     sel.uids.append(c.uid)
                     added = True
+                    # RFC 3501 2.3.2: recent in the first session told of it.
+                    if not self.rev2 and self.account.recent.claim(sel.id, c.uid, take=not sel.readonly):
+                        sel.recent.add(c.uid)
                 continue
             if added and not (isinstance(c, ch.ChangeRemoveUIDs) and not allow_expunge):
                 # Announce new messages before an EXPUNGE or FETCH may name them: a client
                 # must never see a sequence number above the EXISTS it knows (RFC 9051 7.4.1).
-                self.untagged(f"{len(sel.uids)} EXISTS")
+                self._exists(sel)
                 added = False
             if isinstance(c, ch.ChangeRemoveUIDs):
                 if not allow_expunge:
@@ -273,7 +278,7 @@ class Session:
                 seq = sel.seq_of(c.uid)
                 if seq is not None:
                     mod = f" MODSEQ ({c.modseq})" if self.condstore else ""
-                    self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {_flags_text(c.flags)}{mod})")
+                    self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {self._fetch_flags(c.flags, c.uid)}{mod})")
             elif isinstance(c, ch.ChangeMailboxKeywords):
                 new = set(c.keywords) - sel.keywords
                 if new:
@@ -285,12 +290,41 @@ class Session:
                 self.pending = []
                 return
         if added:
-            self.untagged(f"{len(sel.uids)} EXISTS")
+            self._exists(sel)
         self.pending = keep
+
+    def _recent_key(self, key):
+        """The search program with RECENT, NEW and OLD (RFC 3501 6.4.4) as UID sets of
+        this session's recent messages: NEW is RECENT UNSEEN, OLD is NOT RECENT. The
+        program is changed in place (it belongs to this command)."""
+        ranges = tuple((u, u) for u in sorted(self.selected.recent))
+        stack = [key]
+        while stack:
+            node = stack.pop()
+            if node.op in ("and", "or", "not"):
+                stack.extend(node.args)
+                continue
+            recent = SearchKey("uid", [SeqSet(ranges)])
+            if node.op == "recent":
+                node.op, node.args = "uid", recent.args
+            elif node.op == "old":
+                node.op, node.args = "not", [recent]
+            elif node.op == "new":
+                node.op, node.args = "and", [recent, SearchKey("unseen", [])]
+        return key
+
+    def _exists(self, sel):
+        self.untagged(f"{len(sel.uids)} EXISTS")
+        if not self.rev2:
+            self.untagged(f"{self._recent_count(sel)} RECENT")  # RFC 3501 7.3.2
+
+    def _recent_count(self, sel):
+        return sum(1 for u in sel.recent if sel.seq_of(u) is not None)
 
     def _send_expunges(self, uids):
         sel = self.selected
         present = [u for u in uids if sel.seq_of(u) is not None]
+        sel.recent.difference_update(uids)
         if not present:
             return
         if self.qresync:
@@ -304,6 +338,28 @@ class Session:
             seq = sel.seq_of(u)
             sel.uids.pop(seq - 1)
             self.untagged(f"{seq} EXPUNGE")
+
+    def _fetch_flags(self, flags, uid):
+        """The FLAGS of a FETCH response, after an untagged FLAGS announcing any keyword
+        in them this session was not told of yet (RFC 9051 7.3.5: FLAGS lists the
+        flags in use; clients and imaptest check that FETCH uses only those); with
+        \Recent for this session's recent messages (RFC 3501 2.3.2)."""
+        self._announce_keywords(flags)
+        if uid in self.selected.recent:
+            flags = tuple(flags) + ("\\Recent",)
+        return _flags_text(flags)
+
+    def _announce_keywords(self, flags):
+        sel = self.selected
+        if sel is None or flags in sel.flags_checked:
+            return
+        new = {f for f in flags if not f.startswith("\\") and f not in sel.keywords}
+        if new:
+            sel.keywords |= new
+            self.untagged(f"FLAGS {self._flags_list(sel)}")
+        if len(sel.flags_checked) > 1000:
+            sel.flags_checked.clear()  # combinations of flags seen: a few, normally
+        sel.flags_checked.add(flags)
 
     def _flags_list(self, sel):
         return "(" + " ".join(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"] + sorted(sel.keywords)) + ")"
@@ -499,7 +555,6 @@ class Session:
             uids = yield self.account.uids(mb.id)
             unseen = None
             if not self.rev2 and mb.unseen:
-
                 found = yield self.account.search(mb.id, SearchCriteria(flags_unset=("\\Seen",)))
                 unseen = found[0] if found else None
             if any(isinstance(c, ch.ChangeMailboxRemove) and c.mailbox_id == mb.id for c in self.pending):
@@ -515,7 +570,11 @@ class Session:
         self.untagged(f"FLAGS {self._flags_list(sel)}")
         self.untagged(f"{len(uids)} EXISTS")
         if not self.rev2:
-            self.untagged("0 RECENT")
+            # RFC 3501 6.3.1/6.3.2: SELECT takes the recent messages for this session,
+            # EXAMINE shows them and leaves them.
+            tracker = self.account.recent
+            sel.recent = tracker.peek(mb.id) if readonly else tracker.claim_all(mb.id)
+            self.untagged(f"{self._recent_count(sel)} RECENT")
             if unseen is not None and sel.seq_of(unseen) is not None:
                 # RFC 3501 6.3.1: first unseen message (not in IMAP4rev2, RFC 9051 6.3.2).
                 self.untagged(f"OK [UNSEEN {sel.seq_of(unseen)}] first unseen")
@@ -550,7 +609,7 @@ class Session:
         for m in changed:
             seq = sel.seq_of(m.uid)
             if seq is not None:
-                self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {_flags_text(m.flags)} MODSEQ ({m.modseq}))")
+                self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {self._fetch_flags(m.flags, m.uid)} MODSEQ ({m.modseq}))")
 
     def _name(self, name, new=False):
         """The stored form of a mailbox name; ``new``: for a mailbox to be created."""
@@ -582,7 +641,7 @@ class Session:
             raise NO("[ALREADYEXISTS] mailbox exists")
         except ValueError as e:
             raise NO(f"[USEATTR] {e}")
-        yield self.account.subscribe(name, origin=self)
+        # Not subscribed (RFC 9051 6.3.4 and 6.3.7 are separate commands; imaptest checks).
         return "CREATE completed"
 
     @defer.inlineCallbacks
@@ -637,7 +696,8 @@ class Session:
         a = cmd.args
         select = set(a.get("select") or [])
         ret = a.get("return") or {}
-        patterns = a["patterns"]
+        # Patterns that are not modified UTF-7 (None) match nothing.
+        patterns = [p for p in a["patterns"] if p is not None]
         ref = a.get("reference", "")
         if patterns == [""]:
             # RFC 9051 6.3.9: the hierarchy delimiter and root.
@@ -647,8 +707,13 @@ class Session:
         subs = set((yield self.account.subscriptions()))
         by_name = {m.name: m for m in mailboxes}
         names = set(by_name)
+        recursive = "RECURSIVEMATCH" in select
         if "SUBSCRIBED" in select:
             names = set(subs)
+            if recursive:
+                # RFC 5258 3.5: parents of subscribed mailboxes may match the pattern
+                # and are then returned with CHILDINFO.
+                names |= _ancestors(subs)
         if len(patterns) > MAX_LIST_PATTERNS:
             raise BAD(f"at most {MAX_LIST_PATTERNS} patterns")
         regexes = [_pattern_regex(ref + p) for p in dict.fromkeys(patterns)]
@@ -662,18 +727,22 @@ class Session:
         else:
             # Many mailboxes or patterns: matched off the reactor thread.
             matched = yield threads.deferToThread(_matching, names, regexes)
-        # Names with children: every proper parent of every mailbox.
-        parents = set()
-        for n in by_name:
-            i = n.rfind("/")
-            while i > 0:
-                parents.add(n[:i])
-                i = n.rfind("/", 0, i)
+        parents = _ancestors(by_name)  # names with children
         want_status = ret.get("STATUS")
+        childinfo = set()
+        if recursive and "SUBSCRIBED" in select:
+            # RFC 5258 3.5 (and its examples): CHILDINFO ("SUBSCRIBED") for a matched
+            # mailbox with a subscribed descendant that the patterns do not match.
+            childinfo = _parents_of_unmatched(subs, matched)
         for name in matched:
             mb = by_name.get(name)
             if "SPECIAL-USE" in select and (mb is None or not mb.special_use):
                 continue
+            extended = ""
+            if "SUBSCRIBED" in select and name not in subs:
+                if name not in childinfo:
+                    continue  # only there as a parent, with nothing unmatched below it
+                extended = ' ("CHILDINFO" ("SUBSCRIBED"))'
             attrs = []
             if mb is None:
                 attrs.append("\\NonExistent")
@@ -683,7 +752,9 @@ class Session:
                     attrs.append(mb.special_use)
             if name in subs and ("SUBSCRIBED" in ret or "SUBSCRIBED" in select):
                 attrs.append("\\Subscribed")
-            self.untagged(f"LIST ({' '.join(attrs)}) \"/\" {r.mailbox_name(name, self.utf8).decode()}")
+            self.untagged(
+                f"LIST ({' '.join(attrs)}) \"/\" {r.mailbox_name(name, self.utf8).decode()}{extended}"
+            )
             if want_status and mb is not None:
                 self.untagged(self._status_line(mb, want_status))
         return "LIST completed"
@@ -691,17 +762,28 @@ class Session:
     @defer.inlineCallbacks
     def cmd_lsub(self, cmd):
         """LSUB reference pattern (RFC 3501; deprecated in IMAP4rev2). Authenticated."""
-        subs = yield self.account.subscriptions()
+        subs = set((yield self.account.subscriptions()))
+        if cmd.args["pattern"] is None:
+            return "LSUB completed"  # not modified UTF-7: matches nothing
         rx = _pattern_regex(cmd.args.get("reference", "") + cmd.args["pattern"])
-        names = sorted(subs)
+        names = sorted(subs | _ancestors(subs))
         if not rx.fast and sum(map(len, names)) > MAX_LIST_WORK:
             raise NO("[LIMIT] too much matching for a pattern mixing * and %")
         if rx.fast and len(names) <= INLINE_LIST_WORK:
             matched = _matching(names, [rx])
         else:
             matched = yield threads.deferToThread(_matching, names, [rx])
+        # RFC 3501 6.3.9: with "%", an unsubscribed parent of a subscribed mailbox the
+        # pattern does not reach is returned, flagged \Noselect.
+        parents = _parents_of_unmatched(subs, matched)
         for name in matched:
-            self.untagged(f'LSUB () "/" {r.mailbox_name(name, self.utf8).decode()}')
+            if name in subs:
+                attrs = ""
+            elif name in parents:
+                attrs = "\\Noselect"
+            else:
+                continue
+            self.untagged(f'LSUB ({attrs}) "/" {r.mailbox_name(name, self.utf8).decode()}')
         return "LSUB completed"
 
     def _status_line(self, mb, items):
@@ -720,7 +802,8 @@ class Session:
             elif item == "SIZE":
                 values.append(f"SIZE {mb.size}")
             elif item == "RECENT":
-                values.append("RECENT 0")
+                # RFC 3501 6.3.10: messages no session has taken as recent yet.
+                values.append(f"RECENT {self.account.recent.count(mb.id)}")
             elif item == "HIGHESTMODSEQ":
                 values.append(f"HIGHESTMODSEQ {mb.modseq}")
             elif item == "APPENDLIMIT":
@@ -903,7 +986,7 @@ class Session:
                 self.untagged(f"VANISHED (EARLIER) {r.format_seqset(gone)}")
         ctx = fetchmod.FetchContext(
             utf8=self.utf8, rev2=self.rev2, condstore=self.condstore, readonly=sel.readonly,
-            stream_threshold=STREAM_THRESHOLD,
+            stream_threshold=STREAM_THRESHOLD, recent=frozenset(sel.recent),
         )
         atts = a["atts"]
         if uids and all(att.name in fetchmod.ROW_ITEMS for att in atts):
@@ -941,6 +1024,7 @@ class Session:
                         gone.append((m.uid, e))
                         continue
                 else:
+                    self._announce_keywords(m.flags)
                     self.write(res.data)
                 if res.sets_seen:
                     seen_uids.append(m.uid)
@@ -950,7 +1034,7 @@ class Session:
                 changed, _ = yield self.account.store_flags(sel.id, seen_uids, "add", ["\\Seen"], origin=self)
                 if self.condstore:
                     for uid, modseq, flags in changed:
-                        self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {_flags_text(flags)} MODSEQ ({modseq}))")
+                        self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {self._fetch_flags(flags, uid)} MODSEQ ({modseq}))")
         if gone:
             yield self._expunged_meanwhile(sel, gone)
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
@@ -1011,6 +1095,8 @@ class Session:
                     yield gate.wait()
                     if gate.stopped:
                         break
+                    for row in rows:
+                        self._announce_keywords(row.flags)
                     self.write(data)
         finally:
             gate.close()
@@ -1077,7 +1163,7 @@ class Session:
                 continue
             mod = f" MODSEQ ({modseq})" if self.condstore else ""
             uidpart = f"UID {uid} " if cmd.uid else ""
-            self.untagged(f"{seq} FETCH ({uidpart}FLAGS {_flags_text(flags)}{mod})")
+            self.untagged(f"{seq} FETCH ({uidpart}FLAGS {self._fetch_flags(flags, uid)}{mod})")
         if not a["silent"]:
             # Messages whose flags did not change still get their flags (RFC 9051 6.4.6).
             unchanged = [u for u in uids if u not in changed_uids and u not in modified]
@@ -1086,7 +1172,7 @@ class Session:
                 for m in msgs:
                     mod = f" MODSEQ ({m.modseq})" if self.condstore else ""
                     uidpart = f"UID {m.uid} " if cmd.uid else ""
-                    self.untagged(f"{sel.seq_of(m.uid)} FETCH ({uidpart}FLAGS {_flags_text(m.flags)}{mod})")
+                    self.untagged(f"{sel.seq_of(m.uid)} FETCH ({uidpart}FLAGS {self._fetch_flags(m.flags, m.uid)}{mod})")
         if modified:
             # RFC 7162 3.1.3: MODIFIED lists what failed the UNCHANGEDSINCE test.
             ids = modified if cmd.uid else [sel.seq_of(u) for u in modified]
@@ -1142,7 +1228,8 @@ class Session:
         uids = list(sel.uids)
         try:
             found = yield searchmod.search(
-                self.account, sel.id, uids, prog.key, searchres=sel.searchres, now=datetime.now(timezone.utc)
+                self.account, sel.id, uids, self._recent_key(prog.key), searchres=sel.searchres,
+                now=datetime.now(timezone.utc)
             )
         except Exception as e:
             if ret is not None and "SAVE" in ret:
@@ -1200,7 +1287,7 @@ class Session:
         a = cmd.args
         try:
             found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"],
-                                         a["program"].key, searchres=sel.searchres)
+                                         self._recent_key(a["program"].key), searchres=sel.searchres)
         except searchmod.SearchError as e:
             raise BAD(str(e))
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
@@ -1214,7 +1301,7 @@ class Session:
         a = cmd.args
         try:
             structure = yield searchmod.thread(self.account, sel.id, list(sel.uids), a["algorithm"],
-                                               a["program"].key, searchres=sel.searchres)
+                                               self._recent_key(a["program"].key), searchres=sel.searchres)
         except searchmod.SearchError as e:
             raise BAD(str(e))
         mapping = (lambda u: u) if cmd.uid else sel.seq_of
@@ -1380,6 +1467,23 @@ def _glob_levels(levels, name):
 
 def _matching(names, patterns):
     return [n for n in names if any(p.match(n) for p in patterns)]
+
+
+def _ancestors(names):
+    """Every proper parent of the names ("a/b/c": "a/b" and "a")."""
+    out = set()
+    for n in names:
+        i = n.rfind("/")
+        while i > 0:
+            out.add(n[:i])
+            i = n.rfind("/", 0, i)
+    return out
+
+
+def _parents_of_unmatched(subs, matched):
+    """The parents of subscribed mailboxes that no pattern matched."""
+    matched = set(matched)
+    return _ancestors(n for n in subs if n not in matched)
 
 
 def _copyuid(uidvalidity, pairs):

@@ -27,6 +27,7 @@ from moxtw.message import searchtext
 from moxtw.message.imap import format_envelope
 from moxtw.sasl import credentials
 from moxtw.store import changes as ch
+from moxtw.store.recent import RecentTracker
 from moxtw.store import junkflags, msgthread
 from moxtw.store.errors import (
     MailboxExists,
@@ -134,6 +135,8 @@ class Account:
         self.maildir = os.path.join(path, "maildir")
         self.db_path = os.path.join(path, "index.db")
         self.bus = ch.ChangeBus()
+        # \Recent for IMAP4rev1 sessions; told of each commit before the subscribers.
+        self.recent = RecentTracker()
         # Maximum total size of all messages in bytes; 0 means no limit. Set from config
         # (QuotaMessageSize) by whoever opens the account, and updated on reload.
         self.quota = 0
@@ -146,7 +149,7 @@ class Account:
             reactor,
             f"store-w-{name}",
             writer=True,
-            on_committed=self.bus.publish,
+            on_committed=self._committed,
             store_metrics=True,
         )
         self._reader = Worker(self.db_path, reactor, f"store-r-{name}", writer=False)
@@ -360,6 +363,10 @@ class Account:
         ctx.sync_dirs.add(d)
         ctx.on_rollback.append(lambda: _unlink(final))
 
+    def _committed(self, changes):
+        self.recent.changed(changes)
+        self.bus.publish(changes)
+
     def _finish_mailbox_change(self, conn, ctx, mailbox_id, origin):
         row = conn.execute("SELECT * FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
         ctx.changes.append(
@@ -442,8 +449,8 @@ class Account:
         if dst is None:
             raise MailboxNotFound(dest)
         rows = _rows_for_uids(conn, src_mailbox_id, uids)
-        if dst["id"] == src_mailbox_id:
-            raise MailboxNotAllowed("source and destination mailbox are the same")
+        # Into the same mailbox too: each message gets a new UID at the end (as Dovecot
+        # does; RFC 6851 3.1 does not forbid it).
         if not rows:
             return Placed([], dst["uidvalidity"])
         out = []

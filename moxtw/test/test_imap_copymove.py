@@ -42,7 +42,12 @@ class CopyMoveTests(IMAPSessionTest):
         lines = yield c.cmd("UID MOVE 4 Archive")
         self.assertEqual(untagged(lines, "EXPUNGE"), ["2 EXPUNGE"])
         self.assertNO((yield c.cmd("MOVE 1 Nonexistent")), "TRYCREATE")
-        self.assertNO((yield c.cmd("MOVE 1 INBOX")))
+        # Into the selected mailbox: a new UID at the end, as Dovecot does.
+        lines = yield c.cmd("MOVE 1 INBOX")
+        self.assertOK(lines)
+        u = untagged(lines)
+        self.assertTrue(u[0].startswith("OK [COPYUID "), u)
+        self.assertEqual(u[1:3], ["1 EXPUNGE", "1 EXISTS"])
         lines = yield c.cmd("STATUS Archive (MESSAGES)")
         self.assertIn("MESSAGES 3", untagged(lines)[0])
 

@@ -191,7 +191,8 @@ class MessageTests(IMAPTestBase):
         self.assertIn(b"APPENDUID", out["append"][1][0])
         self.assertEqual(out["select"][1], [b"2"])
         fetched = out["fetch"][1]
-        self.assertIn(b"FLAGS (\\Flagged)", fetched[0][0])
+        # IMAP4rev1 (imaplib): the new message is \\Recent in this session (RFC 3501 2.3.2).
+        self.assertIn(b"FLAGS (\\Flagged \\Recent)", fetched[0][0])
         self.assertEqual(fetched[0][1], b"Subject: first\r\n\r\n")
         self.assertEqual(out["body"][1][0][1], b"gamma attempt\r\n")
         self.assertIn(b"\\Seen", out["flags_after"][1][0])  # BODY[] sets \Seen
@@ -263,6 +264,7 @@ class IdleTests(IMAPTestBase):
             reactor.callFromThread(result["ready"].callback, None)
             c.sock.settimeout(10)
             result["update"] = c.readline()
+            result["recent"] = c.readline()
             c.send(b"DONE\r\n")
             result["done"] = c.readline()
             c.logout()
@@ -274,6 +276,7 @@ class IdleTests(IMAPTestBase):
         yield d
         self.assertTrue(result["cont"].startswith(b"+ "))
         self.assertEqual(result["update"], b"* 1 EXISTS\r\n")
+        self.assertEqual(result["recent"], b"* 1 RECENT\r\n")  # IMAP4rev1: RFC 3501 7.3.2
         self.assertIn(b"OK IDLE terminated", result["done"])
 
     @defer.inlineCallbacks

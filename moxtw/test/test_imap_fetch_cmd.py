@@ -54,12 +54,12 @@ class FetchTests(IMAPSessionTest):
         self.assertNotIn(b"\\Seen", b"".join(lines))
         lines = yield c.cmd("FETCH 1 BODY[TEXT]")
         # RFC 9051 6.4.5: the changed flags are part of the FETCH response.
-        self.assertIn(b"FLAGS (\\Seen)", b"".join(lines))
+        self.assertIn(b"FLAGS (\\Seen \\Recent)", b"".join(lines))  # IMAP4rev1: recent here
         lines = yield c.cmd("FETCH 1 FLAGS")
-        self.assertIn("1 FETCH (FLAGS (\\Seen))", untagged(lines))
+        self.assertIn("1 FETCH (FLAGS (\\Seen \\Recent))", untagged(lines))
         lines = yield c.cmd("FETCH 2 RFC822.HEADER")  # does not set \Seen
         lines = yield c.cmd("FETCH 2 FLAGS")
-        self.assertIn("2 FETCH (FLAGS ())", untagged(lines))
+        self.assertIn("2 FETCH (FLAGS (\\Recent))", untagged(lines))
         # Other sessions learn about it.
 
     @defer.inlineCallbacks

@@ -31,7 +31,7 @@ class IdleTests(IMAPSessionTest):
         d = c.wait_line(b"* 1 FETCH")
         yield other.cmd("STORE 1 +FLAGS (\\Flagged)")
         lines = yield d
-        self.assertEqual(lines[-1], b"* 1 FETCH (UID 1 FLAGS (\\Flagged))")
+        self.assertEqual(lines[-1], b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))")
         d = c.wait_line(b"* 1 EXPUNGE")
         yield other.cmd("STORE 1 +FLAGS (\\Deleted)")
         yield other.cmd("EXPUNGE")
@@ -169,7 +169,7 @@ class UpdateTests(IMAPSessionTest):
         u = untagged(lines)
         # Keywords are case-insensitive (RFC 9051 2.3.2); the store keeps them lower case.
         self.assertIn("FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Forwarded)", u)
-        self.assertIn("1 FETCH (UID 1 FLAGS (\\Answered $Forwarded))", u)
+        self.assertIn("1 FETCH (UID 1 FLAGS (\\Answered $Forwarded \\Recent))", u)
         # The session's own STORE does not come back as an update.
         yield c.cmd("STORE 1 -FLAGS (\\Answered)")
         lines = yield c.cmd("NOOP")

@@ -113,3 +113,62 @@ class ListTests(IMAPSessionTest):
         self.assertOK((yield c.cmd("DELETE Temp")))
         self.assertBAD((yield c.cmd("FETCH 1 UID")))
         self.assertEqual(tagged((yield c.cmd("NOOP")))[:2], "OK")
+
+
+class SubscriptionTests(IMAPSessionTest):
+    """What imaptest's listext and subscribe groups check (RFC 9051 6.3.4, 6.3.9; RFC 5258)."""
+
+    @defer.inlineCallbacks
+    def test_create_does_not_subscribe(self):
+        c = yield self.logged_in()
+        self.assertOK((yield c.cmd("CREATE Fresh")))
+        lines = yield c.cmd('LSUB "" Fresh')
+        self.assertEqual(untagged(lines), [])
+        lines = yield c.cmd('LIST (SUBSCRIBED) "" Fresh')
+        self.assertEqual(untagged(lines), [])
+
+    @defer.inlineCallbacks
+    def test_recursivematch_childinfo(self):
+        c = yield self.logged_in()
+        for name in ("p", "p/c", "q", "q/c"):
+            yield c.cmd("CREATE " + name)
+        yield c.cmd("SUBSCRIBE p/c")
+        yield c.cmd("SUBSCRIBE q")
+        # RFC 5258 3.5: a parent with a subscribed child is returned with CHILDINFO,
+        # with \Subscribed only when it is itself subscribed.
+        lines = yield c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+        u = untagged(lines)
+        self.assertIn('LIST (\\HasChildren) "/" p ("CHILDINFO" ("SUBSCRIBED"))', u)
+        self.assertIn('LIST (\\HasChildren \\Subscribed) "/" q', u)
+        self.assertFalse(any(x.endswith('" p/c') for x in u), u)
+        lines = yield c.cmd('LIST (SUBSCRIBED) "" "*"')
+        self.assertTrue(any(x.endswith('" p/c') for x in untagged(lines)))
+
+    @defer.inlineCallbacks
+    def test_lsub_noselect_parent(self):
+        c = yield self.logged_in()
+        yield c.cmd("CREATE a/b")
+        yield c.cmd("SUBSCRIBE a/b")
+        yield c.cmd("UNSUBSCRIBE a")
+        # RFC 3501 6.3.9: % reaching only a subscribed child lists the parent \Noselect
+        # (as Dovecot does, so does a pattern naming the parent itself).
+        lines = yield c.cmd('LSUB "" "*"')
+        self.assertEqual(untagged(lines, "LSUB")[-1:], ['LSUB () "/" a/b'])
+        self.assertFalse(any(x.endswith('" a') for x in untagged(lines)))
+        lines = yield c.cmd('LSUB "" "%"')
+        self.assertIn('LSUB (\\Noselect) "/" a', untagged(lines))
+        lines = yield c.cmd('LSUB "" "a/%"')
+        self.assertIn('LSUB () "/" a/b', untagged(lines))
+
+    @defer.inlineCallbacks
+    def test_invalid_modified_utf7(self):
+        c = yield self.logged_in()
+        # RFC 3501 5.1.3: "&" must start a base64 run ended by "-".
+        self.assertNO((yield c.cmd("SELECT &Jjo")), "CANNOT")
+        self.assertNO((yield c.cmd("CREATE &Jjo")), "CANNOT")
+        lines = yield c.cmd('LIST "" "&Jjo"')
+        self.assertOK(lines)
+        self.assertEqual(untagged(lines), [])
+        lines = yield c.cmd('LSUB "" "&Jjo"')
+        self.assertOK(lines)
+        self.assertEqual(untagged(lines), [])

@@ -17,7 +17,7 @@ class SelectTests(IMAPSessionTest):
         u = untagged(lines)
         self.assertIn("FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft)", u)
         self.assertIn("2 EXISTS", u)
-        self.assertIn("0 RECENT", u)  # RFC 3501 6.3.1: required
+        self.assertIn("2 RECENT", u)  # RFC 3501 6.3.1: required; both are new here
         # RFC 3501 6.3.1: UNSEEN with the first unseen message's sequence number.
         self.assertIn("OK [UNSEEN 2] first unseen", u)
         self.assertTrue(any(x.startswith("OK [UIDVALIDITY ") for x in u))
@@ -59,7 +59,8 @@ class SelectTests(IMAPSessionTest):
         # RFC 9051 6.3.3: EXAMINE never sets \Seen.
         lines = yield c.cmd("FETCH 1 (BODY[] FLAGS)")
         lines = yield c.cmd("FETCH 1 FLAGS")
-        self.assertIn("1 FETCH (FLAGS ())", untagged(lines))
+        # EXAMINE shows \\Recent and leaves it (RFC 3501 6.3.2).
+        self.assertIn("1 FETCH (FLAGS (\\Recent))", untagged(lines))
         # COPY is allowed from a read-only mailbox.
         self.assertOK((yield c.cmd("COPY 1 Archive")))
 

@@ -13,7 +13,8 @@ class StoreTests(IMAPSessionTest):
 
     @defer.inlineCallbacks
     def test_modes(self):
-        c = yield self.logged_in(select="INBOX")
+        # IMAP4rev2: no \Recent in the answers (RFC 9051 drops it).
+        c = yield self.logged_in(select="INBOX", enable="IMAP4rev2")
         lines = yield c.cmd("STORE 1 FLAGS (\\Seen \\Flagged)")
         self.assertEqual(untagged(lines), ["1 FETCH (FLAGS (\\Seen \\Flagged))"])
         lines = yield c.cmd("STORE 1 -FLAGS \\Seen")
@@ -54,3 +55,19 @@ class StoreTests(IMAPSessionTest):
         self.assertEqual(untagged(lines, "EXPUNGE"), [])
         lines = yield c.cmd("NOOP")
         self.assertEqual(untagged(lines, "EXPUNGE"), ["2 EXPUNGE"])
+
+    @defer.inlineCallbacks
+    def test_keyword_from_other_session_announced_first(self):
+        """RFC 9051 7.3.5: a keyword reaches a session in FLAGS before any FETCH uses it."""
+        c = yield self.logged_in(select="INBOX")
+        other = yield self.logged_in(select="INBOX")
+        yield other.cmd("STORE 2 +FLAGS.SILENT (NewWord)")
+        lines = yield c.cmd("NOOP")
+        u = untagged(lines)
+        flags = [i for i, x in enumerate(u) if x.startswith("FLAGS (") and "newword" in x.lower()]
+        fetch = [i for i, x in enumerate(u) if "FETCH" in x and "newword" in x.lower()]
+        self.assertTrue(flags and fetch and flags[0] < fetch[0], u)
+        # Announced once: a second message with it brings no new FLAGS.
+        yield other.cmd("STORE 3 +FLAGS.SILENT (NewWord)")
+        lines = yield c.cmd("NOOP")
+        self.assertFalse(any(x.startswith("FLAGS (") for x in untagged(lines)), lines)
