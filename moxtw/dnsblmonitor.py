@@ -19,12 +19,19 @@ from moxtw.metrics import REGISTRY
 
 log = Logger(namespace="moxtw.dnsbl")
 
-DNSBL_IP_LISTED = Gauge(
-    "dnsbl_ip_listed",
-    "Whether one of our IPs is listed in a monitored DNS block list (1) or not (0).",
-    ["zone", "ip"],
-    registry=REGISTRY,
-)
+
+
+def listed_gauge(registry):
+    """The ``dnsbl_ip_listed`` gauge, registered in ``registry``."""
+    return Gauge(
+        "dnsbl_ip_listed",
+        "Whether one of our IPs is listed in a monitored DNS block list (1) or not (0).",
+        ["zone", "ip"],
+        registry=registry,
+    )
+
+
+DNSBL_IP_LISTED = listed_gauge(REGISTRY)
 
 INTERVAL = 3600.0
 
@@ -57,8 +64,12 @@ def monitored_zones(static, dynamic):
 class DNSBLMonitor(service.Service):
     name = "dnsbl-monitor"
 
-    def __init__(self, resolver, current, clock=None, interval=INTERVAL, include_private=False):
+    def __init__(self, resolver, current, clock=None, interval=INTERVAL, include_private=False,
+                 registry=None):
+        """``registry``: a prometheus CollectorRegistry for the gauge (tests); the
+        process-wide one by default."""
         clock = default_reactor(clock)
+        self.gauge = DNSBL_IP_LISTED if registry is None else listed_gauge(registry)
         self.resolver = resolver
         self.current = current
         self.clock = clock
@@ -98,7 +109,7 @@ class DNSBLMonitor(service.Service):
             if zone not in zones or ip not in ips:
                 del self.listed[(zone, ip)]
                 try:
-                    DNSBL_IP_LISTED.remove(zone, ip)
+                    self.gauge.remove(zone, ip)
                 except KeyError:
                     pass
         for zone in zones:
@@ -107,7 +118,7 @@ class DNSBLMonitor(service.Service):
                 if r.status == "temperror":
                     continue  # keep the last known state
                 listed = r.status == "fail"
-                DNSBL_IP_LISTED.labels(zone=zone, ip=ip).set(1 if listed else 0)
+                self.gauge.labels(zone=zone, ip=ip).set(1 if listed else 0)
                 if self.listed.get((zone, ip)) != listed:
                     if listed:
                         log.warn("our IP {ip} is listed in DNS block list {zone}: {reason}", ip=ip, zone=zone,

@@ -460,13 +460,17 @@ class HostileInputTests(unittest.SynchronousTestCase):
         self.assertRaises(ReportError, parse_feedback, minimal_report(record=rec))
 
     def test_malformed_message_never_crashes(self):
-        for msg in (b"\x00" * 100, b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n",
-                    b"Content-Type: application/gzip\r\n\r\n\x1f\x8b",
-                    b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!"):
-            try:
-                parse_message(msg)
-            except ReportError:
-                pass
+        # Messages without a report part are not reports (None); a report part that does
+        # not decode is a ReportError naming what is wrong. Nothing else escapes.
+        for msg in (b"\x00" * 100, b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"):
+            self.assertIsNone(parse_message(msg))
+        for msg, why in (
+            (b"Content-Type: application/gzip\r\n\r\n\x1f\x8b", "bad gzip data"),
+            (b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!",
+             "malformed XML"),
+        ):
+            e = self.assertRaises(ReportError, parse_message, msg)
+            self.assertIn(why, str(e))
 
 
 class ReportDBTests(unittest.TestCase):

@@ -2,12 +2,12 @@
 
 from types import SimpleNamespace
 
+from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from moxtw.dns import MockResolver, TemporaryFailure
-from moxtw.dnsblmonitor import DNSBL_IP_LISTED, DNSBLMonitor, monitored_ips
-from moxtw.metrics import REGISTRY
+from moxtw.dnsblmonitor import DNSBLMonitor, monitored_ips
 
 
 def config(ips, zones, monitor, nat=()):
@@ -33,26 +33,29 @@ class MonitorTests(unittest.TestCase):
             ("8.8.8.8.other.example", "A"): TemporaryFailure,
         })
         clock = task.Clock()
-        m = DNSBLMonitor(r, lambda: config(["8.8.8.8"], ["other.example"], ["bl.example"]), clock=clock)
+        registry = CollectorRegistry()  # not the process-wide one: other tests cannot interfere
+        m = DNSBLMonitor(r, lambda: config(["8.8.8.8"], ["other.example"], ["bl.example"]), clock=clock,
+                        registry=registry)
         m.startService()
         self.addCleanup(m.stopService)
         yield m.check()
         self.assertEqual(m.listed, {("bl.example", "8.8.8.8"): True})
-        self.assertEqual(REGISTRY.get_sample_value("dnsbl_ip_listed", {"zone": "bl.example", "ip": "8.8.8.8"}), 1)
+        self.assertEqual(registry.get_sample_value("dnsbl_ip_listed", {"zone": "bl.example", "ip": "8.8.8.8"}), 1)
         r.records.pop(("8.8.8.8.bl.example", "A"))
         r.records.pop(("8.8.8.8.bl.example", "TXT"))
         clock.advance(3600)  # the hourly check
         self.assertEqual(m.listed[("bl.example", "8.8.8.8")], False)
-        self.assertEqual(DNSBL_IP_LISTED.labels(zone="bl.example", ip="8.8.8.8")._value.get(), 0)
+        self.assertEqual(registry.get_sample_value("dnsbl_ip_listed", {"zone": "bl.example", "ip": "8.8.8.8"}), 0)
 
     @defer.inlineCallbacks
     def test_removed_zone_gauge_dropped(self):
         r = MockResolver({("8.8.8.8.gone.example", "A"): ["127.0.0.2"]})
         cfg = [config(["8.8.8.8"], [], ["gone.example"])]
-        m = DNSBLMonitor(r, lambda: cfg[0], clock=task.Clock())
+        registry = CollectorRegistry()
+        m = DNSBLMonitor(r, lambda: cfg[0], clock=task.Clock(), registry=registry)
         yield m.check()
-        self.assertEqual(REGISTRY.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}), 1)
+        self.assertEqual(registry.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}), 1)
         cfg[0] = config(["8.8.8.8"], [], [])
         yield m.check()
-        self.assertIsNone(REGISTRY.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}))
+        self.assertIsNone(registry.get_sample_value("dnsbl_ip_listed", {"zone": "gone.example", "ip": "8.8.8.8"}))
         self.assertEqual(m.listed, {})
