@@ -111,6 +111,9 @@ class Selected:
         self.flags_checked = set()  # flag tuples whose keywords are all in keywords
         self.recent = set()  # UIDs \Recent in this session (IMAP4rev1, RFC 3501 2.3.2)
         self.searchres = []
+        # The highest mod-sequence of the changes this session has been told of (RFC 7162
+        # 3.1.2.1): what it may be given as HIGHESTMODSEQ when CONDSTORE is enabled later.
+        self.modseq = mailbox.modseq
 
     def seq_of(self, uid):
         i = bisect.bisect_left(self.uids, uid)
@@ -254,6 +257,8 @@ class Session:
         for c in self.pending:
             if getattr(c, "mailbox_id", None) != sel.id and not isinstance(c, ch.ChangeMailboxRemove):
                 continue
+            if getattr(c, "modseq", None) and not (isinstance(c, ch.ChangeRemoveUIDs) and not allow_expunge):
+                sel.modseq = max(sel.modseq, c.modseq)
             if isinstance(c, ch.ChangeAddUID):
                 if not sel.uids or c.uid > sel.uids[-1]:
                     sel.uids.append(c.uid)
@@ -507,14 +512,24 @@ class Session:
         new = []
         for cap in cmd.args["capabilities"]:
             if cap in known and cap not in self.enabled:
+                if cap in ("CONDSTORE", "QRESYNC"):
+                    self._enable_condstore()
                 self.enabled.add(cap)
                 new.append(cap)
-                if cap == "QRESYNC":
-                    self.enabled.add("CONDSTORE")
         if "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled:
             self.utf8 = True  # RFC 6855 3, RFC 9051: UTF-8 mailbox names and strings
         self.untagged("ENABLED" + "".join(" " + c for c in new))
         return defer.succeed("ENABLE completed")
+
+    def _enable_condstore(self):
+        """CONDSTORE enabled by a command that uses it (RFC 7162 3.1). With a mailbox
+        selected, the client learns its HIGHESTMODSEQ now (RFC 7162 3.1.2.1: the server
+        MUST send it in an untagged OK when CONDSTORE is enabled while selected)."""
+        if self.condstore:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] modseq")
 
     def cmd_namespace(self, cmd):
         """NAMESPACE (RFC 2342). Authenticated."""
@@ -814,7 +829,7 @@ class Session:
     def cmd_status(self, cmd):
         """STATUS mailbox (items). Authenticated."""
         if "HIGHESTMODSEQ" in cmd.args["items"]:
-            self.enabled.add("CONDSTORE")  # RFC 7162 3.1: a CONDSTORE-enabling command
+            self._enable_condstore()  # RFC 7162 3.1: a CONDSTORE-enabling command
         mb = yield self.account.mailbox(self._name(cmd.args["mailbox"]))
         if mb is None:
             raise NO("[NONEXISTENT] no such mailbox")
@@ -975,7 +990,7 @@ class Session:
         uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
         changedsince = a.get("changedsince")
         if changedsince is not None or any(att.name == "MODSEQ" for att in a["atts"]):
-            self.enabled.add("CONDSTORE")  # RFC 7162 3.1: CONDSTORE-enabling commands
+            self._enable_condstore()  # RFC 7162 3.1: CONDSTORE-enabling commands
         if a.get("vanished"):
             if not (cmd.uid and self.qresync and changedsince is not None):
                 raise BAD("VANISHED needs UID FETCH with CHANGEDSINCE and QRESYNC enabled")
@@ -1147,7 +1162,7 @@ class Session:
         a = cmd.args
         uids = self._uids_in(a["seqset"], sel.uids, by_uid=cmd.uid)
         if a.get("unchangedsince") is not None:
-            self.enabled.add("CONDSTORE")
+            self._enable_condstore()
         try:
             changed, modified = yield self.account.store_flags(
                 sel.id, uids, a["mode"], a["flags"], unchangedsince=a.get("unchangedsince"), origin=self
@@ -1239,16 +1254,22 @@ class Session:
             raise
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         nums = [n for n in nums if n is not None]
+        if ret is None and self.rev2:
+            ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
         highest = None
         if _uses_modseq(prog.key):
             # RFC 7162 3.1.5: a SEARCH with MODSEQ enables CONDSTORE, and its response
-            # carries the highest mod-sequence of the messages found.
-            self.enabled.add("CONDSTORE")
-            if found:
-                msgs = yield self.account.messages(sel.id, uids=found)
+            # carries the highest mod-sequence of the messages found. RFC 7162 3.1.10:
+            # with ESEARCH MIN and/or MAX alone, of the messages returned.
+            self._enable_condstore()
+            opts = set(ret or ()) - {"SAVE"}
+            returned = found
+            if found and opts and opts <= {"MIN", "MAX"}:
+                returned = sorted({found[0] if "MIN" in opts else found[-1],
+                                   found[-1] if "MAX" in opts else found[0]})
+            if returned:
+                msgs = yield self.account.messages(sel.id, uids=returned)
                 highest = max((m.modseq for m in msgs), default=None)
-        if ret is None and self.rev2:
-            ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
         if ret is None:
             mod = f" (MODSEQ {highest})" if highest is not None else ""
             self.untagged("SEARCH" + "".join(f" {n}" for n in nums) + mod)

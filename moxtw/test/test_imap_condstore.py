@@ -105,3 +105,55 @@ class CondstoreTests(IMAPSessionTest):
         yield other.cmd("STORE 1 +FLAGS (\\Seen)")
         lines = yield c.cmd("NOOP")
         self.assertIn("MODSEQ", untagged(lines, "FETCH")[0])
+
+
+class CondstoreEnableTests(IMAPSessionTest):
+    """RFC 7162 3.1 and 3.1.10, as imaptest's esearch-condstore group checks them."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        yield self.deliver_n(4)
+
+    @defer.inlineCallbacks
+    def test_fetch_modseq_while_selected_sends_highestmodseq(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("STATUS INBOX (HIGHESTMODSEQ)")
+        highest = int(re.search(r"HIGHESTMODSEQ (\d+)", untagged(lines)[-1]).group(1))
+        self.assertIn(f"OK [HIGHESTMODSEQ {highest}] modseq", untagged(lines))
+        # Only once: CONDSTORE is on now.
+        lines = yield c.cmd("FETCH 1 MODSEQ")
+        self.assertEqual([x for x in untagged(lines) if "HIGHESTMODSEQ" in x], [])
+
+    @defer.inlineCallbacks
+    def test_fetch_modseq_enables_with_session_modseq(self):
+        c = yield self.logged_in(select="INBOX")
+        other = yield self.logged_in(select="INBOX")
+        yield other.cmd("STORE 2 +FLAGS (\\Seen)")
+        lines = yield c.cmd("FETCH 1 MODSEQ")
+        hms = [x for x in untagged(lines) if x.startswith("OK [HIGHESTMODSEQ")]
+        self.assertEqual(len(hms), 1, lines)
+        self.assertEqual(len(untagged(lines, "FETCH")), 2, lines)  # its own and message 2's
+        lines = yield c.cmd("STATUS INBOX (HIGHESTMODSEQ)")
+        now = int(re.search(r"HIGHESTMODSEQ (\d+)", untagged(lines)[0]).group(1))
+        self.assertLessEqual(int(re.search(r"\d+", hms[0]).group(0)), now)
+
+    @defer.inlineCallbacks
+    def test_esearch_min_max_modseq_of_returned(self):
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("FETCH 1 MODSEQ")
+        mods = {}
+        for n in (1, 3, 2, 4):
+            lines = yield c.cmd(f"STORE {n} +FLAGS (\\Seen)")
+            mods[n] = modseq_of(untagged(lines, "FETCH")[0])
+        q = '1:3 MODSEQ "/flags/\\\\seen" all 1'
+        lines = yield c.cmd(f"SEARCH RETURN (MIN) {q}", tag="a")
+        self.assertEqual(untagged(lines), [f'ESEARCH (TAG "a") MIN 1 MODSEQ {mods[1]}'])
+        lines = yield c.cmd(f"SEARCH RETURN (MAX) {q}", tag="b")
+        self.assertEqual(untagged(lines), [f'ESEARCH (TAG "b") MAX 3 MODSEQ {mods[3]}'])
+        lines = yield c.cmd(f"SEARCH RETURN () {q}", tag="c")
+        self.assertEqual(untagged(lines), [f'ESEARCH (TAG "c") ALL 1:3 MODSEQ {mods[2]}'])
+        lines = yield c.cmd(f"SEARCH RETURN (MIN MAX) 2:3 MODSEQ 1", tag="d")
+        self.assertEqual(untagged(lines), [f'ESEARCH (TAG "d") MIN 2 MAX 3 MODSEQ {mods[2]}'])
+        lines = yield c.cmd(f"SEARCH RETURN (ALL) 2:3 MODSEQ {mods[4]}", tag="e")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "e")'])
