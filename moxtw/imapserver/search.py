@@ -78,12 +78,13 @@ _FULL_ROW_LEAVES = {"sentbefore", "senton", "sentsince", "from", "to", "cc", "bc
 # ENVELOPE positions (RFC 9051 7.5.2) of the address fields.
 _ENVELOPE_FIELD = {"from": 2, "to": 5, "cc": 6, "bcc": 7}
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def ascii_casemap(s):
-    """The i;ascii-casemap comparator's key (RFC 4790 9.2), the SORT default (RFC 5256)."""
-    return s.translate(_ASCII_LOWER)
+    """The i;ascii-casemap comparator's key (RFC 4790 9.2), the SORT default (RFC 5256):
+    a-z mapped to A-Z, so "_" and "[" sort after the letters."""
+    return s.translate(_ASCII_UPPER)
 
 
 def _default_reader(account):
@@ -723,7 +724,10 @@ def _first_address(msg, field):
     if not env or not env[field]:
         return None
     for addr in env[field]:
-        if addr[3] is not None:  # skip group markers
+        # A group's start marker (RFC 9051 7.5.2: NIL host, the group name as mailbox)
+        # stands for the group: Dovecot sorts "team: a@b;" on "team". End markers (all
+        # NIL) are skipped.
+        if addr[2] is not None:
             return addr
     return None
 

@@ -563,6 +563,32 @@ class SortTests(Base):
         yield self.assertFailure(self.sort([("BOGUS", False)]), S.SearchError)
 
 
+class SortCasemapTests(Base):
+    """i;ascii-casemap upper-cases (RFC 4790 9.2) and a group sorts on its name, as
+    Dovecot does (imaptest's sort-subject and sort-addresses groups)."""
+
+    def test_casemap_upper(self):
+        self.assertEqual(S.ascii_casemap("aB_[z"), "AB_[Z")
+        keys = sorted(["_", "a", "[xyz]", "C", "b"], key=S.ascii_casemap)
+        self.assertEqual(keys, ["a", "b", "C", "[xyz]", "_"])
+
+    @defer.inlineCallbacks
+    def test_subject_and_group_order(self):
+        day = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        items = []
+        for i, (subj, cc) in enumerate([("_", "user2@domain2.org (foo bar)"), ("a", "user2: blah@domain1.org;"),
+                                        ("[xyz]", "user1@domain1.org"), ("Re: C", "")]):
+            headers = f"From: a@example.org\r\nSubject: {subj}\r\n" + (f"Cc: {cc}\r\n" if cc else "")
+            items.append(((headers + "\r\nbody\r\n").encode(), (), day + timedelta(hours=i)))
+        yield self.fill(items)
+        got = yield S.sort(self.acc, self.mb.id, self.view, [("SUBJECT", False)], K("all"))
+        self.assertEqual(got, [2, 4, 3, 1])
+        got = yield S.sort(self.acc, self.mb.id, self.view, [("CC", False)], K("all"))
+        self.assertEqual(got, [4, 3, 1, 2])  # "", user1, user2 (address), user2 (group)
+        got = yield S.sort(self.acc, self.mb.id, self.view, [("CC", True)], K("all"))
+        self.assertEqual(got, [1, 2, 3, 4])
+
+
 def tmsg(msgid, subject, day, refs=(), in_reply_to=None):
     headers = [f"Subject: {subject}", "From: a@example.org"]
     if refs:
