@@ -844,7 +844,10 @@ class Session:
         if not self.utf8 and any(m.get("utf8") for m in cmd.args["messages"]):
             # RFC 6855 4: the UTF8 data item is only valid once UTF8=ACCEPT is enabled.
             raise BAD("APPEND UTF8 needs ENABLE UTF8=ACCEPT")
-        items = [(m["data"], m["flags"], m["date"]) for m in cmd.args["messages"]]
+        items = []
+        for m in cmd.args["messages"]:
+            data = yield self._storable(m)
+            items.append((data, m["flags"], m["date"]))
         try:
             msgs = yield self.account.append_many(name, items, origin=self)
         except se.MailboxNotFound:
@@ -857,6 +860,14 @@ class Session:
         # mailbox deleted (or created anew) by another session since (RFC 4315 3).
         uids = r.format_seqset([m.uid for m in msgs])
         return f"[APPENDUID {msgs.uidvalidity} {uids}] APPEND completed"
+
+    def _storable(self, message):
+        """Deferred: an APPEND/REPLACE message's data as it is stored. Sent as a literal8
+        (RFC 3516 4.4), its binary parts become base64, so that BINARY[] gives them back
+        byte-exact and BODY[] never has to carry NUL (RFC 9051 4.3)."""
+        if not message["binary"]:
+            return defer.succeed(message["data"])
+        return self.account.binary_as_text(message["data"])
 
     @defer.inlineCallbacks
     def cmd_idle(self, cmd):
@@ -1340,8 +1351,9 @@ class Session:
             raise BAD("REPLACE takes exactly one message")
         m = cmd.args["message"]
         name = self._name(cmd.args["mailbox"])
+        data = yield self._storable(m)
         try:
-            msgs = yield self.account.append_many(name, [(m["data"], m["flags"], m["date"])], origin=self)
+            msgs = yield self.account.append_many(name, [(data, m["flags"], m["date"])], origin=self)
         except se.MailboxNotFound:
             raise self._no_such_mailbox(name)
         except se.QuotaExceeded as e:

@@ -39,6 +39,7 @@ def _decode_block(clean):
 
 
 _QP_SOFT = re.compile(rb"=[ \t]*\r?\n")
+_QP_TRAILING = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
 
 
 def decode_quoted_printable(data):
@@ -48,6 +49,9 @@ def decode_quoted_printable(data):
     # RFC 2045 6.7 rule 5: soft line breaks, with transport-added whitespace
     # tolerated before the line end.
     data = _QP_SOFT.sub(b"", data)
+    # RFC 2045 6.7 rule 3: whitespace at the end of an encoded line was added in
+    # transport and is deleted (encoded whitespace, "=20", stays).
+    data = _QP_TRAILING.sub(b"", data)
     try:
         return binascii.a2b_qp(data)
     except (binascii.Error, ValueError):

@@ -23,6 +23,7 @@ from moxtw import durable
 from moxtw import message as msgparse
 from moxtw import metrics
 from moxtw.db.worker import Worker
+from moxtw.message import binary as msgbinary
 from moxtw.message import searchtext
 from moxtw.message.imap import format_envelope
 from moxtw.sasl import credentials
@@ -106,6 +107,20 @@ def write_tmp(maildir, data):
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     durable.write_new(path, data)
     return Prepared(path, len(data), summary)
+
+
+def _spool_binary_as_text(spool):
+    with open(spool.path, "rb") as f:
+        data = f.read()
+    converted = msgbinary.binary_parts_as_base64(data)
+    if converted is not data:
+        # Written beside and renamed over: the spool file is whole at every moment.
+        tmp = spool.path + ".b64"
+        with open(tmp, "wb") as f:
+            f.write(converted)
+        os.replace(tmp, spool.path)
+        spool.size = len(converted)
+    return spool
 
 
 def _prepare_spooled(maildir, spool):
@@ -208,6 +223,15 @@ class Account:
         return self._add(mailbox, [(data, flags, received)], None, origin, create=False).addCallback(
             lambda msgs: msgs[0]
         )
+
+    def binary_as_text(self, data):
+        """A message APPENDed as a literal8 (RFC 3516 4.4), bytes or a finished Spool,
+        with its binary parts re-encoded as base64 (``moxtw.message.binary``) so that
+        storing keeps them byte-exact; Deferred of the bytes, or of the same Spool with
+        its file rewritten when a part changed. Runs off the reactor thread."""
+        if isinstance(data, Spool):
+            return prepare_in_thread(self._reactor, _spool_binary_as_text, data)
+        return self._in_thread(msgbinary.binary_parts_as_base64, bytes(data))
 
     def append_many(self, mailbox, items, origin=None):
         """MULTIAPPEND (RFC 3502): [(data, flags, received)], all or nothing. Returns

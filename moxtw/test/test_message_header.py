@@ -230,3 +230,9 @@ class MiscTests(SynchronousTestCase):
         self.assertEqual(decode_base64(b"a"), b"")
         self.assertEqual(decode_base64("aGk"), b"hi")
         self.assertEqual(decode_quoted_printable(b"a=\r\nb=20 =\nc=3d=XY"), b"ab  c==XY")
+
+    def test_quoted_printable_trailing_whitespace(self):
+        # RFC 2045 6.7 rule 3: trailing whitespace on an encoded line is transport
+        # padding and deleted; "=20" and whitespace before a soft break stay.
+        qp = b"hello  \r\nfoo\t \t= \r\n=62\r\nfoo = \t\r\nbar\r\nx=20\r\nend \t"
+        self.assertEqual(decode_quoted_printable(qp), b"hello\r\nfoo\t \tb\r\nfoo bar\r\nx \r\nend")
