@@ -187,8 +187,8 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES",
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
-            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "THREAD=REFERENCES",
-            "THREAD=ORDEREDSUBJECT",
+            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "THREAD=REFERENCES",
+            "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
             caps.append("COMPRESS=DEFLATE")

@@ -148,3 +148,24 @@ class SearchTests(IMAPSessionTest):
         self.assertEqual(untagged(lines), ["SEARCH"])
         lines = yield c.cmd("UID SEARCH UID 999:*")  # RFC 9051 6.4.4: 999:* includes UID 4
         self.assertEqual(untagged(lines), ["SEARCH 4"])
+
+
+class AnnouncedExtensionTests(IMAPSessionTest):
+    """SORT=DISPLAY (RFC 5957) and WITHIN (RFC 5032) are announced and work as commands."""
+
+    @defer.inlineCallbacks
+    def test_sort_display_and_within(self):
+        yield self.deliver("one", frm='"Zed" <a@example.org>')
+        yield self.deliver("two", frm='"Alice" <z@example.org>')
+        c = yield self.logged_in(select="INBOX")
+        caps = untagged((yield c.cmd("CAPABILITY")))[0].split()
+        self.assertIn("SORT=DISPLAY", caps)
+        self.assertIn("WITHIN", caps)
+        lines = yield c.cmd("SORT (DISPLAYFROM) UTF-8 ALL")
+        self.assertEqual(untagged(lines), ["SORT 2 1"])
+        lines = yield c.cmd("SORT (FROM) UTF-8 ALL")
+        self.assertEqual(untagged(lines), ["SORT 1 2"])
+        lines = yield c.cmd("SEARCH YOUNGER 3600")
+        self.assertEqual(untagged(lines), ["SEARCH 1 2"])
+        lines = yield c.cmd("SEARCH OLDER 3600")
+        self.assertEqual(untagged(lines), ["SEARCH"])
