@@ -15,6 +15,7 @@ message sequence numbers consistent.
 import array
 import base64
 import bisect
+import dataclasses
 import itertools
 import re
 import time
@@ -38,6 +39,7 @@ from moxtw.store import errors as se
 from moxtw.store.model import (
     INBOX,
     MAX_MAILBOX_NAME,
+    Message,
     SearchCriteria,
     check_new_mailbox_name,
     normalize_mailbox_name,
@@ -114,6 +116,11 @@ class Selected:
         # The highest mod-sequence of the changes this session has been told of (RFC 7162
         # 3.1.2.1): what it may be given as HIGHESTMODSEQ when CONDSTORE is enabled later.
         self.modseq = mailbox.modseq
+        # uid -> (modseq, flags, told) of message states newer than ``modseq`` that
+        # responses carried (told) or that a STORE .SILENT made: changes queued for the
+        # UID with a lower mod-sequence are older than what the client knows and are not
+        # sent (RFC 7162 3.1: a MODSEQ never goes down for a session).
+        self.known = {}
 
     def seq_of(self, uid):
         i = bisect.bisect_left(self.uids, uid)
@@ -131,7 +138,7 @@ class Session:
         self.state = NOT_AUTHENTICATED
         self.tls = factory.kind == "imaps"
         self.account = None
-        self.selected = None
+        self._selected = None
         self.enabled = set()
         self.utf8 = False
         self.pending = []
@@ -281,9 +288,19 @@ class Session:
                 if c.origin is self:
                     continue  # STORE answered for itself
                 seq = sel.seq_of(c.uid)
-                if seq is not None:
-                    mod = f" MODSEQ ({c.modseq})" if self.condstore else ""
-                    self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {self._fetch_flags(c.flags, c.uid)}{mod})")
+                if seq is None:
+                    continue
+                modseq, flags = c.modseq, c.flags
+                known = sel.known.get(c.uid)
+                if known is not None and known[0] >= modseq:
+                    if known[2]:
+                        continue  # the client has a newer state already
+                    # Older than a silent STORE's state, which the client does not have
+                    # whole: that state is what it gets.
+                    modseq, flags = known[0], known[1]
+                    sel.known[c.uid] = (modseq, flags, True)
+                mod = f" MODSEQ ({modseq})" if self.condstore else ""
+                self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {self._fetch_flags(flags, c.uid)}{mod})")
             elif isinstance(c, ch.ChangeMailboxKeywords):
                 new = set(c.keywords) - sel.keywords
                 if new:
@@ -297,6 +314,17 @@ class Session:
         if added:
             self._exists(sel)
         self.pending = keep
+        if sel.known:
+            # Every change up to sel.modseq has been seen: states no newer are done with.
+            sel.known = {u: k for u, k in sel.known.items() if k[0] > sel.modseq and sel.seq_of(u) is not None}
+
+    def _note_known(self, sel, uid, modseq, flags, told=True):
+        """A message state (flags at modseq) the client has been sent (or, ``told``
+        False, made with STORE .SILENT)."""
+        if modseq > sel.modseq:
+            k = sel.known.get(uid)
+            if k is None or k[0] < modseq:
+                sel.known[uid] = (modseq, tuple(flags), told)
 
     def _recent_key(self, key):
         """The search program with RECENT, NEW and OLD (RFC 3501 6.4.4) as UID sets of
@@ -328,6 +356,11 @@ class Session:
 
     def _send_expunges(self, uids):
         sel = self.selected
+        self._write_expunges(sel, uids)
+        # The client has been told: what was held for this session can go.
+        self.account.hold.release(self, sel.id, uids)
+
+    def _write_expunges(self, sel, uids):
         present = [u for u in uids if sel.seq_of(u) is not None]
         sel.recent.difference_update(uids)
         if not present:
@@ -369,8 +402,21 @@ class Session:
     def _flags_list(self, sel):
         return "(" + " ".join(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"] + sorted(sel.keywords)) + ")"
 
+    @property
+    def selected(self):
+        return self._selected
+
+    @selected.setter
+    def selected(self, sel):
+        if sel is None and self.account is not None:
+            # No mailbox shown any more: expunged messages held for us can go.
+            self.account.hold.leave(self)
+        self._selected = sel
+
     def connection_lost(self):
         self.state = LOGOUT
+        if self.account is not None:
+            self.account.hold.leave(self)
         if self._unsubscribe:
             self._unsubscribe()
             self._unsubscribe = None
@@ -497,8 +543,8 @@ class Session:
         if self._unsubscribe:
             self._unsubscribe()
             self._unsubscribe = None
-        self.account = None
         self.selected = None
+        self.account = None
         self.state = NOT_AUTHENTICATED
         self.enabled = set()
         self.utf8 = False
@@ -562,6 +608,10 @@ class Session:
             mb = yield self.account.mailbox(name)
             if mb is None:
                 raise NO("[NONEXISTENT] no such mailbox")
+            # From here, messages removed from the mailbox stay readable for this
+            # session until it has told its client (moxtw.store.hold); the UIDs read
+            # below include every removal not yet seen.
+            self.account.hold.view(self, mb.id)
             if cmd.args.get("condstore"):
                 self.enabled.add("CONDSTORE")
             qr = cmd.args.get("qresync")
@@ -578,6 +628,7 @@ class Session:
                 raise NO("[NONEXISTENT] mailbox was deleted")
         except BaseException:
             self.pending = []
+            self.account.hold.leave(self)
             raise
         finally:
             self._selecting = False
@@ -624,6 +675,7 @@ class Session:
         for m in changed:
             seq = sel.seq_of(m.uid)
             if seq is not None:
+                self._note_known(sel, m.uid, m.modseq, m.flags)
                 self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {self._fetch_flags(m.flags, m.uid)} MODSEQ ({m.modseq}))")
 
     def _name(self, name, new=False):
@@ -1015,8 +1067,15 @@ class Session:
             stream_threshold=STREAM_THRESHOLD, recent=frozenset(sel.recent),
         )
         atts = a["atts"]
+        # Messages another session removed that this one has not been told of yet: they
+        # are answered from the rows and files held for it (RFC 9051 7.5.1).
+        held = self.account.hold.rows(self, sel.id, uids)
+        if changedsince is not None:
+            held = [row for row in held if row["modseq"] > changedsince]
         if uids and all(att.name in fetchmod.ROW_ITEMS for att in atts):
             yield self._fetch_rows(fetchmod, sel, uids, atts, ctx, cmd.uid, changedsince)
+            if held:
+                yield self._fetch_held(fetchmod, sel, held, atts, ctx, cmd.uid)
             return f"{'UID ' if cmd.uid else ''}FETCH completed"
         light = all(att.name in LIGHT_ITEMS for att in atts)
         step = FETCH_BATCH * 10 if light else FETCH_BATCH
@@ -1052,18 +1111,49 @@ class Session:
                 else:
                     self._announce_keywords(m.flags)
                     self.write(res.data)
+                self._note_known(sel, m.uid, m.modseq, m.flags)
                 if res.sets_seen:
                     seen_uids.append(m.uid)
             if seen_uids:
                 # RFC 9051 6.4.5: fetching the body sets \Seen. The rendered responses
                 # already carry FLAGS with \Seen; with CONDSTORE the new MODSEQ follows.
                 changed, _ = yield self.account.store_flags(sel.id, seen_uids, "add", ["\\Seen"], origin=self)
+                for uid, modseq, flags in changed:
+                    self._note_known(sel, uid, modseq, flags)
                 if self.condstore:
                     for uid, modseq, flags in changed:
                         self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {self._fetch_flags(flags, uid)} MODSEQ ({modseq}))")
+        if held:
+            yield self._fetch_held(fetchmod, sel, held, atts, ctx, cmd.uid)
         if gone:
             yield self._expunged_meanwhile(sel, gone)
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    @defer.inlineCallbacks
+    def _fetch_held(self, fetchmod, sel, rows, atts, ctx, include_uid):
+        """FETCH of messages held for this session after their removal: as they were
+        (flags included), from the held rows and files. Nothing is marked \Seen: the
+        messages are gone."""
+        ctx = dataclasses.replace(ctx, readonly=True)
+        jobs = []
+        for row in rows:
+            seq = sel.seq_of(row["uid"])
+            if seq is not None:
+                jobs.append((Message.from_row(row), seq))
+        results = yield threads.deferToThread(self._render_batch, fetchmod, jobs, atts, ctx, include_uid)
+        for (m, seq), res in zip(jobs, results):
+            if isinstance(res, FileNotFoundError):
+                continue  # a crash cleanup or a CLI removed it: nothing to send
+            if res.error:
+                raise NO(f"[{res.error}] cannot fetch message {seq}")
+            if res.parts is not None:
+                try:
+                    yield self._write_parts(m, res.parts)
+                except FileNotFoundError:
+                    continue
+            else:
+                self._announce_keywords(m.flags)
+                self.write(res.data)
 
     @defer.inlineCallbacks
     def _expunged_meanwhile(self, sel, gone):
@@ -1116,13 +1206,17 @@ class Session:
                     break  # the client went away: no point reading the rest
                 rows = yield pending
                 pending = read(batches[k + 1]) if k + 1 < len(batches) else None
-                data = yield threads.deferToThread(render, rows, seqs_of(batch))
+                seqs = seqs_of(batch)
+                data = yield threads.deferToThread(render, rows, seqs)
                 if data:
                     yield gate.wait()
                     if gate.stopped:
                         break
                     for row in rows:
                         self._announce_keywords(row.flags)
+                        if row.modseq > sel.modseq and row.uid in seqs and (
+                                changedsince is None or row.modseq > changedsince):
+                            self._note_known(sel, row.uid, row.modseq, row.flags)
                     self.write(data)
         finally:
             gate.close()
@@ -1186,7 +1280,9 @@ class Session:
             if seq is None:
                 continue
             if a["silent"] and a.get("unchangedsince") is None:
+                self._note_known(sel, uid, modseq, flags, told=False)
                 continue
+            self._note_known(sel, uid, modseq, flags)
             mod = f" MODSEQ ({modseq})" if self.condstore else ""
             uidpart = f"UID {uid} " if cmd.uid else ""
             self.untagged(f"{seq} FETCH ({uidpart}FLAGS {self._fetch_flags(flags, uid)}{mod})")
@@ -1196,6 +1292,7 @@ class Session:
             if unchanged:
                 msgs = yield self.account.messages(sel.id, uids=unchanged)
                 for m in msgs:
+                    self._note_known(sel, m.uid, m.modseq, m.flags)
                     mod = f" MODSEQ ({m.modseq})" if self.condstore else ""
                     uidpart = f"UID {m.uid} " if cmd.uid else ""
                     self.untagged(f"{sel.seq_of(m.uid)} FETCH ({uidpart}FLAGS {self._fetch_flags(m.flags, m.uid)}{mod})")

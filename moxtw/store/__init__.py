@@ -21,10 +21,17 @@ from twisted.python.failure import Failure
 from moxtw import durable
 from moxtw.clock import default_reactor
 from moxtw.store import schema
-from moxtw.store.account import Account, fill_fts_hook, init_account_db, search_text_hook
+from moxtw.store.account import (
+    Account,
+    fill_fts_hook,
+    init_account_db,
+    message_file,
+    search_text_hook,
+)
 from moxtw.store.changes import ChangeBus  # noqa: F401 (public API)
 from moxtw.store.errors import *  # noqa: F401,F403 (public API)
 from moxtw.store.errors import AccountNameError
+from moxtw.store.hold import clean_held_files
 from moxtw.store.model import (  # noqa: F401 (public API)
     DeliveryFacts,
     Mailbox,
@@ -53,6 +60,8 @@ def prepare_account_dir(path, now=None):
     try:
         schema.upgrade(conn, hooks={2: fill_fts_hook(maildir), 5: search_text_hook(maildir)})
         init_account_db(conn, now)
+        # Files of expunged messages held for IMAP sessions when the process stopped.
+        clean_held_files(conn, maildir, message_file)
     finally:
         conn.close()
     # Files in tmp/ belong to deliveries that were never acknowledged. Only old ones are

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from moxtw import durable
@@ -28,6 +29,7 @@ from moxtw.message import searchtext
 from moxtw.message.imap import format_envelope
 from moxtw.sasl import credentials
 from moxtw.store import changes as ch
+from moxtw.store.hold import ExpungeHold
 from moxtw.store.recent import RecentTracker
 from moxtw.store import junkflags, msgthread
 from moxtw.store.errors import (
@@ -57,6 +59,8 @@ from moxtw.store.model import (
     to_unix,
 )
 from moxtw.store.spool import Spool, prepare_in_thread
+
+log = Logger(namespace="moxtw.store")
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
@@ -152,6 +156,9 @@ class Account:
         self.bus = ch.ChangeBus()
         # \Recent for IMAP4rev1 sessions; told of each commit before the subscribers.
         self.recent = RecentTracker()
+        # Expunged messages that sessions not yet told of it may still FETCH.
+        self.hold = ExpungeHold(self._remove_held)
+        self._removing = set()
         # Maximum total size of all messages in bytes; 0 means no limit. Set from config
         # (QuotaMessageSize) by whoever opens the account, and updated on reload.
         self.quota = 0
@@ -187,8 +194,10 @@ class Account:
     def _read(self, fn):
         return self._reader.submit(lambda conn, ctx: fn(conn))
 
+    @defer.inlineCallbacks
     def close(self):
-        return defer.gatherResults([self._writer.stop(), self._reader.stop()])
+        yield self.removals_done()
+        yield defer.gatherResults([self._writer.stop(), self._reader.stop()])
 
     def message_path(self, msg_id):
         """Path of a message file; files are immutable, readers may open them any time."""
@@ -389,7 +398,38 @@ class Account:
 
     def _committed(self, changes):
         self.recent.changed(changes)
+        self.hold.committed(changes)
         self.bus.publish(changes)
+
+    def _remove_held(self, ids):
+        """Files of expunged messages no session holds any more: removed, then their
+        ``held_file`` records (a crash in between leaves records of missing files, which
+        opening the account clears)."""
+        ids = list(ids)
+
+        def unlink_all():
+            for msg_id in ids:
+                _unlink(self.message_path(msg_id))
+
+        def forget(_):
+            def op(conn, ctx):
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    conn.execute(
+                        f"DELETE FROM held_file WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    )
+            return self._write(op)
+
+        d = self._in_thread(unlink_all)
+        d.addCallback(forget)
+        d.addErrback(lambda f: log.failure("removing expunged message files failed", f))
+        self._removing.add(d)
+        d.addBoth(lambda r: (self._removing.discard(d), r)[1])
+        return d
+
+    def removals_done(self):
+        """Deferred firing once the removals of expunged files under way are done."""
+        return defer.gatherResults(list(self._removing)).addCallback(lambda _: None)
 
     def _finish_mailbox_change(self, conn, ctx, mailbox_id, origin):
         row = conn.execute("SELECT * FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
@@ -507,9 +547,11 @@ class Account:
             )
             out.append((r["uid"], uid))
         conn.execute("UPDATE mailbox SET modseq = ? WHERE id = ?", (modseq, src_mailbox_id))
-        ctx.changes.insert(
-            0, ch.ChangeRemoveUIDs(src_mailbox_id, tuple(r["uid"] for r in rows), modseq, origin)
-        )
+        # The rows as they were in the source mailbox, for sessions still showing them.
+        ctx.changes.insert(0, ch.ChangeRemoveUIDs(
+            src_mailbox_id, tuple(r["uid"] for r in rows), modseq, origin,
+            rows=tuple(dict(r) for r in rows),
+        ))
         self._finish_mailbox_change(conn, ctx, src_mailbox_id, origin)
         self._finish_mailbox_change(conn, ctx, dst["id"], origin)
         return Placed(out, dst["uidvalidity"])
@@ -595,14 +637,17 @@ class Account:
         if not rows:
             return []
         modseq = _next_modseq(conn)
-        self._remove_rows(conn, ctx, mailbox_id, rows, modseq)
-        ctx.changes.append(
-            ch.ChangeRemoveUIDs(mailbox_id, tuple(r["uid"] for r in rows), modseq, origin)
-        )
+        self._remove_rows(conn, ctx, mailbox_id, rows, modseq, hold=True)
+        ctx.changes.append(ch.ChangeRemoveUIDs(
+            mailbox_id, tuple(r["uid"] for r in rows), modseq, origin,
+            rows=tuple(dict(r) for r in rows), unlink=True,
+        ))
         self._finish_mailbox_change(conn, ctx, mailbox_id, origin)
         return [r["uid"] for r in rows]
 
-    def _remove_rows(self, conn, ctx, mailbox_id, rows, modseq):
+    def _remove_rows(self, conn, ctx, mailbox_id, rows, modseq, hold=False):
+        """``hold``: the files stay, recorded in ``held_file``, for moxtw.store.hold to
+        remove once no session shows the messages; otherwise they go after COMMIT."""
         size = 0
         for r in rows:
             conn.execute("DELETE FROM message WHERE id = ?", (r["id"],))
@@ -615,6 +660,9 @@ class Account:
                 )
                 _count(conn, mailbox_id, r, -1)
             size += r["size"]
+            if hold:
+                conn.execute("INSERT OR IGNORE INTO held_file (id) VALUES (?)", (r["id"],))
+                continue
             path = self.message_path(r["id"])
             # The file goes only after COMMIT; a crash before that keeps it (harmless, and
             # verifydata explains it), a crash after it never leaves a row without a file.

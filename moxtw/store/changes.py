@@ -41,6 +41,10 @@ class ChangeRemoveUIDs:
     uids: tuple
     modseq: int
     origin: object = field(default=None, compare=False)
+    # The removed index rows, as dicts, and whether their files go (EXPUNGE) or live on
+    # (MOVE): what moxtw.store.hold keeps for sessions not yet told of the removal.
+    rows: tuple = field(default=(), compare=False, repr=False)
+    unlink: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

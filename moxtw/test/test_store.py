@@ -241,6 +241,8 @@ class FlagTests(StoreTestBase):
         self.assertEqual(uids, [3])
         uids = yield self.acc.expunge(self.inbox.id)
         self.assertEqual(uids, [1])
+        # No session shows the mailbox: the file goes at once, off the reactor thread.
+        yield self.acc.removals_done()
         self.assertFalse(os.path.exists(paths[0]))
         self.assertTrue(os.path.exists(paths[1]))
         inbox = yield self.mbox("Inbox")
