@@ -116,6 +116,10 @@ class Selected:
         # The highest mod-sequence of the changes this session has been told of (RFC 7162
         # 3.1.2.1): what it may be given as HIGHESTMODSEQ when CONDSTORE is enabled later.
         self.modseq = mailbox.modseq
+        # Every change up to here was committed before the mailbox was read at SELECT, so
+        # whatever this session reads has it; its notice may still be on its way, and a
+        # flag change among them is older than what a FETCH since may have sent.
+        self.base_modseq = mailbox.modseq
         # uid -> (modseq, flags, told) of message states newer than ``modseq`` that
         # responses carried (told) or that a STORE .SILENT made: changes queued for the
         # UID with a lower mod-sequence are older than what the client knows and are not
@@ -291,6 +295,8 @@ class Session:
                 if seq is None:
                     continue
                 modseq, flags = c.modseq, c.flags
+                if modseq <= sel.base_modseq:
+                    continue
                 known = sel.known.get(c.uid)
                 if known is not None and known[0] >= modseq:
                     if known[2]:
@@ -1154,6 +1160,7 @@ class Session:
             else:
                 self._announce_keywords(m.flags)
                 self.write(res.data)
+            self._note_known(sel, m.uid, m.modseq, m.flags)
 
     @defer.inlineCallbacks
     def _expunged_meanwhile(self, sel, gone):

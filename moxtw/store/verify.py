@@ -72,11 +72,24 @@ def _verify(conn, maildir, report, fix):
 
     # Files without rows: deliveries interrupted between rename and COMMIT, or expunged
     # messages whose file removal after COMMIT was interrupted.
+    # Files of expunged messages kept for IMAP sessions (moxtw.store.hold, schema 6).
+    held = set()
+    if version >= 6:
+        held = {r[0] for r in conn.execute("SELECT id FROM held_file")}
     cur = os.path.join(maildir, "cur")
     for shard in _listdir(cur):
         sdir = os.path.join(cur, shard)
         for fname in _listdir(sdir):
             fpath = os.path.join(sdir, fname)
+            if _NUMERIC.match(fname) and int(fname) in held:
+                report.notes.append(
+                    f"{fpath}: expunged, kept while IMAP sessions may fetch it (removed when they"
+                    " let go, or when the account is next opened)"
+                )
+                if fix:
+                    os.unlink(fpath)
+                    report.fixed.append(f"removed {fpath}")
+                continue
             if not _NUMERIC.match(fname) or int(fname) not in ids:
                 report.notes.append(f"{fpath}: file without index row (unacknowledged delivery or interrupted removal)")
                 if fix:
