@@ -6,6 +6,7 @@ Usage::
     python3 bench/imap.py --quick          # 5,000 messages, 200 IDLE connections, 20 IDLE deliveries
     python3 bench/imap.py --only moxtw     # one server (moxtw or dovecot)
     python3 bench/imap.py --messages 20000 --connections 500 --repeat 5
+    python3 bench/imap.py --stress         # only imaptest's stress run, clients 10 and 50
 
 Run as root (the throwaway Dovecot instance is started with ``dovecot -c CONF -F`` and its
 mail belongs to user nobody).  Needs ``/work/main/.venv`` with moxtw installed and
@@ -48,6 +49,12 @@ What is done, per server, in this order:
   clients (for both servers) bind their sockets to 127.0.0.2, 127.0.0.3, ... (200 each;
   all of 127/8 is loopback on Linux).  Opening stops early if the server tree's summed PSS
   passes --max-server-mb; the figure is then per connection actually opened.
+
+With --stress, only Dovecot's imaptest stress run (``$MOXTW_IMAPTEST`` or
+``../shared/imaptest/imaptest``): random commands from 10 and then 50 concurrent clients
+for --stress-secs seconds on a one-message INBOX that imaptest fills from an mbox of 300
+messages with distinct Message-IDs; imaptest's commands per second (median of --repeat)
+and its consistency errors (all runs), per server, and moxtw / Dovecot.
 
 Each server gets a fresh data directory; nothing is asserted.  A failed step is printed as
 such and never turned into a figure.
@@ -634,6 +641,8 @@ class Dovecot(Server):
     def check(self):
         if not os.access(self.dovecot, os.X_OK):
             raise BenchError("dovecot not found: DEBIAN_FRONTEND=noninteractive apt-get install -y dovecot-imapd")
+        if not os.access("/usr/lib/dovecot/imap", os.X_OK):
+            raise BenchError("Dovecot's IMAP server is missing: DEBIAN_FRONTEND=noninteractive apt-get install -y dovecot-imapd")
         if os.geteuid() != 0:
             raise BenchError("the Dovecot comparison must run as root (dovecot -c CONF -F)")
         try:
@@ -1196,6 +1205,86 @@ What the figures mean:
                    above 1.00. Single runs on a shared VM vary: use --repeat."""
 
 
+# -- imaptest stress ---------------------------------------------------------------
+
+STRESS_CLIENTS = (10, 50)
+
+
+def find_imaptest():
+    path = os.environ.get("MOXTW_IMAPTEST") or os.path.join(REPO, "..", "shared", "imaptest", "imaptest")
+    path = os.path.abspath(path)
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"imaptest not found at {path} (set MOXTW_IMAPTEST)")
+    return path
+
+
+def write_stress_mbox(path, count=300):
+    """Messages with distinct Message-IDs: imaptest's consistency checks need them."""
+    with open(path, "w") as f:
+        for i in range(count):
+            f.write(f"From sender@example.org Fri Feb 22 17:06:23 2008\nFrom: sender{i % 17}@example.org\n"
+                    f"To: {USER}\nSubject: stress {i} topic {i % 23}\nMessage-ID: <stress{i}@example.org>\n"
+                    f"Date: Fri, 22 Feb 2008 17:{i % 60:02d}:23 +0200\n\nbody {i}\n" + "filler line\n" * (i % 40) + "\n")
+
+
+def imaptest_stress(binary, port, mbox, clients, secs, timeout):
+    """(commands per second, error lines) of one imaptest stress run."""
+    r = subprocess.run([binary, "host=127.0.0.1", f"port={port}", f"user={USER}", f"pass={PASSWORD}",
+                        f"mbox={mbox}", f"clients={clients}", f"secs={secs}", "logout=0"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    text = r.stdout.decode("utf-8", "replace")
+    errors = [line for line in text.splitlines() if "Error:" in line]
+    lines = text.splitlines()
+    if "Totals:" not in lines:
+        raise BenchError(f"imaptest printed no totals (exit {r.returncode}): {text[-500:]}")
+    rows = lines[lines.index("Totals:") + 1:]
+    counts = [ln for ln in rows if ln.strip() and all(w.isdigit() for w in ln.split())]
+    if not counts:
+        raise BenchError(f"imaptest totals without counts: {text[-500:]}")
+    return sum(int(w) for w in counts[-1].split()) / secs, errors
+
+
+def run_stress(a, candidates, base):
+    """imaptest's stress run (random commands from concurrent clients, with its
+    consistency checks) against each server: commands/s, median of --repeat runs, and the
+    error count of all runs."""
+    binary = find_imaptest()
+    mbox = os.path.join(base, "stress.mbox")
+    write_stress_mbox(mbox)
+    print("== imaptest stress (bench/imap.py --stress) ==")
+    print(f"imaptest {binary}; clients {', '.join(map(str, STRESS_CLIENTS))}; {a.stress_secs} s per run; "
+          f"median of {a.repeat}; an mbox of 300 messages with distinct Message-IDs")
+    results = {}
+    for name in a.only:
+        s = candidates[name]()
+        try:
+            s.check()
+            corpus = os.path.join(base, f"corpus-{name}")
+            write_corpus(corpus, 1)
+            s.fill(corpus, read_meta(corpus))
+            port = s.start()
+            for clients in STRESS_CLIENTS:
+                rates, errors = [], 0
+                for i in range(a.repeat):
+                    rate, errs = imaptest_stress(binary, port, mbox, clients, a.stress_secs, a.stress_secs * 4 + 120)
+                    rates.append(rate)
+                    errors += len(errs)
+                    log(f"{name} clients={clients} run {i + 1}: {rate:.0f} commands/s, {len(errs)} errors"
+                        + (f" (first: {errs[0][:160]})" if errs else ""))
+                results[(name, clients)] = (statistics.median(rates), errors)
+        except BenchError as e:
+            print(f"{name}: not measured: {e}")
+        finally:
+            s.stop()
+    print()
+    print(f"{'server':<10}{'clients':>8}{'commands/s':>12}{'errors':>8}{'vs dovecot':>12}")
+    for (name, clients), (rate, errors) in sorted(results.items()):
+        peer = results.get(("dovecot", clients))
+        ratio = f"{rate / peer[0]:.2f}" if peer and name != "dovecot" and peer[0] else ""
+        print(f"{name:<10}{clients:>8}{rate:>12.0f}{errors:>8}{ratio:>12}")
+    return 0 if results and all(e == 0 for _, e in results.values()) else 1
+
+
 # -- main ----------------------------------------------------------------------------
 
 def parse_args(argv):
@@ -1216,6 +1305,9 @@ def parse_args(argv):
     ap.add_argument("--tmpdir", help="where the temp directory goes (a real disk: fsync matters)")
     ap.add_argument("--moxtw-src", help="moxtw source tree to run instead of the venv's (put first on PYTHONPATH)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (for looking at logs)")
+    ap.add_argument("--stress", action="store_true",
+                    help="only imaptest's stress run (clients 10 and 50) against each server, commands/s and errors")
+    ap.add_argument("--stress-secs", type=int, default=20, help="seconds per stress run (default 20)")
     a = ap.parse_args(argv)
     only = []
     for o in a.only or SERVERS:
@@ -1257,6 +1349,15 @@ def main(argv=None):
     if "tmpfs" in fs_type(base):
         log(f"WARNING: {base} is on tmpfs: fsync costs nothing there; use --tmpdir on a real disk")
     candidates = {"moxtw": lambda: Moxtw(base, a.moxtw_src), "dovecot": lambda: Dovecot(base, a.connections)}
+    if a.stress:
+        try:
+            return run_stress(a, candidates, base)
+        except BenchError as e:
+            print(f"stress not run: {e}")
+            return 1
+        finally:
+            if not a.keep:
+                shutil.rmtree(base, ignore_errors=True)
     servers, skipped, results = [], [], {}
     try:
         for name in a.only:
