@@ -17,6 +17,7 @@ else; the session answers ``tag BAD text`` (or ``* BAD text`` without a tag).
 
 import base64
 import binascii
+import re
 from datetime import date, datetime, timedelta, timezone
 
 from twisted.mail import imap4
@@ -51,7 +52,22 @@ STATUS_ITEMS = frozenset(
     ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT")
 )
 SEARCH_CHARSETS = {"US-ASCII": "US-ASCII", "UTF-8": "UTF-8", "UTF8": "UTF-8"}
-SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")  # RFC 4731 3.1, RFC 5182 2.1
+# RFC 4731 3.1, RFC 5182 2.1, RFC 9394 3.1
+SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL")
+_PARTIAL_RANGE = re.compile(r"^(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})$")
+
+
+def _partial_range(text, parser):
+    """partial-range = nz-number ":" nz-number / "-" nz-number ":" "-" nz-number
+    (RFC 9394 3.1), as (lo, hi) with the smaller magnitude first: "4:2" is 2:4."""
+    m = _PARTIAL_RANGE.match(text or "")
+    if m is None or m.group(1) != m.group(3):
+        parser.error(f"bad PARTIAL range {text!r}")
+    a, b = int(m.group(2)), int(m.group(4))
+    if max(a, b) > 0xFFFFFFFF:
+        parser.error("PARTIAL range above 4294967295")
+    a, b = min(a, b), max(a, b)
+    return (-a, -b) if m.group(1) else (a, b)
 SORT_KEYS = frozenset(("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"))
 THREAD_ALGORITHMS = frozenset(("REFERENCES", "ORDEREDSUBJECT"))
 LIST_SELECT_OPTS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"))
@@ -861,7 +877,15 @@ class _Parser:
         self.sp()
         opts = self.atom_list("search return option")
         out = []
-        for opt in opts:
+        items = iter(opts)
+        for opt in items:
+            if opt == "PARTIAL" and "PARTIAL" in allowed:
+                # RFC 9394 3.1: "PARTIAL" SP partial-range, kept as ("PARTIAL", lo, hi).
+                rng = next(items, None)
+                if any(isinstance(o, tuple) for o in out):
+                    self.error("PARTIAL given twice")
+                out.append(("PARTIAL",) + _partial_range(rng, self))
+                continue
             if opt not in allowed:
                 self.error(f"unknown search return option {opt}")
             if opt not in out:

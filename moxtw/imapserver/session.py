@@ -198,8 +198,8 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES",
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
-            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "THREAD=REFERENCES",
-            "THREAD=ORDEREDSUBJECT", "WITHIN",
+            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL",
+            "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
             caps.append("COMPRESS=DEFLATE")
@@ -1371,63 +1371,104 @@ class Session:
         nums = [n for n in nums if n is not None]
         if ret is None and self.rev2:
             ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
-        highest = None
-        if _uses_modseq(prog.key):
-            # RFC 7162 3.1.5: a SEARCH with MODSEQ enables CONDSTORE, and its response
-            # carries the highest mod-sequence of the messages found. RFC 7162 3.1.10:
-            # with ESEARCH MIN and/or MAX alone, of the messages returned.
-            self._enable_condstore()
-            opts = set(ret or ()) - {"SAVE"}
-            returned = found
-            if found and opts and opts <= {"MIN", "MAX"}:
-                returned = sorted({found[0] if "MIN" in opts else found[-1],
-                                   found[-1] if "MAX" in opts else found[0]})
-            if returned:
-                msgs = yield self.account.messages(sel.id, uids=returned)
-                highest = max((m.modseq for m in msgs), default=None)
         if ret is None:
+            highest = None
+            if _uses_modseq(prog.key):
+                self._enable_condstore()  # RFC 7162 3.1.5
+                highest = yield self._highest_modseq(sel, found)
             mod = f" (MODSEQ {highest})" if highest is not None else ""
             self.untagged("SEARCH" + "".join(f" {n}" for n in nums) + mod)
             return f"{'UID ' if cmd.uid else ''}SEARCH completed"
-        opts = set(ret) or {"ALL"}
+        yield self._esearch(cmd, sel, found, nums, ret, _uses_modseq(prog.key), ordered=False)
+        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    def _highest_modseq(self, sel, uids):
+        """Deferred: the highest mod-sequence of these messages, None for none."""
+        if not uids:
+            return defer.succeed(None)
+        d = self.account.messages(sel.id, uids=sorted(uids), light=True)
+        return d.addCallback(lambda msgs: max((m.modseq for m in msgs), default=None))
+
+    @defer.inlineCallbacks
+    def _esearch(self, cmd, sel, found, nums, ret, modseq, ordered):
+        """The ESEARCH response of SEARCH (RFC 4731) or SORT (RFC 5267 3.2 ESORT) with
+        RETURN options MIN, MAX, ALL, COUNT, SAVE (RFC 5182) and PARTIAL (RFC 9394).
+        ``found``: UIDs, ascending for SEARCH, in sort order for SORT (``ordered``);
+        ``nums``: what is sent for them (UIDs or sequence numbers), in the same order."""
+        opts = {o for o in ret if isinstance(o, str)} or ({"ALL"} if not ret else set())
+        partial = next((o[1:] for o in ret if isinstance(o, tuple) and o[0] == "PARTIAL"), None)
+        picked = None  # indexes into found of what MIN and/or MAX return
+        if found and opts - {"SAVE"} and opts - {"SAVE"} <= {"MIN", "MAX"}:
+            picked = sorted({0 if "MIN" in opts else len(found) - 1, len(found) - 1 if "MAX" in opts else 0})
+        window = _partial_window(len(found), *partial) if partial is not None else None
         if "SAVE" in opts:
-            opts.discard("SAVE")
-            saved = list(found)
-            if found and opts and opts <= {"MIN", "MAX"}:
-                # RFC 5182 2.1: with MIN and/or MAX (only), just those are saved.
-                saved = sorted({found[0] if "MIN" in opts else found[-1], found[-1] if "MAX" in opts else found[0]})
-            sel.searchres = saved
-            if not opts:
-                return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+            # RFC 5182 2.1: with MIN and/or MAX only, just those are saved; RFC 9394 3.2:
+            # with PARTIAL, the messages in its range.
+            if picked is not None and partial is None:
+                saved = [found[i] for i in picked]
+            elif partial is not None and not opts - {"SAVE", "MIN", "MAX"}:
+                saved = found[window[0]:window[1]]
+            else:
+                saved = found
+            sel.searchres = sorted(saved)
+            if not opts - {"SAVE"} and partial is None:
+                return
+        highest = None
+        if modseq:
+            # RFC 7162 3.1.5 and 3.1.10: the highest mod-sequence of the messages
+            # returned: with MIN/MAX alone just those, with PARTIAL alone its range.
+            self._enable_condstore()
+            if picked is not None and partial is None:
+                returned = [found[i] for i in picked]
+            elif partial is not None and not opts - {"SAVE"}:
+                returned = found[window[0]:window[1]]
+            else:
+                returned = found
+            highest = yield self._highest_modseq(sel, returned)
         parts = [f"(TAG {r.string(cmd.tag, False).decode()})"]
         if cmd.uid:
             parts.append("UID")
         if nums:
+            # RFC 5267 3.2: for SORT, MIN and MAX are the first and last in sort order,
+            # and ALL lists the messages in sort order.
             if "MIN" in opts:
-                parts.append(f"MIN {min(nums)}")
+                parts.append(f"MIN {nums[0] if ordered else min(nums)}")
             if "MAX" in opts:
-                parts.append(f"MAX {max(nums)}")
+                parts.append(f"MAX {nums[-1] if ordered else max(nums)}")
             if "ALL" in opts:
-                parts.append(f"ALL {r.format_seqset(nums)}")
+                parts.append(f"ALL {r.format_seqset(nums if ordered else sorted(nums))}")
         if "COUNT" in opts:
             parts.append(f"COUNT {len(nums)}")
+        if partial is not None:
+            # RFC 9394 3.1: "PARTIAL" SP "(" range SP (sequence-set / "NIL") ")".
+            chosen = nums[window[0]:window[1]]
+            lo, hi = partial
+            shown = f"{lo}:{hi}" if lo > 0 else f"-{-lo}:-{-hi}"
+            parts.append(f"PARTIAL ({shown} {r.format_seqset(chosen) if chosen else 'NIL'})")
         if highest is not None:
             parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.5 with RFC 4731
         self.untagged("ESEARCH " + " ".join(parts))
-        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
     @defer.inlineCallbacks
     def cmd_sort(self, cmd):
-        """SORT / UID SORT (criteria) charset keys (RFC 5256). Selected."""
+        """SORT / UID SORT [RETURN (...)] (criteria) charset keys (RFC 5256, RFC 5267
+        ESORT, RFC 9394 PARTIAL). Selected."""
         sel = self.selected
         a = cmd.args
+        prog = a["program"]
         try:
             found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"],
-                                         self._recent_key(a["program"].key), searchres=sel.searchres)
+                                         self._recent_key(prog.key), searchres=sel.searchres)
         except searchmod.SearchError as e:
+            if prog.return_opts is not None and "SAVE" in prog.return_opts:
+                sel.searchres = []  # RFC 5182 2.1
             raise BAD(str(e))
+        found = [u for u in found if sel.seq_of(u) is not None]
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
-        self.untagged("SORT" + "".join(f" {n}" for n in nums if n is not None))
+        if prog.return_opts is not None:
+            yield self._esearch(cmd, sel, found, nums, prog.return_opts, _uses_modseq(prog.key), ordered=True)
+            return f"{'UID ' if cmd.uid else ''}SORT completed"
+        self.untagged("SORT" + "".join(f" {n}" for n in nums))
         return f"{'UID ' if cmd.uid else ''}SORT completed"
 
     @defer.inlineCallbacks
@@ -1468,6 +1509,15 @@ class Session:
         yield self.account.store_flags(sel.id, uids, "add", ["\\Deleted"], origin=self)
         yield self.account.expunge(sel.id, uids=uids, origin=self)
         return "REPLACE completed"
+
+
+def _partial_window(count, lo, hi):
+    """(start, end) indexes of RFC 9394 3.1's partial range among ``count`` results:
+    positions lo..hi from 1, or counted from the end when negative (-1 the last)."""
+    if lo > 0:
+        return min(lo - 1, count), min(hi, count)
+    first, last = count + hi, count + lo + 1  # -1:-3 of 10 -> indexes 7..9
+    return max(first, 0), max(last, 0)
 
 
 def _uses_modseq(key):

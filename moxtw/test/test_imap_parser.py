@@ -644,7 +644,16 @@ class SearchTests(ParserTestMixin, SynchronousTestCase):
         self.assertEqual(self.prog(b"RETURN (MAX ALL COUNT SAVE MIN) ALL").return_opts,
                          ("MAX", "ALL", "COUNT", "SAVE", "MIN"))
         self.assertIsNone(self.prog(b"ALL").return_opts)
-        self.bad(b"A1 SEARCH RETURN (PARTIAL 1:10) ALL", "unknown search return option")
+        self.bad(b"A1 SEARCH RETURN (FANCY) ALL", "unknown search return option")
+        # RFC 9394 3.1: PARTIAL with a range, normalized to the smaller magnitude first.
+        self.assertEqual(self.prog(b"RETURN (PARTIAL 1:10) ALL").return_opts, (("PARTIAL", 1, 10),))
+        self.assertEqual(self.prog(b"RETURN (COUNT PARTIAL 4:2) ALL").return_opts, ("COUNT", ("PARTIAL", 2, 4)))
+        self.assertEqual(self.prog(b"RETURN (PARTIAL -1:-100) ALL").return_opts, (("PARTIAL", -1, -100),))
+        self.assertEqual(self.prog(b"RETURN (PARTIAL -100:-1) ALL").return_opts, (("PARTIAL", -1, -100),))
+        for bad in (b"1", b"1:*", b"*:1", b"0:5", b"-1:5", b"1:-5", b"1:99999999999", b"a:b"):
+            self.bad(b"A1 SEARCH RETURN (PARTIAL " + bad + b") ALL", "")
+        self.bad(b"A1 SEARCH RETURN (PARTIAL) ALL", "PARTIAL")
+        self.bad(b"A1 SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", "twice")
         self.bad(b"A1 SEARCH RETURN ALL", "'(' for search return option")
         self.bad(b"A1 SEARCH RETURN (MIN)", "missing arguments")
 

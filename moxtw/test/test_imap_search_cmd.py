@@ -169,3 +169,61 @@ class AnnouncedExtensionTests(IMAPSessionTest):
         self.assertEqual(untagged(lines), ["SEARCH 1 2"])
         lines = yield c.cmd("SEARCH OLDER 3600")
         self.assertEqual(untagged(lines), ["SEARCH"])
+
+
+class ESortPartialTests(IMAPSessionTest):
+    """ESORT (RFC 5267 3.2) and PARTIAL (RFC 9394), as imaptest's esort, search-partial
+    and sort-partial groups check them."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        yield self.deliver_n(5)
+
+    @defer.inlineCallbacks
+    def test_esort(self):
+        c = yield self.logged_in(select="INBOX")
+        caps = untagged((yield c.cmd("CAPABILITY")))[0].split()
+        self.assertIn("ESORT", caps)
+        self.assertIn("PARTIAL", caps)
+        for ret, want in [("(MIN)", "MIN 5"), ("(MAX)", "MAX 1"), ("(ALL)", "ALL 5,4,3,2,1"),
+                          ("(COUNT)", "COUNT 5"), ("()", "ALL 5,4,3,2,1"), ("(MIN MAX COUNT)", "MIN 5 MAX 1 COUNT 5")]:
+            lines = yield c.cmd(f"SORT RETURN {ret} (REVERSE SUBJECT) US-ASCII ALL", tag="s")
+            self.assertEqual(untagged(lines), [f'ESEARCH (TAG "s") {want}'])
+        lines = yield c.cmd("UID SORT RETURN (ALL) (SUBJECT) US-ASCII 2:4", tag="u")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "u") UID ALL 2:4'])
+        lines = yield c.cmd("SORT RETURN (COUNT) (SUBJECT) US-ASCII SUBJECT nothing", tag="n")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "n") COUNT 0'])
+        # SAVE with SORT: the set, for $.
+        yield c.cmd("SORT RETURN (SAVE) (REVERSE SUBJECT) US-ASCII 2:3")
+        lines = yield c.cmd("SEARCH $")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3"])
+
+    @defer.inlineCallbacks
+    def test_search_partial(self):
+        c = yield self.logged_in(select="INBOX")
+        cases = [("1:1", "1:1 1"), ("2:4", "2:4 2:4"), ("4:2", "2:4 2:4"), ("1:6", "1:6 1:5"),
+                 ("6:6", "6:6 NIL"), ("-1:-2", "-1:-2 4:5"), ("-5:-9", "-5:-9 1"), ("-6:-9", "-6:-9 NIL")]
+        for rng, want in cases:
+            lines = yield c.cmd(f"SEARCH RETURN (PARTIAL {rng}) ALL", tag="p")
+            self.assertEqual(untagged(lines), [f'ESEARCH (TAG "p") PARTIAL ({want})'], rng)
+        lines = yield c.cmd("SEARCH RETURN (PARTIAL 2:3) 1:2,4:5", tag="q")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "q") PARTIAL (2:3 2,4)'])
+        lines = yield c.cmd("SEARCH RETURN (COUNT PARTIAL 1:2) ALL", tag="r")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "r") COUNT 5 PARTIAL (1:2 1:2)'])
+        lines = yield c.cmd("UID SEARCH RETURN (PARTIAL 5:10) ALL", tag="t")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "t") UID PARTIAL (5:10 5)'])
+        for bad in ("1", "1:*", "*:1"):
+            self.assertBAD((yield c.cmd(f"SEARCH RETURN (PARTIAL {bad}) ALL")))
+        # SAVE with PARTIAL saves the range's messages (RFC 9394 3.2).
+        yield c.cmd("SEARCH RETURN (SAVE PARTIAL 2:3) ALL")
+        lines = yield c.cmd("SEARCH $")
+        self.assertEqual(untagged(lines), ["SEARCH 2 3"])
+
+    @defer.inlineCallbacks
+    def test_sort_partial(self):
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("SORT RETURN (PARTIAL 2:4) (REVERSE SUBJECT) US-ASCII ALL", tag="p")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "p") PARTIAL (2:4 4,3,2)'])
+        lines = yield c.cmd("SORT RETURN (PARTIAL 1:2) (SUBJECT) US-ASCII ALL", tag="p")
+        self.assertEqual(untagged(lines), ['ESEARCH (TAG "p") PARTIAL (1:2 1:2)'])
