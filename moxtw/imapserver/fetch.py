@@ -357,6 +357,21 @@ def _root_part(msg):
     return Part.from_json(d)
 
 
+def section_data(msg, open_file, section, partial):
+    """The octets ``BODY[section]<partial>`` returns for ``msg`` (``section`` None: the
+    whole message), or None when the section names a part that does not exist; for IMAP
+    URLs (RFC 5092) in APPEND CATENATE (RFC 4469). Blocking: reads the file."""
+    root = _root_part(msg)
+    section = section or Section()
+    if section.part and root.part_by_path(list(section.part)) is None:
+        return None
+    reader = _Reader(open_file)
+    try:
+        return _body_section(root, reader, section, partial)
+    finally:
+        reader.close()
+
+
 def _body_data(data):
     """Section data as nstring: empty as "", else a literal (RFC 9051 7.5.2)."""
     if not data:
@@ -579,5 +594,5 @@ __all__ = [
     "FetchContext", "FetchError", "FetchResult", "FileRange", "ROW_ITEMS", "RowRenderer",
     "UNKNOWN_CTE", "body_structure",
     "date_time", "envelope", "flags_list", "implies_seen", "literal", "render_fetch",
-    "section_spec", "string", "value",
+    "section_data", "section_spec", "string", "value",
 ]

@@ -52,6 +52,7 @@ STATUS_ITEMS = frozenset(
     ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT")
 )
 SEARCH_CHARSETS = {"US-ASCII": "US-ASCII", "UTF-8": "UTF-8", "UTF8": "UTF-8"}
+MAX_CATENATE_PARTS = 1000  # URL and TEXT parts in one CATENATE (RFC 4469)
 # RFC 4731 3.1, RFC 5182 2.1, RFC 9394 3.1
 SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL")
 _PARTIAL_RANGE = re.compile(r"^(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})$")
@@ -182,6 +183,16 @@ def parse_command(data, *, utf8=False, spooled=None):
         raise
     except Exception as e:  # pragma: no cover - defensive; the fuzz tests look for these
         raise ParseError(tag_of(data), f"could not parse command ({type(e).__name__})") from e
+
+
+def parse_section(text):
+    """A section-spec as in ``BODY[...]`` (RFC 9051 9), e.g. "1.2.HEADER"; for the
+    ;SECTION= of IMAP URLs (RFC 5092). Raises ParseError."""
+    p = _Parser(b"[" + text.encode("utf-8") + b"]\r\n", True)
+    section = p.section()
+    if p.pos != p.end:
+        p.error("trailing characters after section")
+    return section
 
 
 def _parse_command(data, utf8, spooled=None):
@@ -843,7 +854,28 @@ class _Parser:
                 utf8 = True
                 break
             if self.take_word(b"CATENATE"):
-                self.error("CATENATE not supported")  # RFC 4469
+                # RFC 4469 5: "CATENATE" SP "(" cat-part *(SP cat-part) ")";
+                # cat-part = "URL" SP url / "TEXT" SP literal (literal8 with BINARY).
+                self.sp()
+                self.expect(b"(", "'(' after CATENATE")
+                parts, binary = [], False
+                while True:
+                    if self.take_word(b"URL"):
+                        self.sp()
+                        parts.append(("url", self.astring("URL")))
+                    elif self.take_word(b"TEXT"):
+                        self.sp()
+                        data, is_binary = self.literal(binary_ok=True, spool_ok=True)
+                        binary = binary or is_binary
+                        parts.append(("text", data))
+                    else:
+                        self.error(f"expected URL or TEXT in CATENATE, found {self.found()}")
+                    if len(parts) > MAX_CATENATE_PARTS:
+                        self.error(f"more than {MAX_CATENATE_PARTS} CATENATE parts", "LIMIT")
+                    if self.close_or_sp():
+                        break
+                return {"flags": flags or [], "date": when, "data": None, "catenate": parts,
+                        "binary": binary, "utf8": False}
             self.error(f"expected message literal, found {self.found()}")
         return {"flags": flags or [], "date": when, "data": data, "binary": binary, "utf8": utf8}
 

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from moxtw import __version__
 from moxtw.auth import AuthFailed, LoginDisabled
 from moxtw.imapserver import fetch as fetchmod
+from moxtw.imapserver import imapurl
 from moxtw.imapserver import response as r
 from moxtw.imapserver import search as searchmod
 from moxtw.imapserver.fetch import FileRange
@@ -198,7 +199,7 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES",
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
-            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL",
+            "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -902,8 +903,14 @@ class Session:
         if not self.utf8 and any(m.get("utf8") for m in cmd.args["messages"]):
             # RFC 6855 4: the UTF8 data item is only valid once UTF8=ACCEPT is enabled.
             raise BAD("APPEND UTF8 needs ENABLE UTF8=ACCEPT")
+        if any("catenate" in m for m in cmd.args["messages"]):
+            # RFC 4469 5: a missing destination is TRYCREATE, whatever the URLs say.
+            if (yield self.account.mailbox(name)) is None:
+                raise self._no_such_mailbox(name)
         items = []
         for m in cmd.args["messages"]:
+            if "catenate" in m:
+                m = dict(m, data=(yield self._catenate(m["catenate"])))
             data = yield self._storable(m)
             items.append((data, m["flags"], m["date"]))
         try:
@@ -918,6 +925,50 @@ class Session:
         # mailbox deleted (or created anew) by another session since (RFC 4315 3).
         uids = r.format_seqset([m.uid for m in msgs])
         return f"[APPENDUID {msgs.uidvalidity} {uids}] APPEND completed"
+
+    @defer.inlineCallbacks
+    def _catenate(self, parts):
+        """The message of APPEND CATENATE (RFC 4469): its TEXT literals and the message
+        parts its URLs name (RFC 5092, inside this account), joined. A URL that names
+        nothing gives NO [BADURL url] (RFC 4469 6), a result over APPENDLIMIT NO [TOOBIG]."""
+        chunks, total = [], 0
+        for kind, value in parts:
+            if kind == "text":
+                data = value
+                if not isinstance(data, (bytes, bytearray)):
+                    data = yield threads.deferToThread(_read_spool, data)
+            else:
+                data = yield self._url_data(value)
+            total += len(data)
+            if total > self.factory.append_limit:
+                raise NO(f"[TOOBIG] catenated message over {self.factory.append_limit} bytes")
+            chunks.append(bytes(data))
+        return b"".join(chunks)
+
+    @defer.inlineCallbacks
+    def _url_data(self, url):
+        # RFC 4469 6: "BADURL" SP url-resp-text, the URL without "]" and controls.
+        bad = "".join(ch for ch in url if 0x20 < ord(ch) < 0x7F and ch != "]")[:500]
+        try:
+            u = imapurl.parse_url(url, self.factory.hostname)
+        except imapurl.URLError as e:
+            raise NO(f"[BADURL {bad}] {e}")
+        mb = yield self.account.mailbox(normalize_mailbox_name(u.mailbox))
+        if mb is None or (u.uidvalidity is not None and u.uidvalidity != mb.uidvalidity):
+            raise NO(f"[BADURL {bad}] no such mailbox, or UIDVALIDITY differs")
+        msgs = yield self.account.messages(mb.id, uids=[u.uid])
+        if not msgs:
+            raise NO(f"[BADURL {bad}] no message with that UID")
+        msg = msgs[0]
+        try:
+            data = yield threads.deferToThread(
+                fetchmod.section_data, msg, lambda: self.account.open_message(msg.id), u.section, u.partial
+            )
+        except FileNotFoundError:
+            raise NO(f"[BADURL {bad}] message was expunged")
+        if data is None:
+            raise NO(f"[BADURL {bad}] no such section")
+        return data
 
     def _storable(self, message):
         """Deferred: an APPEND/REPLACE message's data as it is stored. Sent as a literal8
@@ -1509,6 +1560,11 @@ class Session:
         yield self.account.store_flags(sel.id, uids, "add", ["\\Deleted"], origin=self)
         yield self.account.expunge(sel.id, uids=uids, origin=self)
         return "REPLACE completed"
+
+
+def _read_spool(spool):
+    with open(spool.path, "rb") as f:
+        return f.read()
 
 
 def _partial_window(count, lo, hi):

@@ -409,10 +409,12 @@ class AppendTests(ParserTestMixin, SynchronousTestCase):
         with self.assertRaises(ParseError):
             parse_command(b"A1 APPEND INBOX UTF8 (~{1}\r\nx\r\n")
 
-    def test_catenate_refused(self):
-        with self.assertRaises(ParseError) as cm:
-            parse_command(b"A1 APPEND INBOX CATENATE (TEXT {1}\r\nx)\r\n")
-        self.assertIn("CATENATE", cm.exception.text)
+    def test_catenate(self):
+        # RFC 4469 5: TEXT parts are literals (literal8 with BINARY), URL parts astrings.
+        c = parse_command(b"A1 APPEND INBOX CATENATE (TEXT {1}\r\nx URL /INBOX/;UID=1 TEXT ~{1}\r\n\x00)\r\n")
+        m = c.args["messages"][0]
+        self.assertEqual(m["catenate"], [("text", b"x"), ("url", "/INBOX/;UID=1"), ("text", b"\x00")])
+        self.assertTrue(m["binary"])
 
     def test_errors(self):
         self.bad(b"A1 APPEND INBOX", "missing arguments")
