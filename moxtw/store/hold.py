@@ -47,6 +47,7 @@ class ExpungeHold:
     def __init__(self, remove):
         self._remove = remove
         self._viewers = {}  # mailbox_id -> set of sessions with it selected
+        self._viewing = {}  # session -> the mailbox_id it has selected
         self._held = {}  # (mailbox_id, uid) -> _Held
         self._by_session = {}  # session -> set of (mailbox_id, uid)
         self._rows = 0
@@ -59,13 +60,17 @@ class ExpungeHold:
         removed later, until it is told)."""
         self.leave(session)
         self._viewers.setdefault(mailbox_id, set()).add(session)
+        self._viewing[session] = mailbox_id
 
     def leave(self, session):
         """``session`` deselected, selected another mailbox or went away: it lets go of
         everything it held."""
-        for viewers in self._viewers.values():
+        mailbox_id = self._viewing.pop(session, None)
+        viewers = self._viewers.get(mailbox_id)
+        if viewers is not None:
             viewers.discard(session)
-        self._viewers = {k: v for k, v in self._viewers.items() if v}
+            if not viewers:
+                del self._viewers[mailbox_id]
         keys = self._by_session.pop(session, ())
         self._let_go(session, keys)
 
