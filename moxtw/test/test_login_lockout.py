@@ -16,7 +16,7 @@ import time
 from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
-from moxtw import auth
+from moxtw import auth, ratelimit
 from moxtw.test import servertree
 from moxtw.test.test_localserve import free_offset
 
@@ -50,6 +50,16 @@ LOGIN = "mjl@example.org"
 PASSWORD = "the right password"
 
 
+class _FrozenTime:
+    """Stands in for the time module in moxtw.ratelimit: a fixed instant."""
+
+    def __init__(self):
+        self.now = 1_700_000_030.0
+
+    def time(self):
+        return self.now
+
+
 class _SourcedIMAP(imaplib.IMAP4_SSL):
     """imaplib over implicit TLS from a chosen source address."""
 
@@ -70,6 +80,9 @@ class LockoutTests(unittest.TestCase):
         # Failure replies are slowed by design; keep the test quick.
         self.patch(auth, "FAILURE_SLOWDOWN", 0.001)
         self.patch(auth, "LOGIN_SLOWDOWN", 0.001)
+        # The limits count in fixed windows (a minute, an hour, a day) aligned to the clock:
+        # a test crossing a minute boundary would start counting again. Frozen time.
+        self.patch(ratelimit, "time", _FrozenTime())
         off = free_offset()
         self.ports = {"submissions": 465 + off, "imaps": 993 + off}
         self.cfg, self.ca = servertree.write_config(
