@@ -54,7 +54,8 @@ STATUS_ITEMS = frozenset(
 SEARCH_CHARSETS = {"US-ASCII": "US-ASCII", "UTF-8": "UTF-8", "UTF8": "UTF-8"}
 MAX_CATENATE_PARTS = 1000  # URL and TEXT parts in one CATENATE (RFC 4469)
 # RFC 4731 3.1, RFC 5182 2.1, RFC 9394 3.1
-SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL")
+# UPDATE and CONTEXT: RFC 5267 4.2 and 4.3 (CONTEXT is a hint and is not kept).
+SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT")
 _PARTIAL_RANGE = re.compile(r"^(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})$")
 
 
@@ -658,6 +659,15 @@ class _Parser:
             if self.at_end():
                 return {"capabilities": caps}
 
+    def cmd_cancelupdate(self):
+        """CANCELUPDATE 1*(SP quoted) (RFC 5267 4.3): tags of SEARCH/SORT contexts."""
+        tags = []
+        while True:
+            self.sp()
+            tags.append(self.text(self.quoted(), "search tag"))
+            if self.at_end():
+                return {"tags": tags}
+
     def cmd_select(self):
         """SELECT/EXAMINE SP mailbox [select-params] (RFC 7162 7: CONDSTORE, QRESYNC)."""
         self.sp()
@@ -920,6 +930,8 @@ class _Parser:
                 continue
             if opt not in allowed:
                 self.error(f"unknown search return option {opt}")
+            if opt == "CONTEXT":
+                continue
             if opt not in out:
                 out.append(opt)
         return tuple(out) if out else ("ALL",)
@@ -1368,6 +1380,7 @@ _COMMANDS = {
     "SORT": _Parser.cmd_sort,
     "THREAD": _Parser.cmd_thread,
     "GETQUOTA": _Parser.cmd_getquota,
+    "CANCELUPDATE": _Parser.cmd_cancelupdate,
     "COMPRESS": _Parser.cmd_compress,
 }
 _UID_COMMANDS = frozenset(("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD", "REPLACE"))

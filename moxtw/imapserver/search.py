@@ -778,9 +778,18 @@ def sort_messages(messages, criteria):
     return [m.uid for m in ordered]
 
 
-def sort(account, mailbox_id, uids, criteria, key, *, searchres=None, now=None, read_file=None):
+def sort_keys(messages, criteria):
+    """{uid: (key per criterion)} of ``messages``: what ``sort_messages`` compares, kept
+    by sort contexts (RFC 5267 4) to place later additions without sorting again."""
+    names = [name.upper() for name, _ in criteria]
+    return {m.uid: tuple(_sort_key(n, m) for n in names) for m in messages}
+
+
+def sort(account, mailbox_id, uids, criteria, key, *, searchres=None, now=None, read_file=None,
+         with_keys=False):
     """Deferred[list[int]]: RFC 5256 SORT. ``criteria``: [(name, reverse)] with names
-    from SORT_KEYS; returns the UIDs of matching messages in sort order."""
+    from SORT_KEYS; returns the UIDs of matching messages in sort order; ``with_keys``:
+    (those UIDs, ``sort_keys`` of them)."""
 
     async def run():
         for name, _ in criteria:
@@ -790,6 +799,10 @@ def sort(account, mailbox_id, uids, criteria, key, *, searchres=None, now=None, 
             account, mailbox_id, list(uids), key, searchres, now, read_file, want_rows=True
         )
         messages.sort(key=lambda m: m.uid)
+        if with_keys:
+            return await threads.deferToThread(
+                lambda: (sort_messages(messages, criteria), sort_keys(messages, criteria))
+            )
         return await threads.deferToThread(sort_messages, messages, criteria)
 
     return defer.Deferred.fromCoroutine(run())

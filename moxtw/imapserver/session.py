@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from moxtw import __version__
 from moxtw.auth import AuthFailed, LoginDisabled
+from moxtw.imapserver import context as contextmod
 from moxtw.imapserver import fetch as fetchmod
 from moxtw.imapserver import imapurl
 from moxtw.imapserver import response as r
@@ -89,6 +90,7 @@ COMMANDS = {
     "COMPRESS": AUTH, "UNAUTHENTICATE": AUTH,
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
+    "CANCELUPDATE": SEL,
 }
 # Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
 # numbers too, so the same reasoning applies.
@@ -126,6 +128,10 @@ class Selected:
         # UID with a lower mod-sequence are older than what the client knows and are not
         # sent (RFC 7162 3.1: a MODSEQ never goes down for a session).
         self.known = {}
+        # RFC 5267 4: SEARCH/SORT contexts by command tag, and the UIDs whose membership
+        # in them is to be checked again (arrived or flags changed).
+        self.contexts = {}
+        self.dirty = set()
 
     def seq_of(self, uid):
         i = bisect.bisect_left(self.uids, uid)
@@ -152,6 +158,8 @@ class Session:
         self.bad = 0
         self._unsubscribe = None
         self._compressed = False
+        self._contexts_running = False
+        self._contexts_waiters = []
         peer = conn.transport.getPeer()
         self.remote_ip = getattr(peer, "host", "")
 
@@ -200,6 +208,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
+            "CONTEXT=SEARCH", "CONTEXT=SORT",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -246,6 +255,8 @@ class Session:
         if self.selected is not None:
             allow_expunge = cmd.uid or cmd.name not in NO_EXPUNGE_AFTER
             self.flush(allow_expunge)
+            # Context updates of this command's changes come before its OK (RFC 5267 4.3).
+            yield self._contexts_settled()
         if text is not None:
             self.write(f"{cmd.tag} OK {text}\r\n")
 
@@ -275,6 +286,8 @@ class Session:
                 if not sel.uids or c.uid > sel.uids[-1]:
                     sel.uids.append(c.uid)
                     added = True
+                    if sel.contexts:
+                        sel.dirty.add(c.uid)
                     # RFC 3501 2.3.2: recent in the first session told of it.
                     if not self.rev2 and self.account.recent.claim(sel.id, c.uid, take=not sel.readonly):
                         sel.recent.add(c.uid)
@@ -290,6 +303,8 @@ class Session:
                     continue
                 self._send_expunges(c.uids)
             elif isinstance(c, ch.ChangeFlags):
+                if sel.contexts:
+                    sel.dirty.add(c.uid)
                 if c.origin is self:
                     continue  # STORE answered for itself
                 seq = sel.seq_of(c.uid)
@@ -321,6 +336,8 @@ class Session:
         if added:
             self._exists(sel)
         self.pending = keep
+        if sel.dirty:
+            self._update_contexts()
         if sel.known:
             # Every change up to sel.modseq has been seen: states no newer are done with.
             sel.known = {u: k for u, k in sel.known.items() if k[0] > sel.modseq and sel.seq_of(u) is not None}
@@ -372,6 +389,9 @@ class Session:
         sel.recent.difference_update(uids)
         if not present:
             return
+        for c in sel.contexts.values():
+            # RFC 5267 4.3: REMOVEFROM before the EXPUNGE, while its numbers still hold.
+            self._write_context(sel, c, c.remove(present), [])
         if self.qresync:
             # RFC 7162 3.2.10: VANISHED instead of EXPUNGE once QRESYNC is enabled.
             for u in present:
@@ -383,6 +403,102 @@ class Session:
             seq = sel.seq_of(u)
             sel.uids.pop(seq - 1)
             self.untagged(f"{seq} EXPUNGE")
+
+    # -- search and sort contexts (RFC 5267 4)
+
+    def _write_context(self, sel, c, removals, additions):
+        """ESEARCH REMOVEFROM / ADDTO of context ``c`` (RFC 5267 4.3)."""
+        number = (lambda u: u) if c.uid else sel.seq_of
+        head = f"ESEARCH (TAG {r.string(c.tag, False).decode()}){' UID' if c.uid else ''}"
+        for word, pairs in (("REMOVEFROM", removals), ("ADDTO", additions)):
+            text = pairs and contextmod.pairs_text(pairs, number, c.sorted)
+            if text:
+                self.untagged(f"{head} {word} ({text})")
+
+    def _new_context(self, cmd, sel, key, found, criteria=None, keys=None):
+        """Keep the result of a SEARCH/SORT with RETURN (UPDATE) as a context, or say
+        why not (RFC 5267 4.3.1: NOUPDATE, the results are given all the same)."""
+        sel.contexts.pop(cmd.tag, None)  # a context of an earlier command with this tag
+        if len(sel.contexts) >= contextmod.MAX_CONTEXTS:
+            why = f"at most {contextmod.MAX_CONTEXTS} search contexts"
+        elif criteria is not None and len(found) > contextmod.MAX_SORT_RESULT:
+            why = f"sort results of more than {contextmod.MAX_SORT_RESULT} messages are not updated"
+        else:
+            if criteria is None:
+                c = contextmod.SearchContext(cmd.tag, cmd.uid, key, found)
+            else:
+                c = contextmod.SortContext(cmd.tag, cmd.uid, key, criteria, found, keys)
+            sel.contexts[cmd.tag] = c
+            return
+        self.untagged(f"NO [NOUPDATE {r.string(cmd.tag, False).decode()}] {why}")
+
+    def _update_contexts(self):
+        """Check the selected mailbox's dirty messages against its contexts, in the
+        background, one pass at a time (a later change waits for the pass before it, so
+        results are applied in order)."""
+        if self._contexts_running:
+            return
+        self._contexts_running = True
+        d = defer.Deferred.fromCoroutine(self._run_contexts())
+        d.addErrback(lambda f: log.failure("updating search contexts", f))
+
+    async def _run_contexts(self):
+        try:
+            while True:
+                sel = self.selected
+                if sel is None or not sel.dirty:
+                    return
+                batch, sel.dirty = sel.dirty, set()
+                for c in list(sel.contexts.values()):
+                    present = [u for u in batch if sel.seq_of(u) is not None]
+                    if not present:
+                        break
+                    try:
+                        matching, keys = await self._evaluate_context(sel, c, present)
+                    except Exception:
+                        log.failure("evaluating search context {tag}", tag=c.tag)
+                        continue
+                    if self.selected is not sel or sel.contexts.get(c.tag) is not c:
+                        continue  # deselected or cancelled meanwhile
+                    # Messages expunged meanwhile were taken out as they went.
+                    present = [u for u in present if sel.seq_of(u) is not None]
+                    removals, additions = c.update(present, matching & set(present), keys)
+                    self._write_context(sel, c, removals, additions)
+        finally:
+            self._contexts_running = False
+            waiters, self._contexts_waiters = self._contexts_waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    async def _evaluate_context(self, sel, c, uids):
+        """(UIDs of ``uids`` that match context ``c``'s program now, their sort keys
+        for a SORT context)."""
+        key = SearchKey("and", [SearchKey("uid", [SeqSet(contextmod.uid_ranges(uids))]), c.key])
+        if not c.sorted:
+            found = await searchmod.search(self.account, sel.id, list(sel.uids), key, searchres=sel.searchres)
+            return set(found), None
+        found, keys = await searchmod.sort(
+            self.account, sel.id, list(sel.uids), c.criteria, key, searchres=sel.searchres, with_keys=True
+        )
+        return set(found), keys
+
+    def _contexts_settled(self):
+        """Deferred that fires when no context update is under way."""
+        if not self._contexts_running:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._contexts_waiters.append(d)
+        return d
+
+    def cmd_cancelupdate(self, cmd):
+        """CANCELUPDATE "tag" ... (RFC 5267 4.3): stop updating these contexts. Selected."""
+        sel = self.selected
+        unknown = [t for t in cmd.args["tags"] if t not in sel.contexts]
+        if unknown:
+            return defer.fail(NO(f"no search context with tag {unknown[0]!r}"))
+        for t in cmd.args["tags"]:
+            del sel.contexts[t]
+        return defer.succeed("CANCELUPDATE completed")
 
     def _fetch_flags(self, flags, uid):
         """The FLAGS of a FETCH response, after an untagged FLAGS announcing any keyword
@@ -1333,6 +1449,8 @@ class Session:
         except se.FlagError as e:
             raise BAD(str(e))
         changed_uids = {u for u, _, _ in changed}
+        if sel.contexts:
+            sel.dirty.update(changed_uids)
         for uid, modseq, flags in changed:
             seq = sel.seq_of(uid)
             if seq is None:
@@ -1422,6 +1540,11 @@ class Session:
         nums = [n for n in nums if n is not None]
         if ret is None and self.rev2:
             ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
+        if ret is not None and "UPDATE" in ret:
+            if any(isinstance(o, tuple) for o in ret):
+                self.untagged(f"NO [NOUPDATE {r.string(cmd.tag, False).decode()}] PARTIAL results are not updated")
+            else:
+                self._new_context(cmd, sel, prog.key, found)
         if ret is None:
             highest = None
             if _uses_modseq(prog.key):
@@ -1507,14 +1630,24 @@ class Session:
         sel = self.selected
         a = cmd.args
         prog = a["program"]
+        ret = prog.return_opts
+        update = ret is not None and "UPDATE" in ret
         try:
             found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"],
-                                         self._recent_key(prog.key), searchres=sel.searchres)
+                                         self._recent_key(prog.key), searchres=sel.searchres,
+                                         with_keys=update)
         except searchmod.SearchError as e:
             if prog.return_opts is not None and "SAVE" in prog.return_opts:
                 sel.searchres = []  # RFC 5182 2.1
             raise BAD(str(e))
+        if update:
+            found, keys = found
         found = [u for u in found if sel.seq_of(u) is not None]
+        if update:
+            if any(isinstance(o, tuple) for o in ret):
+                self.untagged(f"NO [NOUPDATE {r.string(cmd.tag, False).decode()}] PARTIAL results are not updated")
+            else:
+                self._new_context(cmd, sel, prog.key, found, a["criteria"], keys)
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         if prog.return_opts is not None:
             yield self._esearch(cmd, sel, found, nums, prog.return_opts, _uses_modseq(prog.key), ordered=True)
