@@ -556,18 +556,19 @@ class _Evaluator:
 # -- SEARCH
 
 
-def search(account, mailbox_id, uids, key, *, searchres=None, now=None, read_file=None):
+def search(account, mailbox_id, uids, key, *, searchres=None, now=None, read_file=None, progress=None):
     """Deferred[list[int]]: UIDs of the session's view ``uids`` (uids[i] is message
     i+1) that match SearchKey ``key``, ascending. ``searchres``: the saved result for
     "$" (RFC 5182); ``now``: for OLDER/YOUNGER; ``read_file(msg) -> bytes`` reads the
     file of a message (``msg.id``, ``msg.uid``) whose search texts are not indexed
-    (default: ``account.open_message``), called in a thread."""
+    (default: ``account.open_message``), called in a thread. ``progress(done, total)``:
+    called as messages are checked one by one (for INPROGRESS, RFC 9585)."""
     return defer.Deferred.fromCoroutine(
-        _search(account, mailbox_id, list(uids), key, searchres, now, read_file)
+        _search(account, mailbox_id, list(uids), key, searchres, now, read_file, progress=progress)
     )
 
 
-async def _search(account, mailbox_id, view, key, searchres, now, read_file, want_rows=False):
+async def _search(account, mailbox_id, view, key, searchres, now, read_file, want_rows=False, progress=None):
     now = now or datetime.now(timezone.utc)
     read = read_file or _default_reader(account)
     kinds = {}
@@ -656,14 +657,14 @@ async def _search(account, mailbox_id, view, key, searchres, now, read_file, wan
             stack.extend(n.args)
     ordered = sorted(candidates)
     if residual:
-        ordered = await _evaluate(account, mailbox_id, ordered, residual, kinds, sets, now, read)
+        ordered = await _evaluate(account, mailbox_id, ordered, residual, kinds, sets, now, read, progress)
     if want_rows:
         messages = await account.messages(mailbox_id, uids=_runs(ordered)) if ordered else []
         return ordered, messages
     return ordered
 
 
-async def _evaluate(account, mailbox_id, uids, residual, kinds, sets, now, read):
+async def _evaluate(account, mailbox_id, uids, residual, kinds, sets, now, read, progress=None):
     """The UIDs of ``uids`` matching all ``residual`` keys, checked per message in slices:
     the rows (and search texts) of a slice are read, then evaluated in a thread, so memory
     stays bounded and other work goes on in between."""
@@ -682,6 +683,8 @@ async def _evaluate(account, mailbox_id, uids, residual, kinds, sets, now, read)
         for part in (await _text_bounded(account, mailbox_id, chunk) if need_text else [chunk]):
             rows = await account.rows(mailbox_id, _runs(part), columns, texts=need_text)
             matched += await threads.deferToThread(evaluator.run, rows, residual)
+        if progress is not None:
+            progress(min(i + EVAL_SLICE, len(uids)), len(uids))
     return matched
 
 
@@ -786,7 +789,7 @@ def sort_keys(messages, criteria):
 
 
 def sort(account, mailbox_id, uids, criteria, key, *, searchres=None, now=None, read_file=None,
-         with_keys=False):
+         with_keys=False, progress=None):
     """Deferred[list[int]]: RFC 5256 SORT. ``criteria``: [(name, reverse)] with names
     from SORT_KEYS; returns the UIDs of matching messages in sort order; ``with_keys``:
     (those UIDs, ``sort_keys`` of them)."""
@@ -796,7 +799,8 @@ def sort(account, mailbox_id, uids, criteria, key, *, searchres=None, now=None, 
             if name.upper() not in SORT_KEYS:
                 raise SearchError(f"unknown sort criterion {name!r}")
         _, messages = await _search(
-            account, mailbox_id, list(uids), key, searchres, now, read_file, want_rows=True
+            account, mailbox_id, list(uids), key, searchres, now, read_file, want_rows=True,
+            progress=progress,
         )
         messages.sort(key=lambda m: m.uid)
         if with_keys:
@@ -1023,7 +1027,8 @@ def thread_references(messages):
     return _structure(root.children)
 
 
-def thread(account, mailbox_id, uids, algorithm, key, *, searchres=None, now=None, read_file=None):
+def thread(account, mailbox_id, uids, algorithm, key, *, searchres=None, now=None, read_file=None,
+           progress=None):
     """Deferred[list]: RFC 5256 THREAD with "REFERENCES" or "ORDEREDSUBJECT" over the
     matching messages. Threads are (uid, [children]) tuples; uid None is a dummy parent
     (only at the top level, with two or more children). See ``format_thread``."""
@@ -1033,7 +1038,8 @@ def thread(account, mailbox_id, uids, algorithm, key, *, searchres=None, now=Non
 
     async def run():
         _, messages = await _search(
-            account, mailbox_id, list(uids), key, searchres, now, read_file, want_rows=True
+            account, mailbox_id, list(uids), key, searchres, now, read_file, want_rows=True,
+            progress=progress,
         )
         messages.sort(key=lambda m: m.uid)
         fn = thread_references if algorithm == "REFERENCES" else thread_ordered_subject

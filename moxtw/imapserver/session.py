@@ -59,6 +59,14 @@ FETCH_BATCH = 200  # messages rendered per thread hop
 ROW_SLICE = 2000  # messages per slice of a FETCH answered from index rows
 LIGHT_ITEMS = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE", "PREVIEW", "FAST"}
 STREAM_THRESHOLD = 256 * 1024  # body sections larger than this are streamed from the file
+# RFC 9585 INPROGRESS: a command still running after INPROGRESS_FIRST seconds gets an
+# untagged OK [INPROGRESS] then, and every INPROGRESS_EVERY seconds until it is done, so
+# clients can show progress and know the server is working (not hung).
+INPROGRESS_FIRST = 2.0
+INPROGRESS_EVERY = 10.0
+# Commands that wait for the client, or on purpose (failed logins are slowed down): no
+# progress for them.
+NO_PROGRESS = frozenset(("IDLE", "AUTHENTICATE", "LOGIN"))
 
 _cid = itertools.count(int(time.time() * 1000) & 0xFFFFFFF)
 
@@ -160,6 +168,8 @@ class Session:
         self._compressed = False
         self._contexts_running = False
         self._contexts_waiters = []
+        self._progress = None  # (done, total) of the running command, for INPROGRESS
+        self._progress_call = None
         peer = conn.transport.getPeer()
         self.remote_ip = getattr(peer, "host", "")
 
@@ -208,7 +218,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
-            "CONTEXT=SEARCH", "CONTEXT=SORT",
+            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -249,7 +259,15 @@ class Session:
         if self.state not in states:
             raise BAD(f"{cmd.name} not allowed in this state")
         handler = getattr(self, "cmd_" + cmd.name.lower())
-        text = yield handler(cmd)
+        if cmd.name not in NO_PROGRESS:
+            self._progress = None
+            self._progress_call = self.conn.callLater(INPROGRESS_FIRST, lambda: self._send_progress(cmd))
+        try:
+            text = yield handler(cmd)
+        finally:
+            call, self._progress_call = self._progress_call, None
+            if call is not None and call.active():
+                call.cancel()
         if self.state == LOGOUT:
             return
         if self.selected is not None:
@@ -403,6 +421,21 @@ class Session:
             seq = sel.seq_of(u)
             sel.uids.pop(seq - 1)
             self.untagged(f"{seq} EXPUNGE")
+
+    # -- progress of long commands (RFC 9585)
+
+    def _note_progress(self, done, total):
+        self._progress = (done, total)
+
+    def _send_progress(self, cmd):
+        """* OK [INPROGRESS ("tag" done total)] (RFC 9585 4: NIL NIL when the amount of
+        work is not known), and again later while the command runs."""
+        if self.conn.output_stopped:
+            return
+        done, total = self._progress or (None, None)
+        counts = "NIL NIL" if total is None else f"{done} {max(total, 1)}"
+        self.untagged(f"OK [INPROGRESS ({r.string(cmd.tag, False).decode()} {counts})] still working")
+        self._progress_call = self.conn.callLater(INPROGRESS_EVERY, lambda: self._send_progress(cmd))
 
     # -- search and sort contexts (RFC 5267 4)
 
@@ -1254,6 +1287,7 @@ class Session:
         step = FETCH_BATCH * 10 if light else FETCH_BATCH
         gone = []  # (uid, FileNotFoundError): the message file was gone when read
         for i in range(0, len(uids), step):
+            self._progress = (i, len(uids))
             batch = uids[i:i + step]
             # One range query instead of long IN lists; UIDs not asked for are skipped.
             msgs = yield self.account.messages(
@@ -1379,6 +1413,7 @@ class Session:
                 if gate.stopped:
                     break  # the client went away: no point reading the rest
                 rows = yield pending
+                self._progress = (k * ROW_SLICE, len(uids))
                 pending = read(batches[k + 1]) if k + 1 < len(batches) else None
                 seqs = seqs_of(batch)
                 data = yield threads.deferToThread(render, rows, seqs)
@@ -1528,7 +1563,7 @@ class Session:
         try:
             found = yield searchmod.search(
                 self.account, sel.id, uids, self._recent_key(prog.key), searchres=sel.searchres,
-                now=datetime.now(timezone.utc)
+                now=datetime.now(timezone.utc), progress=self._note_progress,
             )
         except Exception as e:
             if ret is not None and "SAVE" in ret:
@@ -1635,7 +1670,7 @@ class Session:
         try:
             found = yield searchmod.sort(self.account, sel.id, list(sel.uids), a["criteria"],
                                          self._recent_key(prog.key), searchres=sel.searchres,
-                                         with_keys=update)
+                                         with_keys=update, progress=self._note_progress)
         except searchmod.SearchError as e:
             if prog.return_opts is not None and "SAVE" in prog.return_opts:
                 sel.searchres = []  # RFC 5182 2.1
@@ -1662,7 +1697,8 @@ class Session:
         a = cmd.args
         try:
             structure = yield searchmod.thread(self.account, sel.id, list(sel.uids), a["algorithm"],
-                                               self._recent_key(a["program"].key), searchres=sel.searchres)
+                                               self._recent_key(a["program"].key), searchres=sel.searchres,
+                                               progress=self._note_progress)
         except searchmod.SearchError as e:
             raise BAD(str(e))
         mapping = (lambda u: u) if cmd.uid else sel.seq_of
