@@ -56,6 +56,11 @@ MAX_CATENATE_PARTS = 1000  # URL and TEXT parts in one CATENATE (RFC 4469)
 # RFC 4731 3.1, RFC 5182 2.1, RFC 9394 3.1
 # UPDATE and CONTEXT: RFC 5267 4.2 and 4.3 (CONTEXT is a hint and is not kept).
 SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT")
+# RFC 7377 2.1, 4
+ESEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "PARTIAL")
+SEARCH_FILTERS_PLAIN = frozenset(("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED"))
+SEARCH_FILTERS_NAMED = frozenset(("SUBTREE", "SUBTREE-ONE", "MAILBOXES"))
+MAX_SEARCH_MAILBOXES = 1000  # filters and named mailboxes in one ESEARCH
 _PARTIAL_RANGE = re.compile(r"^(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})$")
 
 
@@ -959,6 +964,59 @@ class _Parser:
         self.sp()
         return {"program": self.search_program(return_opts)}
 
+    def cmd_esearch(self):
+        """ESEARCH [SP "IN" SP "(" source-mbox ")"] [search-return-opts] SP search-program
+        (RFC 7377 4). ``sources``: [(filter, [mailbox names] or None)], None without IN
+        (the selected mailbox). SAVE and UPDATE are not return options here (RFC 7377
+        2.1: results of several mailboxes cannot be saved or kept current)."""
+        sources = None
+        save = self.pos
+        self.sp()
+        if self.take_word(b"IN"):
+            self.sp()
+            self.expect(b"(")
+            sources = self.search_sources()
+        else:
+            self.pos = save
+        return_opts = self.search_return_opts(ESEARCH_RETURN_OPTS)
+        self.sp()
+        return {"sources": sources, "program": self.search_program(return_opts)}
+
+    def search_sources(self):
+        """source-mbox = filter-mailboxes *(SP filter-mailboxes), up to the ")" (RFC 7377
+        4, RFC 5465 6: "selected", "inboxes", "personal", "subscribed", "subtree",
+        "subtree-one", "mailboxes"; the last three with one mailbox or a list)."""
+        out = []
+        names = 0
+        while True:
+            word = self.atom("mailbox filter").upper()
+            if word in SEARCH_FILTERS_PLAIN:
+                out.append((word, None))
+            elif word in SEARCH_FILTERS_NAMED:
+                self.sp()
+                boxes = []
+                if self.take(b"("):
+                    while True:
+                        boxes.append(self.mailbox())
+                        if self.close_or_sp():
+                            break
+                        if len(boxes) > MAX_SEARCH_MAILBOXES:
+                            self.error("too many mailboxes")
+                else:
+                    boxes.append(self.mailbox())
+                names += len(boxes)
+                out.append((word, boxes))
+            else:
+                self.error(f"unknown mailbox filter {word}")
+            if len(out) + names > MAX_SEARCH_MAILBOXES:
+                self.error("too many mailboxes")
+            if self.take(b")"):
+                return out
+            self.sp()
+            if self.peek() == 0x28:
+                # scope-options (RFC 7377 4): none are defined.
+                self.error("scope options are not supported")
+
     def search_keys(self):
         """search-key *(SP search-key) up to the end of the command, as an "and" node.
 
@@ -1381,6 +1439,7 @@ _COMMANDS = {
     "THREAD": _Parser.cmd_thread,
     "GETQUOTA": _Parser.cmd_getquota,
     "CANCELUPDATE": _Parser.cmd_cancelupdate,
+    "ESEARCH": _Parser.cmd_esearch,
     "COMPRESS": _Parser.cmd_compress,
 }
 _UID_COMMANDS = frozenset(("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD", "REPLACE"))

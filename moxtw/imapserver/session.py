@@ -98,7 +98,7 @@ COMMANDS = {
     "COMPRESS": AUTH, "UNAUTHENTICATE": AUTH,
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
-    "CANCELUPDATE": SEL,
+    "CANCELUPDATE": SEL, "ESEARCH": AUTH,
 }
 # Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
 # numbers too, so the same reasoning applies.
@@ -218,7 +218,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
-            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS",
+            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -368,11 +368,12 @@ class Session:
             if k is None or k[0] < modseq:
                 sel.known[uid] = (modseq, tuple(flags), told)
 
-    def _recent_key(self, key):
+    def _recent_key(self, key, recent=None):
         """The search program with RECENT, NEW and OLD (RFC 3501 6.4.4) as UID sets of
-        this session's recent messages: NEW is RECENT UNSEEN, OLD is NOT RECENT. The
-        program is changed in place (it belongs to this command)."""
-        ranges = tuple((u, u) for u in sorted(self.selected.recent))
+        this session's recent messages (``recent``, default those of the selected
+        mailbox): NEW is RECENT UNSEEN, OLD is NOT RECENT. The program is changed in
+        place (it belongs to this command)."""
+        ranges = tuple((u, u) for u in sorted(self.selected.recent if recent is None else recent))
         stack = [key]
         while stack:
             node = stack.pop()
@@ -1591,19 +1592,22 @@ class Session:
         yield self._esearch(cmd, sel, found, nums, ret, _uses_modseq(prog.key), ordered=False)
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
-    def _highest_modseq(self, sel, uids):
-        """Deferred: the highest mod-sequence of these messages, None for none."""
+    def _highest_modseq(self, sel, uids, mailbox_id=None):
+        """Deferred: the highest mod-sequence of these messages (of the selected mailbox
+        or ``mailbox_id``), None for none."""
         if not uids:
             return defer.succeed(None)
-        d = self.account.messages(sel.id, uids=sorted(uids), light=True)
+        d = self.account.messages(mailbox_id or sel.id, uids=sorted(uids), light=True)
         return d.addCallback(lambda msgs: max((m.modseq for m in msgs), default=None))
 
     @defer.inlineCallbacks
-    def _esearch(self, cmd, sel, found, nums, ret, modseq, ordered):
+    def _esearch(self, cmd, sel, found, nums, ret, modseq, ordered, mailbox=None):
         """The ESEARCH response of SEARCH (RFC 4731) or SORT (RFC 5267 3.2 ESORT) with
         RETURN options MIN, MAX, ALL, COUNT, SAVE (RFC 5182) and PARTIAL (RFC 9394).
         ``found``: UIDs, ascending for SEARCH, in sort order for SORT (``ordered``);
-        ``nums``: what is sent for them (UIDs or sequence numbers), in the same order."""
+        ``nums``: what is sent for them (UIDs or sequence numbers), in the same order.
+        ``mailbox``: for the ESEARCH command (RFC 7377), the Mailbox searched: named
+        in the correlator, always UIDs, no SAVE."""
         opts = {o for o in ret if isinstance(o, str)} or ({"ALL"} if not ret else set())
         partial = next((o[1:] for o in ret if isinstance(o, tuple) and o[0] == "PARTIAL"), None)
         picked = None  # indexes into found of what MIN and/or MAX return
@@ -1633,9 +1637,14 @@ class Session:
                 returned = found[window[0]:window[1]]
             else:
                 returned = found
-            highest = yield self._highest_modseq(sel, returned)
-        parts = [f"(TAG {r.string(cmd.tag, False).decode()})"]
-        if cmd.uid:
+            highest = yield self._highest_modseq(sel, returned, mailbox.id if mailbox else None)
+        if mailbox is None:
+            parts = [f"(TAG {r.string(cmd.tag, False).decode()})"]
+        else:
+            # RFC 7377 2.1: the correlator names the mailbox and its UIDVALIDITY.
+            parts = [f"(TAG {r.string(cmd.tag, False).decode()} MAILBOX "
+                     f"{r.mailbox_name(mailbox.name, self.utf8).decode()} UIDVALIDITY {mailbox.uidvalidity})"]
+        if cmd.uid or mailbox is not None:
             parts.append("UID")
         if nums:
             # RFC 5267 3.2: for SORT, MIN and MAX are the first and last in sort order,
@@ -1657,6 +1666,85 @@ class Session:
         if highest is not None:
             parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.5 with RFC 4731
         self.untagged("ESEARCH " + " ".join(parts))
+
+    @defer.inlineCallbacks
+    def cmd_esearch(self, cmd):
+        """ESEARCH [IN (sources)] [RETURN (...)] program (RFC 7377 MULTISEARCH): SEARCH
+        over several mailboxes, results in UIDs with the mailbox in each ESEARCH
+        response. Authenticated or selected. Mailboxes are searched one after the other;
+        those without a match get no response (RFC 7377 2.1)."""
+        a = cmd.args
+        prog = a["program"]
+        sources = a["sources"] or [("SELECTED", None)]
+        sel = self.selected
+        if any(f not in ("SELECTED", "SELECTED-DELAYED") for f, _ in sources) and _uses_numbers(prog.key):
+            # RFC 7377 2.2: sequence numbers and $ mean nothing in other mailboxes.
+            raise BAD("message sequence numbers and $ only refer to the selected mailbox")
+        boxes = yield self._search_sources(sources)
+        ret = prog.return_opts if prog.return_opts is not None else ("ALL",)
+        now = datetime.now(timezone.utc)
+        for i, mb in enumerate(boxes):
+            self._progress = (i, len(boxes))
+            selected = sel is not None and sel.id == mb.id and self.selected is sel
+            view = list(sel.uids) if selected else (yield self.account.uids(mb.id))
+            key = self._recent_key(_copy_key(prog.key), sel.recent if selected else ())
+            try:
+                found = yield searchmod.search(
+                    self.account, mb.id, view, key, searchres=sel.searchres if selected else None, now=now,
+                )
+            except searchmod.SearchError as e:
+                raise BAD(str(e))
+            except se.MailboxNotFound:
+                continue  # deleted meanwhile
+            if not found:
+                continue
+            yield self._esearch(cmd, sel, found, list(found), ret, _uses_modseq(prog.key), False, mailbox=mb)
+        return "ESEARCH completed"
+
+    @defer.inlineCallbacks
+    def _search_sources(self, sources):
+        """The Mailboxes that RFC 7377 / RFC 5465 6 mailbox filters name, each once, in
+        the order named (then by name)."""
+        all_boxes = yield self.account.mailboxes()
+        by_name = {mb.name: mb for mb in all_boxes}
+        subscribed = None
+        out, seen = [], set()
+
+        def add(mb):
+            if mb is not None and mb.id not in seen:
+                seen.add(mb.id)
+                out.append(mb)
+
+        for word, names in sources:
+            if word in ("SELECTED", "SELECTED-DELAYED"):
+                if self.selected is not None:
+                    add(next((mb for mb in all_boxes if mb.id == self.selected.id), None))
+            elif word == "INBOXES":
+                add(by_name.get(INBOX))  # the mailbox deliveries go to by default
+            elif word == "PERSONAL":
+                for mb in all_boxes:
+                    add(mb)
+            elif word == "SUBSCRIBED":
+                if subscribed is None:
+                    subscribed = set((yield self.account.subscriptions()))
+                for mb in all_boxes:
+                    if mb.name in subscribed:
+                        add(mb)
+            else:
+                for name in names:
+                    name = self._name(name)
+                    if word == "MAILBOXES":
+                        if name not in by_name:
+                            raise NO("[NONEXISTENT] no such mailbox")
+                        add(by_name[name])
+                        continue
+                    add(by_name.get(name))
+                    prefix = name + "/"
+                    for mb in all_boxes:
+                        # SUBTREE: every mailbox below; SUBTREE-ONE: one level down.
+                        if mb.name.startswith(prefix) and (word == "SUBTREE" or "/" not in mb.name[len(prefix):]):
+                            add(mb)
+        return out
 
     @defer.inlineCallbacks
     def cmd_sort(self, cmd):
@@ -1743,6 +1831,30 @@ def _partial_window(count, lo, hi):
         return min(lo - 1, count), min(hi, count)
     first, last = count + hi, count + lo + 1  # -1:-3 of 10 -> indexes 7..9
     return max(first, 0), max(last, 0)
+
+
+def _uses_numbers(key):
+    """Whether a search program has sequence numbers or $ (RFC 5182) in it."""
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        if k.op == "seqset" or (k.op == "uid" and k.args[0].searchres):
+            return True
+        if k.op in ("and", "or", "not"):
+            stack.extend(k.args)
+    return False
+
+
+def _copy_key(key):
+    """A copy of a search program's tree (``_recent_key`` changes nodes in place)."""
+    top = SearchKey(key.op, list(key.args))
+    stack = [top]
+    while stack:
+        k = stack.pop()
+        if k.op in ("and", "or", "not"):
+            k.args = [SearchKey(a.op, list(a.args)) for a in k.args]
+            stack.extend(k.args)
+    return top
 
 
 def _uses_modseq(key):
