@@ -157,3 +157,11 @@ class WarningTests(unittest.TestCase):
         cfg = mconfig.load(self.write(STATIC.replace("CheckUpdates = true", "").split("[Listeners.local.PprofHTTP]")[0],
                                       DYNAMIC.split("[Accounts.mjl.JunkFilter]")[0]))
         self.assertEqual(notbuilt.not_built(cfg.static, cfg.dynamic), [])
+
+    def test_localserve_config_quiet(self):
+        # localserve's own config sets nothing that would warn at every start.
+        from moxtw.config.localserve import write_localserve_config
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        cfg = mconfig.load(write_localserve_config(d))
+        self.assertEqual(notbuilt.not_built(cfg.static, cfg.dynamic), [])
