@@ -61,6 +61,8 @@ ESEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "PARTIAL")
 SEARCH_FILTERS_PLAIN = frozenset(("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED"))
 SEARCH_FILTERS_NAMED = frozenset(("SUBTREE", "SUBTREE-ONE", "MAILBOXES"))
 MAX_SEARCH_MAILBOXES = 1000  # filters and named mailboxes in one ESEARCH
+MAX_METADATA_ENTRY = 1024  # characters of a METADATA entry name
+MAX_METADATA_ITEMS = 1000  # entries in one GETMETADATA or SETMETADATA
 _PARTIAL_RANGE = re.compile(r"^(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})$")
 
 
@@ -672,6 +674,85 @@ class _Parser:
             tags.append(self.text(self.quoted(), "search tag"))
             if self.at_end():
                 return {"tags": tags}
+
+    def metadata_mailbox(self):
+        """A mailbox name, or "" for the server's entries (RFC 5464 4.2, 4.3)."""
+        if self.take(b'""') and (self.at_end() or self.peek() == 0x20):
+            return ""
+        return self.mailbox()
+
+    def metadata_entry(self):
+        """entry = astring (RFC 5464 5): "/private/..." or "/shared/...", slash
+        separated, no wildcards, no empty parts, no controls (RFC 5464 3.2.1)."""
+        raw = self.astring_bytes(what="metadata entry")
+        name = self.text(raw, "metadata entry")
+        low = name.lower()
+        if not (low.startswith("/private/") or low.startswith("/shared/")):
+            self.error("metadata entry must start with /private/ or /shared/")
+        if len(name) > MAX_METADATA_ENTRY or "*" in name or "%" in name or "//" in name or name.endswith("/"):
+            self.error("invalid metadata entry name")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            self.error("invalid metadata entry name")
+        return name
+
+    def cmd_getmetadata(self):
+        """GETMETADATA [SP "(" options ")"] SP mailbox SP entries (RFC 5464 4.2): options
+        MAXSIZE n and DEPTH 0/1/infinity; one entry or a list."""
+        self.sp()
+        maxsize, depth = None, 0
+        if self.take(b"("):
+            while True:
+                word = self.atom("metadata option").upper()
+                self.sp()
+                if word == "MAXSIZE":
+                    maxsize = self.number()
+                elif word == "DEPTH":
+                    d = self.atom("depth").lower()
+                    if d not in ("0", "1", "infinity"):
+                        self.error("DEPTH must be 0, 1 or infinity")
+                    depth = None if d == "infinity" else int(d)
+                else:
+                    self.error(f"unknown GETMETADATA option {word}")
+                if self.close_or_sp():
+                    break
+            self.sp()
+        mailbox = self.metadata_mailbox()
+        self.sp()
+        entries = []
+        if self.take(b"("):
+            while True:
+                entries.append(self.metadata_entry())
+                if len(entries) > MAX_METADATA_ITEMS:
+                    self.error("too many metadata entries")
+                if self.close_or_sp():
+                    break
+        else:
+            entries.append(self.metadata_entry())
+        return {"mailbox": mailbox, "entries": entries, "maxsize": maxsize, "depth": depth}
+
+    def cmd_setmetadata(self):
+        """SETMETADATA SP mailbox SP "(" entry SP value *(SP entry SP value) ")" (RFC
+        5464 4.3); value = nstring / literal8, NIL removes the entry."""
+        self.sp()
+        mailbox = self.metadata_mailbox()
+        self.sp()
+        self.expect(b"(")
+        items = []
+        while True:
+            entry = self.metadata_entry()
+            self.sp()
+            if self.take_word(b"NIL"):
+                value = None
+            elif self.peek() == 0x22:
+                value = self.quoted()
+            else:
+                value = self.literal(binary_ok=True)[0]
+            items.append((entry, value))
+            if len(items) > MAX_METADATA_ITEMS:
+                self.error("too many metadata entries")
+            if self.close_or_sp():
+                break
+        return {"mailbox": mailbox, "items": items}
 
     def cmd_select(self):
         """SELECT/EXAMINE SP mailbox [select-params] (RFC 7162 7: CONDSTORE, QRESYNC)."""
@@ -1440,6 +1521,8 @@ _COMMANDS = {
     "GETQUOTA": _Parser.cmd_getquota,
     "CANCELUPDATE": _Parser.cmd_cancelupdate,
     "ESEARCH": _Parser.cmd_esearch,
+    "GETMETADATA": _Parser.cmd_getmetadata,
+    "SETMETADATA": _Parser.cmd_setmetadata,
     "COMPRESS": _Parser.cmd_compress,
 }
 _UID_COMMANDS = frozenset(("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD", "REPLACE"))

@@ -98,7 +98,7 @@ COMMANDS = {
     "COMPRESS": AUTH, "UNAUTHENTICATE": AUTH,
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
-    "CANCELUPDATE": SEL, "ESEARCH": AUTH,
+    "CANCELUPDATE": SEL, "ESEARCH": AUTH, "GETMETADATA": AUTH, "SETMETADATA": AUTH,
 }
 # Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
 # numbers too, so the same reasoning applies.
@@ -218,7 +218,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
-            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH",
+            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -1666,6 +1666,54 @@ class Session:
         if highest is not None:
             parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.5 with RFC 4731
         self.untagged("ESEARCH " + " ".join(parts))
+
+    # -- METADATA (RFC 5464)
+
+    def _metadata_box(self, name):
+        return self._name(name) if name else ""
+
+    @defer.inlineCallbacks
+    def cmd_getmetadata(self, cmd):
+        """GETMETADATA [(MAXSIZE n DEPTH d)] mailbox entries (RFC 5464 4.2). Authenticated."""
+        a = cmd.args
+        try:
+            found = yield self.account.get_metadata(self._metadata_box(a["mailbox"]), a["entries"], a["depth"])
+        except se.MailboxNotFound:
+            raise NO("[NONEXISTENT] no such mailbox")
+        out, longest = [], 0
+        requested = {e.lower(): e for e in a["entries"]}
+        names = list(requested) + sorted(n for n in found if n not in requested)
+        for low in names:
+            value = found.get(low)
+            if value is None:
+                if a["depth"] == 0:
+                    out.append(r.astring(requested[low], self.utf8) + b" NIL")  # as Dovecot answers
+                continue
+            if a["maxsize"] is not None and len(value) > a["maxsize"]:
+                longest = max(longest, len(value))  # RFC 5464 4.2.1: left out, size told
+                continue
+            data = r.literal8(value) if b"\x00" in value else r.string(value, self.utf8)
+            out.append(r.astring(requested.get(low, low), self.utf8) + b" " + data)
+        if out:
+            box = r.mailbox_name(a["mailbox"], self.utf8) if a["mailbox"] else b'""'
+            self.write(b"* METADATA " + box + b" (" + b" ".join(out) + b")\r\n")
+        if longest:
+            return f"[METADATA LONGENTRIES {longest}] GETMETADATA completed"
+        return "GETMETADATA completed"
+
+    @defer.inlineCallbacks
+    def cmd_setmetadata(self, cmd):
+        """SETMETADATA mailbox (entry value ...) (RFC 5464 4.3): all or none. Authenticated."""
+        a = cmd.args
+        try:
+            yield self.account.set_metadata(self._metadata_box(a["mailbox"]), a["items"])
+        except se.MailboxNotFound:
+            raise NO("[NONEXISTENT] no such mailbox")
+        except se.MetadataTooLarge as e:
+            raise NO(f"[METADATA MAXSIZE {e.limit}] value too large")
+        except se.MetadataTooMany as e:
+            raise NO(f"[METADATA TOOMANY] {e}")
+        return "SETMETADATA completed"
 
     @defer.inlineCallbacks
     def cmd_esearch(self, cmd):

@@ -37,6 +37,8 @@ from moxtw.store.errors import (
     MailboxHasChildren,
     MailboxNotAllowed,
     MailboxNotFound,
+    MetadataTooLarge,
+    MetadataTooMany,
     NoSuchMessage,
     OutgoingLimitExceeded,
     QuotaExceeded,
@@ -66,6 +68,9 @@ SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
 MAX_NEEDLE = 200  # characters of a SEARCH string looked up in the trigram index
 MAX_TRIGRAMS = 16  # trigrams of a SEARCH string looked up
+METADATA_MAX_VALUE = 64 * 1024  # bytes of one METADATA value (RFC 5464 4.3: MAXSIZE)
+METADATA_MAX_ENTRIES = 1000  # METADATA entries of an account (RFC 5464 4.3: TOOMANY)
+METADATA_MAX_TOTAL = 1024 * 1024  # bytes of all METADATA values of an account
 
 
 def shard_dir(maildir, msg_id):
@@ -765,6 +770,7 @@ class Account:
         _next_modseq(conn)
         self._remove_rows(conn, ctx, mb["id"], rows, None)
         conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mb["id"],))
+        conn.execute("DELETE FROM metadata WHERE mailbox_id = ?", (mb["id"],))
         conn.execute("DELETE FROM mailbox WHERE id = ?", (mb["id"],))
         ctx.changes.append(ch.ChangeMailboxRemove(mb["id"], name, origin))
         return len(rows)
@@ -786,6 +792,74 @@ class Account:
             ctx.changes.append(ch.ChangeSubscription(name, False, origin))
 
         return self._write(op)
+
+    # -- METADATA (RFC 5464): entries per mailbox, mailbox_id 0 for the server's
+
+    def set_metadata(self, mailbox_name, items):
+        """Set (value bytes) or remove (value None) entries [(name, value)] of a mailbox
+        (``mailbox_name`` "" for server entries), all or none. MetadataTooLarge for a
+        value over METADATA_MAX_VALUE, MetadataTooMany past METADATA_MAX_ENTRIES in the
+        account, MailboxNotFound."""
+        name = normalize_mailbox_name(mailbox_name) if mailbox_name else ""
+
+        def op(conn, ctx):
+            mid = 0
+            if name:
+                mb = _mailbox_row(conn, name)
+                if mb is None:
+                    raise MailboxNotFound(name)
+                mid = mb["id"]
+            for entry, value in items:
+                if value is None:
+                    conn.execute("DELETE FROM metadata WHERE mailbox_id = ? AND name = ?", (mid, entry.lower()))
+                    continue
+                if len(value) > METADATA_MAX_VALUE:
+                    raise MetadataTooLarge(METADATA_MAX_VALUE)
+                conn.execute(
+                    "INSERT OR REPLACE INTO metadata (mailbox_id, name, value) VALUES (?, ?, ?)",
+                    (mid, entry.lower(), bytes(value)),
+                )
+            count, total = conn.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM metadata").fetchone()
+            if count > METADATA_MAX_ENTRIES:
+                raise MetadataTooMany(f"at most {METADATA_MAX_ENTRIES} metadata entries")
+            if total > METADATA_MAX_TOTAL:
+                raise MetadataTooMany(f"at most {METADATA_MAX_TOTAL} bytes of metadata values")
+
+        return self._write(op)
+
+    def get_metadata(self, mailbox_name, entries, depth=0):
+        """{entry name: value bytes} of the entries that exist among ``entries`` (lower
+        case) and, with ``depth`` 1 or None (infinity), their children one level or all
+        levels down (RFC 5464 4.2.2). MailboxNotFound."""
+        name = normalize_mailbox_name(mailbox_name) if mailbox_name else ""
+
+        def q(conn):
+            mid = 0
+            if name:
+                mb = _mailbox_row(conn, name)
+                if mb is None:
+                    raise MailboxNotFound(name)
+                mid = mb["id"]
+            out = {}
+            for entry in entries:
+                entry = entry.lower()
+                row = conn.execute(
+                    "SELECT value FROM metadata WHERE mailbox_id = ? AND name = ?", (mid, entry)
+                ).fetchone()
+                if row is not None:
+                    out[entry] = bytes(row[0])
+                if depth == 0:
+                    continue
+                prefix = entry + "/"
+                for child, value in conn.execute(
+                    "SELECT name, value FROM metadata WHERE mailbox_id = ? AND name > ? AND name < ? ORDER BY name",
+                    (mid, prefix, entry + "0"),  # "0" follows "/": the names below entry
+                ):
+                    if depth is None or "/" not in child[len(prefix):]:
+                        out[child] = bytes(value)
+            return out
+
+        return self._read(q)
 
     # -- reads
 

@@ -57,3 +57,15 @@ class OutgoingLimitExceeded(StoreError):
         super().__init__(f"daily limit reached ({field} = {limit})")
         self.field = field
         self.limit = limit
+
+
+class MetadataTooLarge(StoreError):
+    """A METADATA value over the limit (IMAP: NO [METADATA MAXSIZE n])."""
+
+    def __init__(self, limit):
+        super().__init__(f"metadata value larger than {limit} bytes")
+        self.limit = limit
+
+
+class MetadataTooMany(StoreError):
+    """More METADATA entries than the account may have (IMAP: NO [METADATA TOOMANY])."""
