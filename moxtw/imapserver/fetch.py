@@ -73,6 +73,16 @@ class FetchContext:
     stream_threshold: object = None
     # UIDs \Recent in this session (IMAP4rev1, RFC 3501 2.3.2): FLAGS include \Recent.
     recent: frozenset = frozenset()
+    # UIDONLY enabled (RFC 9586 3.3): "* uid UIDFETCH (...)" without the UID item.
+    uidonly: bool = False
+
+
+def fetch_head(seq, uid, uidonly):
+    """The start of an untagged FETCH response: "* seq FETCH (", or with UIDONLY
+    (RFC 9586 3.3) "* uid UIDFETCH (", the UID item then being left out."""
+    if uidonly:
+        return b"* %d UIDFETCH (" % uid
+    return b"* %d FETCH (" % seq
 
 
 @dataclass(frozen=True)
@@ -410,6 +420,8 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
         seen_names.add(name)
         items.append(name + b" " + data)
 
+    if ctx.uidonly:
+        seen_names.add(b"UID")  # RFC 9586 3.3: the UID is in the response's head
     try:
         if include_uid:
             add(b"UID", b"%d" % msg.uid)
@@ -492,14 +504,14 @@ def render_fetch(msg, seq, atts, open_file, ctx, *, include_uid=False, include_f
     finally:
         reader.close()
     if streams:
-        parts = [b"* %d FETCH (" % seq]
+        parts = [fetch_head(seq, msg.uid, ctx.uidonly)]
         for i, item in enumerate(items):
             parts.append((b" " if i else b"") + item)
             if i in streams:
                 parts.append(streams[i])
         parts.append(b")\r\n")
         return FetchResult(None, sets_seen, None, parts)
-    data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    data = fetch_head(seq, msg.uid, ctx.uidonly) + b" ".join(items) + b")\r\n"
     return FetchResult(data, sets_seen, None)
 
 
@@ -544,6 +556,9 @@ class RowRenderer:
                 raise ValueError("not an index row item: %r" % att.name)
             if name not in names:
                 names.append(name)
+        self.uidonly = ctx.uidonly
+        if ctx.uidonly and "UID" in names:
+            names.remove("UID")  # RFC 9586 3.3: in the response's head
         if ctx.condstore and "MODSEQ" not in names:
             names.append("MODSEQ")
         self.names = tuple(names)
@@ -582,7 +597,7 @@ class RowRenderer:
                 items.append(b"PREVIEW " + string(row.preview, utf8))
             else:  # BODYSTRUCTURE
                 items.append(b"BODYSTRUCTURE " + body_structure(json.loads(row.bodystructure_json), utf8))
-        return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+        return fetch_head(seq, row.uid, self.uidonly) + b" ".join(items) + b")\r\n"
 
     def render_all(self, jobs):
         """One buffer with the responses for [(FetchRow, seq)]."""

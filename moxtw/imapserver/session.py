@@ -187,6 +187,10 @@ class Session:
     def qresync(self):
         return "QRESYNC" in self.enabled
 
+    @property
+    def uidonly(self):
+        return "UIDONLY" in self.enabled
+
     def write(self, data):
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -218,7 +222,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
-            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA",
+            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA", "UIDONLY",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -259,6 +263,9 @@ class Session:
         if self.state not in states:
             raise BAD(f"{cmd.name} not allowed in this state")
         handler = getattr(self, "cmd_" + cmd.name.lower())
+        if self.uidonly and _uses_sequence_numbers(cmd):
+            # RFC 9586 3.2: no message sequence numbers once UIDONLY is enabled.
+            raise BAD("[UIDREQUIRED] message sequence numbers are not allowed with UIDONLY")
         if cmd.name not in NO_PROGRESS:
             self._progress = None
             self._progress_call = self.conn.callLater(INPROGRESS_FIRST, lambda: self._send_progress(cmd))
@@ -340,7 +347,7 @@ class Session:
                     modseq, flags = known[0], known[1]
                     sel.known[c.uid] = (modseq, flags, True)
                 mod = f" MODSEQ ({modseq})" if self.condstore else ""
-                self.untagged(f"{seq} FETCH (UID {c.uid} FLAGS {self._fetch_flags(flags, c.uid)}{mod})")
+                self._untagged_fetch(seq, c.uid, f"FLAGS {self._fetch_flags(flags, c.uid)}{mod}")
             elif isinstance(c, ch.ChangeMailboxKeywords):
                 new = set(c.keywords) - sel.keywords
                 if new:
@@ -411,8 +418,9 @@ class Session:
         for c in sel.contexts.values():
             # RFC 5267 4.3: REMOVEFROM before the EXPUNGE, while its numbers still hold.
             self._write_context(sel, c, c.remove(present), [])
-        if self.qresync:
-            # RFC 7162 3.2.10: VANISHED instead of EXPUNGE once QRESYNC is enabled.
+        if self.qresync or self.uidonly:
+            # RFC 7162 3.2.10: VANISHED instead of EXPUNGE once QRESYNC is enabled; also
+            # with UIDONLY (RFC 9586 3.5).
             for u in present:
                 sel.uids.pop(sel.seq_of(u) - 1)
             self.untagged(f"VANISHED {r.format_seqset(sorted(present))}")
@@ -533,6 +541,14 @@ class Session:
         for t in cmd.args["tags"]:
             del sel.contexts[t]
         return defer.succeed("CANCELUPDATE completed")
+
+    def _untagged_fetch(self, seq, uid, items, with_uid=True):
+        """An untagged FETCH of ``items`` (text): "* seq FETCH (UID uid items)", or with
+        UIDONLY "* uid UIDFETCH (items)" (RFC 9586 3.3)."""
+        if self.uidonly:
+            self.untagged(f"{uid} UIDFETCH ({items})")
+        else:
+            self.untagged(f"{seq} FETCH ({f'UID {uid} ' if with_uid else ''}{items})")
 
     def _fetch_flags(self, flags, uid):
         """The FLAGS of a FETCH response, after an untagged FLAGS announcing any keyword
@@ -711,7 +727,7 @@ class Session:
 
     def cmd_enable(self, cmd):
         """ENABLE capability... (RFC 5161). Authenticated."""
-        known = {"CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT"}
+        known = {"CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT", "UIDONLY"}
         new = []
         for cap in cmd.args["capabilities"]:
             if cap in known and cap not in self.enabled:
@@ -798,8 +814,9 @@ class Session:
             tracker = self.account.recent
             sel.recent = tracker.peek(mb.id) if readonly else tracker.claim_all(mb.id)
             self.untagged(f"{self._recent_count(sel)} RECENT")
-            if unseen is not None and sel.seq_of(unseen) is not None:
-                # RFC 3501 6.3.1: first unseen message (not in IMAP4rev2, RFC 9051 6.3.2).
+            if unseen is not None and sel.seq_of(unseen) is not None and not self.uidonly:
+                # RFC 3501 6.3.1: first unseen message (not in IMAP4rev2, RFC 9051 6.3.2;
+                # a sequence number, so not with UIDONLY, RFC 9586 3.2).
                 self.untagged(f"OK [UNSEEN {sel.seq_of(unseen)}] first unseen")
         perm = "()" if readonly else self._flags_list(sel)[:-1] + " \\*)"
         self.untagged(f"OK [PERMANENTFLAGS {perm}] flags")
@@ -833,7 +850,7 @@ class Session:
             seq = sel.seq_of(m.uid)
             if seq is not None:
                 self._note_known(sel, m.uid, m.modseq, m.flags)
-                self.untagged(f"{seq} FETCH (UID {m.uid} FLAGS {self._fetch_flags(m.flags, m.uid)} MODSEQ ({m.modseq}))")
+                self._untagged_fetch(seq, m.uid, f"FLAGS {self._fetch_flags(m.flags, m.uid)} MODSEQ ({m.modseq})")
 
     def _name(self, name, new=False):
         """The stored form of a mailbox name; ``new``: for a mailbox to be created."""
@@ -1271,7 +1288,7 @@ class Session:
                 self.untagged(f"VANISHED (EARLIER) {r.format_seqset(gone)}")
         ctx = fetchmod.FetchContext(
             utf8=self.utf8, rev2=self.rev2, condstore=self.condstore, readonly=sel.readonly,
-            stream_threshold=STREAM_THRESHOLD, recent=frozenset(sel.recent),
+            stream_threshold=STREAM_THRESHOLD, recent=frozenset(sel.recent), uidonly=self.uidonly,
         )
         atts = a["atts"]
         # Messages another session removed that this one has not been told of yet: they
@@ -1330,7 +1347,7 @@ class Session:
                     self._note_known(sel, uid, modseq, flags)
                 if self.condstore:
                     for uid, modseq, flags in changed:
-                        self.untagged(f"{sel.seq_of(uid)} FETCH (UID {uid} FLAGS {self._fetch_flags(flags, uid)} MODSEQ ({modseq}))")
+                        self._untagged_fetch(sel.seq_of(uid), uid, f"FLAGS {self._fetch_flags(flags, uid)} MODSEQ ({modseq})")
         if held:
             yield self._fetch_held(fetchmod, sel, held, atts, ctx, cmd.uid)
         if gone:
@@ -1496,8 +1513,7 @@ class Session:
                 continue
             self._note_known(sel, uid, modseq, flags)
             mod = f" MODSEQ ({modseq})" if self.condstore else ""
-            uidpart = f"UID {uid} " if cmd.uid else ""
-            self.untagged(f"{seq} FETCH ({uidpart}FLAGS {self._fetch_flags(flags, uid)}{mod})")
+            self._untagged_fetch(seq, uid, f"FLAGS {self._fetch_flags(flags, uid)}{mod}", cmd.uid)
         if not a["silent"]:
             # Messages whose flags did not change still get their flags (RFC 9051 6.4.6).
             unchanged = [u for u in uids if u not in changed_uids and u not in modified]
@@ -1506,8 +1522,7 @@ class Session:
                 for m in msgs:
                     self._note_known(sel, m.uid, m.modseq, m.flags)
                     mod = f" MODSEQ ({m.modseq})" if self.condstore else ""
-                    uidpart = f"UID {m.uid} " if cmd.uid else ""
-                    self.untagged(f"{sel.seq_of(m.uid)} FETCH ({uidpart}FLAGS {self._fetch_flags(m.flags, m.uid)}{mod})")
+                    self._untagged_fetch(sel.seq_of(m.uid), m.uid, f"FLAGS {self._fetch_flags(m.flags, m.uid)}{mod}", cmd.uid)
         if modified:
             # RFC 7162 3.1.3: MODIFIED lists what failed the UNCHANGEDSINCE test.
             ids = modified if cmd.uid else [sel.seq_of(u) for u in modified]
@@ -1574,8 +1589,8 @@ class Session:
             raise
         nums = found if cmd.uid else [sel.seq_of(u) for u in found]
         nums = [n for n in nums if n is not None]
-        if ret is None and self.rev2:
-            ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH
+        if ret is None and (self.rev2 or self.uidonly):
+            ret = ()  # RFC 9051 6.4.4: IMAP4rev2 always answers with ESEARCH; RFC 9586 3.4
         if ret is not None and "UPDATE" in ret:
             if any(isinstance(o, tuple) for o in ret):
                 self.untagged(f"NO [NOUPDATE {r.string(cmd.tag, False).decode()}] PARTIAL results are not updated")
@@ -1879,6 +1894,28 @@ def _partial_window(count, lo, hi):
         return min(lo - 1, count), min(hi, count)
     first, last = count + hi, count + lo + 1  # -1:-3 of 10 -> indexes 7..9
     return max(first, 0), max(last, 0)
+
+
+# Commands that take message sequence numbers unless given as UID commands.
+_SEQUENCE_COMMANDS = frozenset(("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "SORT", "THREAD"))
+
+
+def _uses_sequence_numbers(cmd):
+    """Whether a command uses message sequence numbers (RFC 9586 3.2): a non-UID
+    FETCH/STORE/SEARCH/COPY/MOVE/SORT/THREAD, or a search program with a sequence set."""
+    if cmd.name in _SEQUENCE_COMMANDS and not cmd.uid:
+        return True
+    prog = cmd.args.get("program") if isinstance(cmd.args, dict) else None
+    if prog is None:
+        return False
+    stack = [prog.key]
+    while stack:
+        k = stack.pop()
+        if k.op == "seqset":
+            return True
+        if k.op in ("and", "or", "not"):
+            stack.extend(k.args)
+    return False
 
 
 def _uses_numbers(key):
