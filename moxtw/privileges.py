@@ -12,6 +12,7 @@ a warning that it has no effect.
 import grp
 import os
 import pwd
+import stat
 
 from twisted.logger import Logger
 
@@ -39,15 +40,25 @@ def lookup(name):
 
 def give_to(path, uid, gid):
     """lchown everything under ``path`` (and itself) not owned by uid:gid. Blocking;
-    returns the number of entries changed."""
+    returns the number of entries changed.
+
+    Symbolic links are not followed (lchown, os.walk without followlinks). A file with
+    other hard links that the user does not own yet is left alone, with a warning: the
+    other link may be a file outside the data directory (say /etc/shadow, linked in by
+    the unprivileged user where fs.protected_hardlinks is off), which root must not hand
+    over. moxtw's own hard links (COPY of a message) are made by the user and owned by it."""
     changed = 0
 
     def fix(p):
         nonlocal changed
         st = os.lstat(p)
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            os.lchown(p, uid, gid)
-            changed += 1
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            return
+        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and st.st_uid != uid:
+            log.warn("not giving {path} to the user: it has {n} hard links", path=p, n=st.st_nlink)
+            return
+        os.lchown(p, uid, gid)
+        changed += 1
 
     fix(os.path.realpath(path))
     for top, dirs, files in os.walk(path):

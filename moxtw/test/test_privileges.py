@@ -98,6 +98,33 @@ class LookupTests(unittest.SynchronousTestCase):
         self.assertEqual(privileges.lookup(str(os.getuid())).pw_uid, os.getuid())
 
 
+class GiveToTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        if not AS_ROOT:
+            raise unittest.SkipTest("needs root (CI runs as root)")
+        self.dir = tempfile.mkdtemp(prefix="moxtw-give-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.nobody = privileges.lookup("nobody")
+
+    def test_files_given_links_not_followed(self):
+        data = os.path.join(self.dir, "data")
+        os.makedirs(os.path.join(data, "sub"))
+        with open(os.path.join(data, "sub", "f"), "w") as f:
+            f.write("x")
+        outside = os.path.join(self.dir, "outside")
+        with open(outside, "w") as f:
+            f.write("secret")
+        os.symlink(outside, os.path.join(data, "symlink"))
+        # A hard link to a file outside (as an unprivileged user could make where
+        # fs.protected_hardlinks is off): root must not hand the file over.
+        os.link(outside, os.path.join(data, "hardlink"))
+        n = privileges.give_to(data, self.nobody.pw_uid, self.nobody.pw_gid)
+        self.assertEqual(n, 4)  # data, sub, sub/f, the symlink itself
+        self.assertEqual(os.stat(os.path.join(data, "sub", "f")).st_uid, self.nobody.pw_uid)
+        self.assertEqual(os.stat(outside).st_uid, 0)
+        self.assertEqual(os.lstat(os.path.join(data, "symlink")).st_uid, self.nobody.pw_uid)
+
+
 class ServeAsRootTests(unittest.TestCase):
     timeout = 60
 
