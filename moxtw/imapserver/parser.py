@@ -80,7 +80,7 @@ def _partial_range(text, parser):
 SORT_KEYS = frozenset(("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"))
 THREAD_ALGORITHMS = frozenset(("REFERENCES", "ORDEREDSUBJECT"))
 LIST_SELECT_OPTS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"))
-LIST_RETURN_OPTS = frozenset(("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"))
+LIST_RETURN_OPTS = frozenset(("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS", "METADATA"))
 
 # FETCH macros, RFC 9051 6.4.5.
 FETCH_MACROS = {
@@ -895,6 +895,18 @@ class _Parser:
                     if opt == "STATUS":
                         self.sp()
                         ret[opt] = self.status_items()  # RFC 5819 2
+                    elif opt == "METADATA":
+                        # RFC 9590 3: METADATA SP "(" entry *(SP entry) ")"
+                        self.sp()
+                        self.expect(b"(", "'(' for METADATA entries")
+                        entries = []
+                        while True:
+                            entries.append(self.metadata_entry())
+                            if len(entries) > MAX_METADATA_ITEMS:
+                                self.error("too many metadata entries")
+                            if self.close_or_sp():
+                                break
+                        ret[opt] = entries
                     else:
                         ret[opt] = True
                     if self.close_or_sp():

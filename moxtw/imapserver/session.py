@@ -222,7 +222,7 @@ class Session:
             "UNSELECT", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "BINARY",
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
-            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA", "UIDONLY",
+            "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA", "LIST-METADATA", "UIDONLY",
             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
         ]
         if not self._compressed:
@@ -998,6 +998,13 @@ class Session:
             )
             if want_status and mb is not None:
                 self.untagged(self._status_line(mb, want_status))
+            if "METADATA" in ret and mb is not None:
+                # RFC 9590 3: the mailbox's METADATA after its LIST response.
+                try:
+                    found = yield self.account.get_metadata(name, ret["METADATA"])
+                except se.MailboxNotFound:
+                    continue  # deleted meanwhile
+                self._write_metadata(name, ret["METADATA"], found, 0, None)
         return "LIST completed"
 
     @defer.inlineCallbacks
@@ -1695,26 +1702,33 @@ class Session:
             found = yield self.account.get_metadata(self._metadata_box(a["mailbox"]), a["entries"], a["depth"])
         except se.MailboxNotFound:
             raise NO("[NONEXISTENT] no such mailbox")
+        longest = self._write_metadata(a["mailbox"], a["entries"], found, a["depth"], a["maxsize"])
+        if longest:
+            return f"[METADATA LONGENTRIES {longest}] GETMETADATA completed"
+        return "GETMETADATA completed"
+
+    def _write_metadata(self, mailbox, entries, found, depth, maxsize):
+        """* METADATA mailbox (entry value ...) of ``found`` for the ``entries`` asked
+        (NIL for those missing, with DEPTH 0 as Dovecot answers); values over ``maxsize``
+        are left out: returns the size of the largest of those (RFC 5464 4.2.1), or 0."""
         out, longest = [], 0
-        requested = {e.lower(): e for e in a["entries"]}
+        requested = {e.lower(): e for e in entries}
         names = list(requested) + sorted(n for n in found if n not in requested)
         for low in names:
             value = found.get(low)
             if value is None:
-                if a["depth"] == 0:
-                    out.append(r.astring(requested[low], self.utf8) + b" NIL")  # as Dovecot answers
+                if depth == 0:
+                    out.append(r.astring(requested[low], self.utf8) + b" NIL")
                 continue
-            if a["maxsize"] is not None and len(value) > a["maxsize"]:
-                longest = max(longest, len(value))  # RFC 5464 4.2.1: left out, size told
+            if maxsize is not None and len(value) > maxsize:
+                longest = max(longest, len(value))
                 continue
             data = r.literal8(value) if b"\x00" in value else r.string(value, self.utf8)
             out.append(r.astring(requested.get(low, low), self.utf8) + b" " + data)
         if out:
-            box = r.mailbox_name(a["mailbox"], self.utf8) if a["mailbox"] else b'""'
+            box = r.mailbox_name(mailbox, self.utf8) if mailbox else b'""'
             self.write(b"* METADATA " + box + b" (" + b" ".join(out) + b")\r\n")
-        if longest:
-            return f"[METADATA LONGENTRIES {longest}] GETMETADATA completed"
-        return "GETMETADATA completed"
+        return longest
 
     @defer.inlineCallbacks
     def cmd_setmetadata(self, cmd):

@@ -111,3 +111,28 @@ class MetadataTests(IMAPSessionTest):
             self.assertTrue(tagged(lines).startswith("BAD"), (bad, lines))
         c2 = self.client()
         self.assertTrue(tagged((yield c2.cmd("GETMETADATA INBOX /private/x"))).startswith("BAD"))
+
+
+class ListMetadataTests(IMAPSessionTest):
+    @defer.inlineCallbacks
+    def test_list_return_metadata(self):
+        c = yield self.logged_in()
+        self.assertIn("LIST-METADATA", "".join(untagged((yield c.cmd("CAPABILITY")))))
+        yield c.cmd("CREATE Work")
+        yield c.cmd('SETMETADATA Work (/private/color "red" /shared/comment "job")')
+        lines = yield c.cmd('LIST "" "W*" RETURN (STATUS (MESSAGES) METADATA (/private/color /shared/none))')
+        self.assertOK(lines)
+        # RFC 9590 3: after the mailbox's LIST (and STATUS) response.
+        self.assertEqual(untagged(lines), [
+            'LIST (\\HasNoChildren) "/" Work',
+            "STATUS Work (MESSAGES 0)",
+            'METADATA Work (/private/color "red" /shared/none NIL)',
+        ])
+        lines = yield c.cmd('LIST "" "*" RETURN (METADATA (/private/color))')
+        meta = untagged(lines, "METADATA")
+        self.assertEqual(len(meta), len(untagged(lines, "LIST")))
+        self.assertIn('METADATA Work (/private/color "red")', meta)
+        for bad in ('LIST "" "*" RETURN (METADATA ())', 'LIST "" "*" RETURN (METADATA /private/color)',
+                    'LIST "" "*" RETURN (METADATA (/bad/color))',
+                    'LIST "" "*" RETURN (METADATA (/private/a) METADATA (/private/b))'):
+            self.assertTrue(tagged((yield c.cmd(bad))).startswith("BAD"), bad)
