@@ -723,7 +723,18 @@ class IMAPGrammar:
         elif r < 32:
             toks = g.pick([b"NAMESPACE"], [b"ID", b"NIL"], [b"ID", b'("name" "fuzz" "version" "1")'],
                           [b"ID", b"(" + b'"k" "v" ' * 40 + b")"], [b"ID", b'("a")'], [b"CAPABILITY"],
-                          [b"GETQUOTAROOT"] + mb(), [b"GETQUOTA", b'""'], [b"CHECK"], [b"NOOP"])
+                          [b"GETQUOTAROOT"] + mb(), [b"GETQUOTA", b'""'], [b"CHECK"], [b"NOOP"],
+                          # CONTEXT (RFC 5267), MULTISEARCH (RFC 7377), METADATA (RFC 5464)
+                          [b"SEARCH", b"RETURN", g.pick(b"(UPDATE)", b"(UPDATE COUNT)", b"(UPDATE PARTIAL 1:2)", b"(CONTEXT)"), b"ALL"],
+                          [b"CANCELUPDATE", g.pick(b'"t1"', b'"x" "y"', b"t1", b"()", b"")],
+                          [b"ESEARCH", b"IN", g.pick(b"(PERSONAL)", b"(SUBTREE fz)", b"(MAILBOXES (INBOX fz))",
+                                                   b"(SELECTED INBOXES SUBSCRIBED)", b"(BOGUS)", b"(PERSONAL (DEPTH 1))", b"()"),
+                           g.pick(b"ALL", b"RETURN (MIN MAX COUNT) ALL", b"1:*", b"UID $", b"SUBJECT x")],
+                          [b"SETMETADATA"] + mb() + [g.pick(b'(/private/c "v")', b"(/shared/c NIL)", b'(/private/x/y {2+}\r\nab)',
+                                                           b'(/bad "v")', b'(/private/c)', b"()", b'(/private/a "1" /private/a "2")')],
+                          [b"GETMETADATA"] + [g.pick(b"", b"(DEPTH infinity)", b"(MAXSIZE 1)", b"(DEPTH 2)")] + mb() + [
+                              g.pick(b"/private/c", b"(/private/c /shared/c)", b"()", b"/bad")],
+                          [b"ENABLE", b"UIDONLY"])
         elif r < 33:
             toks = g.pick([b"EXPUNGE"], [b"UID", b"EXPUNGE", self.seqset()], [b"CLOSE"], [b"UNSELECT"])
         elif r < 34:
