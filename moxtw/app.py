@@ -62,7 +62,7 @@ class MoxtwService(service.MultiService):
             raise SystemExit(f"moxtw: {e}{self._bind_hint(e)}")
         if self.switch_user:
             try:
-                privileges.drop(self.config.static, self.config.data_dir)
+                privileges.drop(self.config.static, self.config.data_dir, config_dir=self.config.config_dir)
             except privileges.PrivilegeError as e:
                 # One clear line and exit status 1, not a traceback; never go on as root.
                 raise SystemExit(f"moxtw: {e}")
@@ -71,7 +71,7 @@ class MoxtwService(service.MultiService):
         if e.errno != errno.EADDRINUSE:
             return ""
         if self.is_localserve:
-            return "; start localserve with another --port-offset"
+            return "; another localserve may be running: start this one with another --port-offset and --dir"
         return f"; stop that program or change the port in {self.config.static_path}"
 
     def startService(self):

@@ -70,23 +70,68 @@ def give_to(path, uid, gid):
     return changed
 
 
-def drop(static, data_dir, check_install=True):
+def share_config(path, gid):
+    """Let group ``gid`` read the config directory ``path``: everything under it gets that
+    group and group read (directories also search) permission; owners and other bits
+    stay, so the unprivileged server reads its key files (DKIM, TLS) but cannot change
+    its configuration. Symbolic links and files with several hard links are skipped, as
+    in give_to. Blocking; returns the number of entries changed."""
+    changed = 0
+
+    def fix(p):
+        nonlocal changed
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        isdir = stat.S_ISDIR(st.st_mode)
+        if not isdir and st.st_nlink > 1:
+            log.warn("not sharing {path} with the server's group: it has {n} hard links", path=p, n=st.st_nlink)
+            return
+        want = stat.S_IRGRP | (stat.S_IXGRP if isdir else 0)
+        if st.st_gid != gid:
+            os.lchown(p, -1, gid)
+        elif st.st_mode & want == want:
+            return
+        os.chmod(p, stat.S_IMODE(st.st_mode) | want)
+        changed += 1
+
+    fix(os.path.realpath(path))
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                fix(os.path.join(top, name))
+            except FileNotFoundError:
+                pass
+    return changed
+
+
+def drop(static, data_dir, check_install=True, config_dir=None):
     """Switch to the configured user if running as root. Returns the passwd entry
     switched to, or None. ``check_install``: refuse to go on when the user cannot read
     the Python installation or moxtw."""
     name = static.User or DEFAULT_USER
     if os.getuid() != 0:
-        if static.User and lookup(static.User).pw_uid != os.getuid():
-            log.warn("User {user} has no effect: moxtw was not started as root", user=static.User)
-        return None
-    if name in ("root", "0"):
-        log.warn("running as root, as configured (User = {user})", user=name)
+        if static.User:
+            try:
+                other = lookup(static.User).pw_uid != os.getuid()
+            except PrivilegeError:
+                other = True  # not started as root: nothing is switched, a warning is enough
+            if other:
+                log.warn("User {user} has no effect: moxtw was not started as root", user=static.User)
         return None
     pw = lookup(name)
+    if pw.pw_uid == 0:
+        # "root", "0", "00" or any other name for uid 0.
+        log.warn("running as root, as configured (User = {user})", user=name)
+        return None
     if not static.NoFixPermissions and os.path.isdir(data_dir):
         n = give_to(data_dir, pw.pw_uid, pw.pw_gid)
         if n:
             log.info("gave {count} files under {path} to user {user}", count=n, path=data_dir, user=pw.pw_name)
+    if not static.NoFixPermissions and config_dir and os.path.isdir(config_dir):
+        n = share_config(config_dir, pw.pw_gid)
+        if n:
+            log.info("let group {gid} read {count} entries under {path}", gid=pw.pw_gid, count=n, path=config_dir)
     groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
     os.setgroups(groups)
     os.setgid(pw.pw_gid)

@@ -664,13 +664,14 @@ class Static(Model):
         example={"smtpserver": "debug"},
     )
     User: Optional[str] = field(
-        "User to run as after binding sockets as root (twistd --uid); a name or a numeric "
-        "uid. If absent: moxtw.",
+        "User to run as after binding sockets as root (use this, not twistd --uid); a name "
+        "or a numeric uid. If absent: moxtw.",
         None,
         example="moxtw",
     )
     NoFixPermissions: bool = field(
-        "Do not fix ownership and permissions of the config and data directories at start.",
+        "Do not fix ownership and permissions at start (as root: the data directory is "
+        "given to User, the config directory made readable by User's group).",
         False,
     )
     Hostname: t.Hostname = field(

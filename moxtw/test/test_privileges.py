@@ -125,6 +125,49 @@ class GiveToTests(unittest.SynchronousTestCase):
         self.assertEqual(os.lstat(os.path.join(data, "symlink")).st_uid, self.nobody.pw_uid)
 
 
+    def test_config_shared_with_group(self):
+        # DKIM and TLS keys are often root's 0600 files: after the switch the server must
+        # still read them (it loads DKIM keys at the first signing), but not write them.
+        conf = os.path.join(self.dir, "config")
+        os.makedirs(os.path.join(conf, "dkim"), mode=0o700)
+        key = os.path.join(conf, "dkim", "key.pem")
+        with open(key, "w") as f:
+            f.write("key")
+        os.chmod(key, 0o600)
+        outside = os.path.join(self.dir, "outside")
+        with open(outside, "w") as f:
+            f.write("secret")
+        os.chmod(outside, 0o600)
+        os.link(outside, os.path.join(conf, "hardlink"))
+        n = privileges.share_config(conf, self.nobody.pw_gid)
+        self.assertEqual(n, 3)  # config, dkim, key.pem
+        st = os.stat(key)
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777), (0, self.nobody.pw_gid, 0o640))
+        self.assertEqual(os.stat(os.path.join(conf, "dkim")).st_mode & 0o777, 0o750)
+        self.assertEqual(os.stat(outside).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(outside).st_gid, 0)
+        self.assertEqual(privileges.share_config(conf, self.nobody.pw_gid), 0)  # done once
+
+
+class NotRootTests(unittest.SynchronousTestCase):
+    def test_unknown_user_not_root_warns_only(self):
+        # Not started as root: nothing is switched, so a User that does not exist here
+        # (the shipped config's "moxtw" on a developer machine) is no reason to refuse.
+        self.patch(privileges.os, "getuid", lambda: 1000)
+        static = type("S", (), {"User": "no-such-user-moxtw", "NoFixPermissions": False})()
+        self.assertIsNone(privileges.drop(static, "/nonexistent"))
+
+    def test_other_names_for_root(self):
+        if not AS_ROOT:
+            raise unittest.SkipTest("needs root")
+        static = type("S", (), {"User": "00", "NoFixPermissions": False})()
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chown(d, 65534, 65534)
+        self.assertIsNone(privileges.drop(static, d))
+        self.assertEqual(os.stat(d).st_uid, 65534)  # not handed to root
+
+
 class ServeAsRootTests(unittest.TestCase):
     timeout = 60
 
@@ -238,7 +281,7 @@ class ForkedTreeTests(unittest.TestCase):
                 os.close(r)
                 root = app.makeService(cfg, reactor=reactor, switch_user=True)
                 orig = privileges.drop
-                privileges.drop = lambda static, data_dir: orig(static, data_dir, check_install=False)
+                privileges.drop = lambda static, data_dir, **kw: orig(static, data_dir, check_install=False, **kw)
                 root.privilegedStartService()
                 with socket.create_connection(("127.0.0.1", port), timeout=5):
                     pass  # the port below 1024 was bound (as root) and still listens
