@@ -87,7 +87,8 @@ class Router:
         if self.localserve:
             rule = localserve_rule(localpart)
             if rule is not None and rule.queue:
-                return DeliveryResult(False, True, "550 delivery failure requested by localserve test address")
+                return DeliveryResult(False, True, c.reply_text(
+                    c.C550_MAILBOX_UNAVAILABLE, c.SE_OTHER0, "delivery failure requested by localserve test address"))
             if self.own_smtp is not None:
                 result = yield self._deliver_own_smtp(entry, data)
                 return result
@@ -97,7 +98,8 @@ class Router:
             # The host name's domain: only postmaster and the TLS reporting address exist.
             resolved = None
         except rcpts.DomainDisabled:
-            return DeliveryResult(False, False, "domain temporarily disabled")
+            return DeliveryResult(False, False, c.reply_text(
+                c.C450_MAILBOX_UNAVAILABLE, c.SE_MAILBOX_DISABLED1, "domain temporarily disabled"))
         if resolved is None:
             return DeliveryResult(False, True, c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, f"no such user {entry.recipient}"))
         results = yield self.deliver(data, self.expand(resolved), mailfrom=entry.sender, prefix=b"")

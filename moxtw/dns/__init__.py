@@ -1,4 +1,4 @@
-"""Deferred-based DNS resolution (DESIGN.md section 7)."""
+"""Deferred-based DNS resolution (design notes §7, kept outside this repository)."""
 
 from moxtw.dns.base import BaseResolver, normalize, reverse_name
 from moxtw.dns.mock import MockResolver

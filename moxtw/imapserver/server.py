@@ -1,6 +1,6 @@
 """IMAP connection framing: lines and literals in, responses out, one command at a time.
 
-A protocol of our own, not ``twisted.mail.imap4.IMAP4Server`` (DESIGN.md §5). Bytes are
+A protocol of our own, not ``twisted.mail.imap4.IMAP4Server`` (design notes §5). Bytes are
 cut into complete commands (a line, plus literals when the line ends in a literal header,
 RFC 9051 4.3 and 7.5; RFC 7888 LITERAL+/LITERAL-), each parsed by
 ``moxtw.imapserver.parser`` and run by ``moxtw.imapserver.session.Session``. A command

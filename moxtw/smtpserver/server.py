@@ -1,6 +1,6 @@
 """The ESMTP server protocol: incoming mail (port 25) and submission (587, 465).
 
-A protocol of our own rather than ``twisted.mail.smtp.ESMTP`` (DESIGN.md §5): commands are
+A protocol of our own rather than ``twisted.mail.smtp.ESMTP`` (design notes §5): commands are
 parsed from a byte buffer and run one at a time; a handler that returns a Deferred holds
 back the commands after it, so pipelined commands (RFC 2920) are answered in order. Message
 data (DATA, BDAT) is streamed to a spool file by ``moxtw.smtpserver.data`` and never falls

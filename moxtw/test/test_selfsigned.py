@@ -282,7 +282,7 @@ class HandshakeTests(TestCase):
         yield self.assertFailure(d, ssl.SSLCertVerificationError)
 
     def test_minimum_tls12(self):
-        """TLS 1.0 and 1.1 are disabled in the server context (DESIGN.md 8)."""
+        """TLS 1.0 and 1.1 are disabled in the server context (design notes §8)."""
         ctx = self.tls.getContext()
         options = ctx.set_options(0)  # ORs nothing in, returns the current options
         self.assertTrue(options & SSL.OP_NO_TLSv1)
