@@ -38,71 +38,86 @@ def lookup(name):
             f'User = "root" to keep running as root') from None
 
 
-def give_to(path, uid, gid):
-    """lchown everything under ``path`` (and itself) not owned by uid:gid. Blocking;
-    returns the number of entries changed.
-
-    Symbolic links are not followed (lchown, os.walk without followlinks). A file with
-    other hard links that the user does not own yet is left alone, with a warning: the
-    other link may be a file outside the data directory (say /etc/shadow, linked in by
-    the unprivileged user where fs.protected_hardlinks is off), which root must not hand
-    over. moxtw's own hard links (COPY of a message) are made by the user and owned by it."""
+def _each_entry(path, fix):
+    """Call ``fix(st, dir_fd, name, shown)`` for ``path`` itself (name None, dir_fd its
+    own) and every entry below it, with the entry's lstat. Walked by directory file
+    descriptors (os.fwalk, symlinks not followed): a directory swapped for a symbolic
+    link during the walk cannot lead root outside the tree, as path names could.
+    Returns the number of entries ``fix`` changed (it returns True for those)."""
     changed = 0
-
-    def fix(p):
-        nonlocal changed
-        st = os.lstat(p)
-        if (st.st_uid, st.st_gid) == (uid, gid):
-            return
-        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and st.st_uid != uid:
-            log.warn("not giving {path} to the user: it has {n} hard links", path=p, n=st.st_nlink)
-            return
-        os.lchown(p, uid, gid)
-        changed += 1
-
-    fix(os.path.realpath(path))
-    for top, dirs, files in os.walk(path):
+    path = os.path.realpath(path)  # the configured directory may itself be a link
+    for top, dirs, files, dfd in os.fwalk(path, follow_symlinks=False):
+        if top == path and fix(os.fstat(dfd), dfd, None, top):
+            changed += 1
         for name in dirs + files:
             try:
-                fix(os.path.join(top, name))
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if fix(st, dfd, name, os.path.join(top, name)):
+                    changed += 1
             except FileNotFoundError:
                 pass
     return changed
+
+
+def _several_links(st, owner, shown):
+    """A file with other hard links not owned by ``owner`` is left alone: the other link
+    may be a file outside the tree (say /etc/shadow, linked in by the unprivileged user
+    where fs.protected_hardlinks is off), which root must not hand over."""
+    if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and st.st_uid != owner:
+        log.warn("not changing {path}: it has {n} hard links", path=shown, n=st.st_nlink)
+        return True
+    return False
+
+
+def give_to(path, uid, gid):
+    """Give everything under ``path`` (and itself) not owned by uid:gid to them. Blocking;
+    returns the number of entries changed. Symbolic links are changed themselves, never
+    followed; moxtw's own hard links (COPY of a message) are made by the user and
+    already its own."""
+
+    def fix(st, dfd, name, shown):
+        if (st.st_uid, st.st_gid) == (uid, gid) or _several_links(st, uid, shown):
+            return False
+        if name is None:
+            os.fchown(dfd, uid, gid)
+        else:
+            os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        return True
+
+    return _each_entry(path, fix)
 
 
 def share_config(path, gid):
     """Let group ``gid`` read the config directory ``path``: everything under it gets that
     group and group read (directories also search) permission; owners and other bits
     stay, so the unprivileged server reads its key files (DKIM, TLS) but cannot change
-    its configuration. Symbolic links and files with several hard links are skipped, as
-    in give_to. Blocking; returns the number of entries changed."""
-    changed = 0
+    its configuration. Symbolic links and files with several hard links are skipped.
+    Blocking; returns the number of entries changed."""
 
-    def fix(p):
-        nonlocal changed
-        st = os.lstat(p)
-        if stat.S_ISLNK(st.st_mode):
-            return
-        isdir = stat.S_ISDIR(st.st_mode)
-        if not isdir and st.st_nlink > 1:
-            log.warn("not sharing {path} with the server's group: it has {n} hard links", path=p, n=st.st_nlink)
-            return
-        want = stat.S_IRGRP | (stat.S_IXGRP if isdir else 0)
-        if st.st_gid != gid:
-            os.lchown(p, -1, gid)
-        elif st.st_mode & want == want:
-            return
-        os.chmod(p, stat.S_IMODE(st.st_mode) | want)
-        changed += 1
+    def fix(st, dfd, name, shown):
+        if stat.S_ISLNK(st.st_mode) or _several_links(st, -1, shown):
+            return False
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            return False
+        want = stat.S_IRGRP | (stat.S_IXGRP if stat.S_ISDIR(st.st_mode) else 0)
+        if st.st_gid == gid and st.st_mode & want == want:
+            return False
+        # Changed through a descriptor opened without following links, checked to be
+        # the entry that was looked at.
+        fd = dfd if name is None else os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return False
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, stat.S_IMODE(now.st_mode) | want)
+        finally:
+            if fd != dfd:
+                os.close(fd)
+        return True
 
-    fix(os.path.realpath(path))
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            try:
-                fix(os.path.join(top, name))
-            except FileNotFoundError:
-                pass
-    return changed
+    return _each_entry(path, fix)
 
 
 def drop(static, data_dir, check_install=True, config_dir=None):

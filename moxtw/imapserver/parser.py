@@ -695,6 +695,16 @@ class _Parser:
             self.error("invalid metadata entry name")
         return name
 
+    def metadata_entries(self):
+        """entry *(SP entry) ")", after the "(" (RFC 5464 5)."""
+        entries = []
+        while True:
+            entries.append(self.metadata_entry())
+            if len(entries) > MAX_METADATA_ITEMS:
+                self.error("too many metadata entries")
+            if self.close_or_sp():
+                return entries
+
     def cmd_getmetadata(self):
         """GETMETADATA [SP "(" options ")"] SP mailbox SP entries (RFC 5464 4.2): options
         MAXSIZE n and DEPTH 0/1/infinity; one entry or a list."""
@@ -718,16 +728,7 @@ class _Parser:
             self.sp()
         mailbox = self.metadata_mailbox()
         self.sp()
-        entries = []
-        if self.take(b"("):
-            while True:
-                entries.append(self.metadata_entry())
-                if len(entries) > MAX_METADATA_ITEMS:
-                    self.error("too many metadata entries")
-                if self.close_or_sp():
-                    break
-        else:
-            entries.append(self.metadata_entry())
+        entries = self.metadata_entries() if self.take(b"(") else [self.metadata_entry()]
         return {"mailbox": mailbox, "entries": entries, "maxsize": maxsize, "depth": depth}
 
     def cmd_setmetadata(self):
@@ -899,14 +900,7 @@ class _Parser:
                         # RFC 9590 3: METADATA SP "(" entry *(SP entry) ")"
                         self.sp()
                         self.expect(b"(", "'(' for METADATA entries")
-                        entries = []
-                        while True:
-                            entries.append(self.metadata_entry())
-                            if len(entries) > MAX_METADATA_ITEMS:
-                                self.error("too many metadata entries")
-                            if self.close_or_sp():
-                                break
-                        ret[opt] = entries
+                        ret[opt] = self.metadata_entries()
                     else:
                         ret[opt] = True
                     if self.close_or_sp():

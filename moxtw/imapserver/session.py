@@ -1920,24 +1920,21 @@ def _uses_sequence_numbers(cmd):
     if cmd.name in _SEQUENCE_COMMANDS and not cmd.uid:
         return True
     prog = cmd.args.get("program") if isinstance(cmd.args, dict) else None
-    if prog is None:
-        return False
-    stack = [prog.key]
-    while stack:
-        k = stack.pop()
-        if k.op == "seqset":
-            return True
-        if k.op in ("and", "or", "not"):
-            stack.extend(k.args)
-    return False
+    return prog is not None and _any_key(prog.key, lambda k: k.op == "seqset")
 
 
 def _uses_numbers(key):
     """Whether a search program has sequence numbers or $ (RFC 5182) in it."""
+    return _any_key(key, lambda k: k.op == "seqset" or (k.op == "uid" and k.args[0].searchres))
+
+
+def _any_key(key, pred):
+    """Whether ``pred`` holds for a node of a search program (no recursion over client
+    input)."""
     stack = [key]
     while stack:
         k = stack.pop()
-        if k.op == "seqset" or (k.op == "uid" and k.args[0].searchres):
+        if pred(k):
             return True
         if k.op in ("and", "or", "not"):
             stack.extend(k.args)
@@ -1958,14 +1955,7 @@ def _copy_key(key):
 
 def _uses_modseq(key):
     """Whether a search program has a MODSEQ key (RFC 7162 3.1.5)."""
-    stack = [key]  # no recursion over client input
-    while stack:
-        k = stack.pop()
-        if k.op == "modseq":
-            return True
-        if k.op in ("and", "or", "not"):
-            stack.extend(k.args)
-    return False
+    return _any_key(key, lambda k: k.op == "modseq")
 
 
 def _pattern_regex(pattern):

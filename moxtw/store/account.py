@@ -803,12 +803,7 @@ class Account:
         name = normalize_mailbox_name(mailbox_name) if mailbox_name else ""
 
         def op(conn, ctx):
-            mid = 0
-            if name:
-                mb = _mailbox_row(conn, name)
-                if mb is None:
-                    raise MailboxNotFound(name)
-                mid = mb["id"]
+            mid = _metadata_mailbox_id(conn, name)
             for entry, value in items:
                 if value is None:
                     conn.execute("DELETE FROM metadata WHERE mailbox_id = ? AND name = ?", (mid, entry.lower()))
@@ -834,12 +829,7 @@ class Account:
         name = normalize_mailbox_name(mailbox_name) if mailbox_name else ""
 
         def q(conn):
-            mid = 0
-            if name:
-                mb = _mailbox_row(conn, name)
-                if mb is None:
-                    raise MailboxNotFound(name)
-                mid = mb["id"]
+            mid = _metadata_mailbox_id(conn, name)
             out = {}
             for entry in entries:
                 entry = entry.lower()
@@ -1218,6 +1208,16 @@ _SYSTEM_ORDER = tuple(CANONICAL[c] for c in FLAG_COLUMNS)
 def _mailbox_use(conn, mailbox_id):
     row = conn.execute("SELECT special_use FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
     return row[0] if row else None
+
+
+def _metadata_mailbox_id(conn, name):
+    """The mailbox id METADATA entries are kept under: 0 for the server's ("")."""
+    if not name:
+        return 0
+    mb = _mailbox_row(conn, name)
+    if mb is None:
+        raise MailboxNotFound(name)
+    return mb["id"]
 
 
 def _mailbox_row(conn, name):

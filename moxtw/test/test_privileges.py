@@ -123,6 +123,12 @@ class GiveToTests(unittest.SynchronousTestCase):
         self.assertEqual(os.stat(os.path.join(data, "sub", "f")).st_uid, self.nobody.pw_uid)
         self.assertEqual(os.stat(outside).st_uid, 0)
         self.assertEqual(os.lstat(os.path.join(data, "symlink")).st_uid, self.nobody.pw_uid)
+        # A data directory reached through a link is still given over.
+        real = os.path.join(self.dir, "real")
+        os.makedirs(os.path.join(real, "d"))
+        os.symlink(real, os.path.join(self.dir, "linked"))
+        self.assertEqual(privileges.give_to(os.path.join(self.dir, "linked"), self.nobody.pw_uid, self.nobody.pw_gid), 2)
+        self.assertEqual(os.stat(os.path.join(real, "d")).st_uid, self.nobody.pw_uid)
 
 
     def test_config_shared_with_group(self):
