@@ -361,6 +361,12 @@ def _orcpt(orcpt, smtputf8):
     return f"{addr_type.strip()}; {_dsn_text(_clean(_xtext_decode(addr.strip())), smtputf8)}"
 
 
+def xtext_encode(text):
+    """RFC 3461 4: printable ASCII except "+" and "=" as is, other octets as "+HH"."""
+    return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else "".join(f"+{b:02X}" for b in ch.encode("utf-8"))
+                   for ch in text)
+
+
 def _xtext_decode(text):
     """RFC 3461 4: "+" and two upper-case hex digits stand for one octet."""
     try:

@@ -16,6 +16,7 @@ from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.rules import choose_mailbox, message_headers
 from moxtw.queue import holdrules
+from moxtw.queue.dsn import xtext_encode
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import msgauth, submission
@@ -187,8 +188,11 @@ class SMTPBackend:
             yield self._apply_rule(rule)
         static, dynamic = self.current()
         targets = []
+        origins = []  # the envelope recipient each target came from
         for r in env.recipients:
-            targets.extend(self.router.expand(r.resolved))
+            for t in self.router.expand(r.resolved):
+                targets.append(t)
+                origins.append(r)
         if not targets:
             raise SMTPReply(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, "no deliverable recipients")
         now = datetime.now(timezone.utc)
@@ -239,17 +243,60 @@ class SMTPBackend:
         if not failed:
             return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0, f"delivered (cid {session.cid})")
         if ok:
-            # Some delivered: we have taken responsibility, so say 250 (RFC 5321 6.1); the
-            # failed recipients are logged for the postmaster.
+            # Some delivered: answering an error now would make the sender deliver those
+            # again, so we take responsibility with 250 (RFC 5321 6.1) and queue the
+            # failed accounts: the queue retries a temporary failure and sends a DSN for
+            # a permanent one or when retries run out.
+            origin = {id(t): o for t, o in zip(targets, origins)}
+            try:
+                ids = yield self._queue_failed(env, [(r, origin[id(r.recipient)]) for r in failed],
+                                               prefix + data, mailfrom, has_8bit)
+            except Exception:
+                log.failure("queueing failed local recipients", cid=session.cid)
+                # Nothing durable for them: the sender must try again (the accounts that
+                # got the message may get it twice, which is better than not at all).
+                return SMTPReply(c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0,
+                                 f"error queueing for some recipients, try again later (cid {session.cid})")
             for r in failed:
-                log.error("delivery to {account} failed after accepting: {text}",
-                          account=r.recipient.account, text=r.text, cid=session.cid)
+                log.info("delivery to {account} failed, queued for retry or DSN: {text}",
+                         account=r.recipient.account, text=r.text, cid=session.cid)
             return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0,
-                             f"delivered to {len(ok)} of {len(results)} mailboxes (cid {session.cid})")
+                             f"delivered to {len(ok)} of {len(results)} mailboxes, the others queued as "
+                             f"{','.join(str(i) for i in ids)} (cid {session.cid})")
         first = failed[0]
         temporary = any(not r.permanent for r in failed)
         code = first.code if (first.code < 500) == temporary else (451 if temporary else first.code)
         return SMTPReply(code, first.se, f"{first.text} (cid {session.cid})")
+
+    @defer.inlineCallbacks
+    def _queue_failed(self, env, failed, msg, mailfrom, has_8bit):
+        """Queue ``msg`` (trace headers included) for the account addresses of ``failed``
+        [(RcptResult, envelope recipient)]; the queue delivers them locally through the
+        router. The DSN asked for at RCPT TO (RFC 3461 NOTIFY, ORCPT) goes with each;
+        an alias member gets the alias as its original recipient."""
+        if self.queue is None:
+            raise RuntimeError("no queue to retry failed local recipients")
+        if self.queue_ready is not None:
+            yield self.queue_ready()
+        addresses, rcpt_dsn = [], {}
+        for r, orig in failed:
+            addr = r.recipient.address
+            if addr in addresses:
+                continue
+            addresses.append(addr)
+            orcpt = orig.orcpt
+            if not orcpt and r.recipient.alias and r.recipient.alias.isascii():
+                orcpt = "rfc822;" + xtext_encode(r.recipient.alias)
+            rcpt_dsn[addr] = {"notify": orig.notify, "orcpt": orcpt}
+        ids = yield self.queue.add(
+            msg, mailfrom, addresses, sender_account=None,
+            smtputf8=env.smtputf8 or any(a.needs_smtputf8 for a in (o.address for _, o in failed)),
+            has_8bit=has_8bit, dsn_ret=env.ret or None, dsn_envid=env.envid or None,
+            rcpt_dsn=rcpt_dsn, max_attempts=DEFAULT_MAX_ATTEMPTS,
+        )
+        if self.queue_service is not None:
+            self.queue_service.kick()
+        return ids
 
     @defer.inlineCallbacks
     def _enforce(self, session, static, targets, mailfrom, data, auth, verified):

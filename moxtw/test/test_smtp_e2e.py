@@ -198,6 +198,37 @@ class SMTPEndToEndTests(SMTPTreeBase):
         self.assertEqual(code, 552)
         self.assertIn(b"quota", text)
 
+    @defer.inlineCallbacks
+    def test_partial_failure_queued_with_dsn(self):
+        """An alias message one member's account cannot take while another's stored it:
+        250 (the sender must not send it again), and the failed account is queued, so
+        the sender gets a DSN naming the alias instead of the message vanishing."""
+        big = message("big", "bob@example.net") + b"x" * 150000 + b"\r\n"
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                s.ehlo("sender.example.net")
+                s.mail("bob@example.net")
+                s.rcpt("team@example.org")
+                return s.data(big)
+
+        code, text = yield threads.deferToThread(client)
+        self.assertEqual(code, 250)
+        self.assertIn(b"delivered to 1 of 2 mailboxes, the others queued as", text)
+        self.assertEqual([m.subject for m, _ in (yield self.messages("other"))], ["big"])
+        yield self.queue_settled()
+        self.assertEqual((yield self.messages("mjl")), [])
+        # The permanent failure (larger than mjl's quota) becomes a DSN to the sender,
+        # queued for remote delivery (the test tree's DNS fails, so it stays queued).
+        [dsn] = yield self.root.queue.list()
+        self.assertTrue(dsn.is_dsn)
+        self.assertEqual(dsn.recipient, "bob@example.net")
+        with open(self.root.queue.message_path(dsn), "rb") as f:
+            report = f.read()
+        self.assertIn(b"Original-Recipient: rfc822; team@example.org", report)
+        self.assertIn(b"Final-Recipient: rfc822; mjl@example.org", report)
+        self.assertIn(b"Status: 5.2.3", report)
+
     # -- submission
 
     def submit(self, port_kind, mech, rcpts, msg, password=PASSWORD, login="mjl@example.org"):
