@@ -75,6 +75,7 @@ class MoxtwService(service.MultiService):
         return f"; stop that program or change the port in {self.config.static_path}"
 
     def startService(self):
+        self._make_spool_dir()
         super().startService()
         for svc in self.listeners:
             if svc.port is not None:
@@ -86,6 +87,22 @@ class MoxtwService(service.MultiService):
                     port=host.port,
                     tls=" (TLS)" if svc.spec.tls else "",
                 )
+
+
+    def _make_spool_dir(self):
+        """The SMTP spool directory for large incoming messages, made after root was
+        given up (startService runs after privilegedStartService) so it belongs to the
+        user that writes it, NoFixPermissions or not."""
+        spool = os.path.join(self.config.data_dir, "tmp")
+        try:
+            durable.make_dirs(spool)
+        except OSError as e:
+            log.error("cannot create the SMTP spool directory {path}: {error}", path=spool, error=e)
+            return
+        if not os.access(spool, os.W_OK | os.X_OK):
+            # Messages larger than the in-memory spool get a temporary error (451).
+            log.error("the SMTP spool directory {path} is not writable for uid {uid}: large incoming "
+                      "messages are refused temporarily; give it to this user", path=spool, uid=os.getuid())
 
 
 def _tls_context(config):
@@ -133,7 +150,6 @@ def _smtp_factory(config, backend):
     spool = os.path.join(config.data_dir, "tmp")
 
     def make(kind, name, lst):
-        durable.make_dirs(spool)
         tls = _tls_context(config)(name, lst) if kind == "Submissions" else _listener_tls(config, lst)
         return SMTPFactory(
             _SMTP_KINDS[kind],
@@ -212,9 +228,9 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
 
     # Local delivery for SMTP and the queue alike. localserve delivers queued mail over
     # its own SMTP listener, so it takes the path of mail from the internet.
-    root.router = Router(root.store, current, hostname=hostname, localserve=localserve,
-                         own_smtp=_own_smtp(static) if localserve else None, reactor=reactor)
     root.queue = Queue(config.data_dir, reactor=reactor)
+    root.router = Router(root.store, current, hostname=hostname, queue=root.queue, localserve=localserve,
+                         own_smtp=_own_smtp(static) if localserve else None, reactor=reactor)
     root.outbound = Outbound(
         root.resolver, current, read_queued_message(root.queue), hostname, reactor=reactor,
         port=static.TestDirectDeliveryPort or SMTP_PORT, config_path=config.path,

@@ -3,7 +3,7 @@ recipient."""
 
 from dataclasses import dataclass
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from moxtw.delivery.rules import choose_mailbox, message_headers
@@ -45,10 +45,14 @@ class LocalDelivery:
         Returns [RcptResult] in the order of ``recipients``. A failure for one account does
         not affect the others (RFC 5321 leaves partial results to the server; callers
         report them)."""
-        headers, msgfrom = yield defer.maybeDeferred(message_headers, data)
+        headers, msgfrom = yield threads.deferToThread(message_headers, data)
         results = []
         done = {}
         for rcpt in recipients:
+            if rcpt.disabled:
+                results.append(RcptResult(rcpt, False, c.C450_MAILBOX_UNAVAILABLE, c.SE_MAILBOX_DISABLED1,
+                                          "domain temporarily disabled"))
+                continue
             mailbox, _rs = choose_mailbox(
                 rcpt.destination, rcpt.mailbox, mailfrom or "", msgfrom, verified_domains, headers
             )

@@ -30,6 +30,7 @@ class Recipient:
     alias: str = ""  # alias address when this recipient came from an alias expansion
     postmaster: bool = False
     report: str = ""  # "dmarc" or "tlsrpt" for a reporting address (reports are parsed)
+    disabled: bool = False  # alias member in a disabled domain: no account, try again later
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def _postmaster(static, address):
 
 def expand(static, dynamic, rcpt):
     """The account Recipients for a resolved recipient (alias members resolved; members
-    that are not local accounts are skipped: aliases deliver locally only)."""
+    that are not local accounts are skipped: aliases deliver locally only). A member in a
+    disabled domain is a Recipient with ``disabled`` set: its delivery fails temporarily,
+    so the message waits for the domain instead of passing that member by."""
     if isinstance(rcpt, Recipient):
         return [rcpt]
     out = []
@@ -136,7 +139,10 @@ def expand(static, dynamic, rcpt):
         lp, _, dom = member.rpartition("@")
         try:
             r = resolve(static, dynamic, lp, dom)
-        except (NotLocal, DomainDisabled):
+        except NotLocal:
+            continue
+        except DomainDisabled:
+            out.append(Recipient(member.lower(), "", "", None, alias=rcpt.address, disabled=True))
             continue
         if isinstance(r, Recipient):
             out.append(Recipient(r.address, r.account, r.mailbox, r.destination, alias=rcpt.address))

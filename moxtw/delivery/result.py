@@ -10,3 +10,4 @@ class DeliveryResult:
     ok: bool
     permanent: bool = False
     error: str = ""
+    requeued: tuple = ()  # ids of new queue entries for the recipients still to deliver

@@ -6,7 +6,7 @@ local and hands it the queued messages for them. The order of the steps is in th
 package docstring (``moxtw.delivery``).
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from moxtw.clock import default_reactor
@@ -14,7 +14,9 @@ from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.local import LocalDelivery
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.result import DeliveryResult
+from moxtw.delivery.rules import choose_mailbox, message_headers
 from moxtw.smtp import codes as c
+from moxtw.smtp.xtext import xtext_encode
 from moxtw.smtpclient import SMTPClientError
 from moxtw.smtpclient import deliver as smtp_deliver
 
@@ -28,10 +30,13 @@ class Router:
     every address is local and goes to the postmaster account, and localparts may ask for
     errors (``moxtw.delivery.localserve``). ``own_smtp``: (ip, port) of our own SMTP
     listener, where localserve delivers queued mail, so it takes the path of mail from
-    the internet without leaving the machine."""
+    the internet without leaving the machine. ``queue``: the queue, for the accounts of a
+    message that failed while others stored it (``queue_failed``)."""
 
-    def __init__(self, store, current, *, hostname, localserve=False, own_smtp=None, reactor=None):
+    def __init__(self, store, current, *, hostname, queue=None, localserve=False, own_smtp=None,
+                 reactor=None):
         self.store = store
+        self.queue = queue  # moxtw.queue.db.Queue: where failed accounts wait (queue_failed)
         self.current = current
         self.hostname = hostname
         self.localserve = localserve
@@ -66,6 +71,20 @@ class Router:
         """The account Recipients of a resolved recipient (alias members)."""
         static, dynamic = self.current()
         return rcpts.expand(static, dynamic, resolved)
+
+    @defer.inlineCallbacks
+    def all_forwarded(self, targets, data, mailfrom, verified_domains):
+        """Whether every one of ``targets`` takes the message by a Ruleset with
+        IsForward (step 4 asked early, for the DMARC policy decision: a forward is
+        delivered even when DMARC would reject it). Deferred bool."""
+        if not targets:
+            return False
+        headers, msgfrom = yield threads.deferToThread(message_headers, data)
+        for t in targets:
+            _mailbox, rs = choose_mailbox(t.destination, t.mailbox, mailfrom, msgfrom, verified_domains, headers)
+            if rs is None or not rs.IsForward:
+                return False
+        return True
 
     # -- steps 3 to 5: junk decision, rules, mailbox
 
@@ -102,12 +121,55 @@ class Router:
                 c.C450_MAILBOX_UNAVAILABLE, c.SE_MAILBOX_DISABLED1, "domain temporarily disabled"))
         if resolved is None:
             return DeliveryResult(False, True, c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1, f"no such user {entry.recipient}"))
-        results = yield self.deliver(data, self.expand(resolved), mailfrom=entry.sender, prefix=b"")
+        targets = self.expand(resolved)
+        if not targets:
+            return DeliveryResult(False, True, c.reply_text(
+                c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_MAILBOX1,
+                f"alias {entry.recipient} has no deliverable members"))
+        results = yield self.deliver(data, targets, mailfrom=entry.sender, prefix=b"")
         failed = [r for r in results if not r.ok]
         if not failed:
             return DeliveryResult(True, False, "")
+        if len(failed) < len(results):
+            # An alias whose members partly got it: attempting the entry again would
+            # deliver twice to those, so the rest become entries of their own.
+            ids = yield self.queue_failed(
+                [(r, entry.dsn_notify, entry.dsn_orcpt) for r in failed], data, mailfrom=entry.sender,
+                sender_account=entry.sender_account, smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
+                dsn_ret=entry.dsn_ret or None, dsn_envid=entry.dsn_envid or None, is_dsn=entry.is_dsn,
+                max_attempts=entry.max_attempts)
+            return DeliveryResult(True, False, "", requeued=tuple(ids))
         first = failed[0]
         return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
+
+    @defer.inlineCallbacks
+    def queue_failed(self, failed, msg, *, mailfrom, sender_account=None, smtputf8=False, has_8bit=False,
+                     dsn_ret=None, dsn_envid=None, is_dsn=False, max_attempts=0):
+        """Queue ``msg`` (the whole message, trace headers included) for the accounts of
+        ``failed`` [(RcptResult, notify, orcpt)] after others stored it, so the queue
+        retries a temporary failure and sends the DSN for a permanent one (RFC 5321 6.1:
+        we took responsibility). Each is queued at its account address and delivered
+        through ``deliver_queued``; an alias member without an ORCPT gets the alias as
+        its original recipient (RFC 3461 4.2). Deferred [entry id], durable when fired."""
+        if self.queue is None:
+            raise RuntimeError("no queue to retry failed local recipients")
+        addresses, rcpt_dsn = [], {}
+        for r, notify, orcpt in failed:
+            addr = r.recipient.address
+            if addr in addresses:
+                continue
+            addresses.append(addr)
+            if not orcpt and r.recipient.alias and r.recipient.alias.isascii():
+                orcpt = "rfc822;" + xtext_encode(r.recipient.alias)
+            rcpt_dsn[addr] = {"notify": list(notify) if not isinstance(notify, str) else notify, "orcpt": orcpt}
+        ids = yield self.queue.add(
+            msg, mailfrom, addresses, sender_account=sender_account, smtputf8=smtputf8, has_8bit=has_8bit,
+            dsn_ret=dsn_ret, dsn_envid=dsn_envid, rcpt_dsn=rcpt_dsn, is_dsn=is_dsn,
+            max_attempts=max_attempts)
+        for r, _, _ in failed:
+            log.info("delivery to {address} failed, queued for retry or DSN: {text}",
+                     address=r.recipient.address, text=r.text)
+        return ids
 
     @defer.inlineCallbacks
     def _deliver_own_smtp(self, entry, data):

@@ -32,6 +32,7 @@ from moxtw.clock import default_reactor
 from moxtw.message import fix_line_endings
 from moxtw.message import parse as parse_message
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS, retry_delay
+from moxtw.smtp.xtext import xtext_decode
 
 log = Logger(namespace="moxtw.queue.dsn")
 
@@ -244,7 +245,7 @@ def _status_part(kind, hostname, recipients, envid, arrival_date, smtputf8):
     msg = [_field("Reporting-MTA", f"dns; {hostname}")]  # RFC 3464 2.2.2
     if envid:
         # RFC 3464 2.2.1: ENVID as given (xtext-decoded), RFC 3461 4.4.
-        msg.append(_field("Original-Envelope-Id", _dsn_text(_clean(_xtext_decode(envid)), smtputf8)))
+        msg.append(_field("Original-Envelope-Id", _dsn_text(_clean(xtext_decode(envid)), smtputf8)))
     if arrival_date is not None:
         msg.append(_field("Arrival-Date", format_datetime(_utc(arrival_date))))  # 2.2.5
     groups.append(b"".join(msg))
@@ -358,21 +359,7 @@ def _orcpt(orcpt, smtputf8):
     addr_type, sep, addr = orcpt.partition(";")
     if not sep:
         addr_type, addr = "rfc822", orcpt
-    return f"{addr_type.strip()}; {_dsn_text(_clean(_xtext_decode(addr.strip())), smtputf8)}"
-
-
-def xtext_encode(text):
-    """RFC 3461 4: printable ASCII except "+" and "=" as is, other octets as "+HH"."""
-    return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else "".join(f"+{b:02X}" for b in ch.encode("utf-8"))
-                   for ch in text)
-
-
-def _xtext_decode(text):
-    """RFC 3461 4: "+" and two upper-case hex digits stand for one octet."""
-    try:
-        return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
-    except ValueError:
-        return text
+    return f"{addr_type.strip()}; {_dsn_text(_clean(xtext_decode(addr.strip())), smtputf8)}"
 
 
 def _header_text(text, smtputf8):

@@ -150,6 +150,8 @@ class QueueService(service.Service):
                 continue
             # msg_prefix: header fields added at queueing (a DKIM-Signature).
             results.append(await self.router.deliver_queued(entry, entry.msg_prefix + data))
+        if any(r.requeued for r in results):
+            self.kick()  # alias members still to deliver were queued anew
         return results
 
     # -- service

@@ -14,9 +14,7 @@ from moxtw.auth import LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.localserve import localserve_rule
-from moxtw.delivery.rules import choose_mailbox, message_headers
 from moxtw.queue import holdrules
-from moxtw.queue.dsn import xtext_encode
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import msgauth, submission
@@ -249,54 +247,29 @@ class SMTPBackend:
             # a permanent one or when retries run out.
             origin = {id(t): o for t, o in zip(targets, origins)}
             try:
-                ids = yield self._queue_failed(env, [(r, origin[id(r.recipient)]) for r in failed],
-                                               prefix + data, mailfrom, has_8bit)
+                if self.queue_ready is not None:
+                    yield self.queue_ready()
+                origs = [origin[id(r.recipient)] for r in failed]
+                ids = yield self.router.queue_failed(
+                    [(r, o.notify, o.orcpt) for r, o in zip(failed, origs)], prefix + data,
+                    mailfrom=mailfrom, smtputf8=env.smtputf8 or any(o.address.needs_smtputf8 for o in origs),
+                    has_8bit=has_8bit, dsn_ret=env.ret or None, dsn_envid=env.envid or None,
+                    max_attempts=DEFAULT_MAX_ATTEMPTS)
             except Exception:
                 log.failure("queueing failed local recipients", cid=session.cid)
                 # Nothing durable for them: the sender must try again (the accounts that
                 # got the message may get it twice, which is better than not at all).
                 return SMTPReply(c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0,
                                  f"error queueing for some recipients, try again later (cid {session.cid})")
-            for r in failed:
-                log.info("delivery to {account} failed, queued for retry or DSN: {text}",
-                         account=r.recipient.account, text=r.text, cid=session.cid)
+            if self.queue_service is not None:
+                self.queue_service.kick()
             return SMTPReply(c.C250_COMPLETED, c.SE_OTHER0,
                              f"delivered to {len(ok)} of {len(results)} mailboxes, the others queued as "
                              f"{','.join(str(i) for i in ids)} (cid {session.cid})")
         first = failed[0]
         temporary = any(not r.permanent for r in failed)
-        code = first.code if (first.code < 500) == temporary else (451 if temporary else first.code)
+        code = first.code if (first.code < 500) == temporary else (c.C451_LOCAL_ERROR if temporary else first.code)
         return SMTPReply(code, first.se, f"{first.text} (cid {session.cid})")
-
-    @defer.inlineCallbacks
-    def _queue_failed(self, env, failed, msg, mailfrom, has_8bit):
-        """Queue ``msg`` (trace headers included) for the account addresses of ``failed``
-        [(RcptResult, envelope recipient)]; the queue delivers them locally through the
-        router. The DSN asked for at RCPT TO (RFC 3461 NOTIFY, ORCPT) goes with each;
-        an alias member gets the alias as its original recipient."""
-        if self.queue is None:
-            raise RuntimeError("no queue to retry failed local recipients")
-        if self.queue_ready is not None:
-            yield self.queue_ready()
-        addresses, rcpt_dsn = [], {}
-        for r, orig in failed:
-            addr = r.recipient.address
-            if addr in addresses:
-                continue
-            addresses.append(addr)
-            orcpt = orig.orcpt
-            if not orcpt and r.recipient.alias and r.recipient.alias.isascii():
-                orcpt = "rfc822;" + xtext_encode(r.recipient.alias)
-            rcpt_dsn[addr] = {"notify": orig.notify, "orcpt": orcpt}
-        ids = yield self.queue.add(
-            msg, mailfrom, addresses, sender_account=None,
-            smtputf8=env.smtputf8 or any(a.needs_smtputf8 for a in (o.address for _, o in failed)),
-            has_8bit=has_8bit, dsn_ret=env.ret or None, dsn_envid=env.envid or None,
-            rcpt_dsn=rcpt_dsn, max_attempts=DEFAULT_MAX_ATTEMPTS,
-        )
-        if self.queue_service is not None:
-            self.queue_service.kick()
-        return ids
 
     @defer.inlineCallbacks
     def _enforce(self, session, static, targets, mailfrom, data, auth, verified):
@@ -313,12 +286,7 @@ class SMTPBackend:
                             f"(cid {session.cid})")
         d = auth.dmarc
         if d is not None and d.reject:
-            headers, msgfrom = yield threads.deferToThread(message_headers, data)
-            forwarded = bool(targets) and all(
-                (rs := choose_mailbox(t.destination, t.mailbox, mailfrom, msgfrom, verified, headers)[1])
-                is not None and rs.IsForward
-                for t in targets
-            )
+            forwarded = yield self.router.all_forwarded(targets, data, mailfrom, verified)
             if not forwarded:
                 log.info("refusing message: DMARC policy {policy} of {domain}", policy=d.published_policy,
                          domain=auth.from_domain, cid=session.cid)

@@ -14,9 +14,40 @@ pedantic mode refuses except in BINARYMIME messages. Data is streamed into a spo
 never held whole in memory, whatever the line lengths.
 """
 
+import errno
 import tempfile
 
+from moxtw.smtp import codes as c
+
 SPOOL_IN_MEMORY = 1024 * 1024
+
+
+class _Spool:
+    """The message being received: memory up to SPOOL_IN_MEMORY, then a file in the
+    spool directory. A failing write (disk full, a spool directory we may not write)
+    is kept in ``error`` and the rest of the message is read and dropped, so the
+    transaction ends with a reply instead of a dropped connection."""
+
+    def __init__(self, spool_dir):
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir)
+        self.error = None
+
+    def write(self, chunk):
+        if self.error is not None:
+            return
+        try:
+            self.file.write(chunk)
+        except OSError as e:
+            self.error = e
+            self.file.close()
+
+
+def spool_error_reply(error):
+    """(code, enhanced, text) for a spool write error: RFC 3463 4.3.1 for a full disk,
+    4.3.0 otherwise; both temporary, the sender tries again."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return c.C452_STORAGE_FULL, c.SE_MAIL_SYSTEM_STORAGE_FULL1, "mail system full, try again later"
+    return c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, "error storing message, try again later"
 PARTIAL_FLUSH = 64 * 1024
 
 
@@ -27,7 +58,8 @@ class DataReader:
     def __init__(self, max_size, pedantic=False, spool_dir=None):
         self.max_size = max_size
         self.pedantic = pedantic
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir)
+        self._spool = _Spool(spool_dir)
+        self.file = self._spool.file
         self.size = 0
         self.too_large = False
         self.smuggling = None  # description of the first offending sequence
@@ -104,7 +136,11 @@ class DataReader:
         if not self.has_nul and b"\0" in chunk:
             self.has_nul = True
         if self.smuggling is None:
-            self.file.write(chunk)
+            self._spool.write(chunk)
+
+    @property
+    def spool_error(self):
+        return self._spool.error
 
     def read_all(self):
         """The message bytes (blocking if spooled to disk: call off the reactor)."""
@@ -120,7 +156,8 @@ class ChunkReader:
 
     def __init__(self, max_size, spool_dir=None):
         self.max_size = max_size
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir)
+        self._spool = _Spool(spool_dir)
+        self.file = self._spool.file
         self.size = 0
         self.too_large = False
         self.has_8bit = False
@@ -143,10 +180,14 @@ class ChunkReader:
                 self.has_8bit = True
             if not self.has_nul and b"\0" in take:
                 self.has_nul = True
-            self.file.write(take)
+            self._spool.write(take)
         if self.remaining:
             return None
         return data[len(take):]
+
+    @property
+    def spool_error(self):
+        return self._spool.error
 
     def read_all(self):
         self.file.seek(0)

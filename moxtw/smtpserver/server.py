@@ -35,7 +35,7 @@ from moxtw.sasl.channelbinding import channel_binding_for
 from moxtw.sasl.server import server_mechanisms
 from moxtw.smtp import codes as c
 from moxtw.smtp.address import AddressError, parse_domain, parse_path
-from moxtw.smtpserver.data import ChunkReader, DataReader
+from moxtw.smtpserver.data import ChunkReader, DataReader, spool_error_reply
 
 log = Logger(namespace="moxtw.smtpserver")
 
@@ -751,6 +751,13 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
             self._reset()
             raise SMTPReply(c.C552_STORAGE_EXCEEDED, c.SE_MAIL_SYSTEM_MSG_TOO_LARGE4,
                             f"message too large, limit is {f.max_message_size} bytes")
+        if reader.spool_error is not None:
+            log.error("spooling message to {dir}: {error}", dir=f.spool_dir, error=reader.spool_error,
+                      cid=self.session.cid)
+            reader.close()
+            self._reset()
+            code, se, text = spool_error_reply(reader.spool_error)
+            raise SMTPReply(code, se, text)
         if reader.has_8bit and env.body == "7BIT" and self.pedantic:
             reader.close()
             self._reset()

@@ -487,3 +487,13 @@ class LocalserveDSNTests(unittest.TestCase):
         inbox = yield acc.mailbox("Inbox")
         self.assertEqual((yield acc.messages(inbox.id)), [])
 
+
+
+class XtextTests(unittest.SynchronousTestCase):
+    def test_round_trip(self):
+        """RFC 3461 4: "+", "=", space and controls are hex-escaped; the rest stays."""
+        from moxtw.smtp.xtext import xtext_decode, xtext_encode
+        self.assertEqual(xtext_encode("a+b=c d@x.example"), "a+2Bb+3Dc+20d@x.example")
+        self.assertEqual(xtext_encode("\x00\x7f"), "+00+7F")
+        for text in ("bob+tag@example.org", "x=y", "plain@example.org", "+2B"):
+            self.assertEqual(xtext_decode(xtext_encode(text)), text)

@@ -316,3 +316,51 @@ def _free_privileged_port():
                 continue
             return port
     raise unittest.SkipTest("no free port below 1024")
+
+
+class NoFixPermissionsTests(unittest.TestCase):
+    """With NoFixPermissions the operator owns the data directory's permissions; what
+    moxtw creates itself (the SMTP spool directory) is made after the switch, so it
+    belongs to User, not to root."""
+
+    def setUp(self):
+        if not AS_ROOT:
+            raise unittest.SkipTest("needs root (CI runs as root)")
+
+    def test_spool_made_after_switch(self):
+        from moxtw import app
+        from moxtw import config as mconfig
+
+        d = tempfile.mkdtemp(prefix="moxtw-priv-")
+        os.chmod(d, 0o755)
+        self.addCleanup(shutil.rmtree, d, True)
+        nobody = privileges.lookup("nobody")
+        data = os.path.join(d, "data")
+        os.mkdir(data, 0o700)
+        os.chown(data, nobody.pw_uid, nobody.pw_gid)
+        with open(os.path.join(d, "moxtw.toml"), "w") as f:
+            f.write("NoFixPermissions = true\n" + STATIC.format(user="nobody", port=25 + free_offset()))
+        with open(os.path.join(d, "domains.toml"), "w") as f:
+            f.write(DYNAMIC)
+        cfg = mconfig.load(d)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                root = app.makeService(cfg, reactor=reactor, switch_user=True)
+                orig = privileges.drop
+                privileges.drop = lambda static, data_dir, **kw: orig(static, data_dir, check_install=False, **kw)
+                root.privilegedStartService()
+                root.startService()
+                st = os.stat(os.path.join(data, "tmp"))
+                os.write(w, f"{st.st_uid} {os.access(os.path.join(data, 'tmp'), os.W_OK)}".encode())
+            except BaseException as e:
+                os.write(w, f"error {e!r}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            got = f.read().decode()
+        os.waitpid(pid, 0)
+        self.assertEqual(got, f"{nobody.pw_uid} True")

@@ -9,6 +9,7 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+from datetime import datetime, timezone
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
@@ -48,6 +49,19 @@ LocalpartCatchallSeparator = "+"
 [Domains."example.org".Aliases.team]
 Addresses = ["mjl@example.org", "other@example.org"]
 PostPublic = true
+
+[Domains."example.org".Aliases.mixed]
+Addresses = ["mjl@example.org", "away@off.example"]
+PostPublic = true
+[Domains."example.org".Aliases.offteam]
+Addresses = ["away@off.example"]
+PostPublic = true
+[Domains."off.example"]
+Disabled = true
+
+[Accounts.away]
+Domain = "off.example"
+[Accounts.away.Destinations."away@off.example"]
 
 [Accounts.mjl]
 Domain = "example.org"
@@ -197,6 +211,61 @@ class SMTPEndToEndTests(SMTPTreeBase):
         code, text = yield threads.deferToThread(client)
         self.assertEqual(code, 552)
         self.assertIn(b"quota", text)
+
+    def send(self, rcpt, msg, sender="bob@example.net"):
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                s.ehlo("sender.example.net")
+                s.mail(sender)
+                code, text = s.rcpt(rcpt)
+                if code != 250:
+                    return code, text
+                return s.data(msg)
+        return threads.deferToThread(client)
+
+    def enable_off_example(self):
+        mconfig.write_dynamic(self.cfg.dynamic_path, self.cfg.static,
+                              lambda doc: doc["Domains"]["off.example"].__setitem__("Disabled", False))
+        os.utime(self.cfg.dynamic_path, (3, 3))
+        self.root.watcher.check()
+
+    @defer.inlineCallbacks
+    def test_disabled_domain_waits(self):
+        """A disabled domain refuses temporarily, directly and through an alias whose
+        only member is there; an alias member there is not passed by: the message waits
+        in the queue for the domain and is delivered once it is enabled."""
+        code, text = yield self.send("away@off.example", message("direct", "bob@example.net"))
+        self.assertEqual((code, text[:5]), (450, b"4.2.1"))
+        code, text = yield self.send("offteam@example.org", message("only member", "bob@example.net"))
+        self.assertEqual((code, text[:5]), (450, b"4.2.1"))
+        self.assertEqual((yield self.root.queue.list()), [])
+        code, text = yield self.send("mixed@example.org", message("mixed", "bob@example.net"))
+        self.assertEqual(code, 250)
+        self.assertEqual([m.subject for m, _ in (yield self.messages("mjl"))], ["mixed"])
+        yield self.queue_settled()
+        [e] = yield self.root.queue.list()
+        self.assertEqual(e.recipient, "away@off.example")
+        self.assertIn("domain temporarily disabled", e.last_error)
+        self.assertEqual((yield self.messages("away")), [])
+        self.enable_off_example()
+        yield self.root.queue.schedule([e.id], datetime.now(timezone.utc))
+        yield self.queue_settled()
+        self.assertEqual([m.subject for m, _ in (yield self.messages("away"))], ["mixed"])
+        self.assertEqual([m.subject for m, _ in (yield self.messages("mjl"))], ["mixed"])
+
+    @defer.inlineCallbacks
+    def test_queued_alias_partial_not_duplicated(self):
+        """Submission to an alias with a member in a disabled domain: the member that
+        can take it gets it once; the other becomes its own queue entry."""
+        yield self.submit("submission", "PLAIN", ["mixed@example.org"], message("submitted"))
+        yield self.queue_settled()
+        yield self.queue_settled()
+        [e] = yield self.root.queue.list()
+        self.assertEqual(e.recipient, "away@off.example")
+        self.assertEqual(e.sender_account, "mjl")
+        self.assertEqual(e.dsn_orcpt, "rfc822;mixed@example.org")
+        yield self.queue_settled()
+        self.assertEqual([m.subject for m, _ in (yield self.messages("mjl"))], ["submitted"])
 
     @defer.inlineCallbacks
     def test_partial_failure_queued_with_dsn(self):

@@ -5,6 +5,9 @@ rules are tested here; test_smtp_hostile.py sends it hostile input, and
 moxtw/test/test_smtp_e2e.py runs the real backend with real clients.
 """
 
+import errno
+import os
+
 from moxtw.smtp import codes as c
 from moxtw.smtpserver.server import SMTPReply
 from moxtw.test.smtphelper import SMTPTestBase, reply
@@ -256,3 +259,41 @@ class SubmissionTests(SMTPTestBase):
     def test_starttls_unavailable(self):
         self.ehlo()
         self.assertEqual(self.codes(self.send(b"STARTTLS\r\n")), [502])
+
+
+class SpoolErrorTests(SMTPTestBase):
+    """A message too large for memory goes to the spool directory; when writing there
+    fails, the sender gets a temporary error and the session goes on."""
+
+    max_size = 4 * 1024 * 1024
+
+    def new_session(self):
+        super().new_session()
+        self.factory.spool_dir = os.path.join(self.mktemp(), "missing")
+
+    def test_data(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        out = self.send(b"x" * 1000 + b"\r\n" + (b"y" * 998 + b"\r\n") * 1500 + b".\r\n")
+        self.assertIn(reply(c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0), out)
+        self.assertEqual(self.backend.delivered, [])
+        self.assertFalse(self.tr.disconnecting)
+        self.assertEqual(self.codes(self.send(b"NOOP\r\n")), [250])
+        # A small message after it fits in memory and is delivered.
+        out = self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\nsmall\r\n.\r\n")
+        self.assertEqual(self.codes(out)[-1], 250)
+
+    def test_bdat(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\n")
+        size = 2 * 1024 * 1024
+        out = self.send(b"BDAT %d LAST\r\n" % size + b"z" * size + b"NOOP\r\n")
+        self.assertEqual(self.codes(out), [451, 250])
+        self.assertEqual(self.backend.delivered, [])
+
+    def test_disk_full_reply(self):
+        from moxtw.smtpserver.data import spool_error_reply
+        self.assertEqual(spool_error_reply(OSError(errno.ENOSPC, "No space left on device"))[:2],
+                         (c.C452_STORAGE_FULL, c.SE_MAIL_SYSTEM_STORAGE_FULL1))
+        self.assertEqual(spool_error_reply(PermissionError(errno.EACCES, "denied"))[:2],
+                         (c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0))
