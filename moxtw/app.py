@@ -263,7 +263,17 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         resolver=None if localserve else root.resolver,
         on_authenticated=evaluated, reports=root.reports,
     )
-    root.imap_backend = IMAPBackend(root.auth, clock=reactor, login_limits=root.login_limits)
+    def delivery_mailboxes(account):
+        # RFC 5465 6 "inboxes": where delivery puts mail, by Destination or Ruleset.
+        acc = current()[1].Accounts.get(account)
+        names = {"Inbox"}
+        for dest in (acc.Destinations.values() if acc is not None else ()):
+            names.add(dest.Mailbox or "Inbox")
+            names.update(rs.Mailbox for rs in dest.Rulesets if rs.Mailbox)
+        return names
+
+    root.imap_backend = IMAPBackend(root.auth, clock=reactor, login_limits=root.login_limits,
+                                    delivery_mailboxes=delivery_mailboxes)
     if not localserve:
         DNSBLMonitor(root.resolver, current, clock=reactor).setServiceParent(root)
     ResolverService(root.resolver).setServiceParent(root)

@@ -60,6 +60,14 @@ SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE",
 ESEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "PARTIAL")
 SEARCH_FILTERS_PLAIN = frozenset(("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED"))
 SEARCH_FILTERS_NAMED = frozenset(("SUBTREE", "SUBTREE-ONE", "MAILBOXES"))
+# RFC 5465 8: the events of NOTIFY, by upper-case name. AnnotationChange (RFC 5465 5.5,
+# message annotations) is known but not supported: NO [BADEVENT].
+NOTIFY_EVENTS = {e.upper(): e for e in (
+    "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+    "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")}
+NOTIFY_SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange",
+                    "MailboxMetadataChange", "ServerMetadataChange")
+MAX_NOTIFY_GROUPS = 100
 MAX_SEARCH_MAILBOXES = 1000  # filters and named mailboxes in one ESEARCH
 MAX_METADATA_ENTRY = 1024  # characters of a METADATA entry name
 MAX_METADATA_ITEMS = 1000  # entries in one GETMETADATA or SETMETADATA
@@ -1104,6 +1112,76 @@ class _Parser:
                 # scope-options (RFC 7377 4): none are defined.
                 self.error("scope options are not supported")
 
+    def cmd_notify(self):
+        """NOTIFY SP ("NONE" / "SET" [SP "STATUS"] 1*(SP event-group)) (RFC 5465 8).
+        ``groups``: None for NONE, else [(filter, [mailbox names] or None, events)] with
+        events None for NONE or [(event name, [FetchAtt] or None)]."""
+        self.sp()
+        if self.take_word(b"NONE"):
+            self.expect_end()
+            return {"groups": None, "status": False}
+        if not self.take_word(b"SET"):
+            self.error(f"expected NONE or SET, found {self.found()}")
+        self.sp()
+        status = self.take_word(b"STATUS")
+        if status:
+            self.sp()
+        groups = []
+        while True:
+            self.expect(b"(", "'(' of an event group")
+            groups.append(self.notify_group())
+            if len(groups) > MAX_NOTIFY_GROUPS:
+                self.error("too many event groups")
+            if self.at_end():
+                return {"groups": groups, "status": status}
+            self.sp()
+
+    def notify_group(self):
+        """event-group = "(" filter-mailboxes SP events ")", after the "("."""
+        word = self.atom("mailbox filter").upper()
+        boxes = None
+        if word in SEARCH_FILTERS_NAMED:
+            # subtree-one is RFC 7377's addition to filter-mailboxes.
+            self.sp()
+            boxes = []
+            if self.take(b"("):
+                while True:
+                    boxes.append(self.mailbox())
+                    if len(boxes) > MAX_SEARCH_MAILBOXES:
+                        self.error("too many mailboxes")
+                    if self.close_or_sp():
+                        break
+            else:
+                boxes.append(self.mailbox())
+        elif word not in SEARCH_FILTERS_PLAIN:
+            self.error(f"unknown mailbox filter {word}")
+        self.sp()
+        if self.take_word(b"NONE"):
+            events = None
+        else:
+            self.expect(b"(", "'(' of the events")
+            events = []
+            while True:
+                name = self.atom("event").upper()
+                event = NOTIFY_EVENTS.get(name)
+                if event is None or event not in NOTIFY_SUPPORTED:
+                    # RFC 5465 3.1, 6: NO with the events the server does support.
+                    raise ParseError(self.tag, f"unsupported event {name[:40]}",
+                                     f"BADEVENT ({' '.join(NOTIFY_SUPPORTED)})", no=True)
+                atts = None
+                if event == "MessageNew" and self.peek_bytes(b" ("):
+                    self.pos += 2
+                    atts = []
+                    while True:
+                        atts.append(self.fetch_att())
+                        if self.close_or_sp():
+                            break
+                events.append((event, atts))
+                if self.close_or_sp():
+                    break
+        self.expect(b")", "')' after the events")
+        return (word, boxes, events)
+
     def search_keys(self):
         """search-key *(SP search-key) up to the end of the command, as an "and" node.
 
@@ -1527,6 +1605,7 @@ _COMMANDS = {
     "GETQUOTA": _Parser.cmd_getquota,
     "CANCELUPDATE": _Parser.cmd_cancelupdate,
     "ESEARCH": _Parser.cmd_esearch,
+    "NOTIFY": _Parser.cmd_notify,
     "GETMETADATA": _Parser.cmd_getmetadata,
     "SETMETADATA": _Parser.cmd_setmetadata,
     "COMPRESS": _Parser.cmd_compress,

@@ -29,10 +29,11 @@ from moxtw.auth import AuthFailed, LoginDisabled
 from moxtw.imapserver import context as contextmod
 from moxtw.imapserver import fetch as fetchmod
 from moxtw.imapserver import imapurl
+from moxtw.imapserver import notify as notifymod
 from moxtw.imapserver import response as r
 from moxtw.imapserver import search as searchmod
 from moxtw.imapserver.fetch import FileRange
-from moxtw.imapserver.types import STAR, SearchKey, SeqSet
+from moxtw.imapserver.types import STAR, Command, FetchAtt, SearchKey, SeqSet
 from moxtw.sasl import server as sasl
 from moxtw.sasl.channelbinding import channel_binding_for
 from moxtw.sasl.server import server_mechanisms
@@ -98,7 +99,7 @@ COMMANDS = {
     "COMPRESS": AUTH, "UNAUTHENTICATE": AUTH,
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
-    "CANCELUPDATE": SEL, "ESEARCH": AUTH, "GETMETADATA": AUTH, "SETMETADATA": AUTH,
+    "CANCELUPDATE": SEL, "ESEARCH": AUTH, "GETMETADATA": AUTH, "SETMETADATA": AUTH, "NOTIFY": AUTH,
 }
 # Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
 # numbers too, so the same reasoning applies.
@@ -170,6 +171,17 @@ class Session:
         self._contexts_waiters = []
         self._progress = None  # (done, total) of the running command, for INPROGRESS
         self._progress_call = None
+        # NOTIFY (RFC 5465, moxtw.imapserver.notify): the spec in force, and what waits
+        # to be sent: STATUS per mailbox id, ready lines, new UIDs to FETCH.
+        self.notify = None
+        self._busy = False  # a command is running (IDLE included)
+        self._notifying = None  # Deferred of notifications being written between commands
+        self._note_status = {}
+        self._note_lines = []
+        self._note_fetch = []
+        self._note_call = None
+        self._inboxes = frozenset()
+        self._subscribed = set()
         peer = conn.transport.getPeer()
         self.remote_ip = getattr(peer, "host", "")
 
@@ -223,7 +235,7 @@ class Session:
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
             "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA", "LIST-METADATA", "UIDONLY",
-            "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN",
+            "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN", "NOTIFY",
         ]
         if not self._compressed:
             caps.append("COMPRESS=DEFLATE")
@@ -257,6 +269,19 @@ class Session:
 
     @defer.inlineCallbacks
     def execute(self, cmd):
+        if self._notifying is not None:
+            yield self._notifying  # notifications being written go out whole first
+        self._busy = True
+        try:
+            text = yield self._execute(cmd)
+        finally:
+            self._busy = False
+        if self.notify is not None and self._notes_waiting():
+            self._kick_notes()
+        return text
+
+    @defer.inlineCallbacks
+    def _execute(self, cmd):
         states = COMMANDS.get(cmd.name)
         if states is None:
             raise BAD("unknown command")
@@ -282,17 +307,189 @@ class Session:
             self.flush(allow_expunge)
             # Context updates of this command's changes come before its OK (RFC 5267 4.3).
             yield self._contexts_settled()
+        if self.notify is not None:
+            yield defer.Deferred.fromCoroutine(self._send_notes())
         if text is not None:
             self.write(f"{cmd.tag} OK {text}\r\n")
 
     # -- live updates
 
     def _changes(self, changes):
-        if self.selected is None and not self._selecting:
-            return  # only the selected mailbox gets untagged updates
-        self.pending.extend(changes)
-        if self.idling:
-            self.flush(True)
+        if self.notify is not None:
+            self._note_changes(changes)
+        if self.selected is not None or self._selecting:
+            # Only the selected mailbox gets untagged updates (without NOTIFY).
+            self.pending.extend(changes)
+        if self.notify is None:
+            if self.idling:
+                self.flush(True)
+        elif self.idling or not self._busy:
+            self._kick_notes()
+
+    # -- NOTIFY (RFC 5465)
+
+    _EVENT_OF = {ch.ChangeAddUID: "MessageNew", ch.ChangeRemoveUIDs: "MessageExpunge", ch.ChangeFlags: "FlagChange"}
+
+    def _note_changes(self, changes):
+        """Note what the NOTIFY spec wants of committed changes, to be sent when no
+        command output can be interrupted."""
+        sel = self.selected
+        spec = self.notify
+        ctx = {"inboxes": self._inboxes, "subscribed": self._subscribed}
+        for c in changes:
+            if isinstance(c, ch.ChangeSubscription):
+                # Kept current for the "subscribed" filter, own changes too.
+                (self._subscribed.add if c.subscribed else self._subscribed.discard)(c.name)
+            if c.origin is self:
+                continue  # not echoed to the session that made it
+            event = self._EVENT_OF.get(type(c))
+            if event is not None:
+                if sel is None or c.mailbox_id != sel.id:
+                    self._note_status.setdefault(c.mailbox_id, set()).add(event)
+                continue
+            name = lambda n: r.mailbox_name(n, self.utf8).decode()  # noqa: E731
+            if isinstance(c, ch.ChangeMailboxAdd):
+                if spec.wants(c.name, "MailboxName", **ctx):
+                    self._note_lines.append(f'LIST () "/" {name(c.name)}')
+            elif isinstance(c, ch.ChangeMailboxRemove):
+                self._note_status.pop(c.mailbox_id, None)
+                if spec.wants(c.name, "MailboxName", **ctx):
+                    self._note_lines.append(f'LIST (\\NonExistent) "/" {name(c.name)}')  # RFC 5465 5.4
+            elif isinstance(c, ch.ChangeMailboxRename):
+                if spec.wants(c.new_name, "MailboxName", **ctx) or spec.wants(c.old_name, "MailboxName", **ctx):
+                    # RFC 5465 5.4, RFC 5258 3.5: the new name with OLDNAME.
+                    self._note_lines.append(f'LIST () "/" {name(c.new_name)} ("OLDNAME" ({name(c.old_name)}))')
+            elif isinstance(c, ch.ChangeSubscription):
+                if spec.wants(c.name, "SubscriptionChange", **ctx) or (
+                        not c.subscribed and spec.wants(c.name, "SubscriptionChange", inboxes=self._inboxes,
+                                                        subscribed={c.name})):
+                    attrs = "\\Subscribed" if c.subscribed else ""
+                    self._note_lines.append(f'LIST ({attrs}) "/" {name(c.name)}')  # RFC 5465 5.5
+            elif isinstance(c, ch.ChangeMetadata):
+                server = c.mailbox_id == 0
+                event = "ServerMetadataChange" if server else "MailboxMetadataChange"
+                if not c.entries:
+                    continue
+                if server:
+                    # RFC 5465 5.7: server entries belong to no mailbox; any group with the event.
+                    wanted = any(g.events and event in g.events for g in spec.groups)
+                else:
+                    wanted = spec.wants(c.name, event, **ctx)
+                if wanted:
+                    # RFC 5465 5.6/5.7, RFC 5464 4.4: the entry names, no values.
+                    box = '""' if server else name(c.name)
+                    entries = " ".join(r.astring(e, self.utf8).decode() for e in c.entries)
+                    self._note_lines.append(f"METADATA {box} {entries}")
+
+    def _notes_waiting(self):
+        immediate = self.selected is not None and self.pending and (self.idling or self.notify.immediate)
+        return bool(self._note_status or self._note_lines or self._note_fetch or immediate)
+
+    def _kick_notes(self):
+        """Send what waits as soon as the reactor is free, unless a command is running
+        (it sends them before its tagged answer) or a send is under way (it loops)."""
+        if self._note_call is not None or self._notifying is not None or self.state == LOGOUT:
+            return
+        self._note_call = self.conn.callLater(0, self._notes_now)
+
+    def _notes_now(self):
+        self._note_call = None
+        if self.notify is None or self.state == LOGOUT or (self._busy and not self.idling):
+            return
+        if self._notifying is not None or not self._notes_waiting():
+            return
+        d = self._notifying = defer.Deferred.fromCoroutine(self._notify_loop())
+
+        def done(result):
+            self._notifying = None
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure("sending NOTIFY notifications", f, cid=self.cid))
+
+    async def _notify_loop(self):
+        while self.notify is not None and self.state != LOGOUT and self._notes_waiting():
+            if self.selected is not None and self.pending and (self.idling or self.notify.immediate):
+                # RFC 5465 5.2/5.3: with "selected", EXISTS, FETCH and EXPUNGE at once.
+                self.flush(True)
+            await self._send_notes()
+
+    async def _send_notes(self):
+        """Write the STATUS, LIST and METADATA notifications and the FETCH of new
+        messages that wait."""
+        status, self._note_status = self._note_status, {}
+        lines, self._note_lines = self._note_lines, []
+        fetch, self._note_fetch = self._note_fetch, []
+        if status:
+            boxes = await self.account.mailboxes()
+            sel = self.selected
+            ctx = {"inboxes": self._inboxes, "subscribed": self._subscribed}
+            for mb in boxes:
+                events = status.get(mb.id)
+                if not events or (sel is not None and mb.id == sel.id) or self.notify is None:
+                    continue
+                events &= self.notify.status_events(mb.name, **ctx)
+                if events:
+                    items = notifymod.status_items(events, condstore=self.condstore, initial=False)
+                    self.untagged(self._status_line(mb, items))
+        for line in lines:
+            self.untagged(line)
+        sel = self.selected
+        if fetch and sel is not None and self.notify is not None and self.notify.new_fetch:
+            fetch = [u for u in fetch if sel.seq_of(u) is not None]
+            if fetch:
+                await self._notify_fetch(sel, fetch)
+
+    async def _notify_fetch(self, sel, uids):
+        """RFC 5465 5.1: new messages with the FETCH attributes of the selected group;
+        BODY and BINARY as their PEEK forms: a notification does not mark messages read."""
+        atts = [dataclasses.replace(a, peek=True) if a.name in ("BODY[]", "BINARY[]") else a
+                for a in self.notify.new_fetch]
+        if self.uidonly or not any(a.name == "UID" for a in atts):
+            atts = [FetchAtt("UID")] + atts
+        cmd = Command(tag="*", name="FETCH", uid=True,
+                      args={"seqset": SeqSet(tuple((u, u) for u in uids)), "atts": atts, "changedsince": None})
+        try:
+            await self.cmd_fetch(cmd)
+        except IMAPError as e:
+            self.untagged(f"NO notification FETCH failed: {e.text}")
+
+    @defer.inlineCallbacks
+    def cmd_notify(self, cmd):
+        """NOTIFY NONE / SET [STATUS] event groups (RFC 5465 3). Authenticated."""
+        groups = cmd.args["groups"]
+        if groups is None:
+            # RFC 5465 3: no more notifications; the selected mailbox is reported as
+            # without NOTIFY (at the end of commands).
+            self.notify = None
+            self._note_status, self._note_lines, self._note_fetch = {}, [], []
+            return "NOTIFY completed"
+        named = []
+        for filt, names, events in groups:
+            named.append((filt, [self._name(n) for n in names] if names is not None else None, events))
+        try:
+            spec = notifymod.NotifySpec(named)
+        except notifymod.NotifyError as e:
+            raise BAD(str(e))
+        self._subscribed = set((yield self.account.subscriptions()))
+        inboxes = getattr(self.backend, "delivery_mailboxes", None)
+        self._inboxes = frozenset(inboxes(self.account.name)) if inboxes is not None else frozenset()
+        if self.pending and self.selected is not None:
+            self.flush(True)  # what happened before, under the old rules
+        self._note_status, self._note_lines, self._note_fetch = {}, [], []
+        if cmd.args["status"]:
+            # RFC 5465 3.1: the state of every mailbox the groups watch for message events.
+            ctx = {"inboxes": self._inboxes, "subscribed": self._subscribed}
+            sel = self.selected
+            for mb in (yield self.account.mailboxes()):
+                if sel is not None and mb.id == sel.id:
+                    continue
+                events = spec.status_events(mb.name, **ctx)
+                if events:
+                    self.untagged(self._status_line(mb, notifymod.status_items(events, condstore=self.condstore,
+                                                                               initial=True)))
+        self.notify = spec
+        return "NOTIFY completed"
 
     def flush(self, allow_expunge=True):
         """Send queued changes of the selected mailbox as untagged responses."""
@@ -316,6 +513,8 @@ class Session:
                     # RFC 3501 2.3.2: recent in the first session told of it.
                     if not self.rev2 and self.account.recent.claim(sel.id, c.uid, take=not sel.readonly):
                         sel.recent.add(c.uid)
+                    if self.notify is not None and self.notify.new_fetch and c.origin is not self:
+                        self._note_fetch.append(c.uid)
                 continue
             if added and not (isinstance(c, ch.ChangeRemoveUIDs) and not allow_expunge):
                 # Announce new messages before an EXPUNGE or FETCH may name them: a client
@@ -1163,6 +1362,8 @@ class Session:
             done = yield self.conn.start_idle(cmd.tag)
         finally:
             self.idling = False
+        if self._notifying is not None:
+            yield self._notifying  # NOTIFY responses being written end before the OK
         if not done:
             raise BAD("expected DONE")
         return "IDLE terminated"
@@ -1735,7 +1936,7 @@ class Session:
         """SETMETADATA mailbox (entry value ...) (RFC 5464 4.3): all or none. Authenticated."""
         a = cmd.args
         try:
-            yield self.account.set_metadata(self._metadata_box(a["mailbox"]), a["items"])
+            yield self.account.set_metadata(self._metadata_box(a["mailbox"]), a["items"], origin=self)
         except se.MailboxNotFound:
             raise NO("[NONEXISTENT] no such mailbox")
         except se.MetadataTooLarge as e:

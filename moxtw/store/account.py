@@ -795,7 +795,7 @@ class Account:
 
     # -- METADATA (RFC 5464): entries per mailbox, mailbox_id 0 for the server's
 
-    def set_metadata(self, mailbox_name, items):
+    def set_metadata(self, mailbox_name, items, origin=None):
         """Set (value bytes) or remove (value None) entries [(name, value)] of a mailbox
         (``mailbox_name`` "" for server entries), all or none. MetadataTooLarge for a
         value over METADATA_MAX_VALUE, MetadataTooMany past METADATA_MAX_ENTRIES in the
@@ -819,6 +819,7 @@ class Account:
                 raise MetadataTooMany(f"at most {METADATA_MAX_ENTRIES} metadata entries")
             if total > METADATA_MAX_TOTAL:
                 raise MetadataTooMany(f"at most {METADATA_MAX_TOTAL} bytes of metadata values")
+            ctx.changes.append(ch.ChangeMetadata(mid, name, tuple(e.lower() for e, _ in items), origin))
 
         return self._write(op)
 

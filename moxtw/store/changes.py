@@ -105,6 +105,17 @@ class ChangeMailboxKeywords:
     origin: object = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class ChangeMetadata:
+    """METADATA entries (RFC 5464) were set or removed: of a mailbox, or of the server
+    (``mailbox_id`` 0, ``name`` "")."""
+
+    mailbox_id: int
+    name: str
+    entries: tuple
+    origin: object = field(default=None, compare=False)
+
+
 class ChangeBus:
     """Fan-out of committed changes to subscribers, on the reactor thread."""
 

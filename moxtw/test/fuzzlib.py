@@ -734,7 +734,14 @@ class IMAPGrammar:
                                                            b'(/bad "v")', b'(/private/c)', b"()", b'(/private/a "1" /private/a "2")')],
                           [b"GETMETADATA"] + [g.pick(b"", b"(DEPTH infinity)", b"(MAXSIZE 1)", b"(DEPTH 2)")] + mb() + [
                               g.pick(b"/private/c", b"(/private/c /shared/c)", b"()", b"/bad")],
-                          [b"ENABLE", b"UIDONLY"])
+                          [b"ENABLE", b"UIDONLY"],
+                          # NOTIFY (RFC 5465)
+                          [b"NOTIFY", g.pick(b"NONE", b"SET (selected (MessageNew (UID FLAGS BODY.PEEK[]) MessageExpunge FlagChange))",
+                                             b"SET STATUS (personal (MessageNew MessageExpunge)) (subtree fz (MailboxName))",
+                                             b"SET (selected-delayed (MessageNew MessageExpunge)) (inboxes NONE)",
+                                             b"SET (subscribed (SubscriptionChange MailboxMetadataChange ServerMetadataChange))",
+                                             b"SET (mailboxes (INBOX fz) (AnnotationChange))", b"SET (selected (MailboxName))",
+                                             b"SET ((", b"SET (personal (MessageNew (BODY[", b"SET")])
         elif r < 33:
             toks = g.pick([b"EXPUNGE"], [b"UID", b"EXPUNGE", self.seqset()], [b"CLOSE"], [b"UNSELECT"])
         elif r < 34:

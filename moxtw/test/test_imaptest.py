@@ -25,7 +25,7 @@ from moxtw.store import Store
 
 # Extensions imaptest has groups for that moxtw does not implement yet (README.rst, IMAP).
 NOT_BUILT = frozenset({
-    "NOTIFY", "URLAUTH", "URLAUTH=BINARY",
+    "URLAUTH", "URLAUTH=BINARY",
 })
 
 PASSWORD = "imaptest password"
