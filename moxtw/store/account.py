@@ -658,6 +658,7 @@ class Account:
             conn.execute("DELETE FROM message WHERE id = ?", (r["id"],))
             conn.execute("DELETE FROM message_text WHERE rowid = ?", (r["id"],))
             conn.execute("DELETE FROM message_search WHERE rowid = ?", (r["id"],))
+            msgthread.forget(conn, r["id"])
             if modseq is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",

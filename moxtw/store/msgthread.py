@@ -5,12 +5,19 @@ References and In-Reply-To message-ids (RFC 5322 3.6.4), as long as the base sub
 (RFC 5256 2.1) matches; a reply whose ancestors are all unknown joins the most recent
 message with the same base subject from the last four weeks. Otherwise it starts a
 thread. Messages that arrived before an ancestor and started a thread of their own
-(marked "missing link") are attached when that ancestor arrives.
+(marked "missing link") are attached when that ancestor arrives: each such root has a
+row per message-id it waits for in ``thread_waiting``, so the lookup is by index.
+
+Every step is an indexed lookup with a bounded result (at most MAX_ANCESTORS message-ids
+of a message are looked at), so a delivery costs the same whatever the account's size
+and however many messages share its base subject; only attaching waiting roots touches
+more rows, once, for the messages of the threads it joins.
 """
 
 import json
 
 SUBJECT_WINDOW = 28 * 24 * 3600
+MAX_ANCESTORS = 100  # the nearest ancestors of a message that are looked up
 
 
 def ancestors(in_reply_to, references):
@@ -19,7 +26,7 @@ def ancestors(in_reply_to, references):
     for r in in_reply_to:
         if r and r not in out:
             out.append(r)
-    return out
+    return out[-MAX_ANCESTORS:]
 
 
 def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subject, received):
@@ -36,7 +43,7 @@ def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subj
             continue
         row = conn.execute(
             "SELECT id, thread_id, thread_parent_ids, thread_muted, thread_collapsed"
-            " FROM message WHERE message_id = ? AND base_subject = ? AND id != ?"
+            " FROM message INDEXED BY message_message_id WHERE message_id = ? AND base_subject = ? AND id != ?"
             " ORDER BY id DESC LIMIT 1",
             (ref, base_subject, msg_id),
         ).fetchone()
@@ -75,6 +82,11 @@ def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subj
             " thread_missing_link = ? WHERE id = ?",
             (msg_id, int(bool(chain)), msg_id),
         )
+        if chain:
+            conn.executemany(
+                "INSERT OR IGNORE INTO thread_waiting (message_id, msg_id) VALUES (?, ?)",
+                [(ref, msg_id) for ref in dict.fromkeys(chain) if ref != message_id],
+            )
     if message_id:
         _adopt_orphans(conn, msg_id, message_id, thread_id, parent_ids, base_subject)
     return thread_id
@@ -82,12 +94,13 @@ def assign(conn, msg_id, message_id, in_reply_to, references, subject, base_subj
 
 def _adopt_orphans(conn, msg_id, message_id, thread_id, parent_ids, base_subject):
     # Thread roots that referenced this message-id before it arrived.
-    needle = '%' + json.dumps(message_id)[1:-1].replace("%", "\\%").replace("_", "\\_") + '%'
     rows = conn.execute(
-        "SELECT id FROM message WHERE thread_missing_link = 1 AND thread_id = id"
-        " AND id != ? AND base_subject = ?"
-        " AND (refs LIKE ? ESCAPE '\\' OR in_reply_to LIKE ? ESCAPE '\\')",
-        (msg_id, base_subject, needle, needle),
+        # CROSS JOIN: SQLite keeps this order, from the few waiting rows to their messages
+        # (not from every message with the base subject).
+        "SELECT m.id FROM thread_waiting w CROSS JOIN message m ON m.id = w.msg_id"
+        " WHERE w.message_id = ? AND m.thread_missing_link = 1 AND m.thread_id = m.id"
+        " AND m.id != ? AND m.base_subject = ?",
+        (message_id, msg_id, base_subject),
     ).fetchall()
     prefix = parent_ids + [msg_id]
     for row in rows:
@@ -103,3 +116,9 @@ def _adopt_orphans(conn, msg_id, message_id, thread_id, parent_ids, base_subject
                 " WHERE id = ?",
                 (thread_id, json.dumps(new_parents), root, m["id"]),
             )
+        conn.execute("DELETE FROM thread_waiting WHERE msg_id = ?", (root,))
+
+
+def forget(conn, msg_id):
+    """A message leaves the account: it waits for nothing any more."""
+    conn.execute("DELETE FROM thread_waiting WHERE msg_id = ?", (msg_id,))

@@ -504,6 +504,85 @@ class ThreadingTests(StoreTestBase):
         self.assertEqual(c.thread_id, c.id)
 
 
+class ThreadingCostTests(StoreTestBase):
+    """Threading a delivery costs the same at 10 and at 10,000 messages sharing its base
+    subject (issue 13): measured in SQLite VM steps of the delivery's statements (which
+    grow with the rows a statement scans), not in time."""
+
+    timeout = 300
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.inbox = yield self.mbox("Inbox")
+
+    def steps_of(self, d_fn):
+        conn = self.acc._writer.conn
+        count = [0]
+
+        def step():
+            count[0] += 1
+            return 0
+
+        conn.set_progress_handler(step, 100)
+        d = d_fn()
+
+        def done(result):
+            conn.set_progress_handler(None, 0)
+            return count[0]
+
+        return d.addBoth(done)
+
+    @defer.inlineCallbacks
+    def fill(self, n, start):
+        for lo in range(start, start + n, 1000):
+            items = []
+            for i in range(lo, min(start + n, lo + 1000)):
+                # Replies to parents that never arrive (waiting roots), and messages
+                # without a Subject, all with one base subject each.
+                if i % 2:
+                    msg = make_message(subject="Re: hi", msgid=f"fill{i}@x",
+                                       extra=f"References: <gone{i}@x>\r\n".encode())
+                else:
+                    msg = make_message(subject="", msgid=f"fill{i}@x")
+                items.append((msg, (), None))
+            yield self.acc.append_many("Inbox", items)
+
+    def probe(self, tag):
+        return lambda: self.acc.deliver("Inbox", make_message(
+            subject="Re: hi", msgid=f"probe-{tag}@x", extra=f"References: <gone-{tag}@x>\r\n".encode()))
+
+    @defer.inlineCallbacks
+    def test_cost_flat_with_shared_subject(self):
+        yield self.fill(10, 0)
+        small = yield self.steps_of(self.probe("a"))
+        small_parent = yield self.steps_of(lambda: self.acc.deliver("Inbox", make_message(subject="hi", msgid="gone-a@x")))
+        yield self.fill(10000, 10)
+        large = yield self.steps_of(self.probe("b"))
+        large_parent = yield self.steps_of(lambda: self.acc.deliver("Inbox", make_message(subject="hi", msgid="gone-b@x")))
+        # B-tree depth grows a little; a scan of the 5,000 waiting roots would be ~1000x.
+        self.assertLess(large, small * 3, (small, large))
+        self.assertLess(large_parent, small_parent * 3, (small_parent, large_parent))
+        # And the threads are right: each probe was adopted by its parent.
+        for tag in "ab":
+            [probe] = [m for m in (yield self.acc.messages(self.inbox.id)) if m.row["message_id"] == f"probe-{tag}@x"]
+            [parent] = [m for m in (yield self.acc.messages(self.inbox.id)) if m.row["message_id"] == f"gone-{tag}@x"]
+            self.assertEqual(probe.thread_id, parent.id)
+            self.assertEqual(probe.row["thread_missing_link"], 0)
+
+    @defer.inlineCallbacks
+    def test_waiting_rows_go_with_the_message(self):
+        c = yield self.acc.deliver("Inbox", make_message(subject="Re: x", msgid="w1@x",
+                                                         extra=b"References: <a@x> <b@x>\r\n"))
+        rows = yield self.acc._read(lambda conn: conn.execute(
+            "SELECT message_id FROM thread_waiting WHERE msg_id = ? ORDER BY message_id", (c.id,)).fetchall())
+        self.assertEqual([r[0] for r in rows], ["a@x", "b@x"])
+        yield self.acc.store_flags(self.inbox.id, [c.uid], "add", ["\\Deleted"])
+        yield self.acc.expunge(self.inbox.id)
+        rows = yield self.acc._read(lambda conn: conn.execute("SELECT count(*) FROM thread_waiting").fetchone())
+        self.assertEqual(rows[0], 0)
+
+
 class OutgoingLimitTests(StoreTestBase):
     @defer.inlineCallbacks
     def test_limits(self):
