@@ -20,6 +20,7 @@ class RcptResult:
     code: int = c.C250_COMPLETED
     se: str = c.SE_OTHER0
     text: str = "delivered"
+    duplicate: bool = False  # same account and mailbox as an earlier recipient: its result
 
     @property
     def permanent(self):
@@ -59,7 +60,7 @@ class LocalDelivery:
             key = (rcpt.account, mailbox)
             if key in done:
                 prev = done[key]
-                results.append(RcptResult(rcpt, prev.ok, prev.code, prev.se, prev.text))
+                results.append(RcptResult(rcpt, prev.ok, prev.code, prev.se, prev.text, duplicate=True))
                 continue
             result = yield self._deliver_one(rcpt, mailbox, data, mailfrom, prefix, facts)
             done[key] = result

@@ -142,7 +142,8 @@ def expand(static, dynamic, rcpt):
         except NotLocal:
             continue
         except DomainDisabled:
-            out.append(Recipient(member.lower(), "", "", None, alias=rcpt.address, disabled=True))
+            # As configured: the domain's case rules apply when it is resolved again.
+            out.append(Recipient(member, "", "", None, alias=rcpt.address, disabled=True))
             continue
         if isinstance(r, Recipient):
             out.append(Recipient(r.address, r.account, r.mailbox, r.destination, alias=rcpt.address))

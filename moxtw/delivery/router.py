@@ -133,18 +133,28 @@ class Router:
         if len(failed) < len(results):
             # An alias whose members partly got it: attempting the entry again would
             # deliver twice to those, so the rest become entries of their own.
-            ids = yield self.queue_failed(
-                [(r, entry.dsn_notify, entry.dsn_orcpt) for r in failed], data, mailfrom=entry.sender,
-                sender_account=entry.sender_account, smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
-                dsn_ret=entry.dsn_ret or None, dsn_envid=entry.dsn_envid or None, is_dsn=entry.is_dsn,
-                max_attempts=entry.max_attempts)
+            try:
+                ids = yield self.queue_failed(
+                    [(r, entry.dsn_notify, entry.dsn_orcpt) for r in failed], data, mailfrom=entry.sender,
+                    sender_account=entry.sender_account, smtputf8=entry.smtputf8, has_8bit=entry.has_8bit,
+                    dsn_ret=entry.dsn_ret or None, dsn_envid=entry.dsn_envid or None, is_dsn=entry.is_dsn,
+                    max_attempts=entry.max_attempts, message_id=entry.message_id, subject=entry.subject)
+            except Exception:
+                # Nothing durable for the rest: this entry is tried again, whole (the
+                # members that got it may get it twice, which is better than never).
+                log.failure("queueing the remaining members of {alias}", alias=entry.recipient)
+                return DeliveryResult(False, False, c.reply_text(
+                    c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, "error queueing remaining alias members"))
             return DeliveryResult(True, False, "", requeued=tuple(ids))
-        first = failed[0]
-        return DeliveryResult(False, first.permanent, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
+        # Nobody got it: a temporary failure of any member makes the entry wait (the
+        # permanent ones fail again and get their DSN once the others succeed).
+        temporary = [r for r in failed if not r.permanent]
+        first = (temporary or failed)[0]
+        return DeliveryResult(False, not temporary, f"{first.code} {c.enhanced(first.code, first.se)} {first.text}")
 
     @defer.inlineCallbacks
     def queue_failed(self, failed, msg, *, mailfrom, sender_account=None, smtputf8=False, has_8bit=False,
-                     dsn_ret=None, dsn_envid=None, is_dsn=False, max_attempts=0):
+                     dsn_ret=None, dsn_envid=None, is_dsn=False, max_attempts=0, message_id="", subject=""):
         """Queue ``msg`` (the whole message, trace headers included) for the accounts of
         ``failed`` [(RcptResult, notify, orcpt)] after others stored it, so the queue
         retries a temporary failure and sends the DSN for a permanent one (RFC 5321 6.1:
@@ -155,6 +165,8 @@ class Router:
             raise RuntimeError("no queue to retry failed local recipients")
         addresses, rcpt_dsn = [], {}
         for r, notify, orcpt in failed:
+            if r.duplicate:
+                continue  # the same account and mailbox as an earlier one: one copy
             addr = r.recipient.address
             if addr in addresses:
                 continue
@@ -165,7 +177,7 @@ class Router:
         ids = yield self.queue.add(
             msg, mailfrom, addresses, sender_account=sender_account, smtputf8=smtputf8, has_8bit=has_8bit,
             dsn_ret=dsn_ret, dsn_envid=dsn_envid, rcpt_dsn=rcpt_dsn, is_dsn=is_dsn,
-            max_attempts=max_attempts)
+            max_attempts=max_attempts, message_id=message_id, subject=subject)
         for r, _, _ in failed:
             log.info("delivery to {address} failed, queued for retry or DSN: {text}",
                      address=r.recipient.address, text=r.text)

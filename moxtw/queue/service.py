@@ -149,7 +149,13 @@ class QueueService(service.Service):
                 results.append(_missing_file(entry))
                 continue
             # msg_prefix: header fields added at queueing (a DKIM-Signature).
-            results.append(await self.router.deliver_queued(entry, entry.msg_prefix + data))
+            try:
+                results.append(await self.router.deliver_queued(entry, entry.msg_prefix + data))
+            except Exception as e:
+                # This entry only: the others of the group keep their results.
+                log.failure("local delivery of queue entry {id}", id=entry.id)
+                results.append(DeliveryResult(False, False, c.reply_text(
+                    c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, f"local delivery error: {e.__class__.__name__}")))
         if any(r.requeued for r in results):
             self.kick()  # alias members still to deliver were queued anew
         return results

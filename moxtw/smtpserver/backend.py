@@ -16,6 +16,7 @@ from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.queue import holdrules
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
+from moxtw.smtp.xtext import xtext_encode
 from moxtw.smtp import codes as c
 from moxtw.smtpserver import msgauth, submission
 from moxtw.smtpserver.server import SMTPReply
@@ -26,6 +27,15 @@ log = Logger(namespace="moxtw.smtpserver")
 
 # Connections per IP, failed authentications per IP (as mox: slowed down, then refused).
 CONNECTION_LIMITS = [(60, 300), (3600, 3000), (86400, 30000)]
+
+
+def _orcpt(rcpt, target):
+    """RFC 3461 4.2 ORCPT for a queued account address that is not what the sender wrote
+    (a +tag, other case, a catchall): the envelope address, when it is ASCII."""
+    given = f"{rcpt.address.localpart}@{rcpt.address.domain.unicode}"
+    if target.alias or given == target.address or not given.isascii():
+        return ""
+    return "rfc822;" + xtext_encode(given)
 
 
 def _rule_reply(rule):
@@ -251,7 +261,7 @@ class SMTPBackend:
                     yield self.queue_ready()
                 origs = [origin[id(r.recipient)] for r in failed]
                 ids = yield self.router.queue_failed(
-                    [(r, o.notify, o.orcpt) for r, o in zip(failed, origs)], prefix + data,
+                    [(r, o.notify, o.orcpt or _orcpt(o, r.recipient)) for r, o in zip(failed, origs)], prefix + data,
                     mailfrom=mailfrom, smtputf8=env.smtputf8 or any(o.address.needs_smtputf8 for o in origs),
                     has_8bit=has_8bit, dsn_ret=env.ret or None, dsn_envid=env.envid or None,
                     max_attempts=DEFAULT_MAX_ATTEMPTS)

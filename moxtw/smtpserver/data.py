@@ -39,7 +39,28 @@ class _Spool:
             self.file.write(chunk)
         except OSError as e:
             self.error = e
+            self.close()
+
+    def close(self):
+        """Release the spool file. Closing flushes what is buffered, which fails again
+        on a full disk; the file is closed all the same (io closes the descriptor when
+        the flush fails), so that error is only kept."""
+        try:
             self.file.close()
+        except OSError as e:
+            if self.error is None:
+                self.error = e
+
+    def read_all(self):
+        """The whole message (blocking when on disk). OSError when the rest of the
+        data cannot be written out or read back; the file is closed then."""
+        try:
+            self.file.seek(0)
+            return self.file.read()
+        except OSError as e:
+            self.error = self.error or e
+            self.close()
+            raise
 
 
 def spool_error_reply(error):
@@ -144,11 +165,10 @@ class DataReader:
 
     def read_all(self):
         """The message bytes (blocking if spooled to disk: call off the reactor)."""
-        self.file.seek(0)
-        return self.file.read()
+        return self._spool.read_all()
 
     def close(self):
-        self.file.close()
+        self._spool.close()
 
 
 class ChunkReader:
@@ -190,8 +210,7 @@ class ChunkReader:
         return self._spool.error
 
     def read_all(self):
-        self.file.seek(0)
-        return self.file.read()
+        return self._spool.read_all()
 
     def close(self):
-        self.file.close()
+        self._spool.close()

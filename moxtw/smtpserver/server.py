@@ -772,6 +772,17 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
                             "NUL byte in message (pedantic mode)")
         d = f.read_spool(reader)
 
+        def unreadable(failure):
+            # The end of the data could not be written out or read back (disk full).
+            failure.trap(OSError)
+            log.error("reading spooled message from {dir}: {error}", dir=f.spool_dir, error=failure.value,
+                      cid=self.session.cid)
+            reader.close()
+            code, se, text = spool_error_reply(failure.value)
+            raise SMTPReply(code, se, text)
+
+        d.addErrback(unreadable)
+
         def got(data):
             reader.close()
             if self._submission:

@@ -45,11 +45,17 @@ def package_imports():
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), path)
             found = set()
+            package = module.split(".") if name == "__init__.py" else module.split(".")[:-1]
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        # Relative: from the module's package, one level up per extra dot.
+                        up = package[:len(package) - node.level + 1]
+                        base = ".".join(up + ([node.module] if node.module else []))
+                    names = [base] + [f"{base}.{a.name}" for a in node.names]
                 else:
                     continue
                 for n in names:
@@ -79,6 +85,23 @@ class LayerTests(unittest.SynchronousTestCase):
                for target, line in sorted(imports)
                if target == "moxtw.app" and module not in MAY_IMPORT_APP]
         self.assertEqual(bad, [])
+
+    def test_relative_imports_resolved(self):
+        """``from ..queue import db`` in moxtw/delivery/x.py names moxtw.queue."""
+        import tempfile
+        d = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, d)
+        global ROOT
+        saved = ROOT
+        try:
+            ROOT = os.path.join(d, "moxtw")
+            os.makedirs(os.path.join(ROOT, "delivery"))
+            with open(os.path.join(ROOT, "delivery", "x.py"), "w") as f:
+                f.write("from ..queue import db\nfrom . import local\n")
+            imports = package_imports()
+        finally:
+            ROOT = saved
+        self.assertEqual({t for t, _ in imports["moxtw.delivery.x"]}, {"moxtw.queue", "moxtw.delivery"})
 
     def test_the_rule_sees_imports(self):
         """The walk finds known imports (a rule that saw nothing would always pass)."""

@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from moxtw import config as mconfig
 from moxtw.test import servertree
 from moxtw.sasl.client import new_client_mechanism
+from moxtw.delivery.local import RcptResult
 from moxtw.smtp import codes as c
 from moxtw.test.test_localserve import free_offset
 
@@ -268,6 +269,86 @@ class SMTPEndToEndTests(SMTPTreeBase):
         self.assertEqual([m.subject for m, _ in (yield self.messages("mjl"))], ["submitted"])
 
     @defer.inlineCallbacks
+    def test_alias_all_failed_waits_for_temporary(self):
+        """Nobody took it: one member permanently (over mjl's quota), one temporarily
+        (disabled domain). The entry waits; once the domain is back, away gets it and
+        mjl's failure becomes a DSN."""
+        big = message("big", frm="other@example.org") + b"x" * 150000 + b"\r\n"
+        yield self.submit("submission", "PLAIN", ["mixed@example.org"], big, login="other@example.org")
+        yield self.queue_settled()
+        [e] = yield self.root.queue.list()
+        self.assertEqual(e.recipient, "mixed@example.org")
+        self.assertIn("disabled", e.last_error)
+        self.enable_off_example()
+        yield self.root.queue.schedule([e.id], datetime.now(timezone.utc))
+        yield self.queue_settled()
+        yield self.queue_settled()
+        self.assertEqual([m.subject for m, _ in (yield self.messages("away"))], ["big"])
+        yield self.queue_settled()
+        self.assertEqual((yield self.root.queue.list()), [])
+        [report] = [d for _, d in (yield self.messages("other")) if b"multipart/report" in d]
+        self.assertIn(b"Final-Recipient: rfc822; mjl@example.org", report)
+        self.assertIn(b"Status: 5.2.3", report)
+
+    @defer.inlineCallbacks
+    def test_two_addresses_of_one_account_queued_once(self):
+        """mjl@ and mjl+x@ are one account and mailbox: a failed store is queued once."""
+        local = self.root.router.local
+        orig = local._deliver_one
+        fails = [1]
+
+        def flaky(rcpt, mailbox, data, mailfrom, prefix, facts):
+            # The first store into mjl's account fails temporarily (a disk error).
+            if rcpt.account == "mjl" and fails[0]:
+                fails[0] -= 1
+                return defer.succeed(RcptResult(rcpt, False, c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, "disk error"))
+            return orig(rcpt, mailbox, data, mailfrom, prefix, facts)
+
+        self.patch(local, "_deliver_one", flaky)
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
+                s.ehlo("sender.example.net")
+                s.mail("bob@example.net")
+                for rcpt in ("mjl@example.org", "MJL+x@example.org", "other@example.org"):
+                    s.rcpt(rcpt)
+                return s.data(message("dup", "bob@example.net"))
+
+        code, _ = yield threads.deferToThread(client)
+        self.assertEqual(code, 250)
+        [e] = yield self.root.queue.list()
+        self.assertEqual(e.recipient, "mjl@example.org")
+        yield self.queue_settled()
+        self.assertEqual([m.subject for m, _ in (yield self.messages("mjl"))], ["dup"])
+        self.assertEqual([m.subject for m, _ in (yield self.messages("other"))], ["dup"])
+
+    @defer.inlineCallbacks
+    def test_requeue_failure_retries_only_that_entry(self):
+        """Queueing the rest of an alias fails: that entry is tried again; the other
+        recipient of the message, delivered in the same group, is not."""
+        q = self.root.queue
+        orig = q.add
+        fails = [1]
+
+        def add(msg, mailfrom, recipients, **kw):
+            if recipients == ["away@off.example"] and fails[0]:
+                fails[0] -= 1
+                return defer.fail(OSError(28, "No space left on device"))
+            return orig(msg, mailfrom, recipients, **kw)
+
+        self.patch(q, "add", add)
+        yield self.submit("submission", "PLAIN", ["other@example.org", "mixed@example.org"], message("dupq"))
+        yield self.queue_settled()
+        [e] = yield q.list()
+        self.assertEqual(e.recipient, "mixed@example.org")
+        yield q.schedule([e.id], datetime.now(timezone.utc))
+        yield self.queue_settled()
+        self.assertEqual(len((yield self.messages("other"))), 1)
+        [e] = yield q.list()
+        self.assertEqual(e.recipient, "away@off.example")
+        self.flushLoggedErrors(OSError)
+
+    @defer.inlineCallbacks
     def test_partial_failure_queued_with_dsn(self):
         """An alias message one member's account cannot take while another's stored it:
         250 (the sender must not send it again), and the failed account is queued, so
@@ -321,7 +402,7 @@ class SMTPEndToEndTests(SMTPTreeBase):
                     s.auth(mech, authobject)
                 else:
                     s.auth(mech, getattr(s, "auth_" + mech.lower().replace("-", "_")))
-                return s.sendmail("mjl@example.org", rcpts, msg)
+                return s.sendmail(login, rcpts, msg)
 
         return threads.deferToThread(client)
 

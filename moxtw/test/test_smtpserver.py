@@ -291,6 +291,33 @@ class SpoolErrorTests(SMTPTestBase):
         self.assertEqual(self.codes(out), [451, 250])
         self.assertEqual(self.backend.delivered, [])
 
+    def full_disk(self, buffering):
+        # The spool file on /dev/full: the kernel's ENOSPC, at the first write
+        # (unbuffered) or only when the buffer is written out at the end.
+        import tempfile
+        self.patch(tempfile, "TemporaryFile", lambda **kw: open("/dev/full", "w+b", buffering=buffering))
+        self.new_session()
+        self.factory.spool_dir = None
+
+    def test_disk_full_on_write(self):
+        self.full_disk(0)
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\nDATA\r\n")
+        out = self.send((b"y" * 998 + b"\r\n") * 1500 + b".\r\n")
+        self.assertIn(reply(c.C452_STORAGE_FULL, c.SE_MAIL_SYSTEM_STORAGE_FULL1), out)
+        self.assertFalse(self.tr.disconnecting)
+        self.assertEqual(self.codes(self.send(b"NOOP\r\n")), [250])
+
+    def test_disk_full_at_the_end(self):
+        self.full_disk(8 * 1024 * 1024)
+        self.ehlo()
+        self.send(b"MAIL FROM:<a@b.org>\r\nRCPT TO:<x@y.org>\r\n")
+        size = 1536 * 1024
+        out = self.send(b"BDAT %d LAST\r\n" % size + b"z" * size)
+        self.assertIn(reply(c.C452_STORAGE_FULL, c.SE_MAIL_SYSTEM_STORAGE_FULL1), out)
+        self.assertEqual(self.backend.delivered, [])
+        self.assertEqual(self.codes(self.send(b"NOOP\r\n")), [250])
+
     def test_disk_full_reply(self):
         from moxtw.smtpserver.data import spool_error_reply
         self.assertEqual(spool_error_reply(OSError(errno.ENOSPC, "No space left on device"))[:2],
