@@ -1089,16 +1089,7 @@ class _Parser:
                 out.append((word, None))
             elif word in SEARCH_FILTERS_NAMED:
                 self.sp()
-                boxes = []
-                if self.take(b"("):
-                    while True:
-                        boxes.append(self.mailbox())
-                        if self.close_or_sp():
-                            break
-                        if len(boxes) > MAX_SEARCH_MAILBOXES:
-                            self.error("too many mailboxes")
-                else:
-                    boxes.append(self.mailbox())
+                boxes = self.one_or_more_mailbox()
                 names += len(boxes)
                 out.append((word, boxes))
             else:
@@ -1111,6 +1102,18 @@ class _Parser:
             if self.peek() == 0x28:
                 # scope-options (RFC 7377 4): none are defined.
                 self.error("scope options are not supported")
+
+    def one_or_more_mailbox(self):
+        """one-or-more-mailbox = mailbox / "(" mailbox *(SP mailbox) ")" (RFC 5465 8)."""
+        if not self.take(b"("):
+            return [self.mailbox()]
+        boxes = []
+        while True:
+            boxes.append(self.mailbox())
+            if len(boxes) > MAX_SEARCH_MAILBOXES:
+                self.error("too many mailboxes")
+            if self.close_or_sp():
+                return boxes
 
     def cmd_notify(self):
         """NOTIFY SP ("NONE" / "SET" [SP "STATUS"] 1*(SP event-group)) (RFC 5465 8).
@@ -1143,16 +1146,7 @@ class _Parser:
         if word in SEARCH_FILTERS_NAMED:
             # subtree-one is RFC 7377's addition to filter-mailboxes.
             self.sp()
-            boxes = []
-            if self.take(b"("):
-                while True:
-                    boxes.append(self.mailbox())
-                    if len(boxes) > MAX_SEARCH_MAILBOXES:
-                        self.error("too many mailboxes")
-                    if self.close_or_sp():
-                        break
-            else:
-                boxes.append(self.mailbox())
+            boxes = self.one_or_more_mailbox()
         elif word not in SEARCH_FILTERS_PLAIN:
             self.error(f"unknown mailbox filter {word}")
         self.sp()

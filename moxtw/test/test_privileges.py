@@ -258,9 +258,52 @@ class ServeAsRootTests(unittest.TestCase):
         self.assertNotIn(b"Traceback", proc.out)
 
 
+def _tree_dir(testcase, static):
+    """A config directory (removed after the test) with ``static`` and DYNAMIC."""
+    d = tempfile.mkdtemp(prefix="moxtw-priv-")
+    os.chmod(d, 0o755)
+    testcase.addCleanup(shutil.rmtree, d, True)
+    with open(os.path.join(d, "moxtw.toml"), "w") as f:
+        f.write(static)
+    with open(os.path.join(d, "domains.toml"), "w") as f:
+        f.write(DYNAMIC)
+    return d
+
+
+def _in_forked_tree(d, report, start=False):
+    """Build the service tree of config directory ``d`` in a forked child (its modules
+    already imported, so the Python installation need not be readable), start it as
+    root with the switch to ``User`` (and ``startService`` with ``start``), and return
+    what ``report()`` returned there, or "error ..." for an exception."""
+    from moxtw import app
+    from moxtw import config as mconfig
+
+    cfg = mconfig.load(d)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any cleanup
+        try:
+            os.close(r)
+            root = app.makeService(cfg, reactor=reactor, switch_user=True)
+            orig = privileges.drop
+            privileges.drop = lambda static, data_dir, **kw: orig(static, data_dir, check_install=False, **kw)
+            root.privilegedStartService()
+            if start:
+                root.startService()
+            os.write(w, report().encode())
+        except BaseException as e:
+            os.write(w, f"error {e!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = f.read().decode()
+    os.waitpid(pid, 0)
+    return got
+
+
 class ForkedTreeTests(unittest.TestCase):
-    """The real service tree in a forked child (its modules already imported, so the
-    Python installation need not be readable): ports bound as root, then the uid of
+    """The real service tree in a forked child: ports bound as root, then the uid of
     ``User``. Works wherever the test runs as root."""
 
     def setUp(self):
@@ -268,38 +311,15 @@ class ForkedTreeTests(unittest.TestCase):
             raise unittest.SkipTest("needs root (CI runs as root)")
 
     def test_bound_as_root_then_switched(self):
-        from moxtw import app
-        from moxtw import config as mconfig
-
-        d = tempfile.mkdtemp(prefix="moxtw-priv-")
-        os.chmod(d, 0o755)
-        self.addCleanup(shutil.rmtree, d, True)
         port = _free_privileged_port()
-        with open(os.path.join(d, "moxtw.toml"), "w") as f:
-            f.write(STATIC.format(user="nobody", port=port))
-        with open(os.path.join(d, "domains.toml"), "w") as f:
-            f.write(DYNAMIC)
-        cfg = mconfig.load(d)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report and leave without running any cleanup
-            try:
-                os.close(r)
-                root = app.makeService(cfg, reactor=reactor, switch_user=True)
-                orig = privileges.drop
-                privileges.drop = lambda static, data_dir, **kw: orig(static, data_dir, check_install=False, **kw)
-                root.privilegedStartService()
-                with socket.create_connection(("127.0.0.1", port), timeout=5):
-                    pass  # the port below 1024 was bound (as root) and still listens
-                os.write(w, f"{os.getuid()} {os.geteuid()} {os.getgid()} ok".encode())
-            except BaseException as e:
-                os.write(w, f"error {e!r}".encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            got = f.read().decode()
-        os.waitpid(pid, 0)
+        d = _tree_dir(self, STATIC.format(user="nobody", port=port))
+
+        def report():
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass  # the port below 1024 was bound (as root) and still listens
+            return f"{os.getuid()} {os.geteuid()} {os.getgid()} ok"
+
+        got = _in_forked_tree(d, report)
         nobody = privileges.lookup("nobody")
         self.assertEqual(got, f"{nobody.pw_uid} {nobody.pw_uid} {nobody.pw_gid} ok")
         for top, dirs, files in os.walk(os.path.join(d, "data")):
@@ -328,39 +348,11 @@ class NoFixPermissionsTests(unittest.TestCase):
             raise unittest.SkipTest("needs root (CI runs as root)")
 
     def test_spool_made_after_switch(self):
-        from moxtw import app
-        from moxtw import config as mconfig
-
-        d = tempfile.mkdtemp(prefix="moxtw-priv-")
-        os.chmod(d, 0o755)
-        self.addCleanup(shutil.rmtree, d, True)
+        d = _tree_dir(self, "NoFixPermissions = true\n" + STATIC.format(user="nobody", port=25 + free_offset()))
         nobody = privileges.lookup("nobody")
         data = os.path.join(d, "data")
         os.mkdir(data, 0o700)
         os.chown(data, nobody.pw_uid, nobody.pw_gid)
-        with open(os.path.join(d, "moxtw.toml"), "w") as f:
-            f.write("NoFixPermissions = true\n" + STATIC.format(user="nobody", port=25 + free_offset()))
-        with open(os.path.join(d, "domains.toml"), "w") as f:
-            f.write(DYNAMIC)
-        cfg = mconfig.load(d)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                root = app.makeService(cfg, reactor=reactor, switch_user=True)
-                orig = privileges.drop
-                privileges.drop = lambda static, data_dir, **kw: orig(static, data_dir, check_install=False, **kw)
-                root.privilegedStartService()
-                root.startService()
-                st = os.stat(os.path.join(data, "tmp"))
-                os.write(w, f"{st.st_uid} {os.access(os.path.join(data, 'tmp'), os.W_OK)}".encode())
-            except BaseException as e:
-                os.write(w, f"error {e!r}".encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            got = f.read().decode()
-        os.waitpid(pid, 0)
+        spool = os.path.join(data, "tmp")
+        got = _in_forked_tree(d, lambda: f"{os.stat(spool).st_uid} {os.access(spool, os.W_OK)}", start=True)
         self.assertEqual(got, f"{nobody.pw_uid} True")
