@@ -40,6 +40,7 @@ from moxtw.message.imap import format_literal as literal
 from moxtw.message.imap import format_string as string
 from moxtw.message.imap import format_value as value
 from moxtw.message.part import Part
+from moxtw.message.part import parse as parse_message
 from moxtw.store.model import CANONICAL, FLAG_COLUMNS, from_unix
 
 SEEN = "\\Seen"
@@ -333,15 +334,65 @@ def _binary_data(root, reader, section, partial):
     part = root.part_by_path(list(section.part))
     if part is None:
         return None
+    if part.message is not None or part.is_multipart():
+        return _slice(_binary_body(part, reader), partial)
     cte = (part.content_transfer_encoding or "").lower()
     if cte in _IDENTITY_CTE:
         start, end = _clip(part.body_offset, part.end_offset, partial)
         return reader.read(start, end)
+    return _slice(_binary_body(part, reader), partial)
+
+
+def _binary_body(part, reader):
+    """A part's body with every leaf's Content-Transfer-Encoding undone, as Dovecot
+    answers BINARY for a message/rfc822 or multipart section: the structure (headers,
+    boundaries, preamble, epilogue) is kept, each decoded leaf says "binary" in its
+    Content-Transfer-Encoding field."""
+    if part.message is not None:
+        m = part.message
+        return reader.read(part.body_offset, m.header_offset) + _binary_entity(m, reader) + reader.read(
+            m.end_offset, part.end_offset)
+    if part.is_multipart():
+        out, pos = [], part.body_offset
+        for child in part.parts:
+            out.append(reader.read(pos, child.header_offset))
+            out.append(_binary_entity(child, reader))
+            pos = child.end_offset
+        out.append(reader.read(pos, part.end_offset))
+        return b"".join(out)
+    cte = (part.content_transfer_encoding or "").lower()
+    data = reader.read(part.body_offset, part.end_offset)
+    if cte in _IDENTITY_CTE:
+        return data
     decode = _DECODERS.get(cte)
     if decode is None:
         # RFC 3516 4.3: the server does not know how to decode this section.
         raise FetchError(UNKNOWN_CTE, "unknown content-transfer-encoding %s" % cte)
-    return _slice(decode(reader.read(part.body_offset, part.end_offset)), partial)
+    return decode(data)
+
+
+def _binary_entity(part, reader):
+    header = reader.read(part.header_offset, part.body_offset)
+    leaf = part.message is None and not part.is_multipart()
+    if leaf and (part.content_transfer_encoding or "").lower() not in _IDENTITY_CTE:
+        header = _cte_binary(header)
+    return header + _binary_body(part, reader)
+
+
+def _cte_binary(header):
+    """The header section with its Content-Transfer-Encoding field(s) saying binary."""
+    out, skipping = [], False
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue  # a continuation of the field replaced
+        skipping = False
+        name = line.split(b":", 1)[0].strip().lower() if b":" in line else None
+        if name == b"content-transfer-encoding":
+            out.append(b"Content-Transfer-Encoding: binary\r\n")
+            skipping = True
+            continue
+        out.append(line)
+    return b"".join(out)
 
 
 def _binary_size(root, reader, section):
@@ -351,7 +402,7 @@ def _binary_size(root, reader, section):
     if part is None:
         return 0
     cte = (part.content_transfer_encoding or "").lower()
-    if cte in _IDENTITY_CTE:
+    if cte in _IDENTITY_CTE and part.message is None and not part.is_multipart():
         return part.end_offset - part.body_offset
     return len(_binary_data(root, reader, section, None))
 
@@ -380,6 +431,67 @@ def section_data(msg, open_file, section, partial):
         return _body_section(root, reader, section, partial)
     finally:
         reader.close()
+
+
+def urlfetch_value(msg, open_file, section, partial, params, utf8=False):
+    """What URLFETCH answers for a URL naming ``msg`` (bytes), or None when the URL
+    cannot be answered (it then gets NIL). ``params`` None: the section's data as
+    BODY[] gives it (RFC 4467 7); else a list of BODYPARTSTRUCTURE, BINARY, BODY (RFC
+    5524 3), answered as a parenthesised list. Blocking: reads the file."""
+    root = _root_part(msg)
+    section = section or Section()
+    part = root.part_by_path(list(section.part)) if section.part else root
+    if part is None:
+        return None
+    reader = _Reader(open_file)
+    structure = part
+    try:
+        if params is None or "BODY" in params:
+            data = literal(_body_section(root, reader, section, partial))
+        elif "BINARY" in params:
+            if section.text:
+                return None  # RFC 5524 3: BINARY is for body parts, not HEADER or TEXT
+            try:
+                data = _binary_data(root, reader, section, partial)
+                if section.part and "BODYPARTSTRUCTURE" in params:
+                    structure = _decoded_structure(part, _binary_entity(part, reader))
+            except FetchError:
+                return None  # RFC 5524 3: a part the server cannot decode gives NIL
+            data = literal(data, binary=b"\0" in data)
+        else:
+            data = None
+    finally:
+        reader.close()
+    if params is None:
+        return data
+    items = []
+    if "BODYPARTSTRUCTURE" in params:
+        if section.text:
+            return None  # only body parts have a body structure
+        items.append(b"BODYPARTSTRUCTURE " + body_structure(structure.bodystructure(extended=True), utf8))
+    if data is not None:
+        items.append((b"BINARY " if "BINARY" in params else b"BODY ") + data)
+    return b"(" + b" ".join(items) + b")"
+
+
+def _decoded_structure(part, entity):
+    """The Part tree of ``part`` as BINARY gives it (``entity``: its MIME header and
+    decoded body), for BODYPARTSTRUCTURE beside BINARY (RFC 5524 3): sizes and line
+    counts are those of the decoded data, as Dovecot reports them (lines counted as line
+    ends), the encodings those of the stored part. The stored tree when the shapes
+    differ."""
+    converted = parse_message(entity)
+    pairs = list(zip(part.walk(), converted.walk()))
+    if len(pairs) != sum(1 for _ in part.walk()) or len(pairs) != sum(1 for _ in converted.walk()):
+        return part
+    for orig, conv in pairs:
+        if (orig.media_type, orig.media_subtype) != (conv.media_type, conv.media_subtype):
+            return part
+    for orig, conv in pairs:
+        if conv.message is None and not conv.is_multipart() and conv.media_type in ("text", "message"):
+            conv.lines = entity.count(b"\n", conv.body_offset, conv.end_offset)
+        conv.content_transfer_encoding = orig.content_transfer_encoding
+    return converted
 
 
 def _body_data(data):

@@ -53,6 +53,7 @@ STATUS_ITEMS = frozenset(
 )
 SEARCH_CHARSETS = {"US-ASCII": "US-ASCII", "UTF-8": "UTF-8", "UTF8": "UTF-8"}
 MAX_CATENATE_PARTS = 1000  # URL and TEXT parts in one CATENATE (RFC 4469)
+MAX_URLFETCH = 100  # URLs in one URLFETCH or GENURLAUTH (RFC 4467)
 # RFC 4731 3.1, RFC 5182 2.1, RFC 9394 3.1
 # UPDATE and CONTEXT: RFC 5267 4.2 and 4.3 (CONTEXT is a hint and is not kept).
 SEARCH_RETURN_OPTS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT")
@@ -682,6 +683,58 @@ class _Parser:
             tags.append(self.text(self.quoted(), "search tag"))
             if self.at_end():
                 return {"tags": tags}
+
+    def cmd_genurlauth(self):
+        """GENURLAUTH 1*(SP url-rump SP mechanism) (RFC 4467 7)."""
+        pairs = []
+        while True:
+            self.sp()
+            url = self.astring("URL")
+            self.sp()
+            pairs.append((url, self.atom("URLAUTH mechanism").upper()))
+            if len(pairs) > MAX_URLFETCH:
+                self.error(f"at most {MAX_URLFETCH} URLs per GENURLAUTH")
+            if self.at_end():
+                return {"urls": pairs}
+
+    def cmd_resetkey(self):
+        """RESETKEY [SP mailbox *(SP mechanism)] (RFC 4467 7)."""
+        if self.at_end():
+            return {"mailbox": None, "mechanisms": []}
+        self.sp()
+        mailbox = self.mailbox()
+        mechs = []
+        while not self.at_end():
+            self.sp()
+            mechs.append(self.atom("URLAUTH mechanism").upper())
+        return {"mailbox": mailbox, "mechanisms": mechs}
+
+    def cmd_urlfetch(self):
+        """URLFETCH 1*(SP url) (RFC 4467 7), where a url may be "(" url *(SP param) ")"
+        with BODYPARTSTRUCTURE, BINARY or BODY (RFC 5524 3)."""
+        items = []
+        while True:
+            self.sp()
+            if self.take(b"("):
+                url = self.astring("URL")
+                params = []
+                while not self.take(b")"):
+                    if self.at_end():
+                        self.error("unbalanced parentheses: missing ')'")
+                    self.sp()
+                    word = self.atom("URLFETCH parameter").upper()
+                    if word not in ("BODYPARTSTRUCTURE", "BINARY", "BODY"):
+                        self.error(f"unknown URLFETCH parameter {word}")
+                    params.append(word)
+                if "BINARY" in params and "BODY" in params:
+                    self.error("URLFETCH takes BODY or BINARY, not both")  # RFC 5524 3
+                items.append((url, params))
+            else:
+                items.append((self.astring("URL"), None))
+            if len(items) > MAX_URLFETCH:
+                self.error(f"at most {MAX_URLFETCH} URLs per URLFETCH")
+            if self.at_end():
+                return {"urls": items}
 
     def metadata_mailbox(self):
         """A mailbox name, or "" for the server's entries (RFC 5464 4.2, 4.3)."""
@@ -1603,5 +1656,8 @@ _COMMANDS = {
     "GETMETADATA": _Parser.cmd_getmetadata,
     "SETMETADATA": _Parser.cmd_setmetadata,
     "COMPRESS": _Parser.cmd_compress,
+    "GENURLAUTH": _Parser.cmd_genurlauth,
+    "RESETKEY": _Parser.cmd_resetkey,
+    "URLFETCH": _Parser.cmd_urlfetch,
 }
 _UID_COMMANDS = frozenset(("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD", "REPLACE"))

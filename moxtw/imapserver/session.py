@@ -32,6 +32,7 @@ from moxtw.imapserver import imapurl
 from moxtw.imapserver import notify as notifymod
 from moxtw.imapserver import response as r
 from moxtw.imapserver import search as searchmod
+from moxtw.imapserver import urlauth
 from moxtw.imapserver.fetch import FileRange
 from moxtw.imapserver.types import STAR, Command, FetchAtt, SearchKey, SeqSet
 from moxtw.sasl import server as sasl
@@ -100,6 +101,7 @@ COMMANDS = {
     "CHECK": SEL, "CLOSE": SEL, "UNSELECT": SEL, "EXPUNGE": SEL, "SEARCH": SEL, "FETCH": SEL,
     "STORE": SEL, "COPY": SEL, "MOVE": SEL, "SORT": SEL, "THREAD": SEL, "REPLACE": SEL,
     "CANCELUPDATE": SEL, "ESEARCH": AUTH, "GETMETADATA": AUTH, "SETMETADATA": AUTH, "NOTIFY": AUTH,
+    "GENURLAUTH": AUTH, "RESETKEY": AUTH, "URLFETCH": AUTH,
 }
 # Non-UID versions: RFC 9051 7.5.1; SORT and THREAD (RFC 5256) answer with sequence
 # numbers too, so the same reasoning applies.
@@ -235,7 +237,7 @@ class Session:
             f"APPENDLIMIT={self.factory.append_limit}", "CHILDREN", "MULTIAPPEND", "PREVIEW",
             "SAVEDATE", "UNAUTHENTICATE", "REPLACE", "SORT", "SORT=DISPLAY", "ESORT", "PARTIAL", "CATENATE",
             "CONTEXT=SEARCH", "CONTEXT=SORT", "INPROGRESS", "MULTISEARCH", "METADATA", "LIST-METADATA", "UIDONLY",
-            "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN", "NOTIFY",
+            "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "WITHIN", "NOTIFY", "URLAUTH", "URLAUTH=BINARY",
         ]
         if not self._compressed:
             caps.append("COMPRESS=DEFLATE")
@@ -1342,6 +1344,116 @@ class Session:
         if data is None:
             raise NO(f"[BADURL {bad}] no such section")
         return data
+
+    # -- URLAUTH (RFC 4467) and URLFETCH for binary parts (RFC 5524)
+
+    def _parse_urlauth(self, text):
+        """A URLAUTH URL's MessageURL, or None when it is not one. Any host is accepted
+        here: the owner's address (user@host) must then be an account of ours."""
+        try:
+            u = imapurl.parse_url(text, self.factory.hostname, host_ok=lambda host: True)
+        except imapurl.URLError:
+            return None
+        return u if u.urlauth is not None else None
+
+    def _url_owner(self, u):
+        login = urlauth.owner_login(u, self.factory.hostname)
+        return self.backend.authenticator.account_for_login(login) if login else None
+
+    @defer.inlineCallbacks
+    def cmd_genurlauth(self, cmd):
+        """GENURLAUTH 1*(url-rump mechanism) (RFC 4467 7): the URLs with an
+        authorization token appended. Only for the user's own mailboxes."""
+        out = []
+        for text, mech in cmd.args["urls"]:
+            bad = "".join(ch for ch in text if 0x20 < ord(ch) < 0x7F and ch != "]")[:500]
+            if mech not in urlauth.MECHANISMS:
+                raise NO(f"unknown URLAUTH mechanism {mech}; supported: INTERNAL")
+            u = self._parse_urlauth(text)
+            if u is None or u.urlauth.mechanism is not None:
+                raise NO(f"[BADURL {bad}] not a URLAUTH rump URL (RFC 4467 2)")
+            try:
+                urlauth.parse_access(u.urlauth.access)
+            except urlauth.AccessError as e:
+                raise NO(f"[BADURL {bad}] {e}")
+            if self._url_owner(u) != self.account.name:
+                # RFC 4467 7: only the owner of the mailbox can authorize its URLs.
+                raise NO(f"[BADURL {bad}] URL names a mailbox of another user")
+            try:
+                key, uidvalidity = yield self.account.urlauth_key(normalize_mailbox_name(u.mailbox), create=True)
+            except (se.MailboxNotFound, se.MailboxNameError):
+                raise NO(f"[BADURL {bad}] no such mailbox")
+            if u.uidvalidity is not None and u.uidvalidity != uidvalidity:
+                raise NO(f"[BADURL {bad}] UIDVALIDITY differs")
+            out.append(f"{u.urlauth.rump}:internal:{urlauth.token(key, u.urlauth.rump)}")
+        self.write(b"* GENURLAUTH " + b" ".join(r.astring(url) for url in out) + b"\r\n")
+        return "GENURLAUTH completed"
+
+    @defer.inlineCallbacks
+    def cmd_resetkey(self, cmd):
+        """RESETKEY [mailbox [mechanism...]] (RFC 4467 7): void every URL issued for the
+        mailbox, or for all mailboxes."""
+        for mech in cmd.args["mechanisms"]:
+            if mech not in urlauth.MECHANISMS:
+                raise NO(f"unknown URLAUTH mechanism {mech}; supported: INTERNAL")
+        name = cmd.args["mailbox"]
+        try:
+            yield self.account.reset_urlauth_keys(None if name is None else self._name(name))
+        except se.MailboxNotFound:
+            raise NO("[NONEXISTENT] no such mailbox")
+        return "RESETKEY completed"
+
+    @defer.inlineCallbacks
+    def cmd_urlfetch(self, cmd):
+        """URLFETCH 1*url (RFC 4467 7, RFC 5524): the data of each URL this session may
+        fetch, NIL for any other. Never sets \\Seen."""
+        out = [b"* URLFETCH"]
+        for text, params in cmd.args["urls"]:
+            value = yield self._urlfetch(text, params)
+            out.append(r.astring(text) + b" " + (value if value is not None else b"NIL"))
+        self.write(b" ".join(out) + b"\r\n")
+        return "URLFETCH completed"
+
+    @defer.inlineCallbacks
+    def _urlfetch(self, text, params):
+        u = self._parse_urlauth(text)
+        if u is None:
+            return None
+        ua = u.urlauth
+        if ua.mechanism not in urlauth.MECHANISMS or urlauth.expired(ua):
+            return None
+        if not urlauth.allows(ua.access, self.account.name, self.backend.authenticator.account_for_login):
+            return None
+        owner = self._url_owner(u)
+        if owner is None:
+            return None
+        account = self.account
+        if owner != account.name:
+            account = yield self.backend.authenticator.store.open_account(owner)
+        try:
+            name = normalize_mailbox_name(u.mailbox)
+            key, uidvalidity = yield account.urlauth_key(name)
+        except (se.MailboxNotFound, se.MailboxNameError):
+            return None
+        if key is None or not urlauth.token_ok(key, ua.rump, ua.token):
+            return None
+        if u.uidvalidity is not None and u.uidvalidity != uidvalidity:
+            return None
+        mb = yield account.mailbox(name)
+        if mb is None or mb.uidvalidity != uidvalidity:
+            return None
+        msgs = yield account.messages(mb.id, uids=[u.uid])
+        if not msgs:
+            return None
+        msg = msgs[0]
+        try:
+            value = yield threads.deferToThread(
+                fetchmod.urlfetch_value, msg, lambda: account.open_message(msg.id), u.section, u.partial, params,
+                self.utf8,
+            )
+        except FileNotFoundError:
+            return None  # expunged meanwhile
+        return value
 
     def _storable(self, message):
         """Deferred: an APPEND/REPLACE message's data as it is stored. Sent as a literal8

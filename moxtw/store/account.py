@@ -772,6 +772,7 @@ class Account:
         self._remove_rows(conn, ctx, mb["id"], rows, None)
         conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mb["id"],))
         conn.execute("DELETE FROM metadata WHERE mailbox_id = ?", (mb["id"],))
+        conn.execute("DELETE FROM urlauth_key WHERE mailbox_id = ?", (mb["id"],))
         conn.execute("DELETE FROM mailbox WHERE id = ?", (mb["id"],))
         ctx.changes.append(ch.ChangeMailboxRemove(mb["id"], name, origin))
         return len(rows)
@@ -852,6 +853,50 @@ class Account:
             return out
 
         return self._read(q)
+
+    # -- URLAUTH (RFC 4467): one random access key per mailbox
+
+    def urlauth_key(self, mailbox_name, create=False):
+        """Deferred[(key bytes or None, uidvalidity)] of a mailbox; with ``create`` a
+        missing key is made (RFC 4467 6: GENURLAUTH creates one). MailboxNotFound."""
+        name = normalize_mailbox_name(mailbox_name)
+
+        def read(conn):
+            mb = _mailbox_row(conn, name)
+            if mb is None:
+                raise MailboxNotFound(name)
+            row = conn.execute("SELECT key FROM urlauth_key WHERE mailbox_id = ?", (mb["id"],)).fetchone()
+            return (bytes(row[0]) if row else None), mb["uidvalidity"]
+
+        def make(conn, ctx):
+            mb = _mailbox_row(conn, name)
+            if mb is None:
+                raise MailboxNotFound(name)
+            conn.execute(
+                "INSERT OR IGNORE INTO urlauth_key (mailbox_id, key) VALUES (?, ?)", (mb["id"], os.urandom(32))
+            )
+            return read(conn)
+
+        d = self._read(read)
+        if create:
+            d.addCallback(lambda got: got if got[0] is not None else self._write(make))
+        return d
+
+    def reset_urlauth_keys(self, mailbox_name=None):
+        """Deferred: forget the access key of a mailbox, or of all mailboxes (None), so
+        that every URL issued for them stops working (RFC 4467 4). MailboxNotFound."""
+        name = normalize_mailbox_name(mailbox_name) if mailbox_name is not None else None
+
+        def op(conn, ctx):
+            if name is None:
+                conn.execute("DELETE FROM urlauth_key")
+                return
+            mb = _mailbox_row(conn, name)
+            if mb is None:
+                raise MailboxNotFound(name)
+            conn.execute("DELETE FROM urlauth_key WHERE mailbox_id = ?", (mb["id"],))
+
+        return self._write(op)
 
     # -- reads
 

@@ -741,7 +741,17 @@ class IMAPGrammar:
                                              b"SET (selected-delayed (MessageNew MessageExpunge)) (inboxes NONE)",
                                              b"SET (subscribed (SubscriptionChange MailboxMetadataChange ServerMetadataChange))",
                                              b"SET (mailboxes (INBOX fz) (AnnotationChange))", b"SET (selected (MailboxName))",
-                                             b"SET ((", b"SET (personal (MessageNew (BODY[", b"SET")])
+                                             b"SET ((", b"SET (personal (MessageNew (BODY[", b"SET")],
+                          # URLAUTH (RFC 4467), URLFETCH parameters (RFC 5524)
+                          [b"GENURLAUTH", g.pick(b'"imap://mjl@example.org/INBOX/;uid=1;urlauth=anonymous"',
+                                                 b'"imap://mjl@example.org/INBOX/;uid=1/;section=1;expire=2999-01-01T00:00:00Z;urlauth=user+mjl@example.org"',
+                                                 b'"imap://x@elsewhere/INBOX/;uid=1;urlauth=authuser"', b'"/INBOX/;uid=1"',
+                                                 b'"imap://mjl@example.org/fz/;uid=1;urlauth=bogus"', b"x"),
+                           g.pick(b"INTERNAL", b"bogus", b"")],
+                          [b"URLFETCH", g.pick(b'"imap://mjl@example.org/INBOX/;uid=1;urlauth=anonymous:internal:00"',
+                                               b'("imap://mjl@example.org/INBOX/;uid=1;urlauth=authuser:internal:ab" BINARY BODYPARTSTRUCTURE)',
+                                               b'("x" BODY BINARY)', b'("x" BOGUS)', b'("x"', b"()", b"x y z", b"NIL")],
+                          [b"RESETKEY"] + g.pick([], mb(), mb() + [b"INTERNAL"], mb() + [b"BOGUS"])]
         elif r < 33:
             toks = g.pick([b"EXPUNGE"], [b"UID", b"EXPUNGE", self.seqset()], [b"CLOSE"], [b"UNSELECT"])
         elif r < 34:
