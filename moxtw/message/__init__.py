@@ -25,11 +25,11 @@ from moxtw.message.dates import parse_date
 from moxtw.message.header import decode_words, parse_message_ids, unfold
 from moxtw.message.part import MAX_DEPTH, MAX_PARTS, Part, parse
 from moxtw.message.subject import base_subject
-from moxtw.message.summary import Summary, html_to_text, summary
+from moxtw.message.summary import Summary, html_to_text, index_texts, summary
 
 __all__ = [
     "Address", "MAX_DEPTH", "MAX_PARTS", "Part", "Summary", "base_subject",
     "decode_charset", "decode_words", "fix_line_endings", "html_to_text",
-    "parse", "parse_address_list", "parse_date", "parse_message_ids", "summary",
+    "index_texts", "parse", "parse_address_list", "parse_date", "parse_message_ids", "summary",
     "unfold",
 ]

@@ -78,14 +78,19 @@ def _part_text(part, data):
     return text
 
 
-def _preview(root, data):
+def _preview(root, data, text_of):
     # RFC 8970 3.1: derived from the first text part; prefer text/plain, fall
     # back to text/html, skipping attachments.
     for wanted in ("plain", "html"):
         for part in root.walk():
             if part.media_type == "text" and part.media_subtype == wanted and not part.parts \
                     and not _is_attachment(part):
-                text = _part_text(part, data)
+                text = text_of(part)
+                # Collapsing the start is enough when it gives more than a preview (the
+                # rest cannot change the first PREVIEW_CHARS characters).
+                head = _SPACES.sub(" ", text[:PREVIEW_CHARS * 16]).strip()
+                if len(head) > PREVIEW_CHARS or len(text) <= PREVIEW_CHARS * 16:
+                    return head[:PREVIEW_CHARS]
                 return _SPACES.sub(" ", text).strip()[:PREVIEW_CHARS]
     return ""
 
@@ -124,12 +129,14 @@ def _list_id(value):
     return (m.group(1) if m else s).strip()
 
 
-def summary(data, search_text=False):
+def summary(data, search_text=False, texts=True):
     """Parse a message and return its Summary; never raises.
 
-    ``search_text``: also compute ``search_header`` and ``search_body``."""
+    ``search_text``: also compute ``search_header`` and ``search_body``. ``texts``
+    False: neither those nor ``text`` (the full-text index text), for a message whose
+    texts are made later (``index_texts``)."""
     try:
-        return _summary(data, search_text)
+        return _summary(data, search_text, texts)
     except Exception:
         # Delivery must not fail on any message; return what is safe.
         s = Summary()
@@ -145,7 +152,47 @@ def summary(data, search_text=False):
         return s
 
 
-def _summary(data, search_text):
+def index_texts(data):
+    """(text, search_header, search_body) of a message, as ``summary`` with
+    ``search_text=True`` gives them; never raises (empty texts, None)."""
+    try:
+        root = parse(data)
+        s = Summary()
+        s.subject = (root.header("subject") or "").strip()
+        s.from_ = parse_address_list(root.header_raw("from"))
+        s.to = parse_address_list(root.header_raw("to"))
+        s.cc = parse_address_list(root.header_raw("cc"))
+        _texts(s, root, data, True, _text_cache(data))
+        return s.text, s.search_header, s.search_body
+    except Exception:
+        return "", None, None
+
+
+def _text_cache(data):
+    texts = {}
+
+    def text_of(part):
+        # Each text part is decoded once, for the preview, the full-text and the search text.
+        t = texts.get(id(part))
+        if t is None:
+            t = texts[id(part)] = _part_text(part, data)
+        return t
+
+    return text_of
+
+
+def _texts(s, root, data, search_text, text_of):
+    head = [s.subject]
+    for addr in s.from_ + s.to + s.cc:
+        head.append(("%s %s" % (addr.name, addr.address())).strip())
+    s.text = _index_text(root, data, "\n".join(head), text_of)
+    if search_text and searchtext.indexable(len(data)):
+        # No part is cut at MAX_PART_BYTES here: _part_text decoded them whole.
+        s.search_header = searchtext.header_text(searchtext.header_fields(root))
+        s.search_body = searchtext.escape_body(searchtext.body_text(root, data, text_of))
+
+
+def _summary(data, search_text, texts=True):
     root = parse(data)
     s = Summary()
     s.message_id = _first_id(root.header_raw("message-id"))
@@ -167,25 +214,11 @@ def _summary(data, search_text):
         s.envelope_imap = rendered
     s.bodystructure = root.bodystructure()
     s.part_json = root.to_json()
-    s.preview = _preview(root, data)
-    head = [s.subject]
-    for addr in s.from_ + s.to + s.cc:
-        head.append(("%s %s" % (addr.name, addr.address())).strip())
-    texts = {}
-
-    def text_of(part):
-        # Each text part is decoded once, for the full-text and the search text.
-        t = texts.get(id(part))
-        if t is None:
-            t = texts[id(part)] = _part_text(part, data)
-        return t
-
-    s.text = _index_text(root, data, "\n".join(head), text_of)
-    if search_text and searchtext.indexable(len(data)):
-        # No part is cut at MAX_PART_BYTES here: _part_text decoded them whole.
-        s.search_header = searchtext.header_text(searchtext.header_fields(root))
-        s.search_body = searchtext.escape_body(searchtext.body_text(root, data, text_of))
+    text_of = _text_cache(data)
+    s.preview = _preview(root, data, text_of)
+    if texts:
+        _texts(s, root, data, search_text, text_of)
     return s
 
 
-__all__ = ["Address", "Summary", "summary", "html_to_text"]
+__all__ = ["Address", "Summary", "summary", "index_texts", "html_to_text"]

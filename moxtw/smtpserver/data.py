@@ -96,8 +96,8 @@ class DataReader:
         pos = 0
         n = len(buf)
         while pos < n:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
+            last = buf.rfind(b"\n", pos)
+            if last < 0:
                 rest = buf[pos:]
                 if len(rest) >= PARTIAL_FLUSH:
                     # A long partial line: write all but a possible trailing CR.
@@ -105,6 +105,20 @@ class DataReader:
                     rest = rest[-1:]
                 self._buf = rest
                 return None
+            if not (self._line_start and buf[pos] == 0x2E):
+                # The complete lines up to the next one starting with "." (dot-stuffed,
+                # or the end marker) need no unstuffing and cannot end the data: taken
+                # as one piece when every CR in them is part of a CRLF, else line by line.
+                dot = buf.find(b"\n.", pos, last)
+                end = dot + 1 if dot >= 0 else last + 1
+                if not self._bulk(buf, pos, end):
+                    while pos < end:
+                        nl = buf.find(b"\n", pos, end)
+                        self._line(buf[pos:nl + 1])  # never the end: no line here starts with "."
+                        pos = nl + 1
+                pos = end
+                continue
+            nl = buf.find(b"\n", pos)
             line = buf[pos:nl + 1]
             pos = nl + 1
             if self._line(line):
@@ -112,6 +126,23 @@ class DataReader:
                 return buf[pos:]
         self._buf = b""
         return None
+
+    def _bulk(self, buf, start, end):
+        """Take buf[start:end], complete lines none of which starts with ".", in one
+        write; False (nothing taken) when a CR stands alone or, in pedantic mode, a
+        line ends with a bare LF: the caller then goes line by line for the verdict."""
+        region = buf[start:end]
+        crlf = region.count(b"\r\n")
+        if region.count(b"\r") != crlf:
+            return False
+        if region.count(b"\n") != crlf:
+            if self.pedantic:
+                return False
+            self.bare_lf = True
+        self._write(region)
+        self._line_start = True
+        self._prev_crlf = region.endswith(b"\r\n")
+        return True
 
     def _partial(self, chunk):
         if b"\r" in chunk:

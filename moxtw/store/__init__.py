@@ -110,6 +110,7 @@ class Store:
         def opened(_):
             acc = Account(name, path, self._reactor, self._threadpool)
             self._accounts[name] = acc
+            acc._kick_indexer()  # texts a crash left to make (text_pending)
             return acc
 
         def done(result):

@@ -66,6 +66,9 @@ log = Logger(namespace="moxtw.store")
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
+# Messages larger than this are acknowledged before their search texts are made: the
+# indexer (Account._index_pending) adds them after the commit, one message at a time.
+INDEX_LATER_SIZE = 64 * 1024
 MAX_NEEDLE = 200  # characters of a SEARCH string looked up in the trigram index
 MAX_TRIGRAMS = 16  # trigrams of a SEARCH string looked up
 METADATA_MAX_VALUE = 64 * 1024  # bytes of one METADATA value (RFC 5464 4.3: MAXSIZE)
@@ -92,12 +95,14 @@ def mask_ip(ip):
 
 
 class Prepared:
-    """A message file written to tmp/ and fsynced, with its parsed summary."""
+    """A message file written to tmp/ and fsynced, with its parsed summary. ``index_later``:
+    the summary has no texts; the account's indexer makes them after the commit."""
 
-    def __init__(self, tmp_path, size, summary):
+    def __init__(self, tmp_path, size, summary, index_later=False):
         self.tmp_path = tmp_path
         self.size = size
         self.summary = summary
+        self.index_later = index_later
 
     def discard(self):
         try:
@@ -112,10 +117,11 @@ def write_tmp(maildir, data):
     if isinstance(data, Spool):
         return _prepare_spooled(maildir, data)
     data = msgparse.fix_line_endings(bytes(data))
-    summary = msgparse.summary(data, search_text=True)
+    later = len(data) > INDEX_LATER_SIZE
+    summary = msgparse.summary(data, search_text=not later, texts=not later)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     durable.write_new(path, data)
-    return Prepared(path, len(data), summary)
+    return Prepared(path, len(data), summary, later)
 
 
 def _spool_binary_as_text(spool):
@@ -141,13 +147,14 @@ def _prepare_spooled(maildir, spool):
     if fixed is not data:
         os.unlink(spool.path)
         return write_tmp(maildir, fixed)
-    summary = msgparse.summary(data, search_text=True)
+    later = len(data) > INDEX_LATER_SIZE
+    summary = msgparse.summary(data, search_text=not later, texts=not later)
     fd = os.open(spool.path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return Prepared(spool.path, len(data), summary)
+    return Prepared(spool.path, len(data), summary, later)
 
 
 class Account:
@@ -180,6 +187,9 @@ class Account:
             store_metrics=True,
         )
         self._reader = Worker(self.db_path, reactor, f"store-r-{name}", writer=False)
+        self._indexing = None  # Deferred of the running indexer (_index_pending)
+        self._index_again = False
+        self._closing = False
 
     # -- helpers
 
@@ -201,6 +211,9 @@ class Account:
 
     @defer.inlineCallbacks
     def close(self):
+        self._closing = True
+        if self._indexing is not None:
+            yield self.indexing_done()
         yield self.removals_done()
         yield defer.gatherResults([self._writer.stop(), self._reader.stop()])
 
@@ -274,7 +287,47 @@ class Account:
             for p in prepared:
                 p.discard()
             raise
+        if any(p.index_later for p in prepared):
+            self._kick_indexer()
         return result
+
+    # -- search texts made after the commit (large messages)
+
+    def _kick_indexer(self):
+        """Start the indexer unless it runs (it looks for more work before it stops)."""
+        if self._indexing is None and not self._closing:
+            self._indexing = defer.Deferred.fromCoroutine(self._index_pending())
+            self._indexing.addErrback(lambda f: log.failure("indexing search texts", f, account=self.name))
+        else:
+            self._index_again = True
+
+    async def _index_pending(self):
+        """Make the search texts of messages committed with ``text_pending``, one message
+        at a time (one message's texts in memory), off the reactor thread."""
+        try:
+            while not self._closing:
+                self._index_again = False
+                ids = await self._read(lambda conn: [r[0] for r in conn.execute(
+                    "SELECT id FROM message WHERE text_pending = 1 ORDER BY id LIMIT 50")])
+                if not ids:
+                    if self._index_again:
+                        continue
+                    return
+                for msg_id in ids:
+                    if self._closing:
+                        return
+                    texts = await self._in_thread(_texts_of_file, self.message_path(msg_id))
+                    await self._write(lambda conn, ctx, msg_id=msg_id, texts=texts: _store_texts(conn, msg_id, texts))
+        finally:
+            self._indexing = None
+
+    def indexing_done(self):
+        """Deferred firing when no search texts are waiting to be made (for tests)."""
+        if self._indexing is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._indexing.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
 
     def _insert(self, conn, ctx, name, prepared, parsed_flags, items, facts, origin, create):
         total_size = sum(p.size for p in prepared)
@@ -338,6 +391,7 @@ class Account:
             "envelope": json.dumps(s.envelope),
             "envelope_imap": s.envelope_imap,
             "text_indexed": int(s.search_header is not None),
+            "text_pending": int(p.index_later),
             "bodystructure": json.dumps(s.bodystructure),
             "part": json.dumps(s.part_json),
             "preview": s.preview,
@@ -351,9 +405,10 @@ class Account:
         msg_id = conn.execute(
             f"INSERT INTO message ({names}) VALUES ({marks})", tuple(cols.values())
         ).lastrowid
-        conn.execute(
-            "INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
-        )
+        if not p.index_later:
+            conn.execute(
+                "INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, s.text[:FTS_MAX])
+            )
         if s.search_header is not None:
             conn.execute(
                 "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
@@ -1255,6 +1310,35 @@ _SYSTEM_ORDER = tuple(CANONICAL[c] for c in FLAG_COLUMNS)
 def _mailbox_use(conn, mailbox_id):
     row = conn.execute("SELECT special_use FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
     return row[0] if row else None
+
+
+def _texts_of_file(path):
+    """(text, search_header, search_body) of a message file, None when it is gone."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return msgparse.index_texts(data)
+
+
+def _store_texts(conn, msg_id, texts):
+    """The search texts of a message committed with text_pending; nothing when it was
+    expunged (or indexed) meanwhile."""
+    row = conn.execute("SELECT text_pending FROM message WHERE id = ?", (msg_id,)).fetchone()
+    if row is None or not row[0]:
+        return
+    if texts is None:
+        conn.execute("UPDATE message SET text_pending = 0 WHERE id = ?", (msg_id,))  # searched in the file
+        return
+    text, header, body = texts
+    conn.execute("DELETE FROM message_text WHERE rowid = ?", (msg_id,))
+    conn.execute("INSERT INTO message_text (rowid, text) VALUES (?, ?)", (msg_id, text[:FTS_MAX]))
+    if header is not None:
+        conn.execute("DELETE FROM message_search WHERE rowid = ?", (msg_id,))
+        conn.execute("INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)", (msg_id, header, body))
+    conn.execute("UPDATE message SET text_pending = 0, text_indexed = ? WHERE id = ?",
+                 (int(header is not None), msg_id))
 
 
 def _metadata_mailbox_id(conn, name):

@@ -7,8 +7,10 @@ import random
 
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
+from twisted.trial import unittest
 
 from moxtw.smtp import codes as c
+from moxtw.smtpserver.data import DataReader
 from moxtw.test.smtphelper import SMTPTestBase, reply
 
 
@@ -144,3 +146,63 @@ class HostileTests(SMTPTestBase):
         self.assertEqual(self.backend.delivered, [])
         self.proto.dataReceived(b"\r\n.\r\n")  # late data after close is ignored
         self.assertEqual(self.backend.delivered, [])
+
+
+class _LineByLine(DataReader):
+    """The reader without its bulk path: every line through ``_line``, the reference."""
+
+    def _bulk(self, buf, start, end):
+        return False
+
+
+class DataReaderBulkTests(unittest.TestCase):
+    """The bulk path of DataReader (runs of lines taken in one piece) decides exactly as
+    line-by-line reading does: same data spooled, same flags, same bytes after the end,
+    for random messages built from the pieces that matter, cut into random chunks."""
+
+    PIECES = [b"\r\n", b"\n", b"\r", b".", b"..", b"text", b"a" * 300, b"\x00", b"\xc3\xa9", b"\r\n.\r\n",
+              b"\r\n..\r\n", b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b" "]
+
+    def run_reader(self, cls, data, cuts, pedantic, max_size):
+        r = cls(max_size, pedantic=pedantic)
+        rest, pos = None, 0
+        for cut in cuts + [len(data)]:
+            if pos >= len(data):
+                break
+            rest = r.feed(data[pos:cut])
+            pos = cut
+            if rest is not None:
+                rest += data[pos:]
+                break
+        spooled = r.read_all() if r.smuggling is None else None
+        r.close()
+        return (rest, spooled, r.size, r.too_large, r.smuggling, r.bare_lf, r.has_8bit, r.has_nul)
+
+    def test_same_verdicts_as_line_by_line(self):
+        rnd = random.Random(4467)
+        for i in range(1500):
+            data = b"".join(rnd.choice(self.PIECES) for _ in range(rnd.randint(0, 60)))
+            if rnd.random() < 0.7:
+                data += b"\r\n.\r\n" + b"QUIT\r\n" * rnd.randint(0, 2)
+            cuts = sorted(rnd.sample(range(1, len(data) + 1), min(len(data), rnd.randint(0, 6))))
+            pedantic = rnd.random() < 0.3
+            max_size = rnd.choice([10 ** 6, 200])
+            want = self.run_reader(_LineByLine, data, cuts, pedantic, max_size)
+            got = self.run_reader(DataReader, data, cuts, pedantic, max_size)
+            self.assertEqual(got, want, (data, cuts, pedantic, max_size))
+
+    def test_large_message_in_few_writes(self):
+        """A 1 MB message of ordinary lines is spooled in a few writes, not one per line."""
+        r = DataReader(10 ** 7)
+        writes = []
+        orig = r._spool.write
+        r._spool.write = lambda chunk: (writes.append(len(chunk)), orig(chunk))
+        body = b"".join(b"line %d of the message, with some text to fill it\r\n" % i for i in range(20000))
+        body += b"..stuffed\r\n" + body
+        data = b"Subject: big\r\n\r\n" + body + b".\r\n"
+        for i in range(0, len(data), 65536):
+            rest = r.feed(data[i:i + 65536])
+        self.assertEqual(rest, b"")
+        self.assertEqual(r.read_all(), data[:-3].replace(b"\n..stuffed", b"\n.stuffed"))
+        self.assertLess(len(writes), 100)
+        r.close()

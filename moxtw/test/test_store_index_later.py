@@ -1,0 +1,134 @@
+"""Search texts of large messages made after the commit (issue 13, part 2): the delivery
+is acknowledged with the message marked text_pending; SEARCH finds it meanwhile by
+reading its file; the account's indexer then adds the index rows; marks left by a crash
+are picked up when the account is opened; verifydata knows the state."""
+
+import os
+
+from twisted.internet import defer, reactor
+
+from moxtw import store as storemod
+from moxtw.store import Store
+from moxtw.store import account as accountmod
+from moxtw.store.verify import verify_account
+from moxtw.test.imaphelper import IMAPSessionTest, untagged
+
+
+def big(subject, word, size=200 * 1024):
+    filler = b"".join(b"filler line %d with ordinary words in it\r\n" % i for i in range(size // 40))[:size]
+    return (f"From: bob@example.net\r\nTo: mjl@example.org\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@example.net>\r\n\r\n").encode() + filler + b"\r\n" + word.encode() + b"\r\n"
+
+
+class IndexLaterTests(IMAPSessionTest):
+    kind = "imap"
+    factory_kwargs = {"require_tls_for_login": False}
+
+    def rows(self, acc=None):
+        return (acc or self.acc)._read(lambda conn: [dict(r) for r in conn.execute(
+            "SELECT id, uid, text_pending, text_indexed, (SELECT count(*) FROM message_search s WHERE s.rowid = m.id)"
+            " AS searchrows, (SELECT count(*) FROM message_text t WHERE t.rowid = m.id) AS textrows"
+            " FROM message m ORDER BY id")])
+
+    def hold_indexer(self, acc):
+        """Keep the indexer from running; returns a function that lets it go."""
+        real = acc._kick_indexer
+        acc._kick_indexer = lambda: None
+
+        def release():
+            del acc._kick_indexer
+            real()
+            return acc.indexing_done()
+
+        return release
+
+    @defer.inlineCallbacks
+    def test_large_message_searchable_before_and_after_indexing(self):
+        release = self.hold_indexer(self.acc)
+        yield self.acc.deliver("Inbox", big("large", "zyxwvutsrq"))
+        yield self.deliver("small", body="small body qponmlkj")
+        rows = yield self.rows()
+        self.assertEqual([(r["text_pending"], r["text_indexed"], r["searchrows"], r["textrows"]) for r in rows],
+                         [(1, 0, 0, 0), (0, 1, 1, 1)])
+        c = yield self.logged_in(select="INBOX")
+        # Not indexed yet: found all the same, from the file.
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY zyxwvutsrq")), "SEARCH"), ["SEARCH 1"])
+        self.assertEqual(untagged((yield c.cmd("SEARCH TEXT qponmlkj")), "SEARCH"), ["SEARCH 2"])
+        self.assertEqual(untagged((yield c.cmd("SEARCH NOT BODY zyxwvutsrq")), "SEARCH"), ["SEARCH 2"])
+        # The preview was made at delivery.
+        lines = yield c.cmd("FETCH 1 (PREVIEW)")
+        self.assertIn(b"filler line 0 with ordinary words", b"".join(lines))
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual([(r["text_pending"], r["text_indexed"], r["searchrows"], r["textrows"]) for r in rows],
+                         [(0, 1, 1, 1), (0, 1, 1, 1)])
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY zyxwvutsrq")), "SEARCH"), ["SEARCH 1"])
+        inbox = yield self.acc.mailbox("Inbox")
+        found = yield self.acc.search(inbox.id, storemod.SearchCriteria(text="zyxwvutsrq"))
+        self.assertEqual(list(found), [1])
+
+    @defer.inlineCallbacks
+    def test_indexer_runs_by_itself_and_skips_expunged(self):
+        yield self.acc.deliver("Inbox", big("one", "alphaword"))
+        yield self.acc.indexing_done()
+        rows = yield self.rows()
+        self.assertEqual([(r["text_pending"], r["searchrows"]) for r in rows], [(0, 1)])
+        # Expunged while waiting: nothing is indexed for it, nothing stray is left.
+        release = self.hold_indexer(self.acc)
+        yield self.acc.deliver("Inbox", big("two", "betaword"))
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        yield c.cmd("EXPUNGE")
+        yield c.cmd("CLOSE")
+        yield self.acc.removals_done()
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual([r["uid"] for r in rows], [1])
+        stray = yield self.acc._read(lambda conn: conn.execute(
+            "SELECT (SELECT count(*) FROM message_search), (SELECT count(*) FROM message_text)").fetchone())
+        self.assertEqual(tuple(stray), (1, 1))
+
+    @defer.inlineCallbacks
+    def test_copy_of_pending_message_is_indexed_too(self):
+        yield self.acc.create_mailbox("Other")
+        release = self.hold_indexer(self.acc)
+        yield self.acc.deliver("Inbox", big("copied", "gammaword"))
+        c = yield self.logged_in(select="INBOX")
+        yield c.cmd("COPY 1 Other")
+        rows = yield self.rows()
+        self.assertEqual([r["text_pending"] for r in rows], [1, 1])
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual([(r["text_pending"], r["text_indexed"], r["searchrows"]) for r in rows], [(0, 1, 1)] * 2)
+        yield c.cmd("SELECT Other")
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY gammaword")), "SEARCH"), ["SEARCH 1"])
+
+    @defer.inlineCallbacks
+    def test_pending_after_crash_made_at_open_and_noted_by_verifydata(self):
+        self.hold_indexer(self.acc)
+        yield self.acc.deliver("Inbox", big("crashy", "deltaword"))
+        # As after a crash: the mark is in the index, the texts are not.
+        self.acc._closing = True
+        yield self.store.close()
+        path = self.acc.path
+        report = yield defer.maybeDeferred(verify_account, path)
+        self.assertEqual(report.errors, [])
+        self.assertTrue(any("1 messages waiting for their search texts" in n for n in report.notes), report.notes)
+        store = Store(self.store.data_dir, reactor=reactor)
+        self.addCleanup(store.close)
+        acc = yield store.open_account("mjl")
+        yield acc.indexing_done()
+        rows = yield self.rows(acc)
+        self.assertEqual([(r["text_pending"], r["text_indexed"], r["searchrows"]) for r in rows], [(0, 1, 1)])
+        report = yield defer.maybeDeferred(verify_account, path)
+        self.assertEqual((report.errors, report.notes), ([], []))
+
+    @defer.inlineCallbacks
+    def test_threshold(self):
+        release = self.hold_indexer(self.acc)
+        yield self.acc.deliver("Inbox", big("edge", "w", size=accountmod.INDEX_LATER_SIZE - 2048))
+        yield self.acc.deliver("Inbox", big("over", "w", size=accountmod.INDEX_LATER_SIZE + 2048))
+        rows = yield self.rows()
+        self.assertEqual([r["text_pending"] for r in rows], [0, 1])
+        yield release()
+        self.assertTrue(os.path.isdir(self.acc.maildir))
