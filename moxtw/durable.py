@@ -22,11 +22,13 @@ def fsync_dir(path):
 
 
 def write_fd(fd, data):
-    """Write all of ``data`` to ``fd`` and fsync it."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    """Write all of ``data`` (bytes, or a tuple of bytes written one after the other) to
+    ``fd`` and fsync it."""
+    for piece in data if isinstance(data, tuple) else (data,):
+        view = memoryview(piece)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
     os.fsync(fd)
 
 

@@ -69,7 +69,7 @@ class LocalDelivery:
 
     @defer.inlineCallbacks
     def _deliver_one(self, rcpt, mailbox, data, mailfrom, prefix, facts):
-        full = return_path(mailfrom or "") + prefix + data
+        full = (return_path(mailfrom or "") + prefix, data)  # joined by the store, or written in two pieces
         try:
             acc = yield self.store.open_account(rcpt.account)
             msg = yield acc.deliver(mailbox, full, facts=facts)

@@ -30,6 +30,7 @@ MAX_PART_BYTES = 4 * 1024 * 1024
 assert searchtext.MAX_INDEXED_SIZE <= MAX_PART_BYTES
 # RFC 8970 3.1: a preview is at most 256 characters.
 PREVIEW_CHARS = 256
+PREVIEW_SOURCE = 64 * 1024  # bytes of a part decoded for a preview when nothing else needs it whole
 _SPACES = re.compile(r"\s+")
 
 
@@ -66,10 +67,10 @@ def _is_attachment(part):
     return part.disposition == "attachment"
 
 
-def _part_text(part, data):
+def _part_text(part, data, limit=MAX_PART_BYTES):
     view = Part()
     view.body_offset = part.body_offset
-    view.end_offset = min(part.end_offset, part.body_offset + MAX_PART_BYTES)
+    view.end_offset = min(part.end_offset, part.body_offset + limit)
     view.content_transfer_encoding = part.content_transfer_encoding
     view.params = part.params
     text = view.text(data)
@@ -215,9 +216,13 @@ def _summary(data, search_text, texts=True):
     s.bodystructure = root.bodystructure()
     s.part_json = root.to_json()
     text_of = _text_cache(data)
-    s.preview = _preview(root, data, text_of)
     if texts:
+        s.preview = _preview(root, data, text_of)
         _texts(s, root, data, search_text, text_of)
+    else:
+        # Without the texts nothing else decodes the parts: the preview comes from the
+        # start of its part only, so a large message is never decoded whole here.
+        s.preview = _preview(root, data, lambda part: _part_text(part, data, PREVIEW_SOURCE))
     return s
 
 

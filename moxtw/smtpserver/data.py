@@ -19,7 +19,7 @@ import tempfile
 
 from moxtw.smtp import codes as c
 
-SPOOL_IN_MEMORY = 1024 * 1024
+SPOOL_IN_MEMORY = 128 * 1024  # larger messages go to the spool directory as they arrive
 
 
 class _Spool:

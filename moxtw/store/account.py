@@ -113,15 +113,42 @@ class Prepared:
 
 def write_tmp(maildir, data):
     """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread.
-    ``data``: the message as bytes, or a finished Spool (already in tmp/)."""
+    ``data``: the message as bytes, a (head, message) tuple (header fields to put before
+    the message, such as Return-Path and Received), or a finished Spool (already in tmp/)."""
     if isinstance(data, Spool):
         return _prepare_spooled(maildir, data)
+    if isinstance(data, tuple):
+        head, body = (msgparse.fix_line_endings(bytes(piece)) for piece in data)
+        if len(head) + len(body) <= INDEX_LATER_SIZE:
+            data = head + body
+        else:
+            # A large message is not joined with its head in memory: parsed alone (the
+            # head's fields are trace fields, in no summary item), its part offsets moved
+            # past the head, and written in two pieces.
+            summary = msgparse.summary(body, search_text=False, texts=False)
+            summary.part_json = _shift_part_json(summary.part_json, len(head), True)
+            path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
+            durable.write_new(path, (head, body))
+            return Prepared(path, len(head) + len(body), summary, True)
     data = msgparse.fix_line_endings(bytes(data))
     later = len(data) > INDEX_LATER_SIZE
     summary = msgparse.summary(data, search_text=not later, texts=not later)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     durable.write_new(path, data)
     return Prepared(path, len(data), summary, later)
+
+
+def _shift_part_json(d, n, root=False):
+    """A part tree (Part.to_json) with its offsets moved ``n`` bytes on, for header
+    fields put before the message: the root's header still starts at 0."""
+    d = dict(d)
+    for key in ("b", "e") if root else ("h", "b", "e"):
+        d[key] = d.get(key, 0) + n
+    if "c" in d:
+        d["c"] = [_shift_part_json(c, n) for c in d["c"]]
+    if "m" in d:
+        d["m"] = _shift_part_json(d["m"], n)
+    return d
 
 
 def _spool_binary_as_text(spool):
@@ -230,8 +257,9 @@ class Account:
     def deliver(self, mailbox, data, flags=(), received=None, facts=None, origin=None):
         """Deliver an incoming message into ``mailbox`` (created when missing).
 
-        ``data`` is the message as bytes. Returns a Deferred firing with the Message once
-        file and index are durable.
+        ``data`` is the message as bytes, or (head, message): header fields to put
+        before it (write_tmp). Returns a Deferred firing with the Message once file and
+        index are durable.
         """
         started = time.monotonic()
 

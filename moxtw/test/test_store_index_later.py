@@ -132,3 +132,38 @@ class IndexLaterTests(IMAPSessionTest):
         self.assertEqual([r["text_pending"] for r in rows], [0, 1])
         yield release()
         self.assertTrue(os.path.isdir(self.acc.maildir))
+
+
+class HeadAndMessageTests(IMAPSessionTest):
+    """A large message delivered as (head, message) is written in two pieces, never
+    joined in memory, and reads back exactly as the joined bytes would: FETCH of parts,
+    BODYSTRUCTURE and ENVELOPE as for a message delivered whole."""
+
+    kind = "imap"
+    factory_kwargs = {"require_tls_for_login": False}
+
+    @defer.inlineCallbacks
+    def test_same_as_joined(self):
+        head = b"Return-Path: <bob@example.net>\r\nReceived: from x by y; Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+        inner = big("inner", "epsilonword", size=90 * 1024)
+        body = (b"From: bob@example.net\r\nTo: mjl@example.org\r\nSubject: mixed\r\nMIME-Version: 1.0\r\n"
+                b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\n'
+                + b"hello\r\n" * 20000 + b"--zz\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--zz--\r\n")
+        other = yield self.store.open_account("joined")
+        yield self.acc.deliver("Inbox", (head, body))
+        yield other.deliver("Inbox", head + body)
+        got = []
+        for acc in (self.acc, other):
+            mb = yield acc.mailbox("Inbox")
+            [m] = yield acc.messages(mb.id)
+            with acc.open_message(m.id) as f:
+                data = f.read()
+            got.append((data, m.size, m.part_json, m.bodystructure_json, m.envelope_json, m.preview))
+        self.assertEqual(got[0][0], head + body)
+        self.assertEqual(got[0], got[1])
+        c = yield self.logged_in(select="INBOX")
+        lines = yield c.cmd("FETCH 1 (BODY.PEEK[2.HEADER] BODY.PEEK[1]<0.12> BODY.PEEK[HEADER.FIELDS (RECEIVED SUBJECT)])")
+        text = b"\r\n".join(lines)
+        self.assertIn(b"Subject: inner", text)
+        self.assertIn(b"{12}\r\nhello\r\nhello", text)
+        self.assertIn(b"Received: from x by y", text)
