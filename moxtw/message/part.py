@@ -47,7 +47,7 @@ class Part:
     """
 
     __slots__ = (
-        "header_offset", "body_offset", "end_offset", "headers", "media_type",
+        "header_offset", "body_offset", "end_offset", "_headers", "_by_name", "media_type",
         "media_subtype", "params", "content_id", "content_description",
         "content_transfer_encoding", "content_md5", "disposition",
         "disposition_params", "language", "location", "parts", "message",
@@ -58,7 +58,8 @@ class Part:
         self.header_offset = header_offset
         self.body_offset = body_offset
         self.end_offset = end_offset
-        self.headers = []
+        self._headers = []
+        self._by_name = None
         self.media_type = "text"
         self.media_subtype = "plain"
         self.params = {}
@@ -87,19 +88,34 @@ class Part:
 
     # Headers.
 
+    @property
+    def headers(self):
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers):
+        self._headers = headers
+        self._by_name = None
+
+    def _values(self, name):
+        by_name = self._by_name
+        if by_name is None:
+            # Built once: summary, envelope and message authentication look up dozens of
+            # fields per message.
+            by_name = self._by_name = {}
+            for hname, value in self._headers:
+                by_name.setdefault(hname.lower(), []).append(value)
+        return by_name.get(name.lower(), ())
+
     def header_raw(self, name):
         """First field with this name (case-insensitive): value bytes as written,
         folding kept, surrounding whitespace stripped; None when absent."""
-        name = name.lower()
-        for hname, value in self.headers:
-            if hname.lower() == name:
-                return value.strip(b" \t\r\n")
-        return None
+        values = self._values(name)
+        return values[0].strip(b" \t\r\n") if values else None
 
     def header_values_raw(self, name):
         """All fields with this name, as for ``header_raw``."""
-        name = name.lower()
-        return [value.strip(b" \t\r\n") for hname, value in self.headers if hname.lower() == name]
+        return [value.strip(b" \t\r\n") for value in self._values(name)]
 
     def header(self, name):
         """First field with this name, unfolded and RFC 2047 decoded; None when absent."""
