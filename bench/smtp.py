@@ -15,8 +15,9 @@ moxtw installed, and access to the Python package index for a throwaway venv wit
 
 What is measured, per server, message size and number of concurrent sessions:
 
-* Load: Postfix's ``smtp-source -d -s SESSIONS -m COUNT -l SIZE`` (persistent connections,
-  one message per transaction, one recipient, no pipelining) against 127.0.0.1.  The
+* Load: Postfix's ``smtp-source [-d] -s SESSIONS -m COUNT -l SIZE`` (with -d persistent
+  connections, without it a new connection per message: ``--modes``; one message per
+  transaction, one recipient, no pipelining) against 127.0.0.1.  The
   figure is COUNT divided by smtp-source's wall time, i.e. messages whose 250 reply to the
   end of DATA has arrived, per second.  A few warm-up messages are sent first and not
   timed.  Each (size, sessions) pair gets a freshly started server with an empty data
@@ -153,6 +154,22 @@ def process_tree(root):
     return out
 
 
+def tree_cpu_seconds(root):
+    """CPU seconds (user + system) used so far by a process tree: each live process's own
+    time plus what it reaped of exited children (cutime/cstime), so Postfix's short-lived
+    smtpd/cleanup processes count too once master has waited for them."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
 class TreeSampler(threading.Thread):
     """Peak of the summed VmRSS of a process tree, sampled every `interval` seconds."""
 
@@ -207,6 +224,10 @@ class Server(abc.ABC):
 
     def indexed(self):
         return None
+
+    def settle(self, timeout):
+        """Wait until work left over from the messages received is done."""
+        time.sleep(0.5)  # processes finishing, master reaping them (their CPU time then counts)
 
     @abc.abstractmethod
     def stop(self):
@@ -281,6 +302,24 @@ class Moxtw(Server):
                 con.close()
         except sqlite3.Error:
             return None
+
+    def pending_texts(self):
+        path = os.path.join(self._account(), "index.db")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                return con.execute("SELECT count(*) FROM message WHERE text_pending = 1").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+
+    def settle(self, timeout):
+        """Search texts of large messages are made after the 250: wait for them."""
+        deadline = time.monotonic() + timeout
+        while self.pending_texts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
 
     def stop(self):
         if self.proc is not None:
@@ -539,9 +578,11 @@ class Aiosmtpd(Server):
 
 # -- load ----------------------------------------------------------------------------
 
-def smtp_source(port, sessions, count, size, recipient, timeout):
-    """Run smtp-source; return (seconds, error or None)."""
-    cmd = ["smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-l", str(size),
+def smtp_source(port, sessions, count, size, recipient, timeout, persistent=True):
+    """Run smtp-source; return (seconds, error or None). ``persistent``: -d, one connection
+    per session for all its messages; else a new connection for every message."""
+    cmd = ["smtp-source"] + (["-d"] if persistent else []) + [
+           "-s", str(sessions), "-m", str(count), "-l", str(size),
            "-f", SENDER, "-t", recipient, "-M", HELO, "-S", "moxtw bench", f"127.0.0.1:{port}"]
     t0 = time.monotonic()
     try:
@@ -565,13 +606,13 @@ def wait_count(server, expected, timeout):
         time.sleep(0.02)
 
 
-def bench_one(server, base, size_name, sessions, count, repeat, timeout):
+def bench_one(server, base, size_name, sessions, count, repeat, timeout, mode="persistent"):
     """A fresh server, warm-up, `repeat` timed runs; returns a result dict."""
     size = SIZES[size_name]
-    workdir = tempfile.mkdtemp(prefix=f"{server.name}-{size_name}-{sessions}-", dir=base)
+    workdir = tempfile.mkdtemp(prefix=f"{server.name}-{size_name}-{sessions}-{mode}-", dir=base)
     os.chmod(workdir, 0o755)
-    res = dict(server=server.name, size=size_name, sessions=sessions, count=count, error=None,
-               seconds=[], rates=[], delivered_seconds=[], delivered_rates=[],
+    res = dict(server=server.name, size=size_name, sessions=sessions, mode=mode, count=count, error=None,
+               seconds=[], rates=[], delivered_seconds=[], delivered_rates=[], cpu_ms=[],
                stored=None, expected=None, indexed=None, rss_kb=None, pss_kb=None)
     sampler = None
     try:
@@ -586,21 +627,27 @@ def bench_one(server, base, size_name, sessions, count, repeat, timeout):
             raise BenchError("warm-up messages not stored")
         for _ in range(repeat):
             expected += count
+            cpu0 = tree_cpu_seconds(server.root_pid())
             t0 = time.monotonic()
-            dt, err = smtp_source(port, sessions, count, size, server.recipient, timeout)
+            dt, err = smtp_source(port, sessions, count, size, server.recipient, timeout,
+                                  persistent=mode == "persistent")
             if err:
                 res["error"] = err
                 break
             res["seconds"].append(dt)
             res["rates"].append(count / dt)
+            # Work done for these messages after their 250 counts too: Postfix's delivery
+            # into the Maildir, moxtw's search texts of large messages.
+            n = wait_count(server, expected, timeout)
             if server.name == "postfix":
-                n = wait_count(server, expected, timeout)
                 if n < expected:
                     res["error"] = f"only {n - expected + count}/{count} delivered to the Maildir within {timeout} s"
                     break
                 dd = time.monotonic() - t0
                 res["delivered_seconds"].append(dd)
                 res["delivered_rates"].append(count / dd)
+            server.settle(timeout)
+            res["cpu_ms"].append((tree_cpu_seconds(server.root_pid()) - cpu0) * 1000 / count)
         res["expected"] = expected
         res["stored"] = server.stored()
         res["indexed"] = server.indexed()
@@ -644,28 +691,30 @@ def med(xs):
 
 def server_table(results):
     postfix = any(r["server"] == "postfix" for r in results)
-    headers = ["size", "sessions", "messages", "seconds", "msg/s"]
+    headers = ["size", "sessions", "connections", "messages", "seconds", "msg/s"]
     if postfix:
         headers += ["delivered s", "delivered msg/s"]
+    headers += ["CPU ms/msg"]
     indexed = any(r["indexed"] is not None for r in results)
     headers += ["stored"] + (["indexed"] if indexed else []) + ["peak RSS MB", "PSS MB"]
     rows = []
     notes = []
     for r in results:
         runs = len(r["rates"])
-        row = [r["size"], r["sessions"], f"{r['count']}" + (f"x{runs}" if runs > 1 else ""),
+        row = [r["size"], r["sessions"], r["mode"], f"{r['count']}" + (f"x{runs}" if runs > 1 else ""),
                f"{med(r['seconds']):.2f}" if runs else "-",
                f"{med(r['rates']):.1f}" if runs else "FAILED"]
         if postfix:
             row += [f"{med(r['delivered_seconds']):.2f}" if r["delivered_seconds"] else "-",
                     f"{med(r['delivered_rates']):.1f}" if r["delivered_rates"] else "-"]
+        row += [f"{med(r['cpu_ms']):.2f}" if r["cpu_ms"] else "-"]
         st = "-" if r["stored"] is None else f"{r['stored']}/{r['expected']}"
         row += [st] + ([("-" if r["indexed"] is None else r["indexed"])] if indexed else []) + [
                 f"{r['rss_kb'] / 1024:.1f}" if r["rss_kb"] else "-",
                 f"{r['pss_kb'] / 1024:.1f}" if r["pss_kb"] else "-"]
         rows.append(row)
         if r["error"]:
-            notes.append(f"  {r['size']} x {r['sessions']} sessions: ERROR: {r['error']}")
+            notes.append(f"  {r['size']} x {r['sessions']} sessions ({r['mode']}): ERROR: {r['error']}")
     return fmt_table(headers, rows) + ("\n" + "\n".join(notes) if notes else "")
 
 
@@ -676,9 +725,9 @@ def ratio(a, b):
 
 
 def ratio_table(by_server):
-    mox = {(r["size"], r["sessions"]): r for r in by_server.get("moxtw", [])}
-    pf = {(r["size"], r["sessions"]): r for r in by_server.get("postfix", [])}
-    aio = {(r["size"], r["sessions"]): r for r in by_server.get("aiosmtpd", [])}
+    mox = {(r["size"], r["sessions"], r["mode"]): r for r in by_server.get("moxtw", [])}
+    pf = {(r["size"], r["sessions"], r["mode"]): r for r in by_server.get("postfix", [])}
+    aio = {(r["size"], r["sessions"], r["mode"]): r for r in by_server.get("aiosmtpd", [])}
 
     def ok_rate(r, key="rates"):
         return med(r[key]) if r and not r["error"] else None
@@ -689,13 +738,17 @@ def ratio_table(by_server):
     rows = []
     for key in mox:
         m = mox[key]
-        rows.append([key[0], key[1],
+        def ok_cpu(r):
+            return med(r["cpu_ms"]) if r and not r["error"] else None
+
+        rows.append([key[0], key[1], key[2],
                      ratio(ok_rate(m), ok_rate(pf.get(key))),
                      ratio(ok_rate(m), ok_rate(pf.get(key), "delivered_rates")),
+                     ratio(ok_cpu(m), ok_cpu(pf.get(key))),
                      ratio(ok_rate(m), ok_rate(aio.get(key))),
                      ratio(ok_mem(m), ok_mem(aio.get(key)))])
-    return fmt_table(["size", "sessions", "moxtw/postfix accepted", "moxtw/postfix delivered",
-                      "moxtw/aiosmtpd", "RSS moxtw/aiosmtpd"], rows)
+    return fmt_table(["size", "sessions", "connections", "moxtw/postfix accepted", "moxtw/postfix delivered",
+                      "CPU moxtw/postfix", "moxtw/aiosmtpd", "RSS moxtw/aiosmtpd"], rows)
 
 
 def machine_facts(base, servers):
@@ -712,7 +765,7 @@ def machine_facts(base, servers):
         f"benchmark script Python: {platform.python_version()} ({sys.executable})",
         f"temp dir: {base}, filesystem: {fs_type(base)}",
         f"load average at start: {loadavg()} (other work on the machine skews the figures)",
-        f"load generator: {shutil.which('smtp-source')} (Postfix smtp-source, -d, no pipelining)",
+        f"load generator: {shutil.which('smtp-source')} (Postfix smtp-source, no pipelining)",
     ]
     for s in servers:
         try:
@@ -745,6 +798,9 @@ def parse_args(argv):
     ap.add_argument("--count-large", type=int, help="messages per 1 MB run (default 50)")
     ap.add_argument("--sessions", default="1,10,50", help="concurrent sessions, comma separated (default 1,10,50)")
     ap.add_argument("--sizes", help="10KB, 1MB, comma separated (default both; 10KB with --quick)")
+    ap.add_argument("--modes", default="persistent,new",
+                    help="persistent (smtp-source -d: one connection per session) and/or new (a connection"
+                    " per message), comma separated (default both)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per row on the same instance; median shown")
     ap.add_argument("--timeout", type=int, default=300, help="seconds allowed for each smtp-source run")
     ap.add_argument("--tmpdir", help="where the temp directory goes (must be a real disk: fsync matters)")
@@ -760,6 +816,10 @@ def parse_args(argv):
         ap.error(f"--only: unknown server {bad}; choose from {', '.join(SERVERS)}")
     a.only = [s for s in SERVERS if s in only]
     a.sessions = [int(x) for x in a.sessions.split(",") if x.strip()]
+    a.modes = [x.strip() for x in a.modes.split(",") if x.strip()]
+    bad = [x for x in a.modes if x not in ("persistent", "new")]
+    if bad:
+        ap.error(f"--modes: unknown {bad}; choose from persistent, new")
     if a.sizes:
         a.sizes = [x.strip() for x in a.sizes.split(",") if x.strip()]
         bad = [x for x in a.sizes if x not in SIZES]
@@ -809,17 +869,18 @@ def main(argv=None):
         for s in servers:
             for size_name in a.sizes:
                 count = a.count if size_name == "10KB" else a.count_large
-                for sessions in a.sessions:
-                    n = max(count, sessions)
-                    log(f"{s.name}: {size_name} x {n} messages, {sessions} sessions")
-                    r = bench_one(s, base, size_name, sessions, n, a.repeat, a.timeout)
-                    by_server.setdefault(s.name, []).append(r)
-                    if r["error"]:
-                        log(f"  ERROR: {r['error']}")
-                    else:
-                        extra = (f", delivered {med(r['delivered_rates']):.1f} msg/s"
-                                 if r["delivered_rates"] else "")
-                        log(f"  {med(r['rates']):.1f} msg/s{extra}")
+                for mode in a.modes:
+                    for sessions in a.sessions:
+                        n = max(count, sessions)
+                        log(f"{s.name}: {size_name} x {n} messages, {sessions} sessions, {mode} connections")
+                        r = bench_one(s, base, size_name, sessions, n, a.repeat, a.timeout, mode)
+                        by_server.setdefault(s.name, []).append(r)
+                        if r["error"]:
+                            log(f"  ERROR: {r['error']}")
+                        else:
+                            extra = (f", delivered {med(r['delivered_rates']):.1f} msg/s"
+                                     if r["delivered_rates"] else "")
+                            log(f"  {med(r['rates']):.1f} msg/s{extra}, {med(r['cpu_ms']):.2f} ms CPU per message")
         for s in servers:
             print(f"-- {s.name} --")
             print(server_table(by_server.get(s.name, [])))
@@ -853,10 +914,17 @@ NOTES = """\
 What the figures mean:
   msg/s            messages of the given payload size (smtp-source -l; plus ~200 bytes of headers)
                    whose 250 reply to DATA was received, divided by smtp-source's wall time; the
-                   sessions run in parallel on persistent connections (-d), one recipient each.
+                   sessions run in parallel, one recipient each.
+  connections      persistent: each session sends all its messages on one connection (-d);
+                   new: a new connection (greeting, EHLO, QUIT) for every message.
+  CPU ms/msg       CPU time (user + system) of the server's whole process tree during the run
+                   and until its work for those messages is done (Postfix: delivered into the
+                   Maildir, its exited processes counted through master; moxtw: search texts
+                   of large messages made), divided by the number of messages.
   moxtw            250 = message file fsynced and SQLite index committed (localserve, account mox,
-                   debug logging of every command included); stored = files in the maildir, and
-                   the index row count is checked against it.
+                   debug logging of every command included; localserve does not limit
+                   connections per IP, so the new-connection rows are not throttled); stored =
+                   files in the maildir, and the index row count is checked against it.
   postfix          msg/s = accepted into the queue (cleanup(8) fsyncs the queue file before 250);
                    delivered = the same messages counted from the start of the run until the last
                    one is in Maildir/new (virtual(8) fsyncs each file; it does not fsync the

@@ -48,6 +48,14 @@ class RateLimitTests(unittest.SynchronousTestCase):
         self.clock.advance(60)
         self.assertIsNone(self.backend.connection_allowed(self.session))
 
+    def test_localserve_does_not_limit_connections(self):
+        """localserve is a test server: a test suite may open a connection per message."""
+        router = type("R", (), {"localserve": True})()
+        backend = be.SMTPBackend(hostname="localhost", router=router, authenticator=self.auth,
+                                 current=lambda: (None, None), clock=self.clock)
+        for _ in range(be.CONNECTION_LIMITS[0][1] * 3):
+            self.assertIsNone(backend.connection_allowed(self.session))
+
     def test_failed_auth_slowed_then_refused(self):
         delays = [self.backend.auth_result(self.session, False, "mjl@example.org") for _ in range(10)]
         self.assertEqual(delays[:3], [0.55, 1.1, 1.65])  # per IP failure, plus a little per login failure
