@@ -371,10 +371,20 @@ def _binary_body(part, reader):
     return decode(data)
 
 
+def _decodable(part):
+    return (part.content_transfer_encoding or "").lower() in _DECODERS
+
+
 def _binary_entity(part, reader):
+    """A part inside a BINARY section: a leaf is decoded and marked binary when its
+    encoding is one we undo; one we do not know stays as stored (UNKNOWN-CTE is only
+    for the section asked, RFC 3516 4.3)."""
     header = reader.read(part.header_offset, part.body_offset)
     leaf = part.message is None and not part.is_multipart()
-    if leaf and (part.content_transfer_encoding or "").lower() not in _IDENTITY_CTE:
+    if leaf:
+        cte = (part.content_transfer_encoding or "").lower()
+        if cte in _IDENTITY_CTE or not _decodable(part):
+            return header + reader.read(part.body_offset, part.end_offset)
         header = _cte_binary(header)
     return header + _binary_body(part, reader)
 

@@ -120,8 +120,20 @@ def parse_url(text, hostname, host_ok=None):
     return MessageURL(mailbox, uidvalidity, uid, section, partial, user, host, urlauth)
 
 
+# RFC 3339 5.6 date-time: full-date "T" full-time, with a time zone (RFC 5092 3.5).
+_DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
 def _parse_expire(text):
     """RFC 3339 date-time with a zone (RFC 5092 3.5: ";EXPIRE=" datetime)."""
+    if not _DATE_TIME.match(text):
+        raise URLError("bad ;EXPIRE= date-time (RFC 3339, with a zone)")
+    if "." in text:
+        # fromisoformat takes at most 6 fraction digits; the time is compared to seconds.
+        head, _, rest = text.partition(".")
+        digits = re.match(r"[0-9]+", rest).group(0)
+        text = head + "." + digits[:6].ljust(6, "0") + rest[len(digits):]
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

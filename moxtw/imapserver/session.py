@@ -1325,19 +1325,33 @@ class Session:
         # RFC 4469 6: "BADURL" SP url-resp-text, the URL without "]" and controls.
         bad = "".join(ch for ch in url if 0x20 < ord(ch) < 0x7F and ch != "]")[:500]
         try:
-            u = imapurl.parse_url(url, self.factory.hostname)
+            u = imapurl.parse_url(url, self.factory.hostname, host_ok=lambda host: True)
         except imapurl.URLError as e:
             raise NO(f"[BADURL {bad}] {e}")
-        mb = yield self.account.mailbox(normalize_mailbox_name(u.mailbox))
-        if mb is None or (u.uidvalidity is not None and u.uidvalidity != mb.uidvalidity):
-            raise NO(f"[BADURL {bad}] no such mailbox, or UIDVALIDITY differs")
-        msgs = yield self.account.messages(mb.id, uids=[u.uid])
-        if not msgs:
-            raise NO(f"[BADURL {bad}] no message with that UID")
-        msg = msgs[0]
+        account = self.account
+        if u.urlauth is not None:
+            # RFC 4469 5: a URLAUTH URL is checked as URLFETCH checks it, and may name
+            # another account's message.
+            found = yield self._urlauth_message(u)
+            if found is None:
+                raise NO(f"[BADURL {bad}] URLAUTH URL not valid for this user")
+            account, msg = found
+        else:
+            owner = self._url_owner(u) if u.user else None
+            if owner is not None and owner != account.name:
+                raise NO(f"[BADURL {bad}] URL names another user's mailbox (only a URLAUTH URL may)")
+            if owner is None and u.host is not None and u.host != self.factory.hostname.lower():
+                raise NO(f"[BADURL {bad}] URL names another server")
+            mb = yield account.mailbox(normalize_mailbox_name(u.mailbox))
+            if mb is None or (u.uidvalidity is not None and u.uidvalidity != mb.uidvalidity):
+                raise NO(f"[BADURL {bad}] no such mailbox, or UIDVALIDITY differs")
+            msgs = yield account.messages(mb.id, uids=[u.uid])
+            if not msgs:
+                raise NO(f"[BADURL {bad}] no message with that UID")
+            msg = msgs[0]
         try:
             data = yield threads.deferToThread(
-                fetchmod.section_data, msg, lambda: self.account.open_message(msg.id), u.section, u.partial
+                fetchmod.section_data, msg, lambda: account.open_message(msg.id), u.section, u.partial
             )
         except FileNotFoundError:
             raise NO(f"[BADURL {bad}] message was expunged")
@@ -1379,8 +1393,10 @@ class Session:
             if self._url_owner(u) != self.account.name:
                 # RFC 4467 7: only the owner of the mailbox can authorize its URLs.
                 raise NO(f"[BADURL {bad}] URL names a mailbox of another user")
+            if urlauth.expired(u.urlauth):
+                raise NO(f"[BADURL {bad}] ;EXPIRE= is in the past")
             try:
-                key, uidvalidity = yield self.account.urlauth_key(normalize_mailbox_name(u.mailbox), create=True)
+                key, uidvalidity, _ = yield self.account.urlauth_key(normalize_mailbox_name(u.mailbox), create=True)
             except (se.MailboxNotFound, se.MailboxNameError):
                 raise NO(f"[BADURL {bad}] no such mailbox")
             if u.uidvalidity is not None and u.uidvalidity != uidvalidity:
@@ -1406,46 +1422,55 @@ class Session:
     @defer.inlineCallbacks
     def cmd_urlfetch(self, cmd):
         """URLFETCH 1*url (RFC 4467 7, RFC 5524): the data of each URL this session may
-        fetch, NIL for any other. Never sets \\Seen."""
-        out = [b"* URLFETCH"]
+        fetch, NIL for any other. Never sets \\Seen. One response, written a URL at a
+        time at the client's pace: one message's data in memory at most."""
+        self.write(b"* URLFETCH")
         for text, params in cmd.args["urls"]:
+            if params == []:
+                params = ["BODY"]  # "(url)": the data, as Dovecot answers it
             value = yield self._urlfetch(text, params)
-            out.append(r.astring(text) + b" " + (value if value is not None else b"NIL"))
-        self.write(b" ".join(out) + b"\r\n")
+            self.write(b" " + r.astring(text) + b" " + (value if value is not None else b"NIL"))
+            value = None
+            yield self.conn.wait_output()
+            if self.conn.output_stopped:
+                break
+        self.write(b"\r\n")
         return "URLFETCH completed"
+
+    @defer.inlineCallbacks
+    def _urlauth_message(self, u):
+        """(account, Message) a URLAUTH URL gives this session, or None (RFC 4467 7: a
+        valid mechanism and token, not expired, access allowed, message present)."""
+        ua = u.urlauth
+        if ua.mechanism not in urlauth.MECHANISMS or urlauth.expired(ua):
+            return None
+        owner = self._url_owner(u)
+        key = uidvalidity = mailbox_id = None
+        account = self.account
+        if owner is not None and urlauth.allows(ua.access, self.account.name,
+                                                self.backend.authenticator.account_for_login):
+            if owner != account.name:
+                account = yield self.backend.authenticator.store.open_account(owner)
+            try:
+                key, uidvalidity, mailbox_id = yield account.urlauth_key(normalize_mailbox_name(u.mailbox))
+            except (se.MailboxNotFound, se.MailboxNameError):
+                key = None
+        # The token is checked (against a random key when there is none) in every case,
+        # so the time taken does not tell which owners and mailboxes exist.
+        if not urlauth.token_ok(key, ua.rump, ua.token):
+            return None
+        if u.uidvalidity is not None and u.uidvalidity != uidvalidity:
+            return None
+        msgs = yield account.messages(mailbox_id, uids=[u.uid])
+        return (account, msgs[0]) if msgs else None
 
     @defer.inlineCallbacks
     def _urlfetch(self, text, params):
         u = self._parse_urlauth(text)
-        if u is None:
+        found = (yield self._urlauth_message(u)) if u is not None else None
+        if found is None:
             return None
-        ua = u.urlauth
-        if ua.mechanism not in urlauth.MECHANISMS or urlauth.expired(ua):
-            return None
-        if not urlauth.allows(ua.access, self.account.name, self.backend.authenticator.account_for_login):
-            return None
-        owner = self._url_owner(u)
-        if owner is None:
-            return None
-        account = self.account
-        if owner != account.name:
-            account = yield self.backend.authenticator.store.open_account(owner)
-        try:
-            name = normalize_mailbox_name(u.mailbox)
-            key, uidvalidity = yield account.urlauth_key(name)
-        except (se.MailboxNotFound, se.MailboxNameError):
-            return None
-        if key is None or not urlauth.token_ok(key, ua.rump, ua.token):
-            return None
-        if u.uidvalidity is not None and u.uidvalidity != uidvalidity:
-            return None
-        mb = yield account.mailbox(name)
-        if mb is None or mb.uidvalidity != uidvalidity:
-            return None
-        msgs = yield account.messages(mb.id, uids=[u.uid])
-        if not msgs:
-            return None
-        msg = msgs[0]
+        account, msg = found
         try:
             value = yield threads.deferToThread(
                 fetchmod.urlfetch_value, msg, lambda: account.open_message(msg.id), u.section, u.partial, params,

@@ -12,8 +12,9 @@ Pure functions here; the session resolves owners and keys (moxtw.imapserver.sess
 
 import hashlib
 import hmac
+import os
+import re
 from datetime import datetime, timezone
-from urllib.parse import unquote
 
 MECHANISMS = ("INTERNAL",)  # RFC 4467 2.4: the one mechanism servers must support
 
@@ -30,7 +31,7 @@ def parse_access(access):
         return low, None
     kind, plus, user = access.partition("+")
     if plus and kind.lower() in ("user", "submit") and user:
-        return kind.lower(), unquote(user)  # enc-user (RFC 5092 9)
+        return kind.lower(), user  # enc-user, %-decoded with the URL (moxtw.imapserver.imapurl)
     raise AccessError(f"unknown URLAUTH access identifier {access!r}")
 
 
@@ -40,15 +41,28 @@ def token(key, rump):
     return hmac.new(key, rump.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+_TOKEN = re.compile(r"[0-9a-fA-F]{32,128}")  # RFC 4467 2.4: enc-urlauth = 32*HEXDIG
+
+
 def token_ok(key, rump, given):
-    return given is not None and hmac.compare_digest(token(key, rump), given.lower())
+    """Whether ``given`` is the token of ``rump`` under ``key``; constant time. Without a
+    key (unknown owner, mailbox or key) a random one is used, so the time taken does not
+    tell which mailboxes exist (RFC 4467 9)."""
+    want = token(key if key is not None else os.urandom(32), rump)
+    if given is None or not _TOKEN.fullmatch(given):
+        return False
+    return hmac.compare_digest(want.encode("ascii"), given.lower().encode("ascii")) and key is not None
 
 
 def expired(urlauth, now=None):
     """Whether an ;EXPIRE= time has passed (RFC 4467 3: then URLFETCH fails)."""
     if urlauth.expire is None:
         return False
-    return (now or datetime.now(timezone.utc)) >= urlauth.expire
+    return (now or _now()) >= urlauth.expire
+
+
+def _now():
+    return datetime.now(timezone.utc)
 
 
 def owner_login(url, hostname):

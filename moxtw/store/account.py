@@ -344,7 +344,9 @@ class Account:
                 for msg_id in ids:
                     if self._closing:
                         return
-                    texts = await self._in_thread(_texts_of_file, self.message_path(msg_id))
+                    # In the thread that parses large spooled messages: one large
+                    # message's texts in memory at a time, whatever else arrives.
+                    texts = await prepare_in_thread(self._reactor, _texts_of_file, self.message_path(msg_id))
                     await self._write(lambda conn, ctx, msg_id=msg_id, texts=texts: _store_texts(conn, msg_id, texts))
         finally:
             self._indexing = None
@@ -940,8 +942,9 @@ class Account:
     # -- URLAUTH (RFC 4467): one random access key per mailbox
 
     def urlauth_key(self, mailbox_name, create=False):
-        """Deferred[(key bytes or None, uidvalidity)] of a mailbox; with ``create`` a
-        missing key is made (RFC 4467 6: GENURLAUTH creates one). MailboxNotFound."""
+        """Deferred[(key bytes or None, uidvalidity, mailbox id)] of a mailbox, read in one
+        transaction; with ``create`` a missing key is made (RFC 4467 6: GENURLAUTH creates
+        one). MailboxNotFound."""
         name = normalize_mailbox_name(mailbox_name)
 
         def read(conn):
@@ -949,7 +952,7 @@ class Account:
             if mb is None:
                 raise MailboxNotFound(name)
             row = conn.execute("SELECT key FROM urlauth_key WHERE mailbox_id = ?", (mb["id"],)).fetchone()
-            return (bytes(row[0]) if row else None), mb["uidvalidity"]
+            return (bytes(row[0]) if row else None), mb["uidvalidity"], mb["id"]
 
         def make(conn, ctx):
             mb = _mailbox_row(conn, name)

@@ -751,7 +751,7 @@ class IMAPGrammar:
                           [b"URLFETCH", g.pick(b'"imap://mjl@example.org/INBOX/;uid=1;urlauth=anonymous:internal:00"',
                                                b'("imap://mjl@example.org/INBOX/;uid=1;urlauth=authuser:internal:ab" BINARY BODYPARTSTRUCTURE)',
                                                b'("x" BODY BINARY)', b'("x" BOGUS)', b'("x"', b"()", b"x y z", b"NIL")],
-                          [b"RESETKEY"] + g.pick([], mb(), mb() + [b"INTERNAL"], mb() + [b"BOGUS"])]
+                          [b"RESETKEY"] + g.pick([], mb(), mb() + [b"INTERNAL"], mb() + [b"BOGUS"]))
         elif r < 33:
             toks = g.pick([b"EXPUNGE"], [b"UID", b"EXPUNGE", self.seqset()], [b"CLOSE"], [b"UNSELECT"])
         elif r < 34:
