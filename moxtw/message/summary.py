@@ -71,6 +71,19 @@ def _part_text(part, data, limit=MAX_PART_BYTES):
     view = Part()
     view.body_offset = part.body_offset
     view.end_offset = min(part.end_offset, part.body_offset + limit)
+    if limit < MAX_PART_BYTES and view.end_offset < part.end_offset:
+        # A cut part ends at a line end: no character, QP escape or base64 group split.
+        nl = data.rfind(b"\n", view.body_offset, view.end_offset)
+        if nl > view.body_offset:
+            view.end_offset = nl + 1
+        else:
+            # One long line: at least no UTF-8 sequence is split.
+            end = view.end_offset
+            while end > view.body_offset and 0x80 <= data[end - 1] <= 0xBF:
+                end -= 1
+            if end > view.body_offset and data[end - 1] >= 0xC0:
+                end -= 1
+            view.end_offset = end
     view.content_transfer_encoding = part.content_transfer_encoding
     view.params = part.params
     text = view.text(data)

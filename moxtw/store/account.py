@@ -119,7 +119,8 @@ def write_tmp(maildir, data):
         return _prepare_spooled(maildir, data)
     if isinstance(data, tuple):
         head, body = (msgparse.fix_line_endings(bytes(piece)) for piece in data)
-        if len(head) + len(body) <= INDEX_LATER_SIZE:
+        if len(head) + len(body) <= INDEX_LATER_SIZE or body[:1] in (b" ", b"\t"):
+            # A first line that continues the head's last field parses only joined.
             data = head + body
         else:
             # A large message is not joined with its head in memory: parsed alone (the
@@ -346,8 +347,13 @@ class Account:
                         return
                     # In the thread that parses large spooled messages: one large
                     # message's texts in memory at a time, whatever else arrives.
-                    texts = await prepare_in_thread(self._reactor, _texts_of_file, self.message_path(msg_id))
-                    await self._write(lambda conn, ctx, msg_id=msg_id, texts=texts: _store_texts(conn, msg_id, texts))
+                    try:
+                        texts = await prepare_in_thread(self._reactor, _texts_of_file, self.message_path(msg_id))
+                        await self._write(lambda conn, ctx, msg_id=msg_id, texts=texts: _store_texts(conn, msg_id, texts))
+                    except Exception:
+                        # One message must not stop the others: it stays searched in its file.
+                        log.failure("making search texts of message {msg_id}", msg_id=msg_id, account=self.name)
+                        await self._write(lambda conn, ctx, msg_id=msg_id: _store_texts(conn, msg_id, None))
         finally:
             self._indexing = None
 

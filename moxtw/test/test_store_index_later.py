@@ -167,3 +167,48 @@ class HeadAndMessageTests(IMAPSessionTest):
         self.assertIn(b"Subject: inner", text)
         self.assertIn(b"{12}\r\nhello\r\nhello", text)
         self.assertIn(b"Received: from x by y", text)
+
+
+class ReviewCaseTests(IMAPSessionTest):
+    kind = "imap"
+    factory_kwargs = {"require_tls_for_login": False}
+
+    @defer.inlineCallbacks
+    def test_failing_message_does_not_stop_indexer(self):
+        real = accountmod._texts_of_file
+        calls = []
+
+        def flaky(path):
+            calls.append(path)
+            if len(calls) == 1:
+                raise OSError("disk trouble")
+            return real(path)
+
+        self.patch(accountmod, "_texts_of_file", flaky)
+        for i in range(3):
+            yield self.acc.deliver("Inbox", big(f"m{i}", f"word{i}x"))
+            yield self.acc.indexing_done()
+        rows = yield self.acc._read(lambda conn: [tuple(r) for r in conn.execute(
+            "SELECT text_pending, text_indexed FROM message ORDER BY id")])
+        self.assertEqual(rows, [(0, 0), (0, 1), (0, 1)])
+        self.flushLoggedErrors(OSError)
+
+    def test_preview_of_cut_utf8_part(self):
+        from moxtw.message import summary
+        data = b"Subject: x\r\n\r\n" + b"aa" + (
+            "a\u00e9" * 30000 + "\r\n").encode() * 3
+        s = summary(data, texts=False)
+        self.assertTrue(s.preview.startswith("aaa\u00e9a\u00e9"), s.preview[:20])
+
+    @defer.inlineCallbacks
+    def test_body_starting_with_space_joined(self):
+        head = b"Received: from x by y\r\n"
+        body = b" continued\r\nSubject: folded\r\n\r\n" + b"z" * 100000 + b"\r\n"
+        yield self.acc.deliver("Inbox", (head, body))
+        other = yield self.store.open_account("joined")
+        yield other.deliver("Inbox", head + body)
+        got = []
+        for acc in (self.acc, other):
+            [m] = yield acc.messages((yield acc.mailbox("Inbox")).id)
+            got.append((m.part_json, m.envelope_json, m.subject))
+        self.assertEqual(got[0], got[1])
