@@ -292,27 +292,23 @@ class Moxtw(Server):
     def stored(self):
         return count_files(os.path.join(self._account(), "maildir"))
 
-    def indexed(self):
+    def _count(self, sql):
+        """One count from the account's index (read-only), None when it cannot be read."""
         path = os.path.join(self._account(), "index.db")
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
             try:
-                return con.execute("SELECT count(*) FROM message").fetchone()[0]
+                return con.execute(sql).fetchone()[0]
             finally:
                 con.close()
         except sqlite3.Error:
             return None
 
+    def indexed(self):
+        return self._count("SELECT count(*) FROM message")
+
     def pending_texts(self):
-        path = os.path.join(self._account(), "index.db")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-            try:
-                return con.execute("SELECT count(*) FROM message WHERE text_pending = 1").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return 0
+        return self._count("SELECT count(*) FROM message WHERE text_pending = 1") or 0
 
     def settle(self, timeout):
         """Search texts of large messages are made after the 250: wait for them."""
