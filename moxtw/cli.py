@@ -12,14 +12,18 @@ import sys
 from datetime import datetime, timezone
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from twisted.scripts.twistd import run
 
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
+from moxtw.admin import dnscheck, quickstart, records
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
+from moxtw.dns import normalize
+from moxtw.dns.service import configured_resolver
 from moxtw.queue.cli import list_command
 from moxtw.queue.verify import verify_queue
 from moxtw.sasl.credentials import PasswordError
@@ -218,6 +222,129 @@ def cmd_dkim_genrsa(a):
     return genrsa(sys.stdout, bits=a.bits)
 
 
+def cmd_quickstart(a):
+    opts = quickstart.Options(address=a.address, config_dir=a.config, hostname=a.hostname,
+                              skipdial=a.skipdial, existing_webserver=a.existing_webserver,
+                              ips=a.ip or [])
+
+    def set_password(config_dir, account, password):
+        cfg = mconfig.load(config_dir)
+        _store_password(cfg.data_dir, account, password)
+
+    try:
+        quickstart.run(opts, out=sys.stdout, set_password=set_password)
+    except quickstart.QuickstartError as e:
+        print(f"quickstart: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _store_password(data_dir, account, password):
+    @defer.inlineCallbacks
+    def run(reactor):
+        st = Store(data_dir, reactor=reactor)
+        try:
+            acc = yield st.open_account(account)
+            yield acc.set_password(password)
+        finally:
+            yield st.close()
+
+    _react(run)
+
+
+def _react(fn):
+    """Run ``fn(reactor)`` (returning a Deferred) to completion without exiting: react()
+    would call sys.exit. The global reactor can run once per process, enough for one
+    command."""
+    from twisted.internet import reactor
+
+    result = []
+
+    def go():
+        d = defer.maybeDeferred(fn, reactor)
+        d.addBoth(result.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run(installSignalHandlers=False)
+    if result and isinstance(result[0], Failure):
+        result[0].raiseException()
+    return result[0] if result else None
+
+
+def cmd_setadminpassword(a):
+    """Writes ``adminpasswd`` in the config directory. The admin web pages that will read
+    it (through AdminPasswordFile) are not built yet, so the setting is not consulted."""
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    password = _read_password()
+    try:
+        quickstart.write_admin_password(cfg.config_dir, password)
+    except PasswordError as e:
+        print(f"password refused: {e}", file=sys.stderr)
+        return 1
+    print(f"admin password written to {cfg.path(quickstart.ADMIN_PASSWORD_FILE)} "
+          "(for the admin web pages, which are not built yet)")
+    return 0
+
+
+def cmd_config_dnsrecords(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    domain = _configured_domain(cfg, a.domain)
+    if domain is None:
+        print(f"no domain {a.domain!r} in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    ips = a.ip or None
+    sys.stdout.write(f"; host {cfg.static.Hostname}\n")
+    sys.stdout.write(records.zone_text(records.host_records(cfg.static, cfg.path, ips=ips)))
+    sys.stdout.write(f"\n; domain {domain}\n")
+    recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, domain, ips=ips)
+    sys.stdout.write(records.zone_text(recs, pending))
+    return 0
+
+
+def cmd_config_dnscheck(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    domain = _configured_domain(cfg, a.domain)
+    if domain is None:
+        print(f"no domain {a.domain!r} in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    try:
+        resolver = configured_resolver(cfg.static, None)
+    except ValueError as e:
+        print(f"dnscheck: {e}", file=sys.stderr)
+        return 1
+    results = dnscheck.check_domain(cfg.static, cfg.dynamic, cfg.path, domain, resolver.lookup_sync,
+                                    ips=a.ip or None)
+    width = max(len(r.check) for r in results)
+    for r in results:
+        print(f"{r.status:7} {r.check:{width}}  {r.message}")
+    return dnscheck.exit_status(results)
+
+
+def _configured_domain(cfg, name):
+    """The key of Domains for ``name`` (Unicode or A-labels, any case), or None."""
+    try:
+        want = normalize(name)
+    except Exception:
+        return None
+    for key in cfg.dynamic.Domains:
+        if normalize(str(key)) == want:
+            return key
+    return None
+
+
 def cmd_version(a):
     print(moxtw.__version__)
 
@@ -245,6 +372,18 @@ def parser():
     t = csub.add_parser("test", help="validate moxtw.toml and domains.toml")
     t.add_argument("--config", default="config", help="config directory")
     t.set_defaults(fn=cmd_config_test)
+    t = csub.add_parser("dnsrecords", help="print the DNS records a configured domain needs")
+    t.add_argument("--config", default="config", help="config directory")
+    t.add_argument("--ip", action="append", help="public IP of the host when the listener has none "
+                   "(0.0.0.0/::); repeatable")
+    t.add_argument("domain")
+    t.set_defaults(fn=cmd_config_dnsrecords)
+    t = csub.add_parser("dnscheck", help="look up a configured domain's DNS records and say what to change")
+    t.add_argument("--config", default="config", help="config directory")
+    t.add_argument("--ip", action="append", help="public IP of the host when the listener has none "
+                   "(0.0.0.0/::); repeatable")
+    t.add_argument("domain")
+    t.set_defaults(fn=cmd_config_dnscheck)
     t = csub.add_parser("describe-static", help="print an annotated example moxtw.toml")
     t.set_defaults(fn=cmd_config_describe_static)
     t = csub.add_parser("describe-dynamic", help="print an annotated example domains.toml")
@@ -308,6 +447,24 @@ def parser():
         "genrsa", help="print a new RSA private key (PKCS#8 PEM); DNS record on stderr")
     t.add_argument("--bits", type=int, default=2048, help="key size (default 2048)")
     t.set_defaults(fn=cmd_dkim_genrsa)
+
+    s = sub.add_parser("quickstart", help="write a first configuration for an email address and print "
+                       "the DNS records to add")
+    s.add_argument("address", help="your email address, e.g. you@example.com: its domain is configured "
+                   "and its localpart names the account")
+    s.add_argument("--config", default="config",
+                   help="config directory to create (default ./config; data goes beside it, ../data)")
+    s.add_argument("--hostname", help="host name of this machine (default: its FQDN, else mail.<domain>)")
+    s.add_argument("--skipdial", action="store_true", help="skip the outgoing port 25 check")
+    s.add_argument("--existing-webserver", dest="existing_webserver", action="store_true",
+                   help="another webserver has ports 80/443 (no effect yet: no web listeners are configured)")
+    s.add_argument("--ip", action="append", help="IP address to listen on (repeatable; default: the host "
+                   "name's addresses on this machine, else all)")
+    s.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser("setadminpassword", help="set the admin password (prompt or stdin)")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_setadminpassword)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)

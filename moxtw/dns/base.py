@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from moxtw.dns.types import Answer, DNSError, InvalidName, NoRecords, NotFound, TemporaryFailure
 
-RDTYPES = frozenset({"A", "AAAA", "MX", "TXT", "PTR", "CNAME", "SRV", "TLSA", "NS", "SOA"})
+RDTYPES = frozenset({"A", "AAAA", "MX", "TXT", "PTR", "CNAME", "SRV", "TLSA", "NS", "SOA", "CAA"})
 
 # RFC 3490 3.1: full stop, ideographic full stop, fullwidth full stop, halfwidth
 # ideographic full stop all separate labels.

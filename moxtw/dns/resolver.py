@@ -179,6 +179,9 @@ def _convert(rdtype, rrset):
             records.append(SRV(rd.priority, rd.weight, rd.port, _host(rd.target)))
         elif rdtype == "TLSA":
             records.append(TLSA(rd.usage, rd.selector, rd.mtype, bytes(rd.cert)))
+        elif rdtype == "CAA":
+            # RFC 8659 4.1: flags, tag and value, as zone-file text ('0 issue "ca.example"').
+            records.append(rd.to_text())
         elif rdtype == "SOA":
             records.append(SOA(_host(rd.mname), _host(rd.rname), rd.serial, rd.refresh,
                                rd.retry, rd.expire, rd.minimum))

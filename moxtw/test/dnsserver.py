@@ -30,11 +30,12 @@ from twisted.names import dns, server
 from moxtw.dns import MX, SOA, SRV, TLSA, DNSError, NoRecords, NotFound, TemporaryFailure, normalize
 
 TLSA_TYPE = 52  # RFC 6698 7.1; twisted.names has no record class for it
+CAA_TYPE = 257  # RFC 8659 7.1; neither for this one
 UDP_PAYLOAD = 1232  # our EDNS UDP payload size (RFC 6891 6.2.5)
 MAX_CHAIN = 8
 DO_BIT = 0x8000  # RFC 3225 3: in the OPT record's TTL field
 
-_TYPE_CODES = {"TLSA": TLSA_TYPE}
+_TYPE_CODES = {"TLSA": TLSA_TYPE, "CAA": CAA_TYPE}
 _TYPE_CODES.update({name: code for name, code in dns.REV_TYPES.items()})
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
@@ -89,6 +90,12 @@ def _payload(rdtype, value):
         v = value if isinstance(value, TLSA) else TLSA(*value)
         # RFC 6698 2.1: usage, selector, matching type (one octet each), then the data.
         return dns.UnknownRecord(struct.pack("!BBB", v.usage, v.selector, v.mtype) + bytes(v.data))
+    if rdtype == "CAA":
+        # RFC 8659 4.1: flags octet, tag length, tag, value; the table holds zone-file
+        # text like '0 issue "letsencrypt.org"'.
+        flags, tag, rest = value.split(" ", 2)
+        data = rest.strip().strip('"').encode("ascii")
+        return dns.UnknownRecord(struct.pack("!BB", int(flags), len(tag)) + tag.encode("ascii") + data)
     if rdtype == "SOA":
         v = value if isinstance(value, SOA) else SOA(*value)
         return dns.Record_SOA(_host(v.mname).encode("ascii"), _host(v.rname).encode("ascii"),

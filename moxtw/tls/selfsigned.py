@@ -227,8 +227,12 @@ def ensure_localserve_cert(
     hostnames: Sequence[str] = ("localhost",),
     ips: Sequence[str] = ("127.0.0.1", "::1"),
     clock: Callable[[], float] = time.time,
+    leaf_name: str = "localhost",
 ) -> tuple[str, str, str]:
     """Create or reuse the localserve CA and server certificate in tls_dir.
+
+    ``leaf_name``: base name of the server certificate files (``<leaf_name>.crt`` and
+    ``.key``); the quickstart names them after the host.
 
     Returns (cert_path, key_path, ca_path): the leaf+CA chain, the leaf key and the CA
     certificate. Blocking file and key work; run at startup, before the reactor serves."""
@@ -238,8 +242,8 @@ def ensure_localserve_cert(
     now = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
     ca_cert_path = os.path.join(tls_dir, CA_CERT)
     ca_key_path = os.path.join(tls_dir, CA_KEY)
-    cert_path = os.path.join(tls_dir, LEAF_CERT)
-    key_path = os.path.join(tls_dir, LEAF_KEY)
+    cert_path = os.path.join(tls_dir, f"{leaf_name}.crt")
+    key_path = os.path.join(tls_dir, f"{leaf_name}.key")
 
     ca = _load_pair(ca_cert_path, ca_key_path)
     if ca is None or _expiring(ca[0], now):
