@@ -20,7 +20,7 @@ from moxtw.auth import Authenticator, LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.config import DynamicConfigWatcher
 from moxtw.config.notbuilt import not_built
-from moxtw.ctl import CtlService, QueueCommands
+from moxtw.ctl import CtlService, QueueCommands, ServerCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
 from moxtw.dnsblmonitor import DNSBLMonitor
@@ -196,7 +196,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     reactor = default_reactor(reactor)
     static = config.static
     hostname = str(static.Hostname)
-    mlog.configure(mlog.LogConfig(default=static.LogLevel, packages=dict(static.PackageLogLevels)))
+    log_config = mlog.LogConfig(default=static.LogLevel, packages=dict(static.PackageLogLevels))
+    mlog.configure(log_config)
     root = MoxtwService(config, switch_user=switch_user, localserve=localserve)
     # Settings accepted but not built yet say so (domains.toml again at each reload).
     for fname, key, why in not_built(static, config.dynamic):
@@ -288,6 +289,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         svc.setServiceParent(root)
         root.listeners.append(svc)
     # Last, so a listener that cannot bind stops the start before it.
+    server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
-               reactor=reactor).setServiceParent(root)
+               reactor=reactor, server=server_commands).setServiceParent(root)
     return root

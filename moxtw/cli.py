@@ -8,6 +8,7 @@ import argparse
 import base64
 import getpass
 import os
+import shutil
 import sys
 from datetime import datetime, timezone
 
@@ -18,7 +19,7 @@ from twisted.scripts.twistd import run
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
-from moxtw.admin import dnscheck, quickstart, records
+from moxtw.admin import configedit, dnscheck, quickstart, records
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
@@ -333,6 +334,155 @@ def cmd_config_dnscheck(a):
     return dnscheck.exit_status(results)
 
 
+def _edit(a, change):
+    """Apply a domains.toml change, then have a running server reload it now."""
+    try:
+        msg = configedit.apply(a.config, change)
+    except configedit.EditError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    print(msg)
+    cfg = mconfig.load(a.config)
+    try:
+        result = ctl.request(cfg.data_dir, "config.reload", timeout=30)
+    except ctl.CtlError:
+        print("(no server running: it uses the change when it starts)")
+    else:
+        print("the running server reloaded the configuration" if result.get("reloaded")
+              else "the running server had the change already")
+    return 0
+
+
+def cmd_account_add(a):
+    return _edit(a, configedit.account_add(a.account, a.address))
+
+
+def cmd_account_rm(a):
+    cfg = None
+    if a.delete_data:
+        try:
+            cfg = mconfig.load(a.config)
+            ctl.request(cfg.data_dir, "ping", timeout=10)
+        except ctl.CtlError:
+            pass
+        except mconfig.ConfigError as e:
+            print("\n".join(e.errors), file=sys.stderr)
+            return 1
+        else:
+            print("refused: --delete-data needs the server stopped (its sessions may use the account)",
+                  file=sys.stderr)
+            return 1
+    rc = _edit(a, configedit.account_rm(a.account))
+    if rc:
+        return rc
+    cfg = cfg or mconfig.load(a.config)
+    path = os.path.join(cfg.data_dir, "accounts", a.account)
+    if a.delete_data:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            print(f"deleted {path}")
+    elif os.path.isdir(path):
+        print(f"its messages are kept in {path}: adding the account again uses them; delete the "
+              "directory (with the server stopped) to remove them")
+    return 0
+
+
+def cmd_address_add(a):
+    return _edit(a, configedit.address_add(a.address, a.account))
+
+
+def cmd_address_rm(a):
+    return _edit(a, configedit.address_rm(a.address))
+
+
+def cmd_domain_add(a):
+    rc = _edit(a, configedit.domain_add(a.domain, a.account, a.localpart))
+    if rc == 0:
+        print(f"DNS records to publish: moxtw config dnsrecords --config {a.config} {a.domain}")
+    return rc
+
+
+def cmd_domain_rm(a):
+    return _edit(a, configedit.domain_rm(a.domain))
+
+
+def cmd_alias(a):
+    op = a.alias_command
+    if op in ("list", "print"):
+        try:
+            cfg = mconfig.load(a.config)
+            if op == "list":
+                for addr in configedit.alias_list(cfg, a.domain):
+                    print(addr)
+            else:
+                info = configedit.alias_print(cfg, a.alias)
+                print(f"{info['address']}: postpublic={info['postpublic']} listmembers={info['listmembers']} "
+                      f"allowmsgfrom={info['allowmsgfrom']}")
+                for m in info["addresses"]:
+                    print(f"  {m}")
+        except mconfig.ConfigError as e:
+            print("\n".join(e.errors), file=sys.stderr)
+            return 1
+        except configedit.EditError as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if op == "add":
+        change = configedit.alias_add(a.alias, a.addresses)
+    elif op == "update":
+        change = configedit.alias_update(a.alias, postpublic=a.postpublic, listmembers=a.listmembers,
+                                         allowmsgfrom=a.allowmsgfrom)
+    elif op == "rm":
+        change = configedit.alias_rm(a.alias)
+    elif op == "addaddr":
+        change = configedit.alias_addaddr(a.alias, a.addresses)
+    else:
+        change = configedit.alias_rmaddr(a.alias, a.addresses)
+    return _edit(a, change)
+
+
+def cmd_loglevels(a):
+    data_dir = _data_dir(a)
+    if data_dir is None:
+        return 1
+    args = {}
+    if a.level:
+        args["level"] = a.level
+        if a.pkg:
+            args["pkg"] = a.pkg
+    try:
+        result = ctl.request(data_dir, "loglevels", **args)
+    except ctl.CtlError as e:
+        print(f"loglevels: {e}", file=sys.stderr)
+        return 1
+    print(f"default: {result['default']}")
+    for pkg, level in sorted(result["packages"].items()):
+        print(f"{pkg}: {level}")
+    return 0
+
+
+def cmd_stop(a):
+    data_dir = _data_dir(a)
+    if data_dir is None:
+        return 1
+    try:
+        ctl.request(data_dir, "stop", timeout=30)
+    except ctl.CtlError as e:
+        print(f"stop: {e}", file=sys.stderr)
+        return 1
+    print("server stopping")
+    return 0
+
+
+def _bool(text):
+    v = text.lower()
+    if v in ("true", "yes", "1", "on"):
+        return True
+    if v in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def _configured_domain(cfg, name):
     """The key of Domains for ``name`` (Unicode or A-labels, any case), or None."""
     try:
@@ -384,6 +534,67 @@ def parser():
                    "(0.0.0.0/::); repeatable")
     t.add_argument("domain")
     t.set_defaults(fn=cmd_config_dnscheck)
+    def conf(p):
+        p.add_argument("--config", default="config", help="config directory")
+        return p
+
+    g = csub.add_parser("account", help="add or remove accounts")
+    gs = g.add_subparsers(dest="account_command", required=True, metavar="subcommand")
+    t = conf(gs.add_parser("add", help="add an account with its first address"))
+    t.add_argument("account")
+    t.add_argument("address")
+    t.set_defaults(fn=cmd_account_add)
+    t = conf(gs.add_parser("rm", help="remove an account from the config (its messages are kept)"))
+    t.add_argument("account")
+    t.add_argument("--delete-data", dest="delete_data", action="store_true",
+                   help="also delete its messages (only with the server stopped)")
+    t.set_defaults(fn=cmd_account_rm)
+
+    g = csub.add_parser("address", help="add or remove an account's addresses")
+    gs = g.add_subparsers(dest="address_command", required=True, metavar="subcommand")
+    t = conf(gs.add_parser("add", help="add an address (or @domain, a catchall) to an account"))
+    t.add_argument("address")
+    t.add_argument("account")
+    t.set_defaults(fn=cmd_address_add)
+    t = conf(gs.add_parser("rm", help="remove an address from its account"))
+    t.add_argument("address")
+    t.set_defaults(fn=cmd_address_rm)
+
+    g = csub.add_parser("domain", help="add or remove domains")
+    gs = g.add_subparsers(dest="domain_command", required=True, metavar="subcommand")
+    t = conf(gs.add_parser("add", help="add a domain with new DKIM keys; reports go to the account"))
+    t.add_argument("domain")
+    t.add_argument("account")
+    t.add_argument("localpart", nargs="?", help="also add localpart@domain to the account")
+    t.set_defaults(fn=cmd_domain_add)
+    t = conf(gs.add_parser("rm", help="remove a domain no account uses"))
+    t.add_argument("domain")
+    t.set_defaults(fn=cmd_domain_rm)
+
+    g = csub.add_parser("alias", help="aliases (lists) delivering to several addresses")
+    gs = g.add_subparsers(dest="alias_command", required=True, metavar="subcommand")
+    t = conf(gs.add_parser("list", help="aliases of a domain"))
+    t.add_argument("domain")
+    t = conf(gs.add_parser("print", help="an alias and its members"))
+    t.add_argument("alias")
+    t = conf(gs.add_parser("add", help="add an alias with members"))
+    t.add_argument("alias")
+    t.add_argument("addresses", nargs="+")
+    t = conf(gs.add_parser("update", help="change an alias's settings"))
+    t.add_argument("alias")
+    t.add_argument("--postpublic", type=_bool, help="anyone may send to it (true/false)")
+    t.add_argument("--listmembers", type=_bool, help="members see the members (true/false)")
+    t.add_argument("--allowmsgfrom", type=_bool, help="members may send as the alias (true/false)")
+    t = conf(gs.add_parser("rm", help="remove an alias"))
+    t.add_argument("alias")
+    t = conf(gs.add_parser("addaddr", help="add members"))
+    t.add_argument("alias")
+    t.add_argument("addresses", nargs="+")
+    t = conf(gs.add_parser("rmaddr", help="remove members"))
+    t.add_argument("alias")
+    t.add_argument("addresses", nargs="+")
+    g.set_defaults(fn=cmd_alias)
+
     t = csub.add_parser("describe-static", help="print an annotated example moxtw.toml")
     t.set_defaults(fn=cmd_config_describe_static)
     t = csub.add_parser("describe-dynamic", help="print an annotated example domains.toml")
@@ -461,6 +672,16 @@ def parser():
     s.add_argument("--ip", action="append", help="IP address to listen on (repeatable; default: the host "
                    "name's addresses on this machine, else all)")
     s.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser("loglevels", help="print or set the running server's log levels (until restart)")
+    s.add_argument("--config", default="config", help="config directory")
+    s.add_argument("level", nargs="?", help="new level: error, info, debug, trace, traceauth, tracedata")
+    s.add_argument("pkg", nargs="?", help="package (smtpserver, imapserver, queue, ...); default: all")
+    s.set_defaults(fn=cmd_loglevels)
+
+    s = sub.add_parser("stop", help="stop the running server")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_stop)
 
     s = sub.add_parser("setadminpassword", help="set the admin password (prompt or stdin)")
     s.add_argument("--config", default="config", help="config directory")

@@ -219,16 +219,62 @@ class CtlProtocol(LineOnlyReceiver):
         self.sendLine(json.dumps(obj).encode("utf-8"))
 
 
+class ServerCommands:
+    """Commands about the server itself: ``config.reload`` (read domains.toml now, after
+    the command line changed it), ``loglevels`` (get, or set with ``level`` and optional
+    ``pkg``; until the next start) and ``stop``."""
+
+    def __init__(self, watcher, log_config, stop, reactor=None):
+        self.watcher = watcher
+        self.log_config = log_config  # the moxtw.log.LogConfig in effect
+        self._stop = stop
+        self._reactor = default_reactor(reactor)
+
+    async def reload(self, args):
+        changed = self.watcher.check()
+        return {"reloaded": changed}
+
+    async def loglevels(self, args):
+        from moxtw import log as mlog
+
+        level = args.get("level")
+        if level is not None:
+            pkg = args.get("pkg") or ""
+            if not isinstance(level, str) or not isinstance(pkg, str):
+                raise CtlError("level and pkg must be strings")
+            packages = dict(self.log_config.packages)
+            if pkg:
+                packages[pkg] = level
+                new = mlog.LogConfig(default=self.log_config.default, packages=packages)
+            else:
+                new = mlog.LogConfig(default=level, packages=packages)
+            self.log_config = new
+            mlog.configure(new)
+            log.info("log levels changed", default=new.default, packages=new.packages)
+        return {"default": self.log_config.default, "packages": dict(self.log_config.packages)}
+
+    async def stop(self, args):
+        # Answered first; the server then stops like on SIGTERM.
+        self._reactor.callLater(0.1, self._stop)
+        return {"stopping": True}
+
+
 class CtlFactory(protocol.Factory):
     protocol = CtlProtocol
 
-    def __init__(self, commands):
+    def __init__(self, commands, server=None):
         self.commands = commands
+        self.server = server
 
     def handler(self, cmd):
         group, _, name = cmd.partition(".")
         if group == "queue" and name in ("list", "hold", "unhold", "schedule", "drop", "fail", "dump"):
             return getattr(self.commands, name)
+        if self.server is not None:
+            if cmd == "config.reload":
+                return self.server.reload
+            if cmd in ("loglevels", "stop"):
+                return getattr(self.server, cmd)
         if cmd == "ping":
             return _pong
         raise CtlError(f"unknown command {cmd!r}")
@@ -241,11 +287,11 @@ async def _pong(args):
 class CtlService(internet.StreamServerEndpointService):
     """Listens on ``data/ctl`` (0600), replacing a stale socket file from an earlier run."""
 
-    def __init__(self, data_dir, commands, reactor=None):
+    def __init__(self, data_dir, commands, reactor=None, server=None):
         reactor = default_reactor(reactor)
         self.path = ctl_path(data_dir)
         self.reactor = reactor
-        super().__init__(None, CtlFactory(commands))
+        super().__init__(None, CtlFactory(commands, server))
 
     def privilegedStartService(self):
         # Bound in startService instead: after twistd switched to the unprivileged user,

@@ -1,0 +1,415 @@
+"""Changes to domains.toml from the command line (and later the admin pages): accounts,
+addresses, domains and aliases, as mox's ``config account|address|domain|alias``.
+
+Each change is a function that edits the tomlkit document (comments and layout of the
+rest survive) and raises :class:`EditError` with a clear message for bad input.
+:func:`apply` runs one under a lock file, validates the result as a whole (the same
+checks as loading: addresses in one account only, references to accounts and domains)
+and replaces the file atomically only when it is valid; a running server picks it up
+(the command line also asks it to reload at once through the control socket).
+"""
+
+import fcntl
+import os
+from contextlib import contextmanager
+
+import tomlkit
+
+from moxtw.config.errors import ConfigError
+from moxtw.config.load import load, load_static, write_dynamic
+from moxtw.dkim.keys import generate_ed25519, generate_rsa
+from moxtw.dns import normalize
+from moxtw.smtp.address import AddressError, parse_address, parse_domain
+
+LOCK_FILE = ".domains.toml.lock"
+
+
+class EditError(ValueError):
+    """A change refused; the file is untouched."""
+
+
+@contextmanager
+def _locked(config_dir):
+    fd = os.open(os.path.join(config_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def apply(config_dir, change):
+    """Run ``change(doc, config)`` on domains.toml and write it when valid; returns the
+    change's result. ``config`` is the loaded configuration before the change (for
+    lookups). EditError for refused input, ConfigError when the result is invalid."""
+    with _locked(config_dir):
+        try:
+            cfg = load(config_dir)
+            static = load_static(cfg.static_path)
+        except ConfigError as e:
+            raise EditError("the configuration does not load: " + "; ".join(e.errors)) from None
+        result = []
+
+        def mutate(doc):
+            result.append(change(doc, cfg))
+
+        try:
+            write_dynamic(cfg.dynamic_path, static, mutate)
+        except BaseException as e:
+            cleanup = getattr(change, "cleanup", None)
+            if cleanup is not None:
+                cleanup()
+            if isinstance(e, ConfigError):
+                raise EditError("; ".join(e.errors)) from None
+            raise
+        return result[0] if result else None
+
+
+# -- lookups on the loaded config ------------------------------------------------------------
+
+
+def _domain_key(cfg, name):
+    """The key of Domains for a domain (Unicode or A-label), or EditError."""
+    try:
+        want = normalize(name)
+    except Exception:
+        raise EditError(f"invalid domain {name!r}") from None
+    for key in cfg.dynamic.Domains:
+        if normalize(str(key)) == want:
+            return key
+    raise EditError(f"domain {name!r} is not configured (add it with 'moxtw config domain add')")
+
+
+def _address(cfg, text, catchall=False):
+    """``(localpart, domain key)`` of an address at a configured domain. With
+    ``catchall``, "@domain" is accepted (localpart "")."""
+    if catchall and text.startswith("@"):
+        return "", _domain_key(cfg, text[1:])
+    try:
+        addr = parse_address(text)
+    except AddressError as e:
+        raise EditError(str(e)) from None
+    if not addr.localpart:
+        raise EditError(f"invalid address {text!r}: empty localpart")
+    domain = _domain_key(cfg, addr.domain.unicode)
+    dom = cfg.dynamic.Domains[domain]
+    for sep in dom.catchall_separators():
+        if sep in addr.localpart:
+            raise EditError(f"localpart of {text!r} contains the domain's catchall separator {sep!r}")
+    return addr.localpart, domain
+
+
+def _canon(cfg, localpart, domain):
+    dom = cfg.dynamic.Domains.get(domain)
+    if dom is None or not dom.LocalpartCaseSensitive:
+        localpart = localpart.lower()
+    return f"{localpart}@{domain}"
+
+
+def _owner(cfg, localpart, domain):
+    """What already uses the address: "account NAME", "alias ...", or None."""
+    canon = _canon(cfg, localpart, domain)
+    for name, acc in cfg.dynamic.Accounts.items():
+        for key in acc.Destinations:
+            lp, _, d = key.rpartition("@")
+            if _canon(cfg, lp, d) == canon:
+                return f"account {name!r}"
+    for dname, dom in cfg.dynamic.Domains.items():
+        for lp in dom.Aliases:
+            if _canon(cfg, lp, dname) == canon:
+                return "an alias"
+        for kind in ("DMARC", "TLSRPT"):
+            rep = getattr(dom, kind)
+            if rep is not None and _canon(cfg, rep.Localpart, rep.Domain or dname) == canon:
+                return f"the {kind} reporting address of {dname}"
+    return None
+
+
+def _table(parent, key):
+    if key not in parent:
+        parent[key] = tomlkit.table()
+    return parent[key]
+
+
+# -- accounts ------------------------------------------------------------------------
+
+
+def account_add(name, address):
+    def change(doc, cfg):
+        if not name or not name.isascii() or not all(c.isalnum() or c in "._-" for c in name) or name[0] in ".-":
+            raise EditError(f"invalid account name {name!r}: letters, digits, '.', '_' and '-' only")
+        if name in cfg.dynamic.Accounts:
+            raise EditError(f"account {name!r} exists")
+        lp, domain = _address(cfg, address)
+        used = _owner(cfg, lp, domain)
+        if used:
+            raise EditError(f"address {address} is already used by {used}")
+        acc = tomlkit.table()
+        acc["Domain"] = domain
+        dests = tomlkit.table()
+        dests[f"{lp}@{domain}"] = tomlkit.table()
+        acc["Destinations"] = dests
+        _table(doc, "Accounts")[name] = acc
+        return f"account {name} added with address {lp}@{domain}"
+
+    return change
+
+
+def account_rm(name):
+    def change(doc, cfg):
+        if name not in cfg.dynamic.Accounts:
+            raise EditError(f"no account {name!r}")
+        del doc["Accounts"][name]
+        return f"account {name} removed from the configuration"
+
+    return change
+
+
+# -- addresses -----------------------------------------------------------------------
+
+
+def address_add(address, account):
+    def change(doc, cfg):
+        if account not in cfg.dynamic.Accounts:
+            raise EditError(f"no account {account!r}")
+        lp, domain = _address(cfg, address, catchall=True)
+        used = _owner(cfg, lp, domain)
+        if used:
+            raise EditError(f"address {address} is already used by {used}")
+        acc = doc["Accounts"][account]
+        _table(acc, "Destinations")[f"{lp}@{domain}"] = tomlkit.table()
+        return f"address {lp}@{domain} added to account {account}"
+
+    return change
+
+
+def address_rm(address):
+    def change(doc, cfg):
+        lp, domain = _address(cfg, address, catchall=True)
+        canon = _canon(cfg, lp, domain)
+        for name, acc in cfg.dynamic.Accounts.items():
+            for key in acc.Destinations:
+                klp, _, kd = key.rpartition("@")
+                if _canon(cfg, klp, kd) == canon:
+                    if len(acc.Destinations) == 1:
+                        raise EditError(f"{key} is the only address of account {name!r}: remove the account instead")
+                    del doc["Accounts"][name]["Destinations"][key]
+                    return f"address {key} removed from account {name}"
+        raise EditError(f"no account has address {address}")
+
+    return change
+
+
+# -- domains -------------------------------------------------------------------------
+
+
+def domain_add(domain, account, localpart=None, config_dir=None, year=None):
+    """Add a domain with new DKIM keys (ed25519 and RSA-2048) and its DMARC and TLS
+    reports delivered to ``account``; with ``localpart``, that address is added to the
+    account. Key files are removed again if the change is refused."""
+    written = []
+
+    def change(doc, cfg):
+        try:
+            d = parse_domain(domain)
+        except AddressError as e:
+            raise EditError(str(e)) from None
+        name = d.unicode
+        for key in cfg.dynamic.Domains:
+            if normalize(str(key)) == normalize(name):
+                raise EditError(f"domain {name!r} exists")
+        if account not in cfg.dynamic.Accounts:
+            raise EditError(f"no account {account!r}")
+        from datetime import datetime, timezone
+
+        y = year or datetime.now(timezone.utc).year
+        dkim_dir = os.path.join(cfg.config_dir, "dkim")
+        os.makedirs(dkim_dir, mode=0o700, exist_ok=True)
+        selectors = tomlkit.table()
+        for suffix, kind, pem in (("a", "ed25519", generate_ed25519()), ("b", "rsa2048", generate_rsa(2048))):
+            rel = f"dkim/{d.ascii}.{y}{suffix}.{kind}.privatekey.pkcs8.pem"
+            path = os.path.join(cfg.config_dir, rel)
+            if os.path.exists(path):
+                raise EditError(f"{path} exists: remove it or use it in the config yourself")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            written.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            sel = tomlkit.table()
+            sel["PrivateKeyFile"] = rel
+            sel["Expiration"] = "72h"
+            selectors[f"{y}{suffix}"] = sel
+        dom = tomlkit.table()
+        dom["LocalpartCatchallSeparator"] = "+"
+        dkim = tomlkit.table()
+        dkim["Sign"] = [f"{y}a", f"{y}b"]
+        dkim["Selectors"] = selectors
+        dom["DKIM"] = dkim
+        for kind, lp, mailbox in (("DMARC", "dmarcreports", "DMARC"), ("TLSRPT", "tlsreports", "TLSRPT")):
+            rep = tomlkit.table()
+            rep["Localpart"] = lp
+            rep["Account"] = account
+            rep["Mailbox"] = mailbox
+            dom[kind] = rep
+        _table(doc, "Domains")[name] = dom
+        msg = f"domain {name} added; DKIM selectors {y}a (ed25519) and {y}b (RSA)"
+        if localpart:
+            if "@" in localpart:
+                raise EditError(f"invalid localpart {localpart!r}")
+            try:
+                parse_address(f"{localpart}@{d.ascii}")
+            except AddressError as e:
+                raise EditError(str(e)) from None
+            _table(doc["Accounts"][account], "Destinations")[f"{localpart}@{name}"] = tomlkit.table()
+            msg += f"; address {localpart}@{name} added to account {account}"
+        return msg
+
+    def run(doc, cfg):
+        try:
+            return change(doc, cfg)
+        except BaseException:
+            _remove(written)
+            raise
+
+    run.cleanup = lambda: _remove(written)
+    return run
+
+
+def _remove(paths):
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+    paths.clear()
+
+
+def domain_rm(domain):
+    def change(doc, cfg):
+        name = _domain_key(cfg, domain)
+        users = [a for a, acc in cfg.dynamic.Accounts.items()
+                 if acc.Domain == name or any(k.rpartition("@")[2] == name for k in acc.Destinations)]
+        if users:
+            raise EditError(f"domain {name} is still used by account(s) {', '.join(users)}: remove their "
+                            "addresses at it (and change their Domain) first")
+        del doc["Domains"][name]
+        return f"domain {name} removed (its DKIM key files are kept)"
+
+    return change
+
+
+# -- aliases -------------------------------------------------------------------------
+
+
+def _alias_key(cfg, alias):
+    lp, domain = _address(cfg, alias)
+    dom = cfg.dynamic.Domains[domain]
+    canon = _canon(cfg, lp, domain)
+    for key in dom.Aliases:
+        if _canon(cfg, key, domain) == canon:
+            return key, domain
+    return None, (lp, domain)
+
+
+def _members(cfg, addresses):
+    out = []
+    for a in addresses:
+        lp, domain = _address(cfg, a)
+        out.append(f"{lp}@{domain}")
+    if not out:
+        raise EditError("an alias needs at least one member address")
+    return out
+
+
+def alias_list(cfg, domain):
+    name = _domain_key(cfg, domain)
+    return [f"{lp}@{name}" for lp in cfg.dynamic.Domains[name].Aliases]
+
+
+def alias_print(cfg, alias):
+    key, domain = _alias_key(cfg, alias)
+    if key is None:
+        raise EditError(f"no alias {alias}")
+    a = cfg.dynamic.Domains[domain].Aliases[key]
+    return {"address": f"{key}@{domain}", "addresses": list(a.Addresses), "postpublic": a.PostPublic,
+            "listmembers": a.ListMembers, "allowmsgfrom": a.AllowMsgFrom}
+
+
+def alias_add(alias, addresses):
+    def change(doc, cfg):
+        key, where = _alias_key(cfg, alias)
+        if key is not None:
+            raise EditError(f"alias {alias} exists")
+        lp, domain = where
+        used = _owner(cfg, lp, domain)
+        if used:
+            raise EditError(f"address {alias} is already used by {used}")
+        t = tomlkit.table()
+        t["Addresses"] = _members(cfg, addresses)
+        _table(doc["Domains"][domain], "Aliases")[lp] = t
+        return f"alias {lp}@{domain} added"
+
+    return change
+
+
+def alias_update(alias, postpublic=None, listmembers=None, allowmsgfrom=None):
+    def change(doc, cfg):
+        key, domain = _alias_key(cfg, alias)
+        if key is None:
+            raise EditError(f"no alias {alias}")
+        t = doc["Domains"][domain]["Aliases"][key]
+        for field, value in (("PostPublic", postpublic), ("ListMembers", listmembers),
+                             ("AllowMsgFrom", allowmsgfrom)):
+            if value is not None:
+                t[field] = bool(value)
+        return f"alias {key}@{domain} updated"
+
+    return change
+
+
+def alias_rm(alias):
+    def change(doc, cfg):
+        key, domain = _alias_key(cfg, alias)
+        if key is None:
+            raise EditError(f"no alias {alias}")
+        del doc["Domains"][domain]["Aliases"][key]
+        return f"alias {key}@{domain} removed"
+
+    return change
+
+
+def alias_addaddr(alias, addresses):
+    def change(doc, cfg):
+        key, domain = _alias_key(cfg, alias)
+        if key is None:
+            raise EditError(f"no alias {alias}")
+        current = list(cfg.dynamic.Domains[domain].Aliases[key].Addresses)
+        have = {a.lower() for a in current}
+        new = [a for a in _members(cfg, addresses) if a.lower() not in have]
+        if not new:
+            raise EditError("every address is a member already")
+        doc["Domains"][domain]["Aliases"][key]["Addresses"] = current + new
+        return f"{len(new)} member(s) added to {key}@{domain}"
+
+    return change
+
+
+def alias_rmaddr(alias, addresses):
+    def change(doc, cfg):
+        key, domain = _alias_key(cfg, alias)
+        if key is None:
+            raise EditError(f"no alias {alias}")
+        current = list(cfg.dynamic.Domains[domain].Aliases[key].Addresses)
+        drop = {a.lower() for a in _members(cfg, addresses)}
+        missing = drop - {a.lower() for a in current}
+        if missing:
+            raise EditError(f"not members: {', '.join(sorted(missing))}")
+        left = [a for a in current if a.lower() not in drop]
+        if not left:
+            raise EditError("an alias keeps at least one member: remove the alias instead")
+        doc["Domains"][domain]["Aliases"][key]["Addresses"] = left
+        return f"{len(current) - len(left)} member(s) removed from {key}@{domain}"
+
+    return change
