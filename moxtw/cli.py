@@ -416,8 +416,7 @@ def cmd_alias(a):
                     print(addr)
             else:
                 info = configedit.alias_print(cfg, a.alias)
-                print(f"{info['address']}: postpublic={info['postpublic']} listmembers={info['listmembers']} "
-                      f"allowmsgfrom={info['allowmsgfrom']}")
+                print(f"{info['address']}: postpublic={info['postpublic']} allowmsgfrom={info['allowmsgfrom']}")
                 for m in info["addresses"]:
                     print(f"  {m}")
         except mconfig.ConfigError as e:
@@ -430,8 +429,7 @@ def cmd_alias(a):
     if op == "add":
         change = configedit.alias_add(a.alias, a.addresses)
     elif op == "update":
-        change = configedit.alias_update(a.alias, postpublic=a.postpublic, listmembers=a.listmembers,
-                                         allowmsgfrom=a.allowmsgfrom)
+        change = configedit.alias_update(a.alias, postpublic=a.postpublic, allowmsgfrom=a.allowmsgfrom)
     elif op == "rm":
         change = configedit.alias_rm(a.alias)
     elif op == "addaddr":
@@ -583,7 +581,6 @@ def parser():
     t = conf(gs.add_parser("update", help="change an alias's settings"))
     t.add_argument("alias")
     t.add_argument("--postpublic", type=_bool, help="anyone may send to it (true/false)")
-    t.add_argument("--listmembers", type=_bool, help="members see the members (true/false)")
     t.add_argument("--allowmsgfrom", type=_bool, help="members may send as the alias (true/false)")
     t = conf(gs.add_parser("rm", help="remove an alias"))
     t.add_argument("alias")

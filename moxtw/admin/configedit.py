@@ -334,7 +334,7 @@ def alias_print(cfg, alias):
         raise EditError(f"no alias {alias}")
     a = cfg.dynamic.Domains[domain].Aliases[key]
     return {"address": f"{key}@{domain}", "addresses": list(a.Addresses), "postpublic": a.PostPublic,
-            "listmembers": a.ListMembers, "allowmsgfrom": a.AllowMsgFrom}
+            "allowmsgfrom": a.AllowMsgFrom}
 
 
 def alias_add(alias, addresses):
@@ -354,14 +354,15 @@ def alias_add(alias, addresses):
     return change
 
 
-def alias_update(alias, postpublic=None, listmembers=None, allowmsgfrom=None):
+def alias_update(alias, postpublic=None, allowmsgfrom=None):
+    """Change PostPublic and AllowMsgFrom. (Letting members list the members is not
+    built, so there is no option for it.)"""
     def change(doc, cfg):
         key, domain = _alias_key(cfg, alias)
         if key is None:
             raise EditError(f"no alias {alias}")
         t = doc["Domains"][domain]["Aliases"][key]
-        for field, value in (("PostPublic", postpublic), ("ListMembers", listmembers),
-                             ("AllowMsgFrom", allowmsgfrom)):
+        for field, value in (("PostPublic", postpublic), ("AllowMsgFrom", allowmsgfrom)):
             if value is not None:
                 t[field] = bool(value)
         return f"alias {key}@{domain} updated"
