@@ -20,7 +20,7 @@ from moxtw.auth import Authenticator, LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.config import DynamicConfigWatcher
 from moxtw.config.notbuilt import not_built
-from moxtw.ctl import CtlService, QueueCommands, ServerCommands
+from moxtw.ctl import CtlService, ImportCommands, QueueCommands, ServerCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
 from moxtw.dnsblmonitor import DNSBLMonitor
@@ -291,5 +291,6 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     # Last, so a listener that cannot bind stops the start before it.
     server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
-               reactor=reactor, server=server_commands).setServiceParent(root)
+               reactor=reactor, server=server_commands,
+               importer=ImportCommands(root.store, lambda: watcher.current.Accounts)).setServiceParent(root)
     return root

@@ -12,14 +12,14 @@ import shutil
 import sys
 from datetime import datetime, timezone
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 from twisted.scripts.twistd import run
 
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
-from moxtw.admin import configedit, dnscheck, quickstart, records
+from moxtw.admin import configedit, dnscheck, mailexport, mailimport, quickstart, records
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
@@ -29,6 +29,7 @@ from moxtw.queue.cli import list_command
 from moxtw.queue.verify import verify_queue
 from moxtw.sasl.credentials import PasswordError
 from moxtw.store import Store
+from moxtw.store.model import normalize_mailbox_name
 from moxtw.store.verify import verify_data
 
 LOGGER = "moxtw.log.twistd_observer"
@@ -472,6 +473,125 @@ def cmd_stop(a):
     return 0
 
 
+def cmd_import(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    if a.account not in cfg.dynamic.Accounts:
+        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    path = os.path.abspath(a.path)
+    data = os.path.realpath(cfg.data_dir)
+    real = os.path.realpath(path)
+    if real == data or real.startswith(data + os.sep) or data.startswith(real + os.sep):
+        print(f"import: {path} is inside the data directory (or holds it): import from a copy elsewhere",
+              file=sys.stderr)
+        return 1
+    try:
+        mailimport.open_source(a.kind, path)  # checked here first: a clear error either way
+    except mailimport.ImportError_ as e:
+        print(f"import: {e}", file=sys.stderr)
+        return 1
+    tty = sys.stderr.isatty()
+
+    def progress(r):
+        line = mailimport.format_progress(r if isinstance(r, mailimport.Result) else mailimport.Result(**{
+            k: r[k] for k in ("imported", "skipped", "duplicates", "too_large", "mailboxes")}))
+        print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    args = {"kind": a.kind, "account": a.account, "mailbox": a.mailbox, "path": path, "top_level": a.top_level}
+    try:
+        result = ctl.request(cfg.data_dir, "ping", timeout=10)
+    except ctl.CtlError:
+        result = None
+    if result == "pong":
+        try:
+            result = ctl.request(cfg.data_dir, "import", timeout=600, on_progress=progress, **args)
+        except ctl.CtlError as e:
+            print(f"\nimport: {e}", file=sys.stderr)
+            return 1
+        r = mailimport.Result(**{k: result[k] for k in ("imported", "skipped", "duplicates", "too_large",
+                                                          "mailboxes")})
+        how = "by the running server"
+    else:
+        sources, r = mailimport.open_source(a.kind, path)
+
+        @defer.inlineCallbacks
+        def run(reactor):
+            st = Store(cfg.data_dir, reactor=reactor)
+            try:
+                acc = yield st.open_account(a.account)
+                acc.quota = _quota(cfg, a.account)
+                yield mailimport.run(acc, sources, path, a.mailbox, top_level=a.top_level, progress=progress,
+                                     result=r)
+            finally:
+                yield st.close()
+
+        try:
+            _react(run)
+        except Exception as e:
+            print(f"\nimport stopped after {r.imported} messages: {e} (run it again to go on)", file=sys.stderr)
+            return 1
+        how = "with the server stopped"
+    if tty:
+        print(file=sys.stderr)
+    print(f"imported {r.imported} messages {how}" + (f", {r.skipped} were imported before" if r.skipped else ""))
+    for box, n in sorted(r.mailboxes.items()):
+        print(f"  {box}: {n}")
+    if r.duplicates:
+        print(f"{r.duplicates} messages have a Message-ID seen before (imported anyway)")
+    for what in r.too_large:
+        print(f"not imported, larger than {mailimport.MAX_MESSAGE} bytes: {what}")
+    return 0
+
+
+def _quota(cfg, account):
+    from moxtw.store.service import quota_for
+
+    return quota_for(cfg.static, cfg.dynamic, account)
+
+
+def cmd_export(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    if a.account not in cfg.dynamic.Accounts:
+        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    dest = os.path.abspath(a.dest)
+    mailbox = normalize_mailbox_name(a.mailbox) if a.mailbox else None
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        # Reads only: safe while the server runs (WAL snapshot, immutable files).
+        st = Store(cfg.data_dir, reactor=reactor)
+        try:
+            acc = yield st.open_account(a.account)
+            boxes = yield acc.read(lambda conn: mailexport.snapshot_query(conn, mailbox))
+            counts = yield threads.deferToThread(mailexport.export, lambda: boxes, acc.open_message, a.kind, dest,
+                                                 mailbox)
+        finally:
+            yield st.close()
+        return counts
+
+    try:
+        counts = _react(run)
+    except mailexport.ExportError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 1
+    except FileExistsError:
+        print(f"export: {dest} exists", file=sys.stderr)
+        return 1
+    print(f"exported {counts['messages']} messages in {counts['mailboxes']} mailboxes to {dest}")
+    if counts["vanished"]:
+        print(f"{counts['vanished']} messages were expunged while exporting and are left out")
+    return 0
+
+
 def _bool(text):
     v = text.lower()
     if v in ("true", "yes", "1", "on"):
@@ -669,6 +789,24 @@ def parser():
     s.add_argument("--ip", action="append", help="IP address to listen on (repeatable; default: the host "
                    "name's addresses on this machine, else all)")
     s.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser("import", help="import a maildir tree or mbox file into an account's mailbox")
+    s.add_argument("kind", choices=("maildir", "mbox"))
+    s.add_argument("account")
+    s.add_argument("mailbox", help="mailbox for the top of the source (created if missing); folders go below it")
+    s.add_argument("path")
+    s.add_argument("--config", default="config", help="config directory")
+    s.add_argument("--top-level", dest="top_level", action="store_true",
+                   help="folders become top-level mailboxes (for a whole maildir imported into Inbox)")
+    s.set_defaults(fn=cmd_import)
+
+    s = sub.add_parser("export", help="export an account's mailboxes as maildir or mbox (also while running)")
+    s.add_argument("kind", choices=("maildir", "mbox"))
+    s.add_argument("account")
+    s.add_argument("mailbox", nargs="?", help="only this mailbox (default: all)")
+    s.add_argument("dest", help="new directory, or a file ending in .zip or .tgz")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("loglevels", help="print or set the running server's log levels (until restart)")
     s.add_argument("--config", default="config", help="config directory")

@@ -206,7 +206,11 @@ class CtlProtocol(LineOnlyReceiver):
                 raise CtlError("args must be an object")
             handler = self.factory.handler(req["cmd"])
             log.info("ctl command {cmd}", cmd=req["cmd"])
-            result = await handler(args)
+            if getattr(handler, "streams", False):
+                # Progress lines before the answer: {"progress": ...}.
+                result = await handler(args, lambda obj: self._answer({"progress": obj}))
+            else:
+                result = await handler(args)
             answer = {"ok": True, "result": result}
         except (CtlError, ValueError, TypeError) as e:
             answer = {"ok": False, "error": str(e)}
@@ -259,12 +263,55 @@ class ServerCommands:
         return {"stopping": True}
 
 
+class ImportCommands:
+    """``import``: messages from a maildir or mbox at ``path`` into ``account``'s
+    ``mailbox`` (moxtw.admin.mailimport), by the running server so sessions see them
+    arrive; progress lines while it runs."""
+
+    def __init__(self, store, accounts):
+        self.store = store
+        self._accounts = accounts  # () -> names of configured accounts
+        self._running = set()
+
+    async def run(self, args, send):
+        from moxtw.admin import mailimport
+
+        for key in ("kind", "account", "mailbox", "path"):
+            if not isinstance(args.get(key), str) or not args[key]:
+                raise CtlError(f"{key} is required")
+        if args["account"] not in self._accounts():
+            raise CtlError(f"no account {args['account']!r}")
+        path = os.path.abspath(args["path"])
+        if not os.access(path, os.R_OK):
+            raise CtlError(f"the server (uid {os.getuid()}) cannot read {path}: make it readable, or "
+                           "import with the server stopped")
+        if path in self._running:
+            raise CtlError(f"an import of {path} is running already")
+        try:
+            sources, result = mailimport.open_source(args["kind"], path)
+        except mailimport.ImportError_ as e:
+            raise CtlError(str(e)) from None
+        self._running.add(path)
+        try:
+            acc = await self.store.open_account(args["account"])
+            await mailimport.run(acc, sources, path, args["mailbox"], top_level=bool(args.get("top_level")),
+                                 progress=lambda r: send(r.as_dict()), result=result)
+        except Exception as e:
+            raise CtlError(f"import stopped after {result.imported} messages: {e}") from None
+        finally:
+            self._running.discard(path)
+        return result.as_dict()
+
+    run.streams = True
+
+
 class CtlFactory(protocol.Factory):
     protocol = CtlProtocol
 
-    def __init__(self, commands, server=None):
+    def __init__(self, commands, server=None, importer=None):
         self.commands = commands
         self.server = server
+        self.importer = importer
 
     def handler(self, cmd):
         group, _, name = cmd.partition(".")
@@ -275,6 +322,8 @@ class CtlFactory(protocol.Factory):
                 return self.server.reload
             if cmd in ("loglevels", "stop"):
                 return getattr(self.server, cmd)
+        if cmd == "import" and self.importer is not None:
+            return self.importer.run
         if cmd == "ping":
             return _pong
         raise CtlError(f"unknown command {cmd!r}")
@@ -287,11 +336,11 @@ async def _pong(args):
 class CtlService(internet.StreamServerEndpointService):
     """Listens on ``data/ctl`` (0600), replacing a stale socket file from an earlier run."""
 
-    def __init__(self, data_dir, commands, reactor=None, server=None):
+    def __init__(self, data_dir, commands, reactor=None, server=None, importer=None):
         reactor = default_reactor(reactor)
         self.path = ctl_path(data_dir)
         self.reactor = reactor
-        super().__init__(None, CtlFactory(commands, server))
+        super().__init__(None, CtlFactory(commands, server, importer))
 
     def privilegedStartService(self):
         # Bound in startService instead: after twistd switched to the unprivileged user,
@@ -348,9 +397,10 @@ class _short_path:
             self.fd = None
 
 
-def request(data_dir, cmd, timeout=120.0, **args):
+def request(data_dir, cmd, timeout=120.0, on_progress=None, **args):
     """Send one command to the server of ``data_dir`` and return its result (blocking,
-    for the command line). CtlError when no server listens or it refused."""
+    for the command line). CtlError when no server listens or it refused.
+    ``on_progress(obj)`` gets the progress lines of a streaming command."""
     path = ctl_path(data_dir)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -362,14 +412,21 @@ def request(data_dir, cmd, timeout=120.0, **args):
             raise CtlError(f"cannot reach the server at {path} ({e.strerror}): is it running?") from None
         s.sendall(json.dumps({"cmd": cmd, "args": args}).encode("utf-8") + b"\n")
         buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                raise CtlError("server closed the connection without answering")
-            buf += chunk
+        while True:
+            while b"\n" not in buf:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise CtlError("server closed the connection without answering")
+                buf += chunk
+            line, _, buf = buf.partition(b"\n")
+            answer = json.loads(line)
+            if "progress" in answer and "ok" not in answer:
+                if on_progress is not None:
+                    on_progress(answer["progress"])
+                continue
+            break
     finally:
         s.close()
-    answer = json.loads(buf)
     if not answer.get("ok"):
         raise CtlError(answer.get("error", "refused"))
     return answer["result"]

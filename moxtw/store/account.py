@@ -289,13 +289,51 @@ class Account:
             return prepare_in_thread(self._reactor, _spool_binary_as_text, data)
         return self._in_thread(msgbinary.binary_parts_as_base64, bytes(data))
 
-    def append_many(self, mailbox, items, origin=None):
+    def append_many(self, mailbox, items, origin=None, create=False, imported=None):
         """MULTIAPPEND (RFC 3502): [(data, flags, received)], all or nothing. Returns
-        the Messages as a Placed (with the mailbox's UIDVALIDITY, for APPENDUID)."""
-        return self._add(mailbox, list(items), None, origin, create=False)
+        the Messages as a Placed (with the mailbox's UIDVALIDITY, for APPENDUID).
+        ``imported``: (source, [key per item]) recorded in the same transaction
+        (moxtw import; see :meth:`imported_keys`); ``create``: make a missing mailbox."""
+        return self._add(mailbox, list(items), None, origin, create=create, imported=imported)
+
+    def read(self, fn):
+        """Run ``fn(conn)`` on the account's reader thread (read-only; for tools such
+        as the export, which reads a snapshot in one transaction); Deferred of its result."""
+        return self._read(fn)
+
+    def imported_keys(self, source, keys):
+        """Deferred of the subset of ``keys`` already imported from ``source``."""
+        keys = list(keys)
+
+        def q(conn):
+            done = set()
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                marks = ", ".join("?" for _ in part)
+                done.update(r[0] for r in conn.execute(
+                    f"SELECT key FROM imported WHERE source = ? AND key IN ({marks})", (source, *part)))
+            return done
+
+        return self._read(q)
+
+    def message_ids_present(self, message_ids):
+        """Deferred of the subset of ``message_ids`` (Message-ID values) some stored
+        message of the account has."""
+        ids = [m for m in message_ids if m]
+
+        def q(conn):
+            found = set()
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                marks = ", ".join("?" for _ in part)
+                found.update(r[0] for r in conn.execute(
+                    f"SELECT message_id FROM message WHERE message_id IN ({marks})", part))
+            return found
+
+        return self._read(q)
 
     @defer.inlineCallbacks
-    def _add(self, mailbox, items, facts, origin, create):
+    def _add(self, mailbox, items, facts, origin, create, imported=None):
         name = normalize_mailbox_name(mailbox)
         parsed_flags = [split_flags(flags) for _, flags, _ in items]
         prepared = []
@@ -309,7 +347,7 @@ class Account:
                 prepared.append(p)
             result = yield self._write(
                 lambda conn, ctx: self._insert(
-                    conn, ctx, name, prepared, parsed_flags, items, facts, origin, create
+                    conn, ctx, name, prepared, parsed_flags, items, facts, origin, create, imported
                 )
             )
         except BaseException:
@@ -365,7 +403,7 @@ class Account:
         self._indexing.addBoth(lambda r: (d.callback(None), r)[1])
         return d
 
-    def _insert(self, conn, ctx, name, prepared, parsed_flags, items, facts, origin, create):
+    def _insert(self, conn, ctx, name, prepared, parsed_flags, items, facts, origin, create, imported=None):
         total_size = sum(p.size for p in prepared)
         self._check_quota(conn, total_size)
         mb = _mailbox_row(conn, name)
@@ -380,6 +418,10 @@ class Account:
         conn.execute(
             "UPDATE account_state SET quota_used = quota_used + ?", (total_size,)
         )
+        if imported is not None:
+            source, keys = imported
+            conn.executemany("INSERT OR IGNORE INTO imported (source, key) VALUES (?, ?)",
+                             [(source, k) for k in keys])
         return Placed(out, mb["uidvalidity"])
 
     def _check_quota(self, conn, size):
