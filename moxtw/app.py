@@ -20,7 +20,7 @@ from moxtw.auth import Authenticator, LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.config import DynamicConfigWatcher
 from moxtw.config.notbuilt import not_built
-from moxtw.ctl import CtlService, ImportCommands, QueueCommands, ServerCommands
+from moxtw.ctl import BackupCommands, CtlService, ImportCommands, QueueCommands, ServerCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
 from moxtw.dnsblmonitor import DNSBLMonitor
@@ -292,5 +292,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
                reactor=reactor, server=server_commands,
-               importer=ImportCommands(root.store, lambda: watcher.current.Accounts)).setServiceParent(root)
+               importer=ImportCommands(root.store, lambda: watcher.current.Accounts),
+               backup=BackupCommands(config.config_dir, config.data_dir, root.store, reactor=reactor),
+               ).setServiceParent(root)
     return root

@@ -19,7 +19,7 @@ from twisted.scripts.twistd import run
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
-from moxtw.admin import configedit, dnscheck, mailexport, mailimport, quickstart, records
+from moxtw.admin import backup, configedit, dnscheck, mailexport, mailimport, quickstart, records
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
@@ -592,6 +592,39 @@ def cmd_export(a):
     return 0
 
 
+def cmd_backup(a):
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 1
+    dest = os.path.abspath(a.dest)
+    try:
+        ctl.request(cfg.data_dir, "ping", timeout=10)
+        running = True
+    except ctl.CtlError:
+        running = False
+    try:
+        if running:
+            counts = ctl.request(cfg.data_dir, "backup", timeout=3600, dest=dest)
+        else:
+            counts = backup.run_and_verify(os.path.abspath(a.config), cfg.data_dir, dest)
+    except (ctl.CtlError, backup.BackupError, OSError) as e:
+        print(f"backup: {e}", file=sys.stderr)
+        return 1
+    how = "from the running server" if running else "with the server stopped"
+    print(f"backup written to {dest} {how}: {counts['databases']} databases, {counts['linked']} files linked, "
+          f"{counts['copied']} copied")
+    failed = False
+    for what, ok, errors in counts["verify"]:
+        print(f"  {what}, {'ok' if ok else 'ERRORS'}")
+        for e in errors:
+            print(f"    error: {e}")
+        failed = failed or not ok
+    print(f"start it with: twistd -n --pidfile= moxtw serve --config {os.path.join(dest, 'config')}")
+    return 1 if failed else 0
+
+
 def _bool(text):
     v = text.lower()
     if v in ("true", "yes", "1", "on"):
@@ -807,6 +840,11 @@ def parser():
     s.add_argument("dest", help="new directory, or a file ending in .zip or .tgz")
     s.add_argument("--config", default="config", help="config directory")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("backup", help="consistent copy of config and data (also while running), then verified")
+    s.add_argument("dest", help="new directory for the backup (config/ and data/ inside)")
+    s.add_argument("--config", default="config", help="config directory")
+    s.set_defaults(fn=cmd_backup)
 
     s = sub.add_parser("loglevels", help="print or set the running server's log levels (until restart)")
     s.add_argument("--config", default="config", help="config directory")

@@ -305,13 +305,57 @@ class ImportCommands:
     run.streams = True
 
 
+class BackupCommands:
+    """``backup``: a consistent copy of config and data to ``dest`` (moxtw.admin.backup),
+    checked like verifydata afterwards."""
+
+    def __init__(self, config_dir, data_dir, store, reactor=None):
+        self.config_dir = config_dir
+        self.data_dir = data_dir
+        self.store = store
+        self._reactor = default_reactor(reactor)
+        self._running = False
+
+    async def run(self, args):
+        from twisted.internet import threads
+
+        from moxtw.admin import backup
+
+        dest = args.get("dest")
+        if not isinstance(dest, str) or not os.path.isabs(dest):
+            raise CtlError("dest must be an absolute path")
+        if self._running:
+            raise CtlError("a backup is running already")
+        self._running = True
+        resumes = {}
+        try:
+            # Every account is opened and its file removals paused before copying starts.
+            for name in self.store.account_names():
+                acc = await self.store.open_account(name)
+                resumes[name] = acc.pause_removals()
+            try:
+                counts = await threads.deferToThreadPool(
+                    self._reactor, self._reactor.getThreadPool(), backup.run_and_verify,
+                    self.config_dir, self.data_dir, dest, lambda name: resumes.get(name))
+            except backup.BackupError as e:
+                raise CtlError(str(e)) from None
+            except OSError as e:
+                raise CtlError(f"backup failed: {e}") from None
+        finally:
+            self._running = False
+            for resume in resumes.values():
+                resume()  # idempotent: most already ran after their account's copy
+        return counts
+
+
 class CtlFactory(protocol.Factory):
     protocol = CtlProtocol
 
-    def __init__(self, commands, server=None, importer=None):
+    def __init__(self, commands, server=None, importer=None, backup=None):
         self.commands = commands
         self.server = server
         self.importer = importer
+        self.backup = backup
 
     def handler(self, cmd):
         group, _, name = cmd.partition(".")
@@ -324,6 +368,8 @@ class CtlFactory(protocol.Factory):
                 return getattr(self.server, cmd)
         if cmd == "import" and self.importer is not None:
             return self.importer.run
+        if cmd == "backup" and self.backup is not None:
+            return self.backup.run
         if cmd == "ping":
             return _pong
         raise CtlError(f"unknown command {cmd!r}")
@@ -336,11 +382,11 @@ async def _pong(args):
 class CtlService(internet.StreamServerEndpointService):
     """Listens on ``data/ctl`` (0600), replacing a stale socket file from an earlier run."""
 
-    def __init__(self, data_dir, commands, reactor=None, server=None, importer=None):
+    def __init__(self, data_dir, commands, reactor=None, server=None, importer=None, backup=None):
         reactor = default_reactor(reactor)
         self.path = ctl_path(data_dir)
         self.reactor = reactor
-        super().__init__(None, CtlFactory(commands, server, importer))
+        super().__init__(None, CtlFactory(commands, server, importer, backup))
 
     def privilegedStartService(self):
         # Bound in startService instead: after twistd switched to the unprivileged user,

@@ -11,6 +11,7 @@ the methods here, which all return Deferreds.
 import ipaddress
 import json
 import os
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -199,6 +200,10 @@ class Account:
         # Expunged messages that sessions not yet told of it may still FETCH.
         self.hold = ExpungeHold(self._remove_held)
         self._removing = set()
+        # moxtw backup: expunged files stay while it copies the account (pause_removals).
+        self._removal_lock = threading.Lock()
+        self._removals_paused = 0
+        self._paused_paths = []
         # Maximum total size of all messages in bytes; 0 means no limit. Set from config
         # (QuotaMessageSize) by whoever opens the account, and updated on reload.
         self.quota = 0
@@ -547,7 +552,7 @@ class Account:
 
         def unlink_all():
             for msg_id in ids:
-                _unlink(self.message_path(msg_id))
+                self._unlink_expunged(self.message_path(msg_id))
 
         def forget(_):
             def op(conn, ctx):
@@ -564,6 +569,37 @@ class Account:
         self._removing.add(d)
         d.addBoth(lambda r: (self._removing.discard(d), r)[1])
         return d
+
+    def _unlink_expunged(self, path):
+        """Remove an expunged message's file, or keep it for later while a backup copies
+        the account. Any thread."""
+        with self._removal_lock:
+            if self._removals_paused:
+                self._paused_paths.append(path)
+                return
+        _unlink(path)
+
+    def pause_removals(self):
+        """Keep expunged messages' files until the returned ``resume()`` is called (from
+        any thread; it removes what was kept, blocking). A crash in between leaves files
+        without index rows, which verifydata reports and ``--fix`` removes."""
+        with self._removal_lock:
+            self._removals_paused += 1
+        done = []
+
+        def resume():
+            if done:
+                return
+            done.append(True)
+            with self._removal_lock:
+                self._removals_paused -= 1
+                if self._removals_paused:
+                    return
+                paths, self._paused_paths = self._paused_paths, []
+            for p in paths:
+                _unlink(p)
+
+        return resume
 
     def removals_done(self):
         """Deferred firing once the removals of expunged files under way are done."""
@@ -805,7 +841,7 @@ class Account:
             path = self.message_path(r["id"])
             # The file goes only after COMMIT; a crash before that keeps it (harmless, and
             # verifydata explains it), a crash after it never leaves a row without a file.
-            ctx.after_commit.append(lambda path=path: _unlink(path))
+            ctx.after_commit.append(lambda path=path: self._unlink_expunged(path))
         if modseq is not None:
             conn.execute("UPDATE mailbox SET modseq = ? WHERE id = ?", (modseq, mailbox_id))
         conn.execute("UPDATE account_state SET quota_used = quota_used - ?", (size,))
