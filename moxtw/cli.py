@@ -19,7 +19,7 @@ from twisted.scripts.twistd import run
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
-from moxtw.admin import backup, configedit, dnscheck, mailexport, mailimport, quickstart, records
+from moxtw.admin import backup, configedit, dnscheck, mailexport, mailimport, quickstart, records, sendmail
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
@@ -860,12 +860,26 @@ def parser():
     s.add_argument("--config", default="config", help="config directory")
     s.set_defaults(fn=cmd_setadminpassword)
 
+    sub.add_parser("sendmail", help="sendmail-compatible submission to the local server (--help for its options)",
+                   add_help=False)
+
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)
     return p
 
 
 def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+        if os.path.basename(sys.argv[0]) == "sendmail":
+            # Installed as /usr/sbin/sendmail (a symbolic link to moxtw).
+            argv = ["sendmail", *argv]
+    if argv and argv[0] == "sendmail":
+        # sendmail's own options (-t, -f, -oi ...) do not fit argparse.
+        if argv[1:] in (["--help"], ["-h"]):
+            print(sendmail.__doc__)
+            return 0
+        return sendmail.main(argv[1:])
     args = parser().parse_args(argv)
     # Commands that open the data directory (setaccountpassword, verifydata, queue ...)
     # may run before the first serve after an upgrade: files SQLite creates next to an

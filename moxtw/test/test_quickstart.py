@@ -224,6 +224,46 @@ class QuickstartTests(unittest.TestCase):
         results = yield verify_async(resolver, data[data.index(b"DKIM-Signature:"):])
         self.assertEqual(sorted((r.selector, r.result) for r in results), [(A, "pass"), (B, "pass")])
 
+        # moxtw sendmail, as cron would run it: -t with a Bcc, over STARTTLS on 587.
+        conf = os.path.join(self.base, "submit.toml")
+        with open(conf, "w") as f:
+            f.write(f'Host = "{IP}"\nPort = {ports["Submission"]}\nTLS = "starttls"\nCAFile = "{ca}"\n'
+                    f'ServerName = "mail.example.com"\nUsername = "you@example.com"\nPassword = "{password}"\n')
+        script = ("import subprocess, sys; r = subprocess.run(sys.argv[2:], input=sys.argv[1].encode()); "
+                  "sys.exit(r.returncode)")
+        mail = "To: you@example.com\nBcc: you+hidden@example.com\nSubject: from cron\n\nbackup done\n.\nmore\n"
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, ("-c", script, mail, sys.executable, "-m", "moxtw", "sendmail", "-t", "-oi"),
+            env={**os.environ, "MOXTW_SUBMIT_CONFIG": conf})
+        self.assertEqual(code, 0, err)
+
+        @defer.inlineCallbacks
+        def cron_mail():
+            got = [m for m in (yield inbox()) if m.subject == "from cron"]
+            return got if len(got) == 2 else None
+
+        msgs = yield wait_for(cron_mail)
+        for m in msgs:
+            with acc.open_message(m.id) as f:
+                data = f.read()
+            self.assertNotIn(b"\r\nBcc:", data)  # the header; h= of DKIM names it
+            self.assertIn(b"From: you@example.com\r\n", data)
+            self.assertIn(b"\r\n.\r\nmore\r\n", data)  # -oi: the dot line is content
+            results = yield verify_async(resolver, data[data.index(b"DKIM-Signature:"):])
+            self.assertEqual(sorted(r.result for r in results), ["pass", "pass"])
+
+        # The server unreachable: a clear error and EX_UNAVAILABLE.
+        with open(conf, "a") as f:
+            f.write("")
+        bad = os.path.join(self.base, "bad.toml")
+        with open(bad, "w") as f:
+            f.write(f'Host = "127.0.0.1"\nPort = {free_offset() + 1}\nTLS = "none"\nUsername = "u"\nPassword = "p"\n')
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, ("-c", script, "Subject: x\n\nx\n", sys.executable, "-m", "moxtw", "sendmail",
+                             "you@example.com"), env={**os.environ, "MOXTW_SUBMIT_CONFIG": bad})
+        self.assertEqual(code, 69, err)
+        self.assertIn(b"is the server running?", err)
+
 
 class RecordsTests(unittest.SynchronousTestCase):
     def test_unspecified_ips_give_no_address_records(self):
