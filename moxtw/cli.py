@@ -19,7 +19,9 @@ from twisted.scripts.twistd import run
 import moxtw
 from moxtw import config as mconfig
 from moxtw import ctl, filemodes
-from moxtw.admin import backup, configedit, dnscheck, mailexport, mailimport, quickstart, records, sendmail
+from moxtw.admin import (
+    backup, configedit, dnscheck, lookups, mailexport, mailimport, quickstart, records, sendmail,
+)
 from moxtw.config.notbuilt import not_built
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
@@ -625,6 +627,51 @@ def cmd_backup(a):
     return 1 if failed else 0
 
 
+def _lookup_resolver(a):
+    """The configured resolver (DNS.Servers) when --config loads, else the system's."""
+    from moxtw.dns.resolver import Resolver
+
+    try:
+        cfg = mconfig.load(a.config)
+    except mconfig.ConfigError:
+        return Resolver()
+    return configured_resolver(cfg.static, None)
+
+
+def cmd_lookup(a):
+    resolver = _lookup_resolver(a)
+    try:
+        if a.fn_name == "spf lookup":
+            rc, lines = lookups.spf_lookup(resolver, a.domain)
+        elif a.fn_name == "spf check":
+            rc, lines = lookups.spf_check(resolver, a.ip, a.mailfrom, a.helo or "")
+        elif a.fn_name == "dkim lookup":
+            rc, lines = lookups.dkim_lookup(resolver, a.selector, a.domain)
+        elif a.fn_name == "dkim verify":
+            rc, lines = lookups.dkim_verify(resolver, _message_arg(a.message))
+        elif a.fn_name == "dmarc lookup":
+            rc, lines = lookups.dmarc_lookup(resolver, a.domain)
+        elif a.fn_name == "dmarc verify":
+            rc, lines = lookups.dmarc_verify(resolver, a.ip, a.mailfrom, a.helo, _message_arg(a.message))
+        elif a.fn_name == "dnsbl check":
+            rc, lines = lookups.dnsbl_check(resolver, a.zone, a.ip)
+        else:
+            rc, lines = lookups.tlsrpt_lookup(resolver, a.domain)
+    except (ValueError, OSError) as e:
+        print(f"{a.fn_name}: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return rc
+
+
+def _message_arg(path):
+    if path in (None, "-"):
+        return sys.stdin.buffer.read(64 * 1024 * 1024)
+    with open(path, "rb") as f:
+        return f.read(64 * 1024 * 1024)
+
+
 def _bool(text):
     v = text.lower()
     if v in ("true", "yes", "1", "on"):
@@ -862,6 +909,35 @@ def parser():
 
     sub.add_parser("sendmail", help="sendmail-compatible submission to the local server (--help for its options)",
                    add_help=False)
+
+    def lookup(group, name, help_, *args):
+        t = group.add_parser(name, help=help_)
+        what = {id(g_): n for n, g_ in groups.items()}[id(group)]
+        for arg in args:
+            t.add_argument(arg) if not arg.startswith("[") else t.add_argument(arg.strip("[]"), nargs="?")
+        t.add_argument("--config", default="config", help="config directory (for DNS.Servers; default resolver "
+                       "without it)")
+        t.set_defaults(fn=cmd_lookup, fn_name=f"{what} {name}")
+
+    groups = {"dkim": dsub}
+
+    g = groups["spf"] = sub.add_parser("spf", help="SPF lookups").add_subparsers(dest="spf_command", required=True,
+                                                                 metavar="subcommand")
+    lookup(g, "lookup", "print a domain's SPF record", "domain")
+    lookup(g, "check", "evaluate SPF for an IP, MAIL FROM address and EHLO name", "ip", "mailfrom", "[helo]")
+    g = groups["dmarc"] = sub.add_parser("dmarc", help="DMARC lookups").add_subparsers(dest="dmarc_command", required=True,
+                                                                     metavar="subcommand")
+    lookup(g, "lookup", "print the DMARC policy that applies to a domain", "domain")
+    lookup(g, "verify", "SPF, DKIM and DMARC of a message (file or - for stdin) as if from IP",
+           "ip", "mailfrom", "helo", "[message]")
+    g = groups["dnsbl"] = sub.add_parser("dnsbl", help="DNS block lists").add_subparsers(dest="dnsbl_command", required=True,
+                                                                       metavar="subcommand")
+    lookup(g, "check", "whether an IP is listed in a DNSBL zone", "zone", "ip")
+    g = groups["tlsrpt"] = sub.add_parser("tlsrpt", help="TLS reporting").add_subparsers(dest="tlsrpt_command", required=True,
+                                                                      metavar="subcommand")
+    lookup(g, "lookup", "print a domain's TLSRPT record", "domain")
+    lookup(dsub, "lookup", "print a DKIM key record", "selector", "domain")
+    lookup(dsub, "verify", "verify the DKIM signatures of a message (file or - for stdin)", "[message]")
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)
