@@ -234,7 +234,7 @@ Type=simple
 WorkingDirectory={data_dir}
 # Started as root to bind ports 25, 465, 587 and 993; the server then gives the data
 # directory to the User of moxtw.toml ({DEFAULT_USER}) and switches to it.
-ExecStart={twistd} -n --pidfile= moxtw serve --config {config_dir}
+ExecStart={twistd} -n --pidfile= --logger=moxtw.log.twistd_observer moxtw serve --config {config_dir}
 Restart=on-failure
 RestartSec=5s
 LimitNOFILE=65536
