@@ -62,8 +62,21 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
     host = normalize(str(static.Hostname))
     _, lst = rec.public_listener(static)
     want_ips = list(ips) if ips is not None else rec.listener_ips(lst)
+    found_ips = _check_ips(c, host, want_ips)
+    _check_mx(c, d, host)
+    _check_spf(c, d, host, want_ips or found_ips)
+    _check_dkim(c, dom, d, config_path)
+    _check_dmarc(c, dom, d)
+    if dom.TLSRPT is not None:
+        _check_tlsrpt(c, d)
+    _check_unserved(c, d)
+    _check_srv(c, lst, d, host)
+    _check_dane(c, static, config_path, host, want_ips)
+    return c.results
 
-    # IPs and reverse DNS.
+
+def _check_ips(c, host, want_ips):
+    """A/AAAA of the host name and the PTR of each address; the addresses found."""
     found_ips = []
     for rdtype in ("A", "AAAA"):
         got, err = c.get(host, rdtype)
@@ -91,23 +104,27 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
         else:
             have = ", ".join(got) if got else "none"
             c.add("PTR", ERROR, f"{ip} has reverse name {have}: ask your hosting provider to set it to {host}")
+    return found_ips
 
-    # MX.
+
+def _check_mx(c, d, host):
     got, err = c.get(d, "MX")
     if err:
         c.add("MX", ERROR, err)
+        return
+    hosts = [mx.host for mx in got]
+    if host not in hosts:
+        c.add("MX", ERROR, f"no MX record for {d} names {host}: add {d}. MX 10 {host}.")
+        return
+    others = [h for h in hosts if h != host]
+    if others:
+        c.add("MX", WARNING, f"MX also names {', '.join(others)}: they must deliver here")
     else:
-        hosts = [mx.host for mx in got]
-        if host in hosts:
-            others = [h for h in hosts if h != host]
-            if others:
-                c.add("MX", WARNING, f"MX also names {', '.join(others)}: they must deliver here")
-            else:
-                c.add("MX", OK, f"MX {host}")
-        else:
-            c.add("MX", ERROR, f"no MX record for {d} names {host}: add {d}. MX 10 {host}.")
+        c.add("MX", OK, f"MX {host}")
 
-    # SPF, of the domain and of the host name.
+
+def _check_spf(c, d, host, ips):
+    """SPF of the domain (the MX or our IPs allowed) and of the host name (RFC 7208 2.3)."""
     for name, what in ((d, "SPF"), (host, "SPF host")):
         got, err = c.get(name, "TXT")
         if err:
@@ -121,13 +138,9 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
             c.add(what, ERROR, f"{len(spf)} SPF records at {name}: RFC 7208 4.5 makes that a permerror; keep one")
             continue
         terms = spf[0].lower().split()
-        covered = []
-        for ip in want_ips or found_ips:
-            v = ipaddress.ip_address(ip).version
-            if f"ip{v}:{ip}" in terms or (name == d and ("mx" in terms or "+mx" in terms)) or \
-                    (name == host and ("a" in terms or "+a" in terms)):
-                covered.append(ip)
-        missing = [ip for ip in (want_ips or found_ips) if ip not in covered]
+        by_name = ("mx", "+mx") if name == d else ("a", "+a")
+        missing = [ip for ip in ips
+                   if f"ip{ipaddress.ip_address(ip).version}:{ip}" not in terms and not any(t in terms for t in by_name)]
         if missing:
             c.add(what, ERROR, f"SPF at {name} ({spf[0]}) does not allow {', '.join(missing)}")
         elif not terms[-1].endswith("all"):
@@ -135,93 +148,98 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
         else:
             c.add(what, OK, spf[0])
 
-    # DKIM, per selector.
+
+def _check_dkim(c, dom, d, config_path):
     for sel_name, sel in dom.DKIM.Selectors.items():
+        what = f"DKIM {sel_name}"
         name = f"{normalize(str(sel_name))}._domainkey.{d}"
         try:
             want = rec.dkim_record(config_path, sel)
         except (OSError, ValueError) as e:
-            c.add(f"DKIM {sel_name}", ERROR, f"key file: {e}")
+            c.add(what, ERROR, f"key file: {e}")
             continue
         got, err = c.get(name, "TXT")
         if err:
-            c.add(f"DKIM {sel_name}", ERROR, err)
+            c.add(what, ERROR, err)
             continue
         keys = [t for t in got if _tag_value(t, "p") is not None]
         if not keys:
-            c.add(f"DKIM {sel_name}", ERROR, f"no DKIM record at {name}: add {name}. TXT \"{want}\"")
+            c.add(what, ERROR, f"no DKIM record at {name}: add {name}. TXT \"{want}\"")
         elif _tag_value(keys[0], "p") != _tag_value(want, "p"):
-            c.add(f"DKIM {sel_name}", ERROR, f"the key at {name} is not this selector's key: replace it with \"{want}\"")
+            c.add(what, ERROR, f"the key at {name} is not this selector's key: replace it with \"{want}\"")
         else:
-            c.add(f"DKIM {sel_name}", OK, f"key at {name} matches")
+            c.add(what, OK, f"key at {name} matches")
 
-    # DMARC.
+
+def _check_dmarc(c, dom, d):
     name = f"_dmarc.{d}"
     got, err = c.get(name, "TXT")
     if err:
         c.add("DMARC", ERROR, err)
+        return
+    dm = [t for t in got if t.replace(" ", "").lower().startswith("v=dmarc1")]
+    if not dm:
+        c.add("DMARC", ERROR, f"no DMARC record at {name}")
+    elif len(dm) > 1:
+        c.add("DMARC", ERROR, f"{len(dm)} DMARC records at {name} (RFC 7489 6.6.3: none is used)")
+    elif (_tag_value(dm[0], "p") or "").lower() == "none":
+        c.add("DMARC", WARNING, f"policy p=none at {name}: unauthenticated email using {d} is not rejected")
+    elif dom.DMARC is not None and not _tag_value(dm[0], "rua"):
+        c.add("DMARC", WARNING, f"no rua= at {name}: reports are configured but not asked for")
     else:
-        dm = [t for t in got if t.replace(" ", "").lower().startswith("v=dmarc1")]
-        if not dm:
-            c.add("DMARC", ERROR, f"no DMARC record at {name}")
-        elif len(dm) > 1:
-            c.add("DMARC", ERROR, f"{len(dm)} DMARC records at {name} (RFC 7489 6.6.3: none is used)")
-        else:
-            policy = (_tag_value(dm[0], "p") or "").lower()
-            rua = _tag_value(dm[0], "rua")
-            if policy == "none":
-                c.add("DMARC", WARNING, f"policy p=none at {name}: unauthenticated email using {d} is not rejected")
-            elif dom.DMARC is not None and not rua:
-                c.add("DMARC", WARNING, f"no rua= at {name}: reports are configured but not asked for")
-            else:
-                c.add("DMARC", OK, dm[0])
+        c.add("DMARC", OK, dm[0])
 
-    # TLSRPT.
-    if dom.TLSRPT is not None:
-        name = f"_smtp._tls.{d}"
-        got, err = c.get(name, "TXT")
-        if err:
-            c.add("TLSRPT", ERROR, err)
-        else:
-            tr = [t for t in got if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
-            if not tr:
-                c.add("TLSRPT", ERROR, f"no TLSRPT record at {name}, though TLSRPT is configured")
-            elif not _tag_value(tr[0], "rua"):
-                c.add("TLSRPT", ERROR, f"TLSRPT record at {name} has no rua=")
-            else:
-                c.add("TLSRPT", OK, tr[0])
 
-    # MTA-STS and autoconfig are not served: records for them send clients nowhere.
-    got, err = c.get(f"_mta-sts.{d}", "TXT")
+def _check_tlsrpt(c, d):
+    name = f"_smtp._tls.{d}"
+    got, err = c.get(name, "TXT")
+    if err:
+        c.add("TLSRPT", ERROR, err)
+        return
+    tr = [t for t in got if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
+    if not tr:
+        c.add("TLSRPT", ERROR, f"no TLSRPT record at {name}, though TLSRPT is configured")
+    elif not _tag_value(tr[0], "rua"):
+        c.add("TLSRPT", ERROR, f"TLSRPT record at {name} has no rua=")
+    else:
+        c.add("TLSRPT", OK, tr[0])
+
+
+def _check_unserved(c, d):
+    """MTA-STS and autoconfig are not served: records for them send clients nowhere."""
+    got, _ = c.get(f"_mta-sts.{d}", "TXT")
     if got:
         c.add("MTA-STS", WARNING, f"_mta-sts.{d} has a record, but this version serves no MTA-STS policy")
     else:
         c.add("MTA-STS", OK, "no policy published (this version does not serve one yet)")
-    got, err = c.get(f"autoconfig.{d}", "CNAME")
+    got, _ = c.get(f"autoconfig.{d}", "CNAME")
     if got:
         c.add("autoconfig", WARNING, f"autoconfig.{d} exists, but this version serves no autoconfig yet")
     else:
         c.add("autoconfig", OK, "none published (this version does not serve autoconfig yet)")
 
-    # SRV records for email clients (RFC 6186).
+
+def _check_srv(c, lst, d, host):
+    """SRV records for email clients (RFC 6186)."""
     for label, kind in rec.CLIENT_SERVICES:
         svc = getattr(lst, kind)
         name = f"{label}.{d}"
+        what = f"SRV {label}"
         got, err = c.get(name, "SRV")
         if err:
-            c.add(f"SRV {label}", ERROR, err)
-            continue
-        if svc.Enabled:
-            if any(s.target == host and s.port == svc.Port for s in got):
-                c.add(f"SRV {label}", OK, f"{host}:{svc.Port}")
-            else:
-                c.add(f"SRV {label}", WARNING, f"add {name}. SRV 0 1 {svc.Port} {host}. so clients find {kind}")
+            c.add(what, ERROR, err)
+        elif svc.Enabled and any(s.target == host and s.port == svc.Port for s in got):
+            c.add(what, OK, f"{host}:{svc.Port}")
+        elif svc.Enabled:
+            c.add(what, WARNING, f"add {name}. SRV 0 1 {svc.Port} {host}. so clients find {kind}")
         elif any(s.target for s in got):
-            c.add(f"SRV {label}", WARNING, f"{name} points at a service not offered: set it to 0 0 0 .")
+            c.add(what, WARNING, f"{name} points at a service not offered: set it to 0 0 0 .")
         else:
-            c.add(f"SRV {label}", OK, "not offered")
+            c.add(what, OK, "not offered")
 
-    # DNSSEC, as the resolver reports it (DNS.TrustAD), and DANE.
+
+def _check_dane(c, static, config_path, host, want_ips):
+    """DNSSEC, as the resolver reports it (DNS.TrustAD), and DANE (RFC 7672)."""
     dnssec = bool(c.authentic) and all(c.authentic)
     if dnssec:
         c.add("DNSSEC", OK, "answers are DNSSEC-validated")
@@ -232,17 +250,15 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
     wanted = [r for r in rec.host_records(static, config_path, ips=want_ips) if r.rdtype == "TLSA"]
     if err:
         c.add("DANE", ERROR, err)
-    elif got:
-        if wanted and any(t == wanted[0].value for t in got):
-            c.add("DANE", OK if dnssec else WARNING,
-                  f"TLSA at _25._tcp.{host} matches the certificate" + ("" if dnssec else ", but without DNSSEC"))
-        else:
-            c.add("DANE", ERROR, f"no TLSA record at _25._tcp.{host} matches the certificate: senders using DANE "
-                  "will not deliver; update or remove them")
-    else:
+    elif not got:
         c.add("DANE", WARNING if dnssec else OK,
               f"no TLSA records at _25._tcp.{host}" + (": add one to protect delivery" if dnssec else ""))
-    return c.results
+    elif wanted and any(t == wanted[0].value for t in got):
+        c.add("DANE", OK if dnssec else WARNING,
+              f"TLSA at _25._tcp.{host} matches the certificate" + ("" if dnssec else ", but without DNSSEC"))
+    else:
+        c.add("DANE", ERROR, f"no TLSA record at _25._tcp.{host} matches the certificate: senders using DANE "
+              "will not deliver; update or remove them")
 
 
 def exit_status(results):

@@ -51,35 +51,35 @@ class LookupTests(unittest.TestCase):
         yield defer.succeed(None)
 
     @defer.inlineCallbacks
-    def run(self, *args, code=0, stdin=None):
+    def cli(self, *args, code=0, stdin=None):
         out, err, rc = yield moxtw(*args, "--config", self.config, stdin=stdin)
         self.assertEqual(rc, code, (args, out, err))
         return out.decode()
 
     @defer.inlineCallbacks
     def test_lookups(self):
-        self.assertEqual((yield self.run("spf", "lookup", "example.org")), "v=spf1 ip4:192.0.2.10 -all\n")
-        out = yield self.run("spf", "check", "192.0.2.10", "a@example.org", "mail.example.org")
+        self.assertEqual((yield self.cli("spf", "lookup", "example.org")), "v=spf1 ip4:192.0.2.10 -all\n")
+        out = yield self.cli("spf", "check", "192.0.2.10", "a@example.org", "mail.example.org")
         self.assertIn("mailfrom: pass (domain example.org), matched ip4:192.0.2.10", out)
-        out = yield self.run("spf", "check", "192.0.2.11", "a@example.org", "mail.example.org", code=1)
+        out = yield self.cli("spf", "check", "192.0.2.11", "a@example.org", "mail.example.org", code=1)
         self.assertIn("mailfrom: fail", out)
-        out = yield self.run("dkim", "lookup", "sel", "example.org")
+        out = yield self.cli("dkim", "lookup", "sel", "example.org")
         self.assertIn("v=DKIM1;k=rsa;p=", out)
-        yield self.run("dkim", "lookup", "nosel", "example.org", code=1)
-        out = yield self.run("dkim", "verify", "-", stdin=self.message)
+        yield self.cli("dkim", "lookup", "nosel", "example.org", code=1)
+        out = yield self.cli("dkim", "verify", "-", stdin=self.message)
         self.assertIn("pass: d=example.org s=sel a=rsa-sha256", out)
-        out = yield self.run("dkim", "verify", "-", stdin=self.message.replace(b"body", b"bodY"), code=1)
+        out = yield self.cli("dkim", "verify", "-", stdin=self.message.replace(b"body", b"bodY"), code=1)
         self.assertIn("fail", out)
-        out = yield self.run("dmarc", "lookup", "sub.example.org")
+        out = yield self.cli("dmarc", "lookup", "sub.example.org")
         self.assertIn("record at _dmarc.example.org: v=DMARC1; p=reject", out)
-        out = yield self.run("dmarc", "verify", "192.0.2.99", "x@example.net", "spoof.example", "-", stdin=self.message)
+        out = yield self.cli("dmarc", "verify", "192.0.2.99", "x@example.net", "spoof.example", "-", stdin=self.message)
         self.assertIn("dmarc: pass for example.org", out)
         self.assertIn("aligned: dkim", out)
-        out = yield self.run("dnsbl", "check", "bl.example", "127.0.0.2", code=1)
+        out = yield self.cli("dnsbl", "check", "bl.example", "127.0.0.2", code=1)
         self.assertIn("is listed in bl.example", out)
-        out = yield self.run("dnsbl", "check", "bl.example", "127.0.0.3")
+        out = yield self.cli("dnsbl", "check", "bl.example", "127.0.0.3")
         self.assertIn("not listed", out)
-        out = yield self.run("tlsrpt", "lookup", "example.org")
+        out = yield self.cli("tlsrpt", "lookup", "example.org")
         self.assertEqual(out, "v=TLSRPTv1; rua=mailto:tls@example.org\n")
         # Bad input: clear errors.
         _, err, rc = yield moxtw("spf", "check", "not-an-ip", "a@example.org", "--config", self.config)
