@@ -100,7 +100,8 @@ def cmd_setaccountpassword(a):
 
     @defer.inlineCallbacks
     def run(reactor):
-        st = Store(cfg.data_dir, reactor=reactor)
+        # The server may be running: its held files stay (owner=False).
+        st = Store(cfg.data_dir, reactor=reactor, owner=False)
         try:
             acc = yield st.open_account(a.account)
             yield acc.set_password(password)
@@ -499,8 +500,7 @@ def cmd_import(a):
     tty = sys.stderr.isatty()
 
     def progress(r):
-        line = mailimport.format_progress(r if isinstance(r, mailimport.Result) else mailimport.Result(**{
-            k: r[k] for k in ("imported", "skipped", "duplicates", "too_large", "mailboxes")}))
+        line = mailimport.format_progress(r if isinstance(r, mailimport.Result) else mailimport.Result.from_dict(r))
         print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     args = {"kind": a.kind, "account": a.account, "mailbox": a.mailbox, "path": path, "top_level": a.top_level}
@@ -514,8 +514,7 @@ def cmd_import(a):
         except ctl.CtlError as e:
             print(f"\nimport: {e}", file=sys.stderr)
             return 1
-        r = mailimport.Result(**{k: result[k] for k in ("imported", "skipped", "duplicates", "too_large",
-                                                          "mailboxes")})
+        r = mailimport.Result.from_dict(result)
         how = "by the running server"
     else:
         sources, r = mailimport.open_source(a.kind, path)
@@ -526,8 +525,8 @@ def cmd_import(a):
             try:
                 acc = yield st.open_account(a.account)
                 acc.quota = _quota(cfg, a.account)
-                yield mailimport.run(acc, sources, path, a.mailbox, top_level=a.top_level, progress=progress,
-                                     result=r)
+                yield mailimport.run(acc, sources, mailimport.source_id(path), a.mailbox, top_level=a.top_level,
+                                     progress=progress, result=r)
             finally:
                 yield st.close()
 
@@ -546,6 +545,10 @@ def cmd_import(a):
         print(f"{r.duplicates} messages have a Message-ID seen before (imported anyway)")
     for what in r.too_large:
         print(f"not imported, larger than {mailimport.MAX_MESSAGE} bytes: {what}")
+    for what in r.not_files:
+        print(f"not imported, not a regular file (symbolic link, FIFO, ...): {what}")
+    for what in r.skipped_folders:
+        print(f"folder not imported: {what}")
     return 0
 
 
@@ -569,8 +572,9 @@ def cmd_export(a):
 
     @defer.inlineCallbacks
     def run(reactor):
-        # Reads only: safe while the server runs (WAL snapshot, immutable files).
-        st = Store(cfg.data_dir, reactor=reactor)
+        # Reads only: safe while the server runs (WAL snapshot, immutable files), and
+        # opened as a guest (owner=False): the server's held files stay.
+        st = Store(cfg.data_dir, reactor=reactor, owner=False)
         try:
             acc = yield st.open_account(a.account)
             boxes = yield acc.read(lambda conn: mailexport.snapshot_query(conn, mailbox))

@@ -287,14 +287,18 @@ class ImportCommands:
                            "import with the server stopped")
         if path in self._running:
             raise CtlError(f"an import of {path} is running already")
+        from twisted.internet import threads
+
         try:
-            sources, result = mailimport.open_source(args["kind"], path)
+            # The source is looked at (a directory walk) in a thread, as it is read later.
+            sources, result = await threads.deferToThread(mailimport.open_source, args["kind"], path)
         except mailimport.ImportError_ as e:
             raise CtlError(str(e)) from None
         self._running.add(path)
         try:
             acc = await self.store.open_account(args["account"])
-            await mailimport.run(acc, sources, path, args["mailbox"], top_level=bool(args.get("top_level")),
+            await mailimport.run(acc, sources, mailimport.source_id(path), args["mailbox"],
+                                 top_level=args.get("top_level") is True,
                                  progress=lambda r: send(r.as_dict()), result=result)
         except Exception as e:
             raise CtlError(f"import stopped after {result.imported} messages: {e}") from None

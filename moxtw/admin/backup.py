@@ -47,7 +47,10 @@ def backup_sqlite(src, dst):
     try:
         target = sqlite3.connect(dst)
         try:
-            source.backup(target, pages=1024)
+            # One step (pages=-1): an incremental copy restarts at each write of another
+            # connection and may never end under load; one read transaction does not
+            # block WAL writers.
+            source.backup(target, pages=-1)
             # The copy stands alone: no WAL to go with it.
             target.execute("PRAGMA journal_mode=DELETE")
         finally:
@@ -108,6 +111,24 @@ def _drop_finished_queue_entries(data):
         conn.close()
 
 
+def _copy_config(config_dir, config_dst, data_dir, counts):
+    """The config directory's regular files (key and certificate files behind symbolic
+    links by content), without a data directory inside it (``DataDir = "data"``: that is
+    copied as data), sockets, FIFOs and lock files."""
+    data_real = os.path.realpath(data_dir)
+    for top, dirs, files in os.walk(config_dir):
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(top, d)) != data_real)
+        rel = os.path.relpath(top, config_dir)
+        out = config_dst if rel == "." else os.path.join(config_dst, rel)
+        os.makedirs(out, mode=0o700, exist_ok=True)
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            if name.endswith(".lock") or not os.path.isfile(path):
+                continue
+            shutil.copy2(path, os.path.join(out, name))
+            counts["copied"] += 1
+
+
 def _prune_to_index(account_dst):
     """Remove message files of the copy that its index does not name (deliveries after
     the snapshot): the copy is then exactly the snapshot."""
@@ -158,7 +179,7 @@ def backup(config_dir, data_dir, dest, pause=None):
     counts = {"databases": 0, "linked": 0, "copied": 0, "vanished": 0, "accounts": 0, "queue_finished": 0}
     config_dst = os.path.join(dest, "config")
     data_dst = os.path.join(dest, "data")
-    shutil.copytree(config_dir, config_dst, ignore=shutil.ignore_patterns(".*.lock"), symlinks=False)
+    _copy_config(config_dir, config_dst, data_dir, counts)
     _rewrite_data_dir(config_dst)
     os.makedirs(data_dst, mode=0o700)
     if not os.path.isdir(data_dir):

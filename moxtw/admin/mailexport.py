@@ -109,9 +109,11 @@ def writer_for(dest):
 
 
 def _safe_rel(name):
-    """A mailbox name as a relative path: no empty, "." or ".." components."""
-    parts = [p for p in name.split("/") if p not in ("", ".", "..")]
-    return "/".join(p.replace("\0", "") for p in parts) or "_"
+    """A mailbox name as a relative path: no empty, "." or ".." components; "cur",
+    "new" and "tmp" (a maildir's own directories) become "cur_" and so on."""
+    parts = [p.replace("\0", "") for p in name.split("/") if p not in ("", ".", "..")]
+    parts = [p + "_" if p.rstrip("_") in ("cur", "new", "tmp") else p for p in parts]
+    return "/".join(parts) or "_"
 
 
 def mbox_escape(data):

@@ -22,7 +22,9 @@ which are removed from the imported message as Dovecot does; ">From " lines are 
 as mboxrd (one ">" removed).
 """
 
+import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,11 +32,13 @@ from datetime import datetime, timezone
 from twisted.internet import defer
 
 from moxtw.message.header import parse_message_ids
-from moxtw.store.model import FlagError, split_flags
+from moxtw.store.errors import MailboxNameError
+from moxtw.store.model import FlagError, check_new_mailbox_name, normalize_mailbox_name, split_flags
 
 BATCH_MESSAGES = 200
 BATCH_BYTES = 16 * 1024 * 1024
-MAX_MESSAGE = 100 * 1024 * 1024
+MAX_MESSAGE = 50 * 1024 * 1024  # larger ones are reported and left out
+READ_PIECE = 1024 * 1024
 PROGRESS_EVERY = 2.0  # seconds between progress reports
 
 MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered",
@@ -63,10 +67,17 @@ class Result:
     duplicates: int = 0  # Message-ID seen before (still imported)
     too_large: list = field(default_factory=list)
     mailboxes: dict = field(default_factory=dict)  # mailbox -> count
+    not_files: list = field(default_factory=list)  # symbolic links, FIFOs: not read
+    skipped_folders: list = field(default_factory=list)
+
+    FIELDS = ("imported", "skipped", "duplicates", "too_large", "mailboxes", "not_files", "skipped_folders")
 
     def as_dict(self):
-        return {"imported": self.imported, "skipped": self.skipped, "duplicates": self.duplicates,
-                "too_large": self.too_large, "mailboxes": self.mailboxes}
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.FIELDS if k in d})
 
 
 # -- maildir -------------------------------------------------------------------------------
@@ -90,9 +101,29 @@ def _keywords_file(path):
     return out
 
 
-def maildir_folders(root):
+def _folder_name(raw):
+    """A Maildir++ folder's mailbox name: Dovecot writes them in modified UTF-7 (RFC 3501
+    5.1.3), e.g. ".Entw&APw-rfe"; None for a name that is not valid (bytes that are not
+    UTF-8)."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # surrogate escapes: the file name's bytes are not UTF-8
+    if "&" in raw:
+        from twisted.mail import imap4
+
+        try:
+            return imap4.decoder(raw.encode("ascii"))[0]
+        except (UnicodeError, ValueError):
+            return raw
+    return raw
+
+
+def maildir_folders(root, result=None):
     """[(relative mailbox name, maildir path)] of a tree: the root, Maildir++ ".A.B"
-    folders, and nested maildirs; sorted, the root first."""
+    folders, and nested maildirs; sorted, the root first. Symbolic links are not
+    followed (a link could lead anywhere on the machine); folders whose names are not
+    UTF-8 or not valid mailbox names are left out and reported."""
     if not os.path.isdir(root):
         raise ImportError_(f"{root}: not a directory")
     found = []
@@ -102,23 +133,49 @@ def maildir_folders(root):
         dirs.sort()
         rel = os.path.relpath(top, root)
         for d in list(dirs):
-            if d in ("cur", "new", "tmp") and top == root:
-                dirs.remove(d)
-                continue
-            if d in ("cur", "new", "tmp"):
-                dirs.remove(d)
-                continue
             path = os.path.join(top, d)
+            if d in ("cur", "new", "tmp") or os.path.islink(path):
+                dirs.remove(d)
+                continue
             if not _is_maildir(path):
                 continue
             if rel == "." and d.startswith(".") and len(d) > 1:
-                name = "/".join(p for p in d[1:].split(".") if p)  # Maildir++
+                name = _folder_name("/".join(p for p in d[1:].split(".") if p))  # Maildir++
             else:
-                name = os.path.relpath(path, root).replace(os.sep, "/")
+                name = _folder_name(os.path.relpath(path, root).replace(os.sep, "/"))
+            problem = None if name else "its name is not UTF-8"
+            if name:
+                try:
+                    check_new_mailbox_name(normalize_mailbox_name(name))
+                except MailboxNameError as e:
+                    problem = str(e)
+            if problem:
+                if result is not None:
+                    result.skipped_folders.append(f"{path!r}: {problem}")
+                continue
             found.append((name, path))
     if not found:
         raise ImportError_(f"{root}: no maildir (cur/ and new/) in it")
     return found
+
+
+def _read_regular(path, limit):
+    """The file's bytes, or None when it is not a regular file (a symbolic link, a
+    FIFO, a device), or (None, size) when larger than ``limit``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None, None  # a link (ELOOP), vanished, unreadable
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        if st.st_size > limit:
+            return None, st.st_size
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1), st.st_size
+    finally:
+        os.close(fd)
 
 
 def _maildir_received(name, path):
@@ -136,7 +193,7 @@ def _maildir_received(name, path):
 
 def maildir_messages(root, result=None):
     """Yield a Source per message of the tree (cur/ and new/, in name order per folder)."""
-    for mailbox, path in maildir_folders(root):
+    for mailbox, path in maildir_folders(root, result):
         keywords = _keywords_file(path)
         entries = []
         for sub in ("new", "cur"):
@@ -156,15 +213,13 @@ def maildir_messages(root, result=None):
                         flags.append(MAILDIR_FLAGS[c])
                     elif c in keywords:
                         flags.append(keywords[c])
-            try:
-                size = os.path.getsize(full)
-                if size > MAX_MESSAGE:
-                    if result is not None:
+            data, size = _read_regular(full, MAX_MESSAGE)
+            if data is None or len(data) > MAX_MESSAGE:
+                if result is not None:
+                    if size is not None:
                         result.too_large.append(full)
-                    continue
-                with open(full, "rb") as f:
-                    data = f.read()
-            except (FileNotFoundError, IsADirectoryError):
+                    else:
+                        result.not_files.append(full)
                 continue
             # The key survives flag changes in the name (the part before ":").
             yield Source(mailbox, f"{mailbox}/{unique}", data, sorted(set(flags)),
@@ -186,7 +241,7 @@ def _from_line_date(line):
     return None
 
 
-def _mbox_message(raw, from_line):
+def _mbox_message(raw):
     """(data, flags) of one mbox message: mbox headers turned into flags and removed."""
     head, sep, body = raw.partition(b"\n\n")
     if not sep:
@@ -221,51 +276,77 @@ def _mbox_message(raw, from_line):
 
 
 def mbox_messages(path, result=None, mailbox=""):
-    """Yield a Source per message of an mbox file, reading it line by line."""
+    """Yield a Source per message of an mbox file, reading it in pieces of at most 1 MiB
+    (a file without line ends cannot fill memory). A "From " line starts a message at
+    the start of the file or after an empty line (RFC 4155). The key of a message is its
+    offset, length and a hash of its bytes: a different file at the same path later is
+    not mistaken for the one imported before."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise ImportError_(f"{path}: {e.strerror}") from None
     with f:
-        first = f.readline()
+        first = f.readline(READ_PIECE)
+        if not first:
+            return  # an empty mbox (an export of an empty mailbox): no messages
         if not first.startswith(b"From "):
             raise ImportError_(f"{path}: not an mbox file (no 'From ' line at the start)")
-        offset, from_line = 0, first
+        state = {"offset": 0, "from": first, "buf": bytearray(), "large": False, "hash": hashlib.sha256()}
         pos = len(first)
-        lines, size, too_large = [], 0, False
+        at_line_start = first.endswith(b"\n")
+        prev_blank = False
 
         def finish():
-            if too_large:
+            st = state
+            if st["large"]:
                 if result is not None:
-                    result.too_large.append(f"{path} at byte {offset}")
+                    result.too_large.append(f"{path} at byte {st['offset']}")
                 return None
-            raw = b"".join(lines)
-            # The blank line before the next From_ belongs to the mbox format.
-            if raw.endswith(b"\n\n"):
-                raw = raw[:-1]
-            elif raw.endswith(b"\r\n\r\n"):
-                raw = raw[:-2]
-            raw = raw.replace(b"\r\n", b"\n")
-            data, flags = _mbox_message(raw, from_line)
-            return Source(mailbox, f"{mailbox}@{offset}", data, flags, _from_line_date(from_line))
+            raw = st["buf"]
+            # The empty line before the next From_ belongs to the mbox format.
+            if raw.endswith(b"\r\n\r\n"):
+                del raw[-2:]
+            elif raw.endswith(b"\n\n"):
+                del raw[-1:]
+            data, flags = _mbox_message(bytes(raw).replace(b"\r\n", b"\n"))
+            key = f"{mailbox}@{st['offset']}:{len(raw)}:{st['hash'].hexdigest()[:24]}"
+            return Source(mailbox, key, data, flags, _from_line_date(st["from"]))
 
-        for line in f:
-            start, pos = pos, pos + len(line)
-            if line.startswith(b"From "):
+        while True:
+            piece = f.readline(READ_PIECE)
+            if not piece:
+                break
+            start, pos = pos, pos + len(piece)
+            line_start, at_line_start = at_line_start, piece.endswith(b"\n")
+            if line_start and prev_blank and piece.startswith(b"From "):
                 src = finish()
                 if src is not None:
                     yield src
-                offset, from_line = start, line
-                lines, size, too_large = [], 0, False
+                rest = piece
+                while not rest.endswith(b"\n"):  # an over-long From_ line: its rest
+                    more = f.readline(READ_PIECE)
+                    if not more:
+                        break
+                    pos += len(more)
+                    rest = more
+                at_line_start = True
+                state.update({"offset": start, "from": piece, "buf": bytearray(), "large": False,
+                              "hash": hashlib.sha256()})
+                prev_blank = False
                 continue
             # mboxrd (RFC 4155 appendix A): ">From ", ">>From " ... lose one ">".
-            if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
-                line = line[1:]
-            size += len(line)
-            if size > MAX_MESSAGE:
-                too_large, lines = True, []
-            elif not too_large:
-                lines.append(line)
+            if line_start and piece.startswith(b">") and piece.lstrip(b">").startswith(b"From "):
+                piece = piece[1:]
+            if line_start:
+                prev_blank = piece in (b"\n", b"\r\n")
+            elif at_line_start:
+                prev_blank = False
+            state["hash"].update(piece)
+            if not state["large"]:
+                if len(state["buf"]) + len(piece) > MAX_MESSAGE:
+                    state["large"], state["buf"] = True, bytearray()
+                else:
+                    state["buf"] += piece
         src = finish()
         if src is not None:
             yield src
@@ -273,8 +354,9 @@ def mbox_messages(path, result=None, mailbox=""):
 
 def message_id(data):
     """The first Message-ID of a message's header, without brackets, or ""."""
-    head = data.split(b"\n\n", 1)[0]
-    lines = head.split(b"\n")
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    head = data[: min(ends)] if ends else data
+    lines = [line.rstrip(b"\r") for line in head.split(b"\n")]
     for i, line in enumerate(lines):
         if line[:11].lower() == b"message-id:":
             value = line[11:]
@@ -311,22 +393,22 @@ def run(account, sources, source_id, mailbox, top_level=False, progress=None, re
     last = clock()
 
     def next_batch():
+        # Reading and parsing in a thread: the reactor is never held up by the source.
         batch, size = [], 0
         for src in it:
             batch.append(src)
             size += len(src.data)
             if len(batch) >= BATCH_MESSAGES or size >= BATCH_BYTES:
                 break
-        return batch
+        return batch, {s.key: message_id(s.data) for s in batch}
 
     while True:
-        batch = yield threads.deferToThread(next_batch)
+        batch, ids = yield threads.deferToThread(next_batch)
         if not batch:
             break
         done = yield account.imported_keys(source_id, [s.key for s in batch])
         todo = [s for s in batch if s.key not in done]
         result.skipped += len(batch) - len(todo)
-        ids = {s.key: message_id(s.data) for s in todo}
         present = yield account.message_ids_present(list(set(ids.values()) - seen_ids))
         for s in todo:
             mid = ids[s.key]
@@ -356,13 +438,19 @@ def open_source(kind, path):
     source before anything is imported (ImportError_)."""
     result = Result()
     if kind == "maildir":
-        maildir_folders(path)
+        maildir_folders(path, Result())
         return maildir_messages(path, result), result
     if kind == "mbox":
         if os.path.isdir(path):
             raise ImportError_(f"{path}: a directory; import maildir, or each mbox file")
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise ImportError_(f"{path}: not a regular file")
+        except FileNotFoundError:
+            raise ImportError_(f"{path}: No such file") from None
         with open(path, "rb") as f:
-            if not f.read(5) == b"From ":
+            start = f.read(5)
+            if start and start != b"From ":
                 raise ImportError_(f"{path}: not an mbox file (no 'From ' line at the start)")
         return mbox_messages(path, result), result
     raise ImportError_(f"unknown source kind {kind!r}: maildir or mbox")
@@ -376,7 +464,17 @@ def format_progress(r):
         line += f", {r.duplicates} with a Message-ID seen before"
     if r.too_large:
         line += f", {len(r.too_large)} too large"
+    if r.not_files:
+        line += f", {len(r.not_files)} not regular files (links, FIFOs) left out"
+    if r.skipped_folders:
+        line += f", {len(r.skipped_folders)} folders left out"
     return line
+
+
+def source_id(path):
+    """The identity of a source across runs: its real path (a link to the same tree is
+    the same source)."""
+    return os.path.realpath(path)
 
 
 def valid_flags(flags):

@@ -11,6 +11,7 @@ refuses to touch an existing configuration. Blocking; runs in the ``moxtw`` comm
 
 import errno
 import json
+import re
 import os
 import pwd
 import secrets
@@ -283,8 +284,11 @@ def run(opts, out=sys.stdout, set_password=None):
         addr = parse_address(opts.address)
     except AddressError as e:
         raise QuickstartError(f"{opts.address!r}: {e}") from None
-    if not addr.localpart or not addr.localpart.isascii() or "/" in addr.localpart:
-        raise QuickstartError("the localpart names the account: use an ASCII localpart like you@example.com")
+    # The localpart names the account (the store's rule for account names), and "+" is
+    # the catchall separator the domain gets.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", addr.localpart) or ".." in addr.localpart:
+        raise QuickstartError(f"{opts.address!r}: the localpart names the account: use letters, digits, '.', "
+                              "'_' and '-' (no '+', the domain's catchall separator), like you@example.com")
     domain = addr.domain.unicode
     account = addr.localpart.lower()
     address = f"{addr.localpart}@{domain}"
@@ -307,13 +311,35 @@ def run(opts, out=sys.stdout, set_password=None):
                                   "a configuration; use another --config directory or remove it")
     data_dir = os.path.normpath(os.path.join(config_dir, "..", "data"))
 
+    created = []
+    try:
+        return _write(opts, out, set_password, config_dir, data_dir, domain, account, address, hostname, created)
+    except BaseException:
+        # Nothing half-written stays: a re-run starts afresh.
+        for path in reversed(created):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.unlink(path)
+        raise
+
+
+def _write(opts, out, set_password, config_dir, data_dir, domain, account, address, hostname, created):
     print(f"moxtw quickstart for {address}, host name {hostname}", file=out)
     if opts.existing_webserver:
         print("note: --existing-webserver has no effect yet: the config has no web listeners on "
               "ports 80/443 until the web interfaces and ACME are built", file=out)
     ips = checks(opts, hostname, out)
 
+    for d in (config_dir, data_dir):
+        if not os.path.exists(d):
+            created.append(d)
     os.makedirs(config_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(config_dir, "dkim")):
+        created.append(os.path.join(config_dir, "dkim"))
+    for name in (STATIC_FILE, DYNAMIC_FILE, ADMIN_PASSWORD_FILE, UNIT_FILE):
+        if not os.path.exists(os.path.join(config_dir, name)):
+            created.append(os.path.join(config_dir, name))
     durable.make_dirs(os.path.join(config_dir, "dkim"))
     year = datetime.now(timezone.utc).year
     selectors = []

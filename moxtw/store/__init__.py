@@ -49,8 +49,11 @@ def account_dir(data_dir, name):
     return os.path.join(data_dir, "accounts", name)
 
 
-def prepare_account_dir(path, now=None):
-    """Create directories and the index, upgrade its schema. Blocking; off the reactor."""
+def prepare_account_dir(path, now=None, owner=True):
+    """Create directories and the index, upgrade its schema. Blocking; off the reactor.
+    ``owner``: this process runs the server (or no server runs), so files the previous
+    run held for IMAP sessions are removed; a command beside a running server (False)
+    must leave them, the server's sessions may still read them."""
     maildir = os.path.join(path, "maildir")
     for d in (path, maildir, os.path.join(maildir, "tmp"), os.path.join(maildir, "cur")):
         if not os.path.isdir(d):
@@ -61,7 +64,8 @@ def prepare_account_dir(path, now=None):
         schema.upgrade(conn, hooks={2: fill_fts_hook(maildir), 5: search_text_hook(maildir)})
         init_account_db(conn, now)
         # Files of expunged messages held for IMAP sessions when the process stopped.
-        clean_held_files(conn, maildir, message_file)
+        if owner:
+            clean_held_files(conn, maildir, message_file)
     finally:
         conn.close()
     # Files in tmp/ belong to deliveries that were never acknowledged. Only old ones are
@@ -79,9 +83,13 @@ def prepare_account_dir(path, now=None):
 class Store:
     """All accounts under one data directory."""
 
-    def __init__(self, data_dir, reactor=None, threadpool=None):
+    def __init__(self, data_dir, reactor=None, threadpool=None, owner=True):
+        """``owner=False`` for commands that may run beside the server (export,
+        setaccountpassword): opening an account then leaves the server's held files
+        alone and does not start the search-text indexer."""
         reactor = default_reactor(reactor)
         self.data_dir = data_dir
+        self.owner = owner
         self._reactor = reactor
         self._threadpool = threadpool
         self._accounts = {}
@@ -110,7 +118,8 @@ class Store:
         def opened(_):
             acc = Account(name, path, self._reactor, self._threadpool)
             self._accounts[name] = acc
-            acc._kick_indexer()  # texts a crash left to make (text_pending)
+            if self.owner:
+                acc._kick_indexer()  # texts a crash left to make (text_pending)
             return acc
 
         def done(result):
@@ -120,9 +129,10 @@ class Store:
             return result
 
         if self._threadpool is None:
-            d = threads.deferToThread(prepare_account_dir, path)
+            d = threads.deferToThread(prepare_account_dir, path, None, self.owner)
         else:
-            d = threads.deferToThreadPool(self._reactor, self._threadpool, prepare_account_dir, path)
+            d = threads.deferToThreadPool(self._reactor, self._threadpool, prepare_account_dir, path, None,
+                                          self.owner)
         return d.addCallback(opened).addBoth(done)
 
     def open_accounts(self):

@@ -244,3 +244,116 @@ class OnlineImportTests(unittest.TestCase):
         typ, data = yield threads.deferToThread(select_count)
         self.assertEqual(typ, "OK")
         self.assertEqual(int(data[0]), sum(1 for (box, _) in want if box == "Sent"))
+
+
+class HostileSourceTests(unittest.TestCase):
+    """What a source can do to the importer: links out of the tree, FIFOs, names that are
+    not UTF-8 or are modified UTF-7, a different mbox at the same path, lines without end."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.store = Store(os.path.join(self.dir, "data"))
+        self.addCleanup(self.store.close)
+        self.acc = yield self.store.open_account("mox")
+
+    def maildir(self, *parts):
+        path = os.path.join(self.dir, "Maildir", *parts)
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        return path
+
+    @defer.inlineCallbacks
+    def boxes(self):
+        out = {}
+        for b in (yield self.acc.mailboxes()):
+            if b.total:
+                out[b.name] = b.total
+        return out
+
+    @defer.inlineCallbacks
+    def test_links_fifos_and_names(self):
+        root = self.maildir()
+        secret = os.path.join(self.dir, "secret")
+        with open(secret, "wb") as f:
+            f.write(b"Subject: secret\n\nroot only\n")
+        with open(os.path.join(root, "cur", "1.a:2,S"), "wb") as f:
+            f.write(b"Subject: ok\r\nMessage-ID: <ok@x>\r\n\r\nbody Message-ID: <not@this>\r\n")
+        os.symlink(secret, os.path.join(root, "cur", "2.link:2,S"))
+        os.mkfifo(os.path.join(root, "new", "3.fifo"))
+        elsewhere = self.maildir("..", "Elsewhere")
+        with open(os.path.join(elsewhere, "cur", "4.x:2,"), "wb") as f:
+            f.write(b"Subject: elsewhere\n\nx\n")
+        os.symlink(elsewhere, os.path.join(root, ".Linked"))
+        umlaut = self.maildir(".Entw&APw-rfe")
+        with open(os.path.join(umlaut, "cur", "5.u:2,"), "wb") as f:
+            f.write(b"Subject: draft\n\nx\n")
+        bad = os.path.join(os.fsencode(root), b".bad\xff")
+        for sub in (b"cur", b"new", b"tmp"):
+            os.makedirs(os.path.join(bad, sub))
+        with open(os.path.join(bad, b"cur", b"6.b:2,"), "wb") as f:
+            f.write(b"Subject: bad name\n\nx\n")
+        starred = self.maildir(".a\x01b")  # a control character: no mailbox name
+        with open(os.path.join(starred, "cur", "7.s:2,"), "wb") as f:
+            f.write(b"Subject: star\n\nx\n")
+        after = self.maildir(".zzz")
+        with open(os.path.join(after, "cur", "8.z:2,"), "wb") as f:
+            f.write(b"Subject: after the bad ones\n\nx\n")
+
+        sources, result = mailimport.open_source("maildir", root)
+        r = yield mailimport.run(self.acc, sources, mailimport.source_id(root), "Inbox", top_level=True,
+                                 result=result)
+        self.assertEqual((yield self.boxes()), {"Inbox": 1, "Entwürfe": 1, "zzz": 1})
+        self.assertEqual(len(r.not_files), 2)  # the link and the FIFO
+        self.assertEqual(len(r.skipped_folders), 2)  # not UTF-8, and the control character
+        self.assertEqual(mailimport.message_id(b"Subject: ok\r\nMessage-ID: <ok@x>\r\n\r\nMessage-ID: <no@x>\r\n"),
+                         "ok@x")
+
+    @defer.inlineCallbacks
+    def test_other_mbox_at_same_path(self):
+        path = os.path.join(self.dir, "mail.mbox")
+
+        def write(*subjects):
+            with open(path, "wb") as f:
+                for s in subjects:
+                    f.write(f"From x@y Mon Jan  1 00:00:00 2024\nSubject: {s}\n\nbody of {s}\n\n".encode())
+
+        write("OLD 1", "OLD 2")
+        r = yield mailimport.run(self.acc, mailimport.mbox_messages(path), mailimport.source_id(path), "M")
+        self.assertEqual(r.imported, 2)
+        write("NEW 1", "NEW 2", "NEW 3")  # same offsets for the first two
+        r = yield mailimport.run(self.acc, mailimport.mbox_messages(path), mailimport.source_id(path), "M")
+        self.assertEqual((r.imported, r.skipped), (3, 0))
+        # Through a symbolic link it is the same source.
+        link = os.path.join(self.dir, "link.mbox")
+        os.symlink(path, link)
+        r = yield mailimport.run(self.acc, mailimport.mbox_messages(link), mailimport.source_id(link), "M")
+        self.assertEqual((r.imported, r.skipped), (0, 3))
+
+    def test_mbox_bounded_and_separators(self):
+        self.patch(mailimport, "MAX_MESSAGE", 1000)
+        self.patch(mailimport, "READ_PIECE", 100)
+        path = os.path.join(self.dir, "long.mbox")
+        with open(path, "wb") as f:
+            f.write(b"From a Mon Jan  1 00:00:00 2024\nSubject: long\n\n" + b"x" * 100000)
+            f.write(b"\n\nFrom b Mon Jan  1 00:00:00 2024\nSubject: short\n\nline\nFrom inside, no blank before\n")
+        result = mailimport.Result()
+        got = list(mailimport.mbox_messages(path, result))
+        self.assertEqual(len(got), 1)
+        self.assertIn(b"Subject: short", got[0].data)
+        self.assertIn(b"\nFrom inside, no blank before\n", got[0].data)
+        self.assertEqual(len(result.too_large), 1)
+
+    def test_export_names(self):
+        self.assertEqual(mailexport._safe_rel("Inbox/cur"), "Inbox/cur_")
+        self.assertEqual(mailexport._safe_rel("new/x"), "new_/x")
+        path = os.path.join(self.dir, "empty.mbox")
+        open(path, "wb").close()
+        sources, _ = mailimport.open_source("mbox", path)
+        self.assertEqual(list(sources), [])
+        os.mkfifo(os.path.join(self.dir, "fifo.mbox"))
+        with self.assertRaises(mailimport.ImportError_):
+            mailimport.open_source("mbox", os.path.join(self.dir, "fifo.mbox"))

@@ -297,9 +297,26 @@ Domain = "example.org"
         self.assertTrue(any("MTA-STS" in p.why for p in pending))
 
     def test_bad_address_refused(self):
-        for bad in ("nobody", "a b@example.com", "@example.com"):
+        for bad in ("nobody", "a b@example.com", "@example.com", "me+x@example.com", "a=b@example.com",
+                    '"john doe"@example.com', "../x@example.com"):
+            d = self.mktemp()
             with self.assertRaises(quickstart.QuickstartError):
-                quickstart.run(quickstart.Options(address=bad, config_dir=self.mktemp()), out=open(os.devnull, "w"))
+                quickstart.run(quickstart.Options(address=bad, config_dir=d), out=open(os.devnull, "w"))
+            self.assertFalse(os.path.exists(d), bad)
+
+    def test_failure_leaves_nothing(self):
+        base = os.path.abspath(self.mktemp())
+        d = os.path.join(base, "config")
+
+        def fail(config_dir, account, password):
+            raise OSError("disk full")
+
+        with self.assertRaises(OSError):
+            quickstart.run(quickstart.Options(address="you@example.com", config_dir=d, hostname="mail.example.com",
+                                              skipdial=True, ips=["127.0.0.9"]), out=open(os.devnull, "w"),
+                           set_password=fail)
+        self.assertFalse(os.path.exists(d))
+        self.assertFalse(os.path.exists(os.path.join(base, "data")))
 
 
 class AdminPasswordTests(unittest.SynchronousTestCase):
