@@ -349,8 +349,10 @@ def _edit(a, change):
     cfg = mconfig.load(a.config)
     try:
         result = ctl.request(cfg.data_dir, "config.reload", timeout=30)
-    except ctl.CtlError:
+    except ctl.NotRunning:
         print("(no server running: it uses the change when it starts)")
+    except ctl.CtlError as e:
+        print(f"(the running server was not asked to reload: {e}; it picks the change up within seconds)")
     else:
         print("the running server reloaded the configuration" if result.get("reloaded")
               else "the running server had the change already")
@@ -367,8 +369,11 @@ def cmd_account_rm(a):
         try:
             cfg = mconfig.load(a.config)
             ctl.request(cfg.data_dir, "ping", timeout=10)
-        except ctl.CtlError:
+        except ctl.NotRunning:
             pass
+        except ctl.CtlError as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
         except mconfig.ConfigError as e:
             print("\n".join(e.errors), file=sys.stderr)
             return 1
@@ -505,9 +510,12 @@ def cmd_import(a):
 
     args = {"kind": a.kind, "account": a.account, "mailbox": a.mailbox, "path": path, "top_level": a.top_level}
     try:
-        result = ctl.request(cfg.data_dir, "ping", timeout=10)
-    except ctl.CtlError:
+        result = ctl.request(cfg.data_dir, "ping", timeout=30)
+    except ctl.NotRunning:
         result = None
+    except ctl.CtlError as e:
+        print(f"import: {e}", file=sys.stderr)
+        return 1
     if result == "pong":
         try:
             result = ctl.request(cfg.data_dir, "import", timeout=600, on_progress=progress, **args)
@@ -606,13 +614,16 @@ def cmd_backup(a):
         return 1
     dest = os.path.abspath(a.dest)
     try:
-        ctl.request(cfg.data_dir, "ping", timeout=10)
+        ctl.request(cfg.data_dir, "ping", timeout=30)
         running = True
-    except ctl.CtlError:
+    except ctl.NotRunning:
         running = False
+    except ctl.CtlError as e:
+        print(f"backup: {e}", file=sys.stderr)
+        return 1
     try:
         if running:
-            counts = ctl.request(cfg.data_dir, "backup", timeout=3600, dest=dest)
+            counts = ctl.request(cfg.data_dir, "backup", timeout=24 * 3600, dest=dest)
         else:
             counts = backup.run_and_verify(os.path.abspath(a.config), cfg.data_dir, dest)
     except (ctl.CtlError, backup.BackupError, OSError) as e:

@@ -41,6 +41,12 @@ class CtlError(Exception):
     """A request the server refused, or no server to ask."""
 
 
+class NotRunning(CtlError):
+    """No server listens on the control socket (no socket file, or nothing accepting):
+    commands that can may work on the files instead. Other failures to connect (no
+    permission) are plain CtlErrors: a server may well be running."""
+
+
 def ctl_path(data_dir):
     return os.path.join(data_dir, CTL_FILE)
 
@@ -223,6 +229,15 @@ class CtlProtocol(LineOnlyReceiver):
         self.sendLine(json.dumps(obj).encode("utf-8"))
 
 
+def _packages():
+    """The names log levels can be set for: moxtw's packages and modules."""
+    import pkgutil
+
+    import moxtw
+
+    return {m.name for m in pkgutil.iter_modules(moxtw.__path__) if m.name != "test"} | {"twisted"}
+
+
 class ServerCommands:
     """Commands about the server itself: ``config.reload`` (read domains.toml now, after
     the command line changed it), ``loglevels`` (get, or set with ``level`` and optional
@@ -247,6 +262,8 @@ class ServerCommands:
             if not isinstance(level, str) or not isinstance(pkg, str):
                 raise CtlError("level and pkg must be strings")
             packages = dict(self.log_config.packages)
+            if pkg and pkg.split(".")[0] not in _packages():
+                raise CtlError(f"unknown package {pkg!r}, expected one of {', '.join(sorted(_packages()))}")
             if pkg:
                 packages[pkg] = level
                 new = mlog.LogConfig(default=self.log_config.default, packages=packages)
@@ -458,13 +475,20 @@ def request(data_dir, cmd, timeout=120.0, on_progress=None, **args):
         try:
             with _short_path(path) as short:
                 s.connect(short)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise NotRunning(f"cannot reach the server at {path} ({e.strerror}): is it running?") from None
         except OSError as e:
-            raise CtlError(f"cannot reach the server at {path} ({e.strerror}): is it running?") from None
+            raise CtlError(f"cannot use the control socket {path} ({e.strerror or e}): run this command as the "
+                           "server's user or root") from None
         s.sendall(json.dumps({"cmd": cmd, "args": args}).encode("utf-8") + b"\n")
         buf = b""
         while True:
             while b"\n" not in buf:
-                chunk = s.recv(1 << 20)
+                try:
+                    chunk = s.recv(1 << 20)
+                except TimeoutError:
+                    raise CtlError(f"no answer from the server within {timeout:.0f} seconds; it may still be "
+                                   "working on the request (see its log)") from None
                 if not chunk:
                     raise CtlError("server closed the connection without answering")
                 buf += chunk

@@ -11,6 +11,7 @@ and replaces the file atomically only when it is valid; a running server picks i
 
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 
 import tomlkit
@@ -236,6 +237,7 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None):
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
                 f.flush()
+                _share_like_config(f.fileno(), cfg.config_dir)
                 os.fsync(f.fileno())
             sel = tomlkit.table()
             sel["PrivateKeyFile"] = rel
@@ -275,6 +277,16 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None):
 
     run.cleanup = lambda: _remove(written)
     return run
+
+
+def _share_like_config(fd, config_dir):
+    """A new key file made by root gets the config directory's group and group read, as
+    the server gives every config file at start (moxtw.privileges.share_config): the
+    server, running as its own user, reads it at the reload without a restart."""
+    st = os.stat(config_dir)
+    if os.getuid() == 0 and st.st_gid != 0 and st.st_mode & stat.S_IRGRP:
+        os.fchown(fd, -1, st.st_gid)
+        os.fchmod(fd, 0o640)
 
 
 def _remove(paths):

@@ -69,7 +69,19 @@ def load_config(path):
     for key in ("Username", "Password"):
         if not isinstance(conf.get(key), str) or not conf[key]:
             raise SendmailError(EX_CONFIG, f"{path}: {key} is required")
+    if conf["TLS"] == "none" and not _loopback(conf["Host"]):
+        raise SendmailError(EX_CONFIG, f"{path}: TLS = \"none\" only to a loopback address, the password "
+                            "would cross the network in the clear")
     return conf
+
+
+def _loopback(host):
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def parse_args(argv):
@@ -197,7 +209,9 @@ def submit(conf, sender, rcpts, msg, timeout=60):
                 s.starttls(context=ctx)
                 s.ehlo(socket.gethostname() or "localhost")
             s.login(conf["Username"], conf["Password"])
-            refused = s.sendmail(sender, rcpts, msg)
+            # Non-ASCII addresses need SMTPUTF8 (RFC 6531 3.4), which moxtw offers.
+            utf8 = not all(a.isascii() for a in [sender, *rcpts])
+            refused = s.sendmail(sender, rcpts, msg, mail_options=["SMTPUTF8"] if utf8 else [])
     except smtplib.SMTPAuthenticationError as e:
         raise SendmailError(EX_CONFIG, f"login as {conf['Username']} refused: {e.smtp_error.decode(errors='replace')}")
     except smtplib.SMTPRecipientsRefused as e:
@@ -208,6 +222,8 @@ def submit(conf, sender, rcpts, msg, timeout=60):
     except smtplib.SMTPResponseException as e:
         status = EX_TEMPFAIL if 400 <= e.smtp_code < 500 else EX_DATAERR
         raise SendmailError(status, f"refused: {e.smtp_code} {e.smtp_error.decode(errors='replace')}")
+    except smtplib.SMTPNotSupportedError as e:
+        raise SendmailError(EX_DATAERR, f"refused: {e}")
     except (smtplib.SMTPException, ssl.SSLError, OSError) as e:
         raise SendmailError(EX_TEMPFAIL, f"submission failed: {e}")
     return refused

@@ -108,3 +108,27 @@ class BackupTests(unittest.TestCase):
             self.assertIn(text, err.decode())
         with self.assertRaises(backup.BackupError):
             backup.backup(config, os.path.join(d, "data"), os.path.join(config, "inside"))
+
+
+class DataInsideConfigTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_data_dir_inside_config_dir(self):
+        from moxtw.store import Store
+        from moxtw.test import servertree
+
+        d = os.path.abspath(self.mktemp())
+        servertree.write_config(d, 'DataDir = "data"\nLogLevel = "info"\nHostname = "mail.example.org"\n'
+                                '[Postmaster]\nAccount = "a"\nMailbox = "Inbox"\n[Listeners.x]\nIPs = ["127.0.0.1"]\n',
+                                '[Domains."example.org"]\n[Accounts.a]\nDomain = "example.org"\n'
+                                '[Accounts.a.Destinations."a@example.org"]\n')
+        st = Store(os.path.join(d, "data"))
+        acc = yield st.open_account("a")
+        yield acc.deliver("Inbox", message(1))
+        yield st.close()
+        dest = os.path.join(os.path.dirname(d), "bk-" + os.path.basename(d))
+        counts = yield threads.deferToThread(backup.run_and_verify, d, os.path.join(d, "data"), dest)
+        self.assertFalse(os.path.exists(os.path.join(dest, "config", "data")))
+        self.assertEqual(counts["verify"][0][:2], ("account a: 1 messages", True))
+        self.assertIn('DataDir = "../data"', open(os.path.join(dest, "config", "moxtw.toml")).read())

@@ -133,6 +133,9 @@ class RunningServerTests(unittest.TestCase):
         _, err, code = yield self.cli("loglevels", "loud", ok=False)
         self.assertEqual(code, 1)
         self.assertIn("unknown log level", err)
+        _, err, code = yield self.cli("loglevels", "debug", "smtpservr", ok=False)
+        self.assertEqual(code, 1)
+        self.assertIn("unknown package 'smtpservr'", err)
         # trace logs the SMTP transcript now.
         yield self.rcpt("mox@localhost")
         self.assertIn(b'msg="C: rcpt TO:<mox@localhost>"', self.proc.out)
