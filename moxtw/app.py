@@ -38,7 +38,7 @@ from moxtw.smtpserver.server import SMTPFactory
 from moxtw.staletmp import StaleTmpService
 from moxtw.store import Store
 from moxtw.store.service import StoreService
-from moxtw.tls import server_context_factory
+from moxtw.tls.certstore import CertReloadService, CertStore
 
 log = Logger(namespace="moxtw.app")
 
@@ -123,13 +123,17 @@ def _tls_context(config):
 
 def _listener_tls(config, lst):
     """The TLS server options of a listener (for STARTTLS and implicit TLS alike: one
-    configuration, see moxtw.tls), or None without KeyCerts."""
+    configuration, see moxtw.tls): its CertStore, one per listener, choosing among its
+    KeyCerts by SNI; None without KeyCerts."""
     if lst.TLS is None or not lst.TLS.KeyCerts:
         return None
-    kc = lst.TLS.KeyCerts[0]
-    return server_context_factory(
-        os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile)
-    )
+    name = next(n for n, other in config.static.Listeners.items() if other is lst)
+    store = config.cert_stores.get(name)
+    if store is None:
+        pairs = [(os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile))
+                 for kc in lst.TLS.KeyCerts]
+        store = config.cert_stores[name] = CertStore(name, pairs)
+    return store
 
 
 def _own_smtp(static):
@@ -288,6 +292,9 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)
+    # Certificate files replaced on disk (a renewal by certbot) are served without restart.
+    if config.cert_stores:
+        CertReloadService(config.cert_stores.values(), clock=reactor).setServiceParent(root)
     # Last, so a listener that cannot bind stops the start before it.
     server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),

@@ -63,6 +63,12 @@ STORE_COMMIT_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+TLS_CERT_EXPIRY = Gauge(
+    "tls_cert_expiry_seconds",
+    "Unix time at which the certificate served for a name on a listener expires.",
+    ["listener", "name"],
+    registry=REGISTRY,
+)
 STORE_ACCOUNTS_OPEN = Gauge(
     "store_accounts_open",
     "Accounts currently open.",

@@ -58,6 +58,8 @@ class Config:
     dynamic_path: str
     data_dir: str
     dynamic_stamp: Optional[FileStamp] = field(default=None, compare=False)
+    # moxtw.tls.certstore.CertStore per listener name, made when the service tree is built.
+    cert_stores: dict = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, name: str) -> str:
         """A file name from the configuration, relative to the config directory."""

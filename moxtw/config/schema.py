@@ -172,7 +172,10 @@ class ListenerTLS(Model):
         example="letsencrypt",
     )
     KeyCerts: list[KeyCert] = field(
-        "Static certificates and keys. Mutually exclusive with ACME.", factory=list
+        "Static certificates and keys, chosen per connection by the name the client asks "
+        "for (SNI); the first serves clients that ask for none, other names are refused. "
+        "Files replaced on disk are served within a minute, without restart. Mutually "
+        "exclusive with ACME.", factory=list
     )
     MinVersion: TLSVersion = field("Minimum TLS version accepted.", "TLSv1.2")
     HostPrivateKeyFiles: list[str] = field(
