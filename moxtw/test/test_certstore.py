@@ -62,6 +62,7 @@ class CertStoreTests(unittest.TestCase):
         self.assertEqual((yield self.names("EXAMPLE.org")), ["example.org", "mail.example.org"])
         self.assertEqual((yield self.names("imap.example.net")), ["*.example.net"])
         self.assertEqual((yield self.names(None)), ["example.org", "mail.example.org"])  # no SNI: the first
+        self.assertEqual(self.store.pair_for("127.0.0.1"), self.store.pair_for(None))  # an IP: as none
         for other in ("a.b.example.net", "example.net", "evil.example"):
             e = yield self.assertFailure(self.names(other), ssl.SSLError)
             self.assertIn("UNRECOGNIZED_NAME", str(e).upper(), other)

@@ -5,7 +5,7 @@ or a wildcard). :class:`CertStore` loads them all, each into its own OpenSSL con
 the one policy of every listener (:func:`moxtw.tls.server_context_factory`), and picks
 one per connection from the server name the client sends (RFC 6066 3): an exact
 subjectAltName, else a wildcard one label deep (RFC 6125 6.4.3). A client without SNI
-gets the first pair. A name no certificate has is refused with a fatal
+(or sending an IP address, which RFC 6066 3 does not allow) gets the first pair. A name no certificate has is refused with a fatal
 ``unrecognized_name`` alert (RFC 6066 3): we do not hand out a certificate for another
 name. The store is passed wherever TLS server options go (startTLS, TLSMemoryBIOFactory):
 it has ``getContext()``.
@@ -17,6 +17,7 @@ service and logs the error. ``tls_cert_expiry_seconds`` (per listener and name) 
 Unix time at which the certificate in service expires.
 """
 
+import ipaddress
 import os
 import sys
 import threading
@@ -53,6 +54,14 @@ def _quiet_unknown_names():
 
     hook._moxtw_sni = True
     sys.excepthook = hook
+
+
+def _is_ip(text):
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return True
+    except ValueError:
+        return False
 
 
 def _stamp(path):
@@ -126,7 +135,9 @@ class CertStore:
     def pair_for(self, server_name):
         """The pair serving ``server_name`` (str, or None without SNI), or None."""
         pairs = self._pairs
-        if server_name is None:
+        if server_name is None or _is_ip(server_name):
+            # RFC 6066 3 does not allow IP addresses as server names; some clients send
+            # one anyway when dialing an address: treated as no name.
             return pairs[0]
         name = server_name.lower().rstrip(".")
         for p in pairs:
