@@ -38,6 +38,7 @@ from moxtw.smtpserver.server import SMTPFactory
 from moxtw.staletmp import StaleTmpService
 from moxtw.store import Store
 from moxtw.store.service import StoreService
+from moxtw.mtasts.serve import MTASTSResource
 from moxtw.tls.certstore import CertReloadService, CertStore
 
 log = Logger(namespace="moxtw.app")
@@ -287,6 +288,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         reactor,
         tls_context=_tls_context(config),
         metrics_resource=metrics.MetricsResource(),
+        mtasts_resource=MTASTSResource(current),
         smtp_factory=_smtp_factory(config, root.smtp_backend),
         imap_factory=_imap_factory(config, root.imap_backend),
     ):

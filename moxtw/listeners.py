@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
 from moxtw import unavailable
+from moxtw.mtasts.serve import request_host
 
 # Listener protocol kinds: (config attribute, implicit TLS).
 MAIL_KINDS = (
@@ -141,13 +142,21 @@ class ListenerService(internet.StreamServerEndpointService):
 
 
 class _WebRoot(resource.Resource):
-    """One HTTP port: /metrics when MetricsHTTP is served here, 503 for what is not built."""
+    """One HTTP port: /metrics when MetricsHTTP is served here, the MTA-STS policy host
+    when MTASTSHTTPS is, 503 for what is not built."""
 
-    def __init__(self, kinds, metrics_resource):
+    def __init__(self, kinds, metrics_resource, mtasts_resource=None):
         super().__init__()
         self._unavailable = unavailable.WebUnavailable()
         self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
+        self._mtasts = mtasts_resource if "MTASTSHTTPS" in kinds else None
         self._only_metrics = kinds == ["MetricsHTTP"]
+
+    def getChildWithDefault(self, name, request):
+        # Requests for mta-sts.<domain> get the policy host, whatever their path.
+        if self._mtasts is not None and self._mtasts.domain_for(request_host(request)) is not None:
+            return self._mtasts
+        return super().getChildWithDefault(name, request)
 
     def getChild(self, name, request):
         if self._metrics is not None and name == b"metrics":
@@ -162,7 +171,7 @@ class _WebRoot(resource.Resource):
 
 
 def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
-          metrics_resource=None):
+          metrics_resource=None, mtasts_resource=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
@@ -179,7 +188,7 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
         elif kind in ("IMAP", "IMAPS"):
             factory = imap_factory(kind, spec.listener, lst)
         else:
-            factory = server.Site(_WebRoot(spec.kinds, metrics_resource))
+            factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource))
             factory.noisy = False
         if spec.tls:
             if tls_context is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from moxtw.admin import records as rec
 from moxtw.dns import DNSError, NoRecords, NotFound, normalize
+from moxtw.mtasts.policy import txt_record as mtasts_txt
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -69,6 +70,7 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
     _check_dmarc(c, dom, d)
     if dom.TLSRPT is not None:
         _check_tlsrpt(c, d)
+    _check_mtasts(c, dom, d)
     _check_unserved(c, d)
     _check_srv(c, lst, d, host)
     _check_dane(c, static, config_path, host, want_ips)
@@ -205,13 +207,40 @@ def _check_tlsrpt(c, d):
         c.add("TLSRPT", OK, tr[0])
 
 
-def _check_unserved(c, d):
-    """MTA-STS and autoconfig are not served: records for them send clients nowhere."""
-    got, _ = c.get(f"_mta-sts.{d}", "TXT")
-    if got:
-        c.add("MTA-STS", WARNING, f"_mta-sts.{d} has a record, but this version serves no MTA-STS policy")
+def _check_mtasts(c, dom, d):
+    """The _mta-sts record names the configured policy id (RFC 8461 3.1), and the policy
+    host resolves."""
+    name = f"_mta-sts.{d}"
+    got, err = c.get(name, "TXT")
+    if err:
+        c.add("MTA-STS", ERROR, err)
+        return
+    sts = [t for t in got if t.replace(" ", "").lower().startswith("v=stsv1")]
+    if dom.MTASTS is None:
+        if sts:
+            c.add("MTA-STS", WARNING, f"{name} has a record, but the domain has no MTASTS policy configured")
+        else:
+            c.add("MTA-STS", OK, "no policy configured or published")
+        return
+    want = mtasts_txt(dom)
+    if len(sts) != 1:
+        c.add("MTA-STS", ERROR, f"{len(sts)} MTA-STS records at {name}: publish one, \"{want}\"")
+    elif _tag_value(sts[0], "id") != dom.MTASTS.PolicyID:
+        c.add("MTA-STS", ERROR, f"{name} has id {_tag_value(sts[0], 'id')}, the policy is "
+              f"{dom.MTASTS.PolicyID}: publish \"{want}\"")
     else:
-        c.add("MTA-STS", OK, "no policy published (this version does not serve one yet)")
+        host_ips = []
+        for rdtype in ("A", "AAAA"):
+            found, _ = c.get(f"mta-sts.{d}", rdtype)
+            host_ips += list(found or ())
+        if host_ips:
+            c.add("MTA-STS", OK, f"{sts[0]}; policy host mta-sts.{d} resolves")
+        else:
+            c.add("MTA-STS", ERROR, f"mta-sts.{d} does not resolve: senders cannot fetch the policy")
+
+
+def _check_unserved(c, d):
+    """Autoconfig is not served: records for it send clients nowhere."""
     got, _ = c.get(f"autoconfig.{d}", "CNAME")
     if got:
         c.add("autoconfig", WARNING, f"autoconfig.{d} exists, but this version serves no autoconfig yet")

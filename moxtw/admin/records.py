@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from moxtw.dkim.keys import parse_private_key, txt_strings
 from moxtw.dns import MX, SRV, TLSA, normalize
+from moxtw.mtasts.policy import txt_record
 
 # RFC 6186 3.1 / RFC 8314 5.1: SRV records for the client services, "." for none.
 CLIENT_SERVICES = (
@@ -163,8 +164,15 @@ def domain_records(static, dynamic, config_path, domain, ips=None):
     # RFC 8659: only the listed CA may issue certificates for the domain.
     out.append(Record(d, "CAA", '0 issue "letsencrypt.org"',
                       "CAA (RFC 8659): only Let's Encrypt may issue certificates; adjust for your CA"))
-    pending.append(Pending(f"_mta-sts.{d}. TXT \"v=STSv1; id=...\" and mta-sts.{d}. CNAME {host}.",
-                           "MTA-STS policies are not served yet"))
+    if dom.MTASTS is not None:
+        out.append(Record(f"_mta-sts.{d}", "TXT", txt_record(dom),
+                          "MTA-STS (RFC 8461): a new id tells senders to fetch the policy again"))
+        out.append(Record(f"mta-sts.{d}", "CNAME", host,
+                          "the MTA-STS policy host; its certificate (SNI mta-sts.<domain>) must be valid"))
+    else:
+        pending.append(Pending(f"_mta-sts.{d}. TXT \"v=STSv1; id=...\" and mta-sts.{d}. CNAME {host}.",
+                               "no MTASTS configured for the domain; it needs a CA certificate for mta-sts."
+                               f"{d} (ACME is not built yet)"))
     pending.append(Pending(f"autoconfig.{d}. CNAME {host}. and _autodiscover._tcp.{d}. SRV 0 1 443 {host}.",
                            "autoconfig/autodiscover is not served yet"))
     return out, pending

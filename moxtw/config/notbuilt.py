@@ -28,6 +28,7 @@ STATIC = {
     ("Listeners", "*", "Submissions", "EnabledOnHTTPS"): "SMTP on the HTTPS port is not built yet",
     ("Listeners", "*", "IMAPS", "EnabledOnHTTPS"): "IMAP on the HTTPS port is not built yet",
     ("Listeners", "*", "PprofHTTP"): "there is no profiling listener",
+    ("Listeners", "*", "MTASTSHTTPS", "Forwarded"): "no access log or rate limit uses the client IP yet",
     ("Listeners", "*", "WebserverHTTP", "RateLimitDisabled"): "the webserver is not built yet",
     ("Listeners", "*", "WebserverHTTPS", "RateLimitDisabled"): "the webserver is not built yet",
     ("Transports", "*", "Socks", "RemoteIPs"): "the proxy's IPs are not used for SPF checks yet",
@@ -35,7 +36,6 @@ STATIC = {
 
 DYNAMIC = {
     ("Domains", "*", "ClientSettingsDomain"): "client settings (autoconfig) are not built yet",
-    ("Domains", "*", "MTASTS"): "MTA-STS policies are not served yet",
     ("Domains", "*", "Aliases", "*", "ListMembers"): "alias members cannot list the members yet",
     ("Accounts", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "FullName"): "no web interface or message composition uses it yet",
@@ -62,7 +62,7 @@ DYNAMIC = {
 # The web interfaces answer 503 (moxtw.unavailable) on their ports; where they would be
 # mounted and whether to trust X-Forwarded-* do not matter yet.
 for _kind in ("AccountHTTP", "AccountHTTPS", "AdminHTTP", "AdminHTTPS", "WebmailHTTP", "WebmailHTTPS",
-              "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS", "MTASTSHTTPS"):
+              "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS"):
     for _name in ("Path", "Forwarded"):
         if _name in base_type(_schema.Listener.model_fields[_kind].annotation).model_fields:
             STATIC[("Listeners", "*", _kind, _name)] = "the web interfaces are not built yet"

@@ -294,7 +294,7 @@ Domain = "example.org"
         self.assertIn("v=DMARC1;p=reject", [r.value for r in recs])
         srv = {r.name: r.value for r in recs if r.rdtype == "SRV"}
         self.assertEqual(srv["_submissions._tcp.example.org"], SRV(0, 0, 0, ""))
-        self.assertTrue(any("MTA-STS" in p.why for p in pending))
+        self.assertTrue(any("MTASTS" in p.why for p in pending))
 
     def test_bad_address_refused(self):
         for bad in ("nobody", "a b@example.com", "@example.com", "me+x@example.com", "a=b@example.com",
