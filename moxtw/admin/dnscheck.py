@@ -282,7 +282,7 @@ def _check_dane(c, static, config_path, host, want_ips):
     elif not got:
         c.add("DANE", WARNING if dnssec else OK,
               f"no TLSA records at _25._tcp.{host}" + (": add one to protect delivery" if dnssec else ""))
-    elif wanted and any(t == wanted[0].value for t in got):
+    elif any(t == w.value for t in got for w in wanted):
         c.add("DANE", OK if dnssec else WARNING,
               f"TLSA at _25._tcp.{host} matches the certificate" + ("" if dnssec else ", but without DNSSEC"))
     else:

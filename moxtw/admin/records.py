@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from moxtw.dkim.keys import parse_private_key, txt_strings
 from moxtw.dns import MX, SRV, TLSA, normalize
 from moxtw.mtasts.policy import txt_record
+from moxtw.tls.certstore import cert_names
 
 # RFC 6186 3.1 / RFC 8314 5.1: SRV records for the client services, "." for none.
 CLIENT_SERVICES = (
@@ -69,13 +70,14 @@ def listener_ips(lst):
 
 
 def _cert_spki_sha256(path):
+    """(SHA-256 of the leaf's SubjectPublicKeyInfo, its DNS names)."""
     with open(path, "rb") as f:
         data = f.read()
     cert = x509.load_pem_x509_certificate(data)
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return hashlib.sha256(spki).digest()
+    return hashlib.sha256(spki).digest(), cert_names(cert)
 
 
 def dkim_record(config_path, selector):
@@ -104,12 +106,19 @@ def host_records(static, config_path, ips=None):
                           f"v=TLSRPTv1; rua=mailto:{static.HostTLSRPT.Localpart}@{host}",
                           "TLS reports (RFC 8460) about connections to this host"))
     if lst.TLS is not None and lst.TLS.KeyCerts:
-        try:
-            digest = _cert_spki_sha256(config_path(lst.TLS.KeyCerts[0].CertFile))
-        except (OSError, ValueError):
-            digest = None
-        if digest is not None:
-            # RFC 7672 3.1.1: DANE-EE(3) SPKI(1) SHA-256(1) is what SMTP DANE recommends.
+        # RFC 7672 3.1.1: DANE-EE(3) SPKI(1) SHA-256(1) is what SMTP DANE recommends. One
+        # record per certificate that covers the host name (several KeyCerts, chosen by
+        # SNI): publishing the next key's record before switching keeps DANE working.
+        seen = set()
+        for kc in lst.TLS.KeyCerts:
+            try:
+                digest, names = _cert_spki_sha256(config_path(kc.CertFile))
+            except (OSError, ValueError):
+                continue
+            wildcard = "*." + host.split(".", 1)[1] if "." in host else None
+            if digest in seen or (names and host not in names and wildcard not in names):
+                continue
+            seen.add(digest)
             out.append(Record(f"_25._tcp.{host}", "TLSA", TLSA(3, 1, 1, digest),
                               "DANE (RFC 7672): only with DNSSEC on the zone; update it before the key changes",
                               dnssec=True))
