@@ -355,7 +355,7 @@ def _edit(a, change):
         print(f"(the running server was not asked to reload: {e}; it picks the change up within seconds)")
     else:
         print("the running server reloaded the configuration" if result.get("reloaded")
-              else "the running server had the change already")
+              else "the running server did not install a new configuration (it had it already, or see its log)")
     return 0
 
 

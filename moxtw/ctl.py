@@ -298,7 +298,7 @@ class ImportCommands:
                 raise CtlError(f"{key} is required")
         if args["account"] not in self._accounts():
             raise CtlError(f"no account {args['account']!r}")
-        path = os.path.abspath(args["path"])
+        path = os.path.realpath(args["path"])  # as the import's source id: one run per real source
         if not os.access(path, os.R_OK):
             raise CtlError(f"the server (uid {os.getuid()}) cannot read {path}: make it readable, or "
                            "import with the server stopped")

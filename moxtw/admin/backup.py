@@ -116,8 +116,17 @@ def _copy_config(config_dir, config_dst, data_dir, counts):
     links by content), without a data directory inside it (``DataDir = "data"``: that is
     copied as data), sockets, FIFOs and lock files."""
     data_real = os.path.realpath(data_dir)
-    for top, dirs, files in os.walk(config_dir):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(top, d)) != data_real)
+    seen = {os.path.realpath(config_dir)}
+    # Directories behind links are copied by content too (config/tls -> /etc/letsencrypt/
+    # live/...), each real directory once (no loops).
+    for top, dirs, files in os.walk(config_dir, followlinks=True):
+        keep = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(top, d))
+            if real != data_real and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep
         rel = os.path.relpath(top, config_dir)
         out = config_dst if rel == "." else os.path.join(config_dst, rel)
         os.makedirs(out, mode=0o700, exist_ok=True)

@@ -83,21 +83,24 @@ class Result:
 # -- maildir -------------------------------------------------------------------------------
 
 
+def _real_dir(path):
+    """A directory that is not a symbolic link."""
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
 def _is_maildir(path):
-    return os.path.isdir(os.path.join(path, "cur")) or os.path.isdir(os.path.join(path, "new"))
+    return _real_dir(os.path.join(path, "cur")) or _real_dir(os.path.join(path, "new"))
 
 
 def _keywords_file(path):
     """Dovecot's ``dovecot-keywords``: lines "<index> <keyword>", index 0 is letter a."""
     out = {}
-    try:
-        with open(os.path.join(path, "dovecot-keywords"), encoding="utf-8", errors="replace") as f:
-            for line in f:
-                n, _, word = line.strip().partition(" ")
-                if n.isdigit() and int(n) < 26 and word:
-                    out[chr(ord("a") + int(n))] = word
-    except FileNotFoundError:
-        pass
+    # A regular file only (no link, no FIFO that would block), of bounded size.
+    data, _ = _read_regular(os.path.join(path, "dovecot-keywords"), 64 * 1024)
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        n, _, word = line.strip().partition(" ")
+        if n.isdigit() and int(n) < 26 and word:
+            out[chr(ord("a") + int(n))] = word
     return out
 
 
@@ -197,6 +200,8 @@ def maildir_messages(root, result=None):
         keywords = _keywords_file(path)
         entries = []
         for sub in ("new", "cur"):
+            if not _real_dir(os.path.join(path, sub)):
+                continue  # missing, or a symbolic link to elsewhere: not followed
             try:
                 entries += [(name, sub) for name in os.listdir(os.path.join(path, sub)) if not name.startswith(".")]
             except FileNotFoundError:
@@ -243,9 +248,10 @@ def _from_line_date(line):
 
 def _mbox_message(raw):
     """(data, flags) of one mbox message: mbox headers turned into flags and removed."""
-    head, sep, body = raw.partition(b"\n\n")
-    if not sep:
-        head, body = raw, b""
+    i = raw.find(b"\n\n")
+    sep = i >= 0
+    # The body as a view: the result is the only copy of it.
+    head, body = (raw[:i], memoryview(raw)[i + 2:]) if sep else (raw, b"")
     kept, flags = [], set()
     current = None
     for line in head.split(b"\n"):
@@ -271,7 +277,7 @@ def _mbox_message(raw):
         if name in MBOX_STRIP:
             continue
         out.extend(lines)
-    data = b"\n".join(out) + (b"\n\n" + body if sep else b"\n")
+    data = b"".join([b"\n".join(out), b"\n\n", body] if sep else [b"\n".join(out), b"\n"])
     return data, sorted(flags)
 
 
@@ -291,7 +297,7 @@ def mbox_messages(path, result=None, mailbox=""):
             return  # an empty mbox (an export of an empty mailbox): no messages
         if not first.startswith(b"From "):
             raise ImportError_(f"{path}: not an mbox file (no 'From ' line at the start)")
-        state = {"offset": 0, "from": first, "buf": bytearray(), "large": False, "hash": hashlib.sha256()}
+        state = {"offset": 0, "from": first, "buf": bytearray(), "large": False}
         pos = len(first)
         at_line_start = first.endswith(b"\n")
         prev_blank = False
@@ -308,8 +314,15 @@ def mbox_messages(path, result=None, mailbox=""):
                 del raw[-2:]
             elif raw.endswith(b"\n\n"):
                 del raw[-1:]
-            data, flags = _mbox_message(bytes(raw).replace(b"\r\n", b"\n"))
-            key = f"{mailbox}@{st['offset']}:{len(raw)}:{st['hash'].hexdigest()[:24]}"
+            # The key hashes the message without the separator line, so appending to the
+            # file later does not change the key of its last message.
+            digest = hashlib.sha256(raw).hexdigest()[:24]
+            key = f"{mailbox}@{st['offset']}:{len(raw)}:{digest}"
+            # Few copies at a time: each step drops the one before.
+            raw, st["buf"] = bytes(raw), bytearray()
+            raw = raw.replace(b"\r\n", b"\n")
+            data, flags = _mbox_message(raw)
+            del raw
             return Source(mailbox, key, data, flags, _from_line_date(st["from"]))
 
         while True:
@@ -330,8 +343,7 @@ def mbox_messages(path, result=None, mailbox=""):
                     pos += len(more)
                     rest = more
                 at_line_start = True
-                state.update({"offset": start, "from": piece, "buf": bytearray(), "large": False,
-                              "hash": hashlib.sha256()})
+                state.update({"offset": start, "from": piece, "buf": bytearray(), "large": False})
                 prev_blank = False
                 continue
             # mboxrd (RFC 4155 appendix A): ">From ", ">>From " ... lose one ">".
@@ -341,7 +353,6 @@ def mbox_messages(path, result=None, mailbox=""):
                 prev_blank = piece in (b"\n", b"\r\n")
             elif at_line_start:
                 prev_blank = False
-            state["hash"].update(piece)
             if not state["large"]:
                 if len(state["buf"]) + len(piece) > MAX_MESSAGE:
                     state["large"], state["buf"] = True, bytearray()

@@ -286,7 +286,8 @@ def run(opts, out=sys.stdout, set_password=None):
         raise QuickstartError(f"{opts.address!r}: {e}") from None
     # The localpart names the account (the store's rule for account names), and "+" is
     # the catchall separator the domain gets.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", addr.localpart) or ".." in addr.localpart:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", addr.localpart) or ".." in addr.localpart \
+            or addr.localpart.endswith("."):
         raise QuickstartError(f"{opts.address!r}: the localpart names the account: use letters, digits, '.', "
                               "'_' and '-' (no '+', the domain's catchall separator), like you@example.com")
     domain = addr.domain.unicode
@@ -305,7 +306,7 @@ def run(opts, out=sys.stdout, set_password=None):
         raise QuickstartError(f"host name {hostname!r} must be a full name like mail.{domain}")
 
     config_dir = os.path.abspath(opts.config_dir)
-    for name in (STATIC_FILE, DYNAMIC_FILE):
+    for name in (STATIC_FILE, DYNAMIC_FILE, ADMIN_PASSWORD_FILE, UNIT_FILE):
         if os.path.exists(os.path.join(config_dir, name)):
             raise QuickstartError(f"{os.path.join(config_dir, name)} exists: quickstart does not overwrite "
                                   "a configuration; use another --config directory or remove it")

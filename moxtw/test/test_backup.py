@@ -132,3 +132,19 @@ class DataInsideConfigTests(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(dest, "config", "data")))
         self.assertEqual(counts["verify"][0][:2], ("account a: 1 messages", True))
         self.assertIn('DataDir = "../data"', open(os.path.join(dest, "config", "moxtw.toml")).read())
+
+
+class LinkedConfigTests(unittest.TestCase):
+    def test_linked_tls_directory_copied(self):
+        d = os.path.abspath(self.mktemp())
+        config = write_localserve_config(d)
+        live = os.path.join(d, "live")
+        os.makedirs(live)
+        with open(os.path.join(live, "cert.pem"), "w") as f:
+            f.write("certificate\n")
+        os.symlink(live, os.path.join(config, "tls"))
+        os.symlink(config, os.path.join(config, "loop"))  # a loop is copied once, not forever
+        dest = os.path.join(d, "bk")
+        backup.backup(config, os.path.join(d, "data"), dest)
+        with open(os.path.join(dest, "config", "tls", "cert.pem")) as f:
+            self.assertEqual(f.read(), "certificate\n")

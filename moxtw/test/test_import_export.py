@@ -357,3 +357,35 @@ class HostileSourceTests(unittest.TestCase):
         os.mkfifo(os.path.join(self.dir, "fifo.mbox"))
         with self.assertRaises(mailimport.ImportError_):
             mailimport.open_source("mbox", os.path.join(self.dir, "fifo.mbox"))
+
+    # The second review's cases: a linked cur/, a FIFO as dovecot-keywords, appending.
+
+    @defer.inlineCallbacks
+    def test_linked_cur_and_fifo_keywords(self):
+        root = self.maildir()
+        elsewhere = os.path.join(self.dir, "elsewhere")
+        os.makedirs(elsewhere)
+        with open(os.path.join(elsewhere, "1.x:2,S"), "wb") as f:
+            f.write(b"Subject: secret\n\nTOP SECRET\n")
+        os.rmdir(os.path.join(root, "cur"))
+        os.symlink(elsewhere, os.path.join(root, "cur"))
+        with open(os.path.join(root, "new", "2.y"), "wb") as f:
+            f.write(b"Subject: fine\n\nx\n")
+        os.mkfifo(os.path.join(root, "dovecot-keywords"))
+        r = yield mailimport.run(self.acc, mailimport.maildir_messages(root), mailimport.source_id(root), "Inbox")
+        self.assertEqual(r.imported, 1)
+        mb = yield self.acc.mailbox("Inbox")
+        [m] = yield self.acc.messages(mb.id)
+        self.assertEqual(m.subject, "fine")
+
+    @defer.inlineCallbacks
+    def test_append_to_mbox(self):
+        path = os.path.join(self.dir, "grow.mbox")
+        with open(path, "wb") as f:
+            f.write(b"From a Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody\n")  # no empty line at the end
+        r = yield mailimport.run(self.acc, mailimport.mbox_messages(path), mailimport.source_id(path), "G")
+        self.assertEqual(r.imported, 1)
+        with open(path, "ab") as f:
+            f.write(b"\nFrom b Mon Jan  1 00:00:00 2024\nSubject: two\n\nbody\n")
+        r = yield mailimport.run(self.acc, mailimport.mbox_messages(path), mailimport.source_id(path), "G")
+        self.assertEqual((r.imported, r.skipped), (1, 1))

@@ -298,7 +298,7 @@ Domain = "example.org"
 
     def test_bad_address_refused(self):
         for bad in ("nobody", "a b@example.com", "@example.com", "me+x@example.com", "a=b@example.com",
-                    '"john doe"@example.com', "../x@example.com"):
+                    '"john doe"@example.com', "../x@example.com", '"me."@example.com'):
             d = self.mktemp()
             with self.assertRaises(quickstart.QuickstartError):
                 quickstart.run(quickstart.Options(address=bad, config_dir=d), out=open(os.devnull, "w"))
