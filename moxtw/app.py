@@ -110,8 +110,8 @@ def _tls_context(config):
     """``tls_context(name, listener)`` for implicit TLS listeners (Submissions, IMAPS,
     HTTPS); they need KeyCerts."""
 
-    def context(name, lst):
-        opts = _listener_tls(config, lst)
+    def context(name, lst, strict=False):
+        opts = _listener_tls(config, lst, strict)
         if opts is None:
             raise listeners.ListenerError(
                 f"listener {name}: implicit TLS needs TLS.KeyCerts"
@@ -122,18 +122,18 @@ def _tls_context(config):
     return context
 
 
-def _listener_tls(config, lst):
+def _listener_tls(config, lst, strict=False):
     """The TLS server options of a listener (for STARTTLS and implicit TLS alike: one
-    configuration, see moxtw.tls): its CertStore, one per listener, choosing among its
-    KeyCerts by SNI; None without KeyCerts."""
+    configuration, see moxtw.tls): its CertStore, choosing among its KeyCerts by SNI
+    (``strict`` for HTTPS: unknown names refused); None without KeyCerts."""
     if lst.TLS is None or not lst.TLS.KeyCerts:
         return None
     name = next(n for n, other in config.static.Listeners.items() if other is lst)
-    store = config.cert_stores.get(name)
+    store = config.cert_stores.get((name, strict))
     if store is None:
         pairs = [(os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile))
                  for kc in lst.TLS.KeyCerts]
-        store = config.cert_stores[name] = CertStore(name, pairs)
+        store = config.cert_stores[(name, strict)] = CertStore(name, pairs, strict=strict)
     return store
 
 

@@ -27,6 +27,7 @@ MAIL_KINDS = (
     ("IMAP", False),
     ("IMAPS", True),
 )
+_MAIL_KIND_NAMES = {k for k, _ in MAIL_KINDS}
 WEB_KINDS = (
     ("AccountHTTP", False),
     ("AccountHTTPS", True),
@@ -193,7 +194,9 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
         if spec.tls:
             if tls_context is None:
                 raise ListenerError(f"{spec.name}: needs TLS but no TLS is configured")
-            factory = TLSMemoryBIOFactory(tls_context(spec.listener, lst), False, factory)
+            # HTTPS refuses server names it has no certificate for; mail ports do not.
+            strict = kind not in _MAIL_KIND_NAMES
+            factory = TLSMemoryBIOFactory(tls_context(spec.listener, lst, strict=strict), False, factory)
             factory.noisy = False
         services.append(ListenerService(spec, _endpoint(reactor, spec), factory))
     return services

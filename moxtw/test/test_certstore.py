@@ -70,6 +70,28 @@ class CertStoreTests(unittest.TestCase):
                                               {"listener": "public", "name": "*.example.net"})
         self.assertGreater(g, 0)
 
+    def test_mail_ports_serve_the_first_for_unknown_names(self):
+        lenient = certstore.CertStore("public", self.pairs, strict=False)
+        self.assertIsNone(lenient.pair_for("mx.alias.example"))
+
+        class Conn:
+            ctx = None
+
+            def get_servername(self):
+                return b"mx.alias.example"
+
+            def get_context(self):
+                return self.ctx
+
+            def set_context(self, ctx):
+                self.ctx = ctx
+
+        conn = Conn()
+        lenient._servername(conn)
+        self.assertIs(conn.ctx, lenient.pair_for(None).context)
+        with self.assertRaises(certstore.UnknownServerName):
+            self.store._servername(conn)
+
     @defer.inlineCallbacks
     def test_reload_on_change(self):
         cert, key = self.pairs[1]

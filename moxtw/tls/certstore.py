@@ -5,9 +5,11 @@ or a wildcard). :class:`CertStore` loads them all, each into its own OpenSSL con
 the one policy of every listener (:func:`moxtw.tls.server_context_factory`), and picks
 one per connection from the server name the client sends (RFC 6066 3): an exact
 subjectAltName, else a wildcard one label deep (RFC 6125 6.4.3). A client without SNI
-(or sending an IP address, which RFC 6066 3 does not allow) gets the first pair. A name no certificate has is refused with a fatal
-``unrecognized_name`` alert (RFC 6066 3): we do not hand out a certificate for another
-name. The store is passed wherever TLS server options go (startTLS, TLSMemoryBIOFactory):
+(or sending an IP address, which RFC 6066 3 does not allow) gets the first pair. On HTTPS (``strict``) a name no certificate has is refused with a
+fatal ``unrecognized_name`` alert (RFC 6066 3): we do not hand out a certificate for
+another name. On the mail ports the first pair is served instead: SMTP senders send the
+MX name they looked up (an alias, a CNAME) and would otherwise fail STARTTLS and lose or
+delay the mail; they check the certificate against the MX name or DANE, not our SNI. The store is passed wherever TLS server options go (startTLS, TLSMemoryBIOFactory):
 it has ``getContext()``.
 
 :meth:`CertStore.check` compares the files' (mtime, size, inode) with those loaded and
@@ -111,9 +113,11 @@ class _Pair:
 class CertStore:
     """The pairs of one listener; ``getContext()`` for TLS server options."""
 
-    def __init__(self, listener, pairs):
+    def __init__(self, listener, pairs, strict=True):
         """``pairs``: [(cert path, key path)], the first is the default. Loads them now
-        (blocking, at start); a pair that cannot be loaded raises."""
+        (blocking, at start); a pair that cannot be loaded raises. ``strict``: refuse
+        unknown server names (HTTPS) rather than serve the first pair (mail)."""
+        self.strict = strict
         if not pairs:
             raise ValueError("no key/certificate pairs")
         _quiet_unknown_names()
@@ -154,6 +158,8 @@ class CertStore:
         raw = connection.get_servername()
         name = raw.decode("ascii", "replace") if raw else None
         pair = self.pair_for(name)
+        if pair is None and not self.strict:
+            pair = self._pairs[0]
         if pair is None:
             log.debug("TLS: no certificate for server name {name!r} on {listener}", name=name,
                       listener=self.listener)
