@@ -119,3 +119,22 @@ class MTASTSServeTests(unittest.TestCase):
         self.assertFalse(any("MTA-STS" in p.why for p in pending))
         recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, "example.net", ips=["192.0.2.1"])
         self.assertTrue(any("MTASTS" in p.why for p in pending))
+
+
+class HostHeaderTests(unittest.SynchronousTestCase):
+    """Hostile Host headers reach the policy host only for exact configured names."""
+
+    def test_request_host(self):
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from moxtw.mtasts.serve import request_host
+
+        # Raw UTF-8 is not a Host header (RFC 9110 7.2: A-labels); it names no policy host.
+        for raw, want in ((b"MTA-STS.Example.ORG:443", "mta-sts.example.org"), (b"[::1]:443", None),
+                          (b"", None), (b"a" * 5000, None), (b"mta-sts.ex\xc3\xa4mple.org", None),
+                          (b"mta-sts.xn--exmple-cua.org", "mta-sts.xn--exmple-cua.org"),
+                          (b"mta-sts..example.org", None), (b"\xff\xfe", None)):
+            r = DummyRequest([b""])
+            if raw:
+                r.requestHeaders.setRawHeaders(b"host", [raw])
+            self.assertEqual(request_host(r), want, raw)
