@@ -88,13 +88,10 @@ def _read_password():
 
 
 def cmd_setaccountpassword(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
-    if a.account not in cfg.dynamic.Accounts:
-        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+    if not _has_account(cfg, a.account):
         return 1
     password = _read_password()
 
@@ -211,12 +208,24 @@ def cmd_queue_dump(a):
 
 
 def _data_dir(a):
+    cfg = _config(a)
+    return None if cfg is None else cfg.data_dir
+
+
+def _config(a):
+    """The configuration of ``--config``, or None after printing why it does not load."""
     try:
-        cfg = mconfig.load(a.config)
+        return mconfig.load(a.config)
     except mconfig.ConfigError as e:
         print("\n".join(e.errors), file=sys.stderr)
         return None
-    return cfg.data_dir
+
+
+def _has_account(cfg, name):
+    if name in cfg.dynamic.Accounts:
+        return True
+    print(f"no account {name!r} in {cfg.dynamic_path}", file=sys.stderr)
+    return False
 
 
 def cmd_dkim_gened25519(a):
@@ -280,10 +289,8 @@ def _react(fn):
 def cmd_setadminpassword(a):
     """Writes ``adminpasswd`` in the config directory. The admin web pages that will read
     it (through AdminPasswordFile) are not built yet, so the setting is not consulted."""
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
     password = _read_password()
     try:
@@ -297,10 +304,8 @@ def cmd_setadminpassword(a):
 
 
 def cmd_config_dnsrecords(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
     domain = _configured_domain(cfg, a.domain)
     if domain is None:
@@ -316,10 +321,8 @@ def cmd_config_dnsrecords(a):
 
 
 def cmd_config_dnscheck(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
     domain = _configured_domain(cfg, a.domain)
     if domain is None:
@@ -482,13 +485,10 @@ def cmd_stop(a):
 
 
 def cmd_import(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
-    if a.account not in cfg.dynamic.Accounts:
-        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+    if not _has_account(cfg, a.account):
         return 1
     path = os.path.abspath(a.path)
     data = os.path.realpath(cfg.data_dir)
@@ -567,13 +567,10 @@ def _quota(cfg, account):
 
 
 def cmd_export(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
-    if a.account not in cfg.dynamic.Accounts:
-        print(f"no account {a.account!r} in {cfg.dynamic_path}", file=sys.stderr)
+    if not _has_account(cfg, a.account):
         return 1
     dest = os.path.abspath(a.dest)
     mailbox = normalize_mailbox_name(a.mailbox) if a.mailbox else None
@@ -607,10 +604,8 @@ def cmd_export(a):
 
 
 def cmd_backup(a):
-    try:
-        cfg = mconfig.load(a.config)
-    except mconfig.ConfigError as e:
-        print("\n".join(e.errors), file=sys.stderr)
+    cfg = _config(a)
+    if cfg is None:
         return 1
     dest = os.path.abspath(a.dest)
     try:

@@ -370,9 +370,7 @@ def alias_update(alias, postpublic=None, allowmsgfrom=None):
     """Change PostPublic and AllowMsgFrom. (Letting members list the members is not
     built, so there is no option for it.)"""
     def change(doc, cfg):
-        key, domain = _alias_key(cfg, alias)
-        if key is None:
-            raise EditError(f"no alias {alias}")
+        key, domain, _ = _existing_alias(cfg, alias)
         t = doc["Domains"][domain]["Aliases"][key]
         for field, value in (("PostPublic", postpublic), ("AllowMsgFrom", allowmsgfrom)):
             if value is not None:
@@ -384,21 +382,24 @@ def alias_update(alias, postpublic=None, allowmsgfrom=None):
 
 def alias_rm(alias):
     def change(doc, cfg):
-        key, domain = _alias_key(cfg, alias)
-        if key is None:
-            raise EditError(f"no alias {alias}")
+        key, domain, _ = _existing_alias(cfg, alias)
         del doc["Domains"][domain]["Aliases"][key]
         return f"alias {key}@{domain} removed"
 
     return change
 
 
+def _existing_alias(cfg, alias):
+    """(localpart key, domain, current members) of an alias, or EditError."""
+    key, domain = _alias_key(cfg, alias)
+    if key is None:
+        raise EditError(f"no alias {alias}")
+    return key, domain, list(cfg.dynamic.Domains[domain].Aliases[key].Addresses)
+
+
 def alias_addaddr(alias, addresses):
     def change(doc, cfg):
-        key, domain = _alias_key(cfg, alias)
-        if key is None:
-            raise EditError(f"no alias {alias}")
-        current = list(cfg.dynamic.Domains[domain].Aliases[key].Addresses)
+        key, domain, current = _existing_alias(cfg, alias)
         have = {a.lower() for a in current}
         new = [a for a in _members(cfg, addresses) if a.lower() not in have]
         if not new:
@@ -411,10 +412,7 @@ def alias_addaddr(alias, addresses):
 
 def alias_rmaddr(alias, addresses):
     def change(doc, cfg):
-        key, domain = _alias_key(cfg, alias)
-        if key is None:
-            raise EditError(f"no alias {alias}")
-        current = list(cfg.dynamic.Domains[domain].Aliases[key].Addresses)
+        key, domain, current = _existing_alias(cfg, alias)
         drop = {a.lower() for a in _members(cfg, addresses)}
         missing = drop - {a.lower() for a in current}
         if missing:

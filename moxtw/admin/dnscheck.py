@@ -46,6 +46,16 @@ class _Checker:
         return answer.records, None
 
 
+def _versioned(c, what, name, version):
+    """The TXT records at ``name`` starting with ``version`` (e.g. "v=dmarc1", compared
+    without spaces, case-insensitively), or None after adding the lookup's error."""
+    got, err = c.get(name, "TXT")
+    if err:
+        c.add(what, ERROR, err)
+        return None
+    return [t for t in got if t.replace(" ", "").lower().startswith(version)]
+
+
 def _tag_value(text, tag):
     """Value of ``tag=`` in a tag=value list (DKIM, DMARC, TLSRPT records)."""
     for part in text.split(";"):
@@ -175,11 +185,9 @@ def _check_dkim(c, dom, d, config_path):
 
 def _check_dmarc(c, dom, d):
     name = f"_dmarc.{d}"
-    got, err = c.get(name, "TXT")
-    if err:
-        c.add("DMARC", ERROR, err)
+    dm = _versioned(c, "DMARC", name, "v=dmarc1")
+    if dm is None:
         return
-    dm = [t for t in got if t.replace(" ", "").lower().startswith("v=dmarc1")]
     if not dm:
         c.add("DMARC", ERROR, f"no DMARC record at {name}")
     elif len(dm) > 1:
@@ -194,11 +202,9 @@ def _check_dmarc(c, dom, d):
 
 def _check_tlsrpt(c, d):
     name = f"_smtp._tls.{d}"
-    got, err = c.get(name, "TXT")
-    if err:
-        c.add("TLSRPT", ERROR, err)
+    tr = _versioned(c, "TLSRPT", name, "v=tlsrptv1")
+    if tr is None:
         return
-    tr = [t for t in got if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
     if not tr:
         c.add("TLSRPT", ERROR, f"no TLSRPT record at {name}, though TLSRPT is configured")
     elif not _tag_value(tr[0], "rua"):
@@ -211,11 +217,9 @@ def _check_mtasts(c, dom, d):
     """The _mta-sts record names the configured policy id (RFC 8461 3.1), and the policy
     host resolves."""
     name = f"_mta-sts.{d}"
-    got, err = c.get(name, "TXT")
-    if err:
-        c.add("MTA-STS", ERROR, err)
+    sts = _versioned(c, "MTA-STS", name, "v=stsv1")
+    if sts is None:
         return
-    sts = [t for t in got if t.replace(" ", "").lower().startswith("v=stsv1")]
     if dom.MTASTS is None:
         if sts:
             c.add("MTA-STS", WARNING, f"{name} has a record, but the domain has no MTASTS policy configured")

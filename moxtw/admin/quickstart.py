@@ -22,11 +22,10 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import tomlkit
 
 from moxtw import durable
 from moxtw.admin import records as rec
-from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, config_test, load, write_atomic
+from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, config_test, load, toml_document, write_atomic
 from moxtw.dkim.keys import generate_ed25519, generate_rsa
 from moxtw.dns import normalize
 from moxtw.privileges import DEFAULT_USER
@@ -165,13 +164,8 @@ def checks(opts, hostname, out):
 
 
 def _document(comment, data, notes=()):
-    doc = tomlkit.document()
-    for line in comment.splitlines():
-        doc.add(tomlkit.comment(line) if line else tomlkit.nl())
-    doc.add(tomlkit.nl())
-    for key, value in data.items():
-        doc[key] = value
-    text = tomlkit.dumps(doc)
+    """The annotated file, with a comment line before each key named in ``notes``."""
+    text = toml_document(comment, data)
     for key, note in notes:
         text = text.replace(f"\n{key}", f"\n# {note}\n{key}", 1)
     return text

@@ -305,6 +305,18 @@ def load(config_dir: str) -> Config:
 # --- Writing ------------------------------------------------------------------------------
 
 
+def toml_document(comment: str, data: dict) -> str:
+    """TOML text of ``data`` under a comment block (the files localserve and quickstart
+    write)."""
+    doc = tomlkit.document()
+    for line in comment.splitlines():
+        doc.add(tomlkit.comment(line) if line else tomlkit.nl())
+    doc.add(tomlkit.nl())
+    for key, value in data.items():
+        doc[key] = value
+    return tomlkit.dumps(doc)
+
+
 def write_atomic(path: str, text: str) -> None:
     """Replace path with text: temporary file in the same directory, fsync, rename, fsync
     the directory. The file mode of an existing file is kept, a new one gets

@@ -13,9 +13,7 @@ TLS module at first start; loading the config does not require the files to exis
 
 import os
 
-import tomlkit
-
-from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, write_atomic
+from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, toml_document, write_atomic
 
 #: Standard port of each service, before the localserve offset is added.
 STANDARD_PORTS = {
@@ -108,16 +106,6 @@ def localserve_dynamic() -> dict:
     }
 
 
-def _document(comment: str, data: dict) -> str:
-    doc = tomlkit.document()
-    for line in comment.splitlines():
-        doc.add(tomlkit.comment(line) if line else tomlkit.nl())
-    doc.add(tomlkit.nl())
-    for key, value in data.items():
-        doc[key] = value
-    return tomlkit.dumps(doc)
-
-
 def write_localserve_config(dir: str, ip: str = "127.0.0.1", port_offset: int = 1000) -> str:
     """Create dir/config/{moxtw,domains}.toml for localserve if absent; return the config
     directory. Existing files are left alone."""
@@ -142,5 +130,5 @@ def write_localserve_config(dir: str, ip: str = "127.0.0.1", port_offset: int = 
     for name, comment, data in files:
         path = os.path.join(config_dir, name)
         if not os.path.exists(path):
-            write_atomic(path, _document(comment, data))
+            write_atomic(path, toml_document(comment, data))
     return config_dir

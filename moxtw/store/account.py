@@ -309,33 +309,15 @@ class Account:
     def imported_keys(self, source, keys):
         """Deferred of the subset of ``keys`` already imported from ``source``."""
         keys = list(keys)
-
-        def q(conn):
-            done = set()
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                marks = ", ".join("?" for _ in part)
-                done.update(r[0] for r in conn.execute(
-                    f"SELECT key FROM imported WHERE source = ? AND key IN ({marks})", (source, *part)))
-            return done
-
-        return self._read(q)
+        return self._read(lambda conn: _present(
+            conn, "SELECT key FROM imported WHERE source = ? AND key IN ({})", (source,), keys))
 
     def message_ids_present(self, message_ids):
         """Deferred of the subset of ``message_ids`` (Message-ID values) some stored
         message of the account has."""
         ids = [m for m in message_ids if m]
-
-        def q(conn):
-            found = set()
-            for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
-                marks = ", ".join("?" for _ in part)
-                found.update(r[0] for r in conn.execute(
-                    f"SELECT message_id FROM message WHERE message_id IN ({marks})", part))
-            return found
-
-        return self._read(q)
+        return self._read(lambda conn: _present(
+            conn, "SELECT message_id FROM message WHERE message_id IN ({})", (), ids))
 
     @defer.inlineCallbacks
     def _add(self, mailbox, items, facts, origin, create, imported=None):
@@ -1406,6 +1388,16 @@ def _search_texts(conn, ids):
         ):
             out[r[0]] = (r[1], r[2])
     return out
+
+
+def _present(conn, sql, fixed, values, chunk=500):
+    """The set of first columns of ``sql`` (its ``IN ({})`` filled with ``values`` in
+    chunks SQLite's parameter limit allows)."""
+    found = set()
+    for i in range(0, len(values), chunk):
+        part = values[i:i + chunk]
+        found.update(r[0] for r in conn.execute(sql.format(", ".join("?" * len(part))), (*fixed, *part)))
+    return found
 
 
 def _unlink(path):

@@ -5,20 +5,16 @@ too, and refused destinations."""
 import imaplib
 import os
 import smtplib
-import sys
 import threading
 import time
 
-from twisted.internet import defer, threads, utils
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw.admin import backup
 from moxtw.config import write_localserve_config
+from moxtw.test.clihelper import run_moxtw
 from moxtw.test.test_localserve import _stop, free_offset, spawn_localserve
-
-
-def moxtw(*args):
-    return utils.getProcessOutputAndValue(sys.executable, ("-m", "moxtw", *args), env=dict(os.environ))
 
 
 def message(i):
@@ -69,7 +65,7 @@ class BackupTests(unittest.TestCase):
         # Let the load get going, then back up in the middle of it.
         yield threads.deferToThread(lambda: [time.sleep(0.05) for _ in range(20) if len(sent) < 15])
         dest = os.path.join(d, "backup")
-        out, err, code = yield moxtw("backup", dest, "--config", os.path.join(d, "config"))
+        out, err, code = yield run_moxtw("backup", dest, "--config", os.path.join(d, "config"))
         stop.set()
         yield loader
         text = out.decode()
@@ -80,7 +76,7 @@ class BackupTests(unittest.TestCase):
         in_backup = int(text.split("account mox: ")[1].split(" messages")[0])
         self.assertGreater(in_backup, 0)
         # Independently: verifydata on the copy.
-        out, err, code = yield moxtw("verifydata", os.path.join(dest, "data"))
+        out, err, code = yield run_moxtw("verifydata", os.path.join(dest, "data"))
         self.assertEqual(code, 0, out + err)
 
         # The original stops; a server started from the backup's config and data (as
@@ -98,12 +94,12 @@ class BackupTests(unittest.TestCase):
         d = os.path.abspath(self.mktemp())
         config = write_localserve_config(d)
         dest = os.path.join(d, "b1")
-        out, err, code = yield moxtw("backup", dest, "--config", config)
+        out, err, code = yield run_moxtw("backup", dest, "--config", config)
         self.assertEqual(code, 0, err)
         self.assertIn("with the server stopped", out.decode())
         # Not over an existing backup, not inside the data or config directory.
         for bad, text in ((dest, "not empty"), (os.path.join(d, "data", "x"), "is inside")):
-            out, err, code = yield moxtw("backup", bad, "--config", config)
+            out, err, code = yield run_moxtw("backup", bad, "--config", config)
             self.assertEqual(code, 1, bad)
             self.assertIn(text, err.decode())
         with self.assertRaises(backup.BackupError):

@@ -6,25 +6,15 @@ without restart; bad input gets a clear error and changes nothing. The edits the
 import imaplib
 import os
 import smtplib
-import sys
 
-from twisted.internet import defer, threads, utils
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw import config as mconfig
 from moxtw.admin import configedit
 from moxtw.config import write_localserve_config
+from moxtw.test.clihelper import run_moxtw
 from moxtw.test.test_localserve import free_offset, spawn_localserve
-
-
-def moxtw(*args, stdin=None):
-    """Deferred of (out, err, code) of ``python -m moxtw args`` (stdin: text fed to it)."""
-    if stdin is None:
-        return utils.getProcessOutputAndValue(sys.executable, ("-m", "moxtw", *args), env=dict(os.environ))
-    # getProcessOutputAndValue has no standard input: a shell pipes it.
-    script = "import subprocess, sys; r = subprocess.run(sys.argv[2:], input=sys.argv[1].encode()); sys.exit(r.returncode)"
-    return utils.getProcessOutputAndValue(
-        sys.executable, ("-c", script, stdin, sys.executable, "-m", "moxtw", *args), env=dict(os.environ))
 
 
 class RunningServerTests(unittest.TestCase):
@@ -40,7 +30,7 @@ class RunningServerTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def cli(self, *args, stdin=None, ok=True):
-        out, err, code = yield moxtw(*args, "--config", self.config, stdin=stdin)
+        out, err, code = yield run_moxtw(*args, "--config", self.config, stdin=stdin)
         if ok:
             self.assertEqual(code, 0, (out + err).decode())
         return out.decode(), err.decode(), code

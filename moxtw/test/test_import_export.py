@@ -6,22 +6,18 @@ running server seen by an IMAP client."""
 import imaplib
 import os
 import random
-import sys
 import tarfile
 
-from twisted.internet import defer, threads, utils
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw.admin import mailexport, mailimport
 from moxtw.config import write_localserve_config
 from moxtw.store import Store
+from moxtw.test.clihelper import run_moxtw
 from moxtw.test.test_localserve import free_offset, spawn_localserve
 
 FLAG_LETTERS = "DFPRST"
-
-
-def moxtw(*args):
-    return utils.getProcessOutputAndValue(sys.executable, ("-m", "moxtw", *args), env=dict(os.environ))
 
 
 def make_maildir(root, rng, count=60):
@@ -86,11 +82,11 @@ class RoundTripTests(unittest.TestCase):
     def test_maildir_import_export_compare(self):
         src = os.path.join(self.dir, "Maildir")
         want = make_maildir(src, self.rng)
-        out, err, code = yield moxtw("import", "maildir", "mox", "Inbox", src, "--top-level", "--config", self.config)
+        out, err, code = yield run_moxtw("import", "maildir", "mox", "Inbox", src, "--top-level", "--config", self.config)
         self.assertEqual(code, 0, err)
         self.assertIn(f"imported {len(want)} messages with the server stopped", out.decode())
         dest = os.path.join(self.dir, "export")
-        out, err, code = yield moxtw("export", "maildir", "mox", dest, "--config", self.config)
+        out, err, code = yield run_moxtw("export", "maildir", "mox", dest, "--config", self.config)
         self.assertEqual(code, 0, err)
         got = read_maildir_export(dest)
         # Folders at top level (--top-level); the root went into Inbox.
@@ -101,13 +97,13 @@ class RoundTripTests(unittest.TestCase):
             self.assertEqual(got[key][1], flags, key)
 
         # Again: nothing imported twice.
-        out, err, code = yield moxtw("import", "maildir", "mox", "Inbox", src, "--top-level", "--config", self.config)
+        out, err, code = yield run_moxtw("import", "maildir", "mox", "Inbox", src, "--top-level", "--config", self.config)
         self.assertEqual(code, 0, err)
         self.assertIn(f"imported 0 messages with the server stopped, {len(want)} were imported before", out.decode())
 
         # mbox export of the same, read back by the importer: same messages and flags.
         mdest = os.path.join(self.dir, "export.tgz")
-        out, err, code = yield moxtw("export", "mbox", "mox", mdest, "--config", self.config)
+        out, err, code = yield run_moxtw("export", "mbox", "mox", mdest, "--config", self.config)
         self.assertEqual(code, 0, err)
         unpacked = os.path.join(self.dir, "unpacked")
         with tarfile.open(mdest) as tf:
@@ -168,7 +164,7 @@ class RoundTripTests(unittest.TestCase):
                     b"\n"
                     b"From c@d Mon Jan  1 00:00:00 2024\n"
                     b"no header separator and no trailing newline")
-        out, err, code = yield moxtw("import", "mbox", "mox", "Hostile", path, "--config", self.config)
+        out, err, code = yield run_moxtw("import", "mbox", "mox", "Hostile", path, "--config", self.config)
         self.assertEqual(code, 0, err)
         self.assertIn("imported 3 messages", out.decode())
         st = Store(os.path.join(self.dir, "data"))
@@ -192,16 +188,16 @@ class RoundTripTests(unittest.TestCase):
             f.write(b"Subject: no From_ line\n\nx\n")
         for p, text in ((bad, "not an mbox file"), (self.dir, "a directory"),
                         (os.path.join(self.dir, "missing"), "No such file")):
-            _, err, code = yield moxtw("import", "mbox", "mox", "Bad", p, "--config", self.config)
+            _, err, code = yield run_moxtw("import", "mbox", "mox", "Bad", p, "--config", self.config)
             self.assertEqual(code, 1, p)
             self.assertIn(text, err.decode(), p)
         empty = os.path.join(self.dir, "empty")
         os.makedirs(empty)
-        _, err, code = yield moxtw("import", "maildir", "mox", "Bad", empty, "--config", self.config)
+        _, err, code = yield run_moxtw("import", "maildir", "mox", "Bad", empty, "--config", self.config)
         self.assertEqual(code, 1)
         self.assertIn("no maildir", err.decode())
         # The data directory itself is never a source.
-        _, err, code = yield moxtw("import", "maildir", "mox", "Bad", os.path.join(self.dir, "data"),
+        _, err, code = yield run_moxtw("import", "maildir", "mox", "Bad", os.path.join(self.dir, "data"),
                                    "--config", self.config)
         self.assertEqual(code, 1)
         self.assertIn("inside the data directory", err.decode())
@@ -237,7 +233,7 @@ class OnlineImportTests(unittest.TestCase):
             finally:
                 im.logout()
 
-        out, err, code = yield moxtw("import", "maildir", "mox", "Imported", src, "--config",
+        out, err, code = yield run_moxtw("import", "maildir", "mox", "Imported", src, "--config",
                                      os.path.join(d, "config"))
         self.assertEqual(code, 0, err)
         self.assertIn("by the running server", out.decode())

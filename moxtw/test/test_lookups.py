@@ -2,25 +2,16 @@
 server on loopback, named in the config's DNS.Servers."""
 
 import os
-import sys
 
 import dkim
 import tomlkit
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from moxtw.config import write_localserve_config
 from moxtw.dkim.keys import generate_rsa, parse_private_key
+from moxtw.test.clihelper import run_moxtw
 from moxtw.test.dnsserver import loopback_dns
-
-
-def moxtw(*args, stdin=None):
-    if stdin is None:
-        return utils.getProcessOutputAndValue(sys.executable, ("-m", "moxtw", *args), env=dict(os.environ))
-    script = ("import subprocess, sys; r = subprocess.run(sys.argv[2:], input=sys.argv[1].encode('latin-1')); "
-              "sys.exit(r.returncode)")
-    return utils.getProcessOutputAndValue(sys.executable, ("-c", script, stdin.decode("latin-1"), sys.executable,
-                                                           "-m", "moxtw", *args), env=dict(os.environ))
 
 
 class LookupTests(unittest.TestCase):
@@ -52,7 +43,7 @@ class LookupTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def cli(self, *args, code=0, stdin=None):
-        out, err, rc = yield moxtw(*args, "--config", self.config, stdin=stdin)
+        out, err, rc = yield run_moxtw(*args, "--config", self.config, stdin=stdin)
         self.assertEqual(rc, code, (args, out, err))
         return out.decode()
 
@@ -82,6 +73,6 @@ class LookupTests(unittest.TestCase):
         out = yield self.cli("tlsrpt", "lookup", "example.org")
         self.assertEqual(out, "v=TLSRPTv1; rua=mailto:tls@example.org\n")
         # Bad input: clear errors.
-        _, err, rc = yield moxtw("spf", "check", "not-an-ip", "a@example.org", "--config", self.config)
+        _, err, rc = yield run_moxtw("spf", "check", "not-an-ip", "a@example.org", "--config", self.config)
         self.assertEqual(rc, 1)
         self.assertIn(b"does not appear to be an IPv4 or IPv6 address", err)

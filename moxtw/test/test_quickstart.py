@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 
 import tomlkit
-from twisted.internet import defer, threads, utils
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from moxtw import config as mconfig
@@ -23,6 +23,7 @@ from moxtw.dkim.verify import verify_async
 from moxtw.dns import MX, SRV, TLSA
 from moxtw.dns.resolver import Resolver
 from moxtw.test import servertree
+from moxtw.test.clihelper import run_moxtw
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_e2e_outbound import wait_for
 from moxtw.test.test_localserve import free_offset
@@ -31,13 +32,6 @@ IP = "127.0.0.9"
 # The selectors quickstart makes: <year>a (ed25519) and <year>b (RSA).
 YEAR = datetime.now(timezone.utc).year
 A, B = f"{YEAR}a", f"{YEAR}b"
-
-
-def run_moxtw(*args, env=None):
-    """Deferred of (out, err, code) of ``python -m moxtw args``."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return utils.getProcessOutputAndValue(sys.executable, ("-m", "moxtw", *args), env=full_env)
 
 
 def parse_zone(text):
@@ -229,12 +223,8 @@ class QuickstartTests(unittest.TestCase):
         with open(conf, "w") as f:
             f.write(f'Host = "{IP}"\nPort = {ports["Submission"]}\nTLS = "starttls"\nCAFile = "{ca}"\n'
                     f'ServerName = "mail.example.com"\nUsername = "you@example.com"\nPassword = "{password}"\n')
-        script = ("import subprocess, sys; r = subprocess.run(sys.argv[2:], input=sys.argv[1].encode()); "
-                  "sys.exit(r.returncode)")
         mail = "To: you@example.com\nBcc: you+hidden@example.com\nSubject: from cron\n\nbackup done\n.\nmore\n"
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable, ("-c", script, mail, sys.executable, "-m", "moxtw", "sendmail", "-t", "-oi"),
-            env={**os.environ, "MOXTW_SUBMIT_CONFIG": conf})
+        out, err, code = yield run_moxtw("sendmail", "-t", "-oi", stdin=mail, env={"MOXTW_SUBMIT_CONFIG": conf})
         self.assertEqual(code, 0, err)
 
         @defer.inlineCallbacks
@@ -253,14 +243,11 @@ class QuickstartTests(unittest.TestCase):
             self.assertEqual(sorted(r.result for r in results), ["pass", "pass"])
 
         # The server unreachable: a clear error and EX_UNAVAILABLE.
-        with open(conf, "a") as f:
-            f.write("")
         bad = os.path.join(self.base, "bad.toml")
         with open(bad, "w") as f:
             f.write(f'Host = "127.0.0.1"\nPort = {free_offset() + 1}\nTLS = "none"\nUsername = "u"\nPassword = "p"\n')
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable, ("-c", script, "Subject: x\n\nx\n", sys.executable, "-m", "moxtw", "sendmail",
-                             "you@example.com"), env={**os.environ, "MOXTW_SUBMIT_CONFIG": bad})
+        out, err, code = yield run_moxtw("sendmail", "you@example.com", stdin="Subject: x\n\nx\n",
+                                         env={"MOXTW_SUBMIT_CONFIG": bad})
         self.assertEqual(code, 69, err)
         self.assertIn(b"is the server running?", err)
 
