@@ -304,12 +304,8 @@ def cmd_setadminpassword(a):
 
 
 def cmd_config_dnsrecords(a):
-    cfg = _config(a)
-    if cfg is None:
-        return 1
-    domain = _configured_domain(cfg, a.domain)
+    cfg, domain = _config_domain(a)
     if domain is None:
-        print(f"no domain {a.domain!r} in {cfg.dynamic_path}", file=sys.stderr)
         return 1
     ips = a.ip or None
     sys.stdout.write(f"; host {cfg.static.Hostname}\n")
@@ -321,12 +317,8 @@ def cmd_config_dnsrecords(a):
 
 
 def cmd_config_dnscheck(a):
-    cfg = _config(a)
-    if cfg is None:
-        return 1
-    domain = _configured_domain(cfg, a.domain)
+    cfg, domain = _config_domain(a)
     if domain is None:
-        print(f"no domain {a.domain!r} in {cfg.dynamic_path}", file=sys.stderr)
         return 1
     try:
         resolver = configured_resolver(cfg.static, None)
@@ -689,6 +681,17 @@ def _bool(text):
     if v in ("false", "no", "0", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _config_domain(a):
+    """(config, key of Domains for ``a.domain``); domain None after printing why."""
+    cfg = _config(a)
+    if cfg is None:
+        return None, None
+    domain = _configured_domain(cfg, a.domain)
+    if domain is None:
+        print(f"no domain {a.domain!r} in {cfg.dynamic_path}", file=sys.stderr)
+    return cfg, domain
 
 
 def _configured_domain(cfg, name):
