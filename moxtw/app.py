@@ -27,6 +27,7 @@ from moxtw.dnsblmonitor import DNSBLMonitor
 from moxtw.filemodes import FileModesService
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
+from moxtw.mtasts.cache import PolicyCache, RefreshService
 from moxtw.queue import Queue, QueueService, holdrules
 from moxtw.queue.dsn import QueueDSN
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
@@ -40,6 +41,7 @@ from moxtw.store import Store
 from moxtw.store.service import StoreService
 from moxtw.mtasts.serve import MTASTSResource
 from moxtw.tls.certstore import CertReloadService, CertStore
+from moxtw.tls.client import trust_root
 
 log = Logger(namespace="moxtw.app")
 
@@ -237,9 +239,15 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     root.queue = Queue(config.data_dir, reactor=reactor)
     root.router = Router(root.store, current, hostname=hostname, queue=root.queue, localserve=localserve,
                          own_smtp=_own_smtp(static) if localserve else None, reactor=reactor)
+    # MTA-STS policies of recipient domains (data/mtasts.db), refreshed daily; closed
+    # after the queue runner stops (services stop in reverse order).
+    root.mtasts = PolicyCache(config.data_dir, root.resolver, reactor=reactor,
+                              trust=trust_root(static, config.path), https_port=static.TestMTASTSPort)
+    RefreshService(root.mtasts, clock=reactor).setServiceParent(root)
     root.outbound = Outbound(
         root.resolver, current, read_queued_message(root.queue), hostname, reactor=reactor,
         port=static.TestDirectDeliveryPort or SMTP_PORT, config_path=config.path,
+        sts=root.mtasts, tls_results=lambda results: root.reports.record_tls_results(results),
     )
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.
     notify = QueueDSN(root.queue, hostname, reactor=reactor, dkim=root.dkim, hold_rules=hold_rules)

@@ -113,9 +113,9 @@ def check_static(static: Static) -> list[tuple[tuple[Any, ...], str]]:
         problems.append((("HostTLSRPT", "Localpart"), "must be ASCII only"))
     if not static.Postmaster.Mailbox:
         problems.append((("Postmaster", "Mailbox"), "empty mailbox name"))
-    if static.TestDirectDeliveryPort is not None and os.environ.get("MOXTW_TESTING") != "1":
-        problems.append((("TestDirectDeliveryPort",),
-                         "test-only setting, refused unless MOXTW_TESTING=1 is in the environment"))
+    for name in ("TestDirectDeliveryPort", "TestMTASTSPort"):
+        if getattr(static, name) is not None and os.environ.get("MOXTW_TESTING") != "1":
+            problems.append(((name,), "test-only setting, refused unless MOXTW_TESTING=1 is in the environment"))
     return problems
 
 

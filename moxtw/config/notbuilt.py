@@ -17,8 +17,6 @@ STATIC = {
     ("ACME",): "ACME is not built yet; use TLS.KeyCerts",
     ("AdminPasswordFile",): "the web admin interface is not built yet",
     ("InitialMailboxes",): "new accounts get the standard mailboxes",
-    ("NoOutgoingTLSReports",): "outgoing TLS reports are not built yet",
-    ("OutgoingTLSReportsForAllSuccess",): "outgoing TLS reports are not built yet",
     ("Listeners", "*", "TLS", "MinVersion"): "TLS 1.2 is the minimum on every listener",
     ("Listeners", "*", "TLS", "ClientAuthDisabled"): "TLS client certificates are not asked for",
     ("Listeners", "*", "TLS", "HostPrivateKeyFiles"): "ACME and DANE are not built yet",

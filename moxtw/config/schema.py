@@ -759,6 +759,11 @@ class Static(Model):
         "MOXTW_TESTING=1.",
         None,
     )
+    TestMTASTSPort: Optional[t.Port] = field(
+        "Test-only: MTA-STS policies of recipient domains are fetched from this port "
+        "instead of 443. Refused unless the environment has MOXTW_TESTING=1.",
+        None,
+    )
 
 
 # --- Dynamic configuration (domains.toml) ------------------------------------------------

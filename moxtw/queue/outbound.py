@@ -27,6 +27,10 @@ from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 
 from moxtw import dns
+from moxtw.dane import TLSALookupFailed, tlsa_for_host
+from moxtw.mtasts.cache import Lookup
+from moxtw.mtasts.client import PolicyError
+from moxtw.reports.tls.results import results_for_attempt
 from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
 from moxtw.metrics import QUEUE_ATTEMPT_DURATION, QUEUE_DELIVERIES
@@ -35,6 +39,7 @@ from moxtw.smtpclient import SMTPClientError
 from moxtw.smtpclient import deliver as smtp_deliver
 from moxtw.smtpclient.socks import SOCKS5ClientEndpoint, SOCKSError
 from moxtw.tls.client import trust_root, verifying_client
+from moxtw.tls.policyclient import PolicyClientTLS
 
 log = Logger(namespace="moxtw.queue")
 
@@ -127,14 +132,22 @@ async def mx_hosts(resolver, domain, rng=random):
 
     Raises DeliveryError: permanent for a domain that does not exist or has a null MX
     (RFC 7505 3.2), temporary when DNS fails."""
+    hosts, _ = await mx_lookup(resolver, domain, rng)
+    return hosts
+
+
+async def mx_lookup(resolver, domain, rng=random):
+    """``(hosts, authentic)``: :func:`mx_hosts` and whether the MX answer was
+    DNSSEC-authentic (for DANE, RFC 7672 2.2.1)."""
     try:
         answer = await resolver.mx(domain)
     except dns.NotFound:
         raise DeliveryError(c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_SYSTEM2, f"recipient domain {domain} does not exist"), permanent=True)
     except dns.NoRecords:
         # RFC 5321 5.1: no MX records: the domain itself is the implicit MX, if it has
-        # addresses (checked when connecting).
-        return [dns.normalize(domain)]
+        # addresses (checked when connecting). (The denial's authenticity is not known:
+        # no DANE for an implicit MX.)
+        return [dns.normalize(domain)], False
     except dns.InvalidName as e:
         raise DeliveryError(c.reply_text(c.C550_MAILBOX_UNAVAILABLE, c.SE_ADDR_UNKNOWN_DEST_SYSTEM2, f"invalid recipient domain {domain}: {e.text}"), permanent=True)
     except dns.DNSError as e:
@@ -152,7 +165,7 @@ async def mx_hosts(resolver, domain, rng=random):
     for r in shuffled:
         if r.host not in hosts:
             hosts.append(r.host)
-    return hosts[:MAX_MX_HOSTS]
+    return hosts[:MAX_MX_HOSTS], answer.authentic
 
 
 def pick_addresses(records, limit=MAX_IPS_PER_HOST):
@@ -191,7 +204,8 @@ class Outbound:
     endpoint (tests)."""
 
     def __init__(self, resolver, current, read_message, hostname, reactor=None, port=SMTP_PORT,
-                 config_path=None, rng=random, connect_timeout=30.0, endpoint_factory=None):
+                 config_path=None, rng=random, connect_timeout=30.0, endpoint_factory=None,
+                 sts=None, tls_results=None, dane=True):
         reactor = default_reactor(reactor)
         self.resolver = resolver
         self.current = current
@@ -203,6 +217,9 @@ class Outbound:
         self.rng = rng
         self.connect_timeout = connect_timeout
         self.endpoint_factory = endpoint_factory
+        self.sts = sts  # a moxtw.mtasts.cache.PolicyCache, None: MTA-STS not applied
+        self.tls_results = tls_results  # called with each moxtw.reports.tls.results.TLSResult
+        self.dane = dane
 
     def deliver_group(self, entries):
         return defer.Deferred.fromCoroutine(self._deliver_group(list(entries)))
@@ -292,19 +309,34 @@ class Outbound:
         domain = entries[0].recipient_domain
         opts = self._message_options(entries, data)
         static, _ = self.current()
+        trust = trust_root(static, self.config_path)
+        # RFC 8689 5: "TLS-Required: No" asks to ignore TLS policies (MTA-STS, DANE).
+        policies = entries[0].require_tls is not False
+        # No TLS results for the delivery of TLS reports (RFC 8460 3: no report loops).
+        record = self.tls_results is not None and not entries[0].is_tls_report
+        mx_authentic = False
+        sts = Lookup(None)
         if domain.startswith("["):
             # RFC 5321 4.1.3: an address literal names the host directly.
             literal = domain.strip("[]")
             if literal.lower().startswith("ipv6:"):
                 literal = literal[5:]
-            targets = [(literal, [literal])]
+            targets = [(literal, [literal], None)]
         else:
-            hosts = await mx_hosts(self.resolver, domain, self.rng)
-            targets = [(h, None) for h in hosts]
+            hosts, mx_authentic = await mx_lookup(self.resolver, domain, self.rng)
+            targets = [(h, None, None) for h in hosts]
+            if self.sts is not None and policies:
+                sts = await self.sts.get(domain)
+        policy = sts.policy if sts.policy is not None and sts.policy.mode != "none" else None
+        if sts.error is not None and record:
+            # The policy in force is the cached one, if any (RFC 8460 4.4 reports it).
+            self._record(domain, policy, None, False, sts.error.result if isinstance(sts.error, PolicyError)
+                         else "sts-policy-fetch-error", str(sts.error), "")
         last_error = None
         permanent_errors = 0
         tried = 0
-        for host, ips in targets:
+        for host, ips, _ in targets:
+            dane_host = None
             if ips is None:
                 try:
                     answer = await self.resolver.ip(host, ipv4=ipv4, ipv6=ipv6)
@@ -313,25 +345,50 @@ class Outbound:
                     log.info("mx host lookup failed: {error}", error=str(e), mx=host, **fields)
                     continue
                 ips = pick_addresses(answer.records)
+                if self.dane and policies and mx_authentic and answer.authentic and socks is None:
+                    # RFC 7672 2.2: TLSA records count only when the MX and address
+                    # lookups were DNSSEC-authentic too.
+                    try:
+                        dane_host = await tlsa_for_host(self.resolver, host, self.port, answer.canonical or host)
+                    except TLSALookupFailed as e:
+                        # RFC 7672 2.2: neither with nor without TLS to this host now.
+                        last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, str(e)))
+                        log.info("tlsa lookup failed: {error}", error=str(e), mx=host, **fields)
+                        if record:
+                            self._record(domain, policy, host, False, "dnssec-invalid", str(e), "",
+                                         dane_base=dns.normalize(answer.canonical or host))
+                        continue
+            plan = self._tls_plan(host, dane_host, policy, opts["requiretls"], trust)
+            if plan is None:
+                # RFC 8461 4.1: with an enforced policy, an MX host it does not list is
+                # not used.
+                text = f"MX host {host} not allowed by the MTA-STS policy of {domain}"
+                last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_SEC_OTHER0, text))
+                log.info("skipping mx host: {error}", error=text, mx=host, **fields)
+                if record:
+                    self._record(domain, policy, host, False, "validation-failure", text, "")
+                continue
+            tls_mode, _, applied = plan
             for ip in ips:
                 tried += 1
-                log.debug("connecting", mx=host, ip=ip, **fields)
-                creator = None
-                if opts["requiretls"]:
-                    # RFC 8689 4.2.1: the certificate must be verified. Until MTA-STS and
-                    # DANE policies exist, PKIX against the MX host name.
-
-                    creator = verifying_client(host, trust_root(static, self.config_path))
+                log.debug("connecting", mx=host, ip=ip, tls_policy=applied, **fields)
+                # A new creator per connection: it keeps that connection's outcome.
+                creator = self._tls_plan(host, dane_host, policy, opts["requiretls"], trust)[1]
                 try:
                     result = await smtp_deliver(
-                        self.reactor, host, self.port, ehlo_hostname=ehlo, tls="opportunistic",
+                        self.reactor, host, self.port, ehlo_hostname=ehlo, tls=tls_mode,
                         tls_context_factory=creator, connect_timeout=self.connect_timeout,
                         endpoint=self._endpoint(ip, self.port, socks), **opts,
                     )
                 except SMTPClientError as e:
                     text = _error_text(e)
+                    outcome = getattr(creator, "outcome", None)
+                    if outcome is not None and not outcome[0]:
+                        text = f"{text} ({outcome[2]}, {applied})"
                     log.info("delivery attempt to {mx} ({ip}) failed: {error}", mx=host, ip=ip,
-                             error=text, stage=e.stage, **fields)
+                             error=text, stage=e.stage, tls_policy=applied, **fields)
+                    if record and e.stage != "connect":
+                        self._record_attempt(domain, policy, host, ip, dane_host, e, outcome)
                     if e.stage in ("mail", "data") and e.code is not None:
                         # The server took part in the transaction: its answer is final
                         # for this attempt (another MX would say the same).
@@ -346,8 +403,11 @@ class Outbound:
                 except SOCKSError as e:
                     last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_NO_ANSWER1, f"socks proxy: {e}"))
                     continue
+                if record:
+                    outcome = getattr(creator, "outcome", None)
+                    self._record_success(domain, policy, host, ip, dane_host, result, outcome)
                 log.info("delivered to {mx} ({ip})", mx=host, ip=ip, tls=result.tls_version or "none",
-                         banner=result.remote_banner,
+                         banner=result.remote_banner, tls_policy=applied,
                          **fields)
                 return [self._rcpt_result(r, entries) for r in result.recipients]
         if last_error is None:
@@ -356,6 +416,59 @@ class Outbound:
             # Every host refused us with 5xx at connection level, twice: give up.
             raise DeliveryError(str(last_error), permanent=True)
         raise last_error
+
+    def _tls_plan(self, host, dane_host, policy, requiretls, trust):
+        """``(tls mode, connection creator, policy name)`` for one MX host, or None when
+        an enforced MTA-STS policy excludes it. DANE takes precedence over MTA-STS
+        (RFC 8461 2); either satisfies REQUIRETLS (RFC 8689 4.2.1)."""
+        if dane_host is not None:
+            # RFC 7672 8.1: SNI is the TLSA base domain.
+            creator = PolicyClientTLS(dane_host.base, dane_host=dane_host, enforce=True)
+            return "required", creator, "dane" if dane_host.records else "dane-unusable"
+        if policy is not None and policy.mode == "enforce":
+            if not policy.allows(host):
+                return None
+            return "required", PolicyClientTLS(host, pkix_name=host, trust=trust, enforce=True), "mtasts-enforce"
+        if requiretls:
+            # RFC 8689 4.2.1: the certificate is verified (PKIX against the MX host name).
+            return "required", PolicyClientTLS(host, pkix_name=host, trust=trust, enforce=True), "requiretls"
+        if policy is not None:
+            # MTA-STS testing (RFC 8461 5): deliver as usual, report what failed.
+            return "opportunistic", PolicyClientTLS(host, pkix_name=host, trust=trust, enforce=False), "mtasts-testing"
+        return "opportunistic", None, "opportunistic"
+
+    # -- TLS results for reports (RFC 8460)
+
+    def _record(self, domain, policy, host, ok, result_type, detail, ip, dane_host=None, dane_base=None):
+        try:
+            self.tls_results(results_for_attempt(domain, policy, host or "", ip, ok, result_type, detail,
+                                                 dane_host=dane_host, dane_base=dane_base))
+        except Exception:
+            log.failure("recording TLS result")
+
+    def _record_attempt(self, domain, policy, host, ip, dane_host, err, outcome):
+        if outcome is not None and not outcome[0]:
+            result_type, detail = outcome[1], outcome[2]
+        elif err.stage == "starttls" and "does not offer STARTTLS" in err.text:
+            result_type, detail = "starttls-not-supported", err.text
+        elif err.stage == "starttls":
+            result_type, detail = "validation-failure", err.text
+        else:
+            return  # not a TLS matter (the server refused us before TLS)
+        if dane_host is not None and result_type == "starttls-not-supported":
+            result_type = "dane-required"
+        self._record(domain, policy, host, False, result_type, detail, ip, dane_host=dane_host)
+
+    def _record_success(self, domain, policy, host, ip, dane_host, result, outcome):
+        if result.tls_version is None:
+            # Opportunistic (or testing mode): delivered, but without TLS.
+            self._record(domain, policy, host, False, "starttls-not-supported", "server does not offer STARTTLS", ip)
+            return
+        if outcome is not None and not outcome[0]:
+            # Delivered in testing mode, but the policy check failed.
+            self._record(domain, policy, host, False, outcome[1], outcome[2], ip)
+            return
+        self._record(domain, policy, host, True, "", "", ip, dane_host=dane_host)
 
     @staticmethod
     def _permanent(err, entries):

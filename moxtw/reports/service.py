@@ -7,6 +7,14 @@ messages to reporting addresses (after delivering them: a malformed report stays
 message in the mailbox, only logged) and :meth:`ReportsService.record_evaluation` for every
 DMARC evaluation. Every hour, reports that are due are composed, DKIM-signed and queued
 like other outgoing mail (RFC 7489 7.2), unless Static.NoOutgoingDMARCReports.
+
+Outgoing delivery hands the results of its TLS connections to
+:meth:`ReportsService.record_tls_results`; once a UTC day is over, the day's results
+become a TLS report per policy domain (RFC 8460), sent by mail (DKIM-signed) or HTTPS
+POST to the domain's ``_smtp._tls`` addresses, unless Static.NoOutgoingTLSReports. As
+mox, a day with only successes is not reported unless
+Static.OutgoingTLSReportsForAllSuccess. Both kinds skip addresses on the DMARC
+suppression list.
 """
 
 from datetime import datetime, timezone
@@ -48,6 +56,8 @@ class ReportsService(service.Service):
         self.evaluations = EvaluationStore(data_dir, reactor=reactor)
         self.ready = None
         self._loop = None
+        self._tls_loop = None
+        self.trust = None  # IOpenSSLTrustRoot for HTTPS report destinations (tests)
 
     def startService(self):
         super().startService()
@@ -58,12 +68,17 @@ class ReportsService(service.Service):
             self._loop = task.LoopingCall(self._send_due)
             self._loop.clock = self.reactor
             self.ready.addCallback(lambda _: self._loop.start(self.interval, now=False) and None)
+        if not self.static.NoOutgoingTLSReports:
+            self._tls_loop = task.LoopingCall(self._send_tls_due)
+            self._tls_loop.clock = self.reactor
+            self.ready.addCallback(lambda _: self._tls_loop.start(self.interval, now=False) and None)
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._tls_loop):
+            if loop is not None and loop.running:
+                loop.stop()
         if self.ready is not None:
             yield self.ready
         for db in (self.dmarc, self.tlsrpt, self.evaluations):
@@ -171,6 +186,95 @@ class ReportsService(service.Service):
             log.info("queued DMARC aggregate report for {domain} to {to}", domain=r.domain,
                      to=",".join(r.to_addresses))
             sent += 1
+        if sent and self.queue_service is not None and self.queue_service.running:
+            self.queue_service.kick()
+        return sent
+
+    # -- outgoing TLS reports
+
+    def record_tls_results(self, results):
+        """Count the TLSResults of an outgoing connection (``moxtw.reports.tls.results``)."""
+        if self.static.NoOutgoingTLSReports:
+            return defer.succeed(None)
+        d = self._when_ready()
+        d.addCallback(lambda _: self.tlsrpt.add_results(results, now=self.reactor.seconds()))
+        d.addErrback(lambda f: log.failure("storing TLS results", f))
+        return d
+
+    async def _send_tls_due(self):
+        try:
+            await self.send_tls_due()
+        except Exception:
+            log.failure("sending TLS reports")
+
+    async def send_tls_due(self, now=None):
+        """Send the reports of ended UTC days; returns how many went out. Days whose
+        destinations could not be looked up (DNS failure) are kept for a later try, at
+        most two days."""
+        from moxtw import dns
+        from moxtw.reports.dmarc.evaluations import _is_suppressed
+        from moxtw.reports.dmarc.outgoing import parse_rua
+        from moxtw.reports.tls import outgoing
+
+        await self._when_ready()
+        now = now or datetime.fromtimestamp(self.reactor.seconds(), timezone.utc)
+        today = now.strftime("%Y-%m-%d")
+        rows = await self.tlsrpt.results(before_day=today)
+        groups = {}
+        for row in rows:
+            groups.setdefault((row["policy_domain"], row["day"], row["is_host"]), []).append(row)
+        suppressed = [s.entry for s in await self.evaluations.suppressions(now)]
+        submitter = self.hostname
+        sent = 0
+        for (policy_domain, day, is_host), group in groups.items():
+            ids = [r["id"] for r in group]
+            if not any(r["failure"] for r in group) and not self.static.OutgoingTLSReportsForAllSuccess:
+                await self.tlsrpt.remove_results(ids)
+                continue
+            try:
+                uris = await outgoing.destinations(self.resolver, policy_domain)
+            except dns.DNSError as e:
+                if (now - outgoing.day_range(day)[1]).total_seconds() < 2 * 86400:
+                    log.info("looking up TLS report destinations of {domain}: {error}, trying later",
+                             domain=policy_domain, error=str(e))
+                    continue
+                uris = []
+            report = outgoing.build_report(group, policy_domain, day, submitter, f"postmaster@{submitter}")
+            gz = outgoing.gzip_report(outgoing.report_json(report))
+            mailto = []
+            for uri in uris:
+                if uri.startswith("mailto:"):
+                    dest = parse_rua(uri)
+                    if dest is not None and not _is_suppressed(dest, suppressed):
+                        mailto.append(dest.address)
+                    continue
+                host = uri.split("/")[2].split(":")[0].lower()
+                if any(host == e or host.endswith("." + e) for e in suppressed if "@" not in e):
+                    continue
+                try:
+                    code = await outgoing.post_report(self.reactor, self.resolver, uri, gz, trust=self.trust)
+                    log.info("posted TLS report for {domain} to {url}: HTTP {code}", domain=policy_domain,
+                             url=uri, code=code)
+                    sent += 1
+                except Exception as e:
+                    log.info("posting TLS report for {domain} to {url} failed: {error}", domain=policy_domain,
+                             url=uri, error=str(e) or type(e).__name__)
+            if mailto:
+                from_address = f"postmaster@{submitter}"
+                msg = outgoing.compose_message(from_address, mailto, policy_domain, submitter, report, gz, date=now)
+                if self.dkim is not None:
+                    signature = await threads.deferToThread(self.dkim.sign, msg)
+                    msg = signature + msg
+                hold = self.hold_rules(None, submitter) if self.hold_rules else False
+                # RFC 8460 3: is_tls_report, so the delivery of a report makes no report.
+                await self.queue.add(msg, from_address, mailto, sender_account=None, is_tls_report=True,
+                                     max_attempts=DEFAULT_MAX_ATTEMPTS, hold=hold,
+                                     subject=f"Report Domain: {policy_domain}")
+                log.info("queued TLS report for {domain} to {to}", domain=policy_domain, to=",".join(mailto))
+                sent += 1
+            # Queued (durable) before removed: a crash in between sends a report twice
+            # rather than never.
+            await self.tlsrpt.remove_results(ids)
         if sent and self.queue_service is not None and self.queue_service.running:
             self.queue_service.kick()
         return sent
