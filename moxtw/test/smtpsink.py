@@ -18,6 +18,7 @@ class Transaction:
         self.recipients = []  # accepted
         self.data = None
         self.auth = None
+        self.tls = False
 
 
 class SinkProtocol(LineReceiver):
@@ -30,6 +31,7 @@ class SinkProtocol(LineReceiver):
         self.in_data = False
         self.lines = []
         self.auth = None
+        self.tls = False
         self.factory.connections += 1
         self.sendLine(self.factory.banner.encode())
 
@@ -42,6 +44,7 @@ class SinkProtocol(LineReceiver):
             if line == b".":
                 self.in_data = False
                 self.txn.data = b"".join(x + b"\r\n" for x in self.lines)
+                self.txn.tls = self.tls
                 self.lines = []
                 f.transactions.append(self.txn)
                 self.txn = None
@@ -54,11 +57,21 @@ class SinkProtocol(LineReceiver):
         verb = text.split(" ", 1)[0].upper()
         if verb in ("EHLO", "HELO"):
             self.ehlo = text[5:]
-            if verb == "HELO" or not f.extensions:
+            extensions = list(f.extensions)
+            if f.tls is not None and not self.tls and f.offer_starttls:
+                extensions.append("STARTTLS")
+            if verb == "HELO" or not extensions:
                 self.reply("250 sink")
             else:
-                self.reply("\r\n".join(["250-sink"] + [f"250-{e}" for e in f.extensions[:-1]]
-                                       + [f"250 {f.extensions[-1]}"]))
+                self.reply("\r\n".join(["250-sink"] + [f"250-{e}" for e in extensions[:-1]]
+                                       + [f"250 {extensions[-1]}"]))
+        elif verb == "STARTTLS" and f.tls is not None and not self.tls:
+            # RFC 3207 4.2: after the handshake the client starts over with EHLO.
+            self.reply("220 2.0.0 go ahead")
+            self.transport.startTLS(f.tls)
+            self.tls = True
+            self.ehlo = None
+            self.txn = None
         elif verb == "AUTH":
             parts = text.split()
             if len(parts) == 3 and parts[1].upper() == "PLAIN":
@@ -107,7 +120,7 @@ class SinkFactory(protocol.Factory):
     protocol = SinkProtocol
 
     def __init__(self, extensions=("PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "SIZE 0"),
-                 banner="220 sink ESMTP", credentials=None):
+                 banner="220 sink ESMTP", credentials=None, tls=None, offer_starttls=True):
         self.extensions = list(extensions)
         self.banner = banner
         self.mail_reply = "250 2.1.0 ok"
@@ -115,6 +128,8 @@ class SinkFactory(protocol.Factory):
         self.rcpt_replies = {}  # address -> reply line
         self.max_rcpts = None  # 452 after this many in one transaction
         self.credentials = credentials
+        self.tls = tls  # server TLS options: STARTTLS is offered (unless not offer_starttls)
+        self.offer_starttls = offer_starttls
         self.transactions = []
         self.commands = []
         self.connections = 0

@@ -24,7 +24,8 @@ class _FilesTrustRoot:
 def trust_root(static, config_path):
     """The trust root from Static.TLS.CA (files resolved with ``config_path``), or None
     for the system's CAs."""
-    ca = static.TLS.CA if static is not None else None
+    tls = getattr(static, "TLS", None)
+    ca = tls.CA if tls is not None else None
     if ca is None or not ca.CertFiles:
         return None
     return _FilesTrustRoot([config_path(f) for f in ca.CertFiles], ca.AdditionalToSystem)
