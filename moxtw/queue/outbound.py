@@ -349,7 +349,8 @@ class Outbound:
                     # RFC 7672 2.2: TLSA records count only when the MX and address
                     # lookups were DNSSEC-authentic too.
                     try:
-                        dane_host = await tlsa_for_host(self.resolver, host, self.port, answer.canonical or host)
+                        # Port 25 always: ``self.port`` only redirects connections in tests.
+                        dane_host = await tlsa_for_host(self.resolver, host, SMTP_PORT, answer.canonical or host)
                     except TLSALookupFailed as e:
                         # RFC 7672 2.2: neither with nor without TLS to this host now.
                         last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, str(e)))

@@ -533,3 +533,43 @@ class TLSReportTests(PolicyTestBase):
                          ["mailto:a@b.example", "https://r.example/x"])
         self.assertIsNone(outgoing.parse_record("v=spf1 -all"))
 
+
+
+class DanetoolCrossCheckTests(unittest.TestCase):
+    """Our TLSA matching and the TLSA records we publish agree with GnuTLS's danetool."""
+
+    def setUp(self):
+        import shutil
+
+        if shutil.which("danetool") is None:
+            raise unittest.SkipTest("danetool (gnutls-bin) not installed")
+
+    def danetool(self, cert_path, selector, hash_name):
+        import subprocess
+
+        args = ["danetool", "--tlsa-rr", "--host=mx.example.net", "--port=25", f"--load-certificate={cert_path}",
+                f"--hash={hash_name}"]
+        if selector == 0:
+            args.append("--x509")
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        fields = out.split("(")[1].split(")")[0].split()
+        return TLSA(3, int(fields[1]), int(fields[2]), bytes.fromhex("".join(fields[3:])))
+
+    def test_matching_agrees(self):
+        from cryptography.hazmat.primitives import serialization
+
+        from moxtw.admin.records import _cert_spki_sha256
+
+        leaf = testca.make_leaf(["mx.example.net"])
+        other = testca.make_leaf(["mx.example.net"])
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(leaf.cert.public_bytes(serialization.Encoding.PEM))
+        for selector in (0, 1):
+            for hash_name, mtype in (("sha256", 1), ("sha512", 2)):
+                rec = self.danetool(path, selector, hash_name)
+                self.assertEqual((rec.selector, rec.mtype), (selector, mtype))
+                self.assertTrue(dane.matches(rec, leaf.cert))
+                self.assertFalse(dane.matches(rec, other.cert))
+        # The 3 1 1 record `moxtw config dnsrecords` prints is danetool's.
+        self.assertEqual(_cert_spki_sha256(path)[0], self.danetool(path, 1, "sha256").data)
