@@ -33,6 +33,7 @@ from moxtw.queue.dsn import QueueDSN
 from moxtw.queue.outbound import SMTP_PORT, Outbound, read_queued_message
 from moxtw.queue.runner import QueueRunner
 from moxtw.reports.service import ReportsService
+from moxtw.smtpclient.pool import ConnectionPool, PoolService
 from moxtw.smtpserver.backend import SMTPBackend
 from moxtw.smtpserver.dkimsign import DKIMSigners
 from moxtw.smtpserver.server import SMTPFactory
@@ -244,10 +245,15 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     root.mtasts = PolicyCache(config.data_dir, root.resolver, reactor=reactor,
                               trust=trust_root(static, config.path), https_port=static.TestMTASTSPort)
     RefreshService(root.mtasts, clock=reactor).setServiceParent(root)
+    # Outgoing connections reused for messages to the same destination; idle ones
+    # closed at stop (after the queue runner, services stop in reverse order).
+    root.smtp_pool = ConnectionPool(reactor)
+    PoolService(root.smtp_pool).setServiceParent(root)
     root.outbound = Outbound(
         root.resolver, current, read_queued_message(root.queue), hostname, reactor=reactor,
         port=static.TestDirectDeliveryPort or SMTP_PORT, config_path=config.path,
         sts=root.mtasts, tls_results=lambda results: root.reports.record_tls_results(results),
+        pool=root.smtp_pool,
     )
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.
     notify = QueueDSN(root.queue, hostname, reactor=reactor, dkim=root.dkim, hold_rules=hold_rules)

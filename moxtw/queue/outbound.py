@@ -205,7 +205,7 @@ class Outbound:
 
     def __init__(self, resolver, current, read_message, hostname, reactor=None, port=SMTP_PORT,
                  config_path=None, rng=random, connect_timeout=30.0, endpoint_factory=None,
-                 sts=None, tls_results=None, dane=True):
+                 sts=None, tls_results=None, dane=True, pool=None):
         reactor = default_reactor(reactor)
         self.resolver = resolver
         self.current = current
@@ -220,6 +220,7 @@ class Outbound:
         self.sts = sts  # a moxtw.mtasts.cache.PolicyCache, None: MTA-STS not applied
         self.tls_results = tls_results  # called with each moxtw.reports.tls.results.TLSResult
         self.dane = dane
+        self.pool = pool  # a moxtw.smtpclient.pool.ConnectionPool: connections reused
 
     def deliver_group(self, entries):
         return defer.Deferred.fromCoroutine(self._deliver_group(list(entries)))
@@ -375,12 +376,18 @@ class Outbound:
                 log.debug("connecting", mx=host, ip=ip, tls_policy=applied, **fields)
                 # A new creator per connection: it keeps that connection's outcome.
                 creator = self._tls_plan(host, dane_host, policy, opts["requiretls"], trust)[1]
-                try:
-                    result = await smtp_deliver(
+                key = ("direct", host, ip, self.port, ehlo, socks.Address if socks else "", tls_mode, applied,
+                       dane_host.records if dane_host else (), opts["requiretls"])
+
+                def connect(reuse, ip=ip, creator=creator):
+                    return smtp_deliver(
                         self.reactor, host, self.port, ehlo_hostname=ehlo, tls=tls_mode,
                         tls_context_factory=creator, connect_timeout=self.connect_timeout,
-                        endpoint=self._endpoint(ip, self.port, socks), **opts,
+                        endpoint=self._endpoint(ip, self.port, socks), reuse=reuse, **opts,
                     )
+
+                try:
+                    result, reused = await self._send(key, connect, opts)
                 except SMTPClientError as e:
                     text = _error_text(e)
                     outcome = getattr(creator, "outcome", None)
@@ -404,11 +411,12 @@ class Outbound:
                 except SOCKSError as e:
                     last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_NO_ANSWER1, f"socks proxy: {e}"))
                     continue
-                if record:
+                if record and not reused:
+                    # RFC 8460 4.4 counts sessions: a reused connection is not a new one.
                     outcome = getattr(creator, "outcome", None)
                     self._record_success(domain, policy, host, ip, dane_host, result, outcome)
                 log.info("delivered to {mx} ({ip})", mx=host, ip=ip, tls=result.tls_version or "none",
-                         banner=result.remote_banner, tls_policy=applied,
+                         banner=result.remote_banner, tls_policy=applied, reused=reused,
                          **fields)
                 return [self._rcpt_result(r, entries) for r in result.recipients]
         if last_error is None:
@@ -471,6 +479,14 @@ class Outbound:
             return
         self._record(domain, policy, host, True, "", "", ip, dane_host=dane_host)
 
+    async def _send(self, key, connect, opts):
+        """``(Result, reused)``: on an idle connection of the pool for ``key`` when there
+        is one, else on a new connection (``connect(reuse)``)."""
+        if self.pool is None:
+            return await connect(False), False
+        message = {k: opts[k] for k in ("mailfrom", "recipients", "data", "smtputf8", "has_8bit", "requiretls")}
+        return await self.pool.deliver(key, lambda: connect(True), message)
+
     @staticmethod
     def _permanent(err, entries):
         # As mox: a 5xx to MAIL or RCPT on the first attempt is retried once, like a
@@ -520,12 +536,18 @@ class Outbound:
                 raise DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_DIRECTORY_FAILURE3, f"looking up smarthost {host}: {e}")) from None
         last = None
         for ip in ips:
-            try:
-                result = await smtp_deliver(
+            key = ("smarthost", route.name, host, ip, port, tls, auth, tuple(mechanisms or ()), opts["requiretls"])
+
+            def connect(reuse, ip=ip):
+                return smtp_deliver(
                     self.reactor, host, port, ehlo_hostname=self.hostname, tls=tls,
                     tls_context_factory=creator, auth=auth, auth_mechanism=mechanisms,
-                    connect_timeout=self.connect_timeout, endpoint=self._tcp_endpoint(ip, port), **opts,
+                    connect_timeout=self.connect_timeout, endpoint=self._tcp_endpoint(ip, port), reuse=reuse,
+                    **opts,
                 )
+
+            try:
+                result, _ = await self._send(key, connect, opts)
             except SMTPClientError as e:
                 text = _error_text(e)
                 log.info("delivery to smarthost {host} ({ip}) failed: {error}", host=host, ip=ip,

@@ -34,7 +34,7 @@ from moxtw.sasl.server import SASLError
 from moxtw.smtpclient.data import CHUNK_SIZE, dot_stuffed_chunks, has_bare_cr
 from moxtw.smtpclient.reply import Reply, ReplyError, ReplyParser
 
-__all__ = ["deliver", "Result", "RcptResult", "SMTPClientError", "SMTPClientProtocol", "Options"]
+__all__ = ["deliver", "send_next", "Result", "RcptResult", "SMTPClientError", "SMTPClientProtocol", "Options"]
 
 log = Logger(namespace="moxtw.smtpclient")
 
@@ -81,6 +81,8 @@ class Result:
     tls_version: str | None  # e.g. "TLSv1.3", None without TLS
     remote_banner: str
     auth_mechanism: str | None = None  # the SASL mechanism used, if any
+    # With ``reuse``: the protocol, still connected and idle, for :func:`send_next`.
+    connection: object = None
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Options:
     command_timeout: float = 300
     data_timeout: float = 600
     chunk_size: int = CHUNK_SIZE
+    reuse: bool = False  # keep the connection open after success (moxtw.smtpclient.pool)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -205,6 +208,8 @@ class SMTPClientProtocol(protocol.Protocol):
         self.auth_mechanism = None
         self._max_queued = len(options.recipients) + 10
         self._cur_stage = "connect"
+        self.idle = False  # connected, between messages (reuse)
+        self.messages = 0  # messages delivered on this connection
 
     # -- transport events
 
@@ -587,13 +592,54 @@ class SMTPClientProtocol(protocol.Protocol):
 
     # -- ending
 
+    # -- reuse (RFC 5321 4.1.1.5: RSET between transactions on one connection)
+
+    def next_message(self, o: Options) -> defer.Deferred:
+        """Deliver another message on this idle connection (same host and TLS; the
+        message fields of ``o`` are used). Fires like ``done``; fails with stage "reuse"
+        when the connection turned out unusable before anything was sent."""
+        if self._lost or self._error is not None or not self.idle or self._replies:
+            # A reply while idle (a 421 on timeout) means the server is done with us.
+            self.close()
+            return defer.fail(SMTPClientError("reuse", "connection no longer usable"))
+        self.idle = False
+        self.o = o
+        self.done = defer.Deferred()
+        self._outcome = None
+        self._max_queued = len(o.recipients) + 10
+        d = defer.Deferred.fromCoroutine(self._next())
+        d.addBoth(self._finished)
+        return self.done
+
+    async def _next(self):
+        self._send("RSET")
+        r = await self._reply("reuse", self.o.command_timeout)
+        if r.code != 250:
+            raise SMTPClientError("reuse", f"RSET refused: {r.code}")
+        self._check_extensions()
+        return await self._transactions()
+
+    def close(self):
+        """End an idle connection: QUIT (RFC 5321 4.1.1.10) and close."""
+        self.idle = False
+        if not self._lost:
+            self._send("QUIT")
+            self.transport.loseConnection()
+
     def _finished(self, outcome):
         """The conversation ended with a result or a failure: QUIT when the connection
-        is still usable, then close."""
+        is still usable, then close; with ``reuse`` and success, stay connected."""
         self._outcome = outcome
         if isinstance(outcome, Failure) and not outcome.check(SMTPClientError):
             log.failure("smtp client internal error", outcome)
             self._outcome = Failure(SMTPClientError(self._stage(), f"internal error: {outcome.value}"))
+        if (self.o.reuse and not isinstance(self._outcome, Failure) and self._error is None
+                and not self._lost):
+            self.idle = True
+            self.messages += 1
+            self._outcome = None
+            self.done.callback(Result(outcome, self.tls_version, self.remote_banner, self.auth_mechanism, self))
+            return
         if self._error is not None or self._lost:
             if not self._lost:
                 self.transport.abortConnection()
@@ -642,7 +688,7 @@ def deliver(reactor, host: str, port: int, *, ehlo_hostname: str, mailfrom: str,
             auth: tuple[str, str] | None = None, auth_mechanism: str | None = None,
             smtputf8: bool = False, has_8bit: bool = False, requiretls: bool = False, size: bool = True,
             connect_timeout: float = 30, command_timeout: float = 300, data_timeout: float = 600,
-            endpoint=None) -> defer.Deferred:
+            endpoint=None, reuse: bool = False) -> defer.Deferred:
     """Deliver data to recipients over one SMTP connection to host:port. Fires with a
     :class:`Result`, or fails with :class:`SMTPClientError`. ``endpoint`` overrides the
     TCP endpoint (tests). ValueError for inconsistent arguments."""
@@ -650,7 +696,7 @@ def deliver(reactor, host: str, port: int, *, ehlo_hostname: str, mailfrom: str,
                 data=data, tls=tls, tls_context_factory=tls_context_factory, auth=auth,
                 auth_mechanism=auth_mechanism, smtputf8=smtputf8, has_8bit=has_8bit,
                 requiretls=requiretls, size=size, connect_timeout=connect_timeout,
-                command_timeout=command_timeout, data_timeout=data_timeout)
+                command_timeout=command_timeout, data_timeout=data_timeout, reuse=reuse)
     _check_options(o)
     err = _precheck(o)
     if err is not None:
@@ -677,3 +723,18 @@ def deliver(reactor, host: str, port: int, *, ehlo_hostname: str, mailfrom: str,
 
     connecting.addCallbacks(connected, connect_failed)
     return connecting
+
+
+def send_next(connection, *, mailfrom: str, recipients: list[str], data: bytes, smtputf8: bool = False,
+              has_8bit: bool = False, requiretls: bool = False, size: bool = True) -> defer.Deferred:
+    """Deliver a message on an idle ``connection`` (``Result.connection`` of a
+    ``deliver(..., reuse=True)``). Same results as :func:`deliver`."""
+    from dataclasses import replace
+
+    o = replace(connection.o, mailfrom=mailfrom, recipients=list(recipients), data=data, smtputf8=smtputf8,
+                has_8bit=has_8bit, requiretls=requiretls, size=size)
+    _check_options(o)
+    err = _precheck(o)
+    if err is not None:
+        return defer.fail(err)
+    return connection.next_message(o)

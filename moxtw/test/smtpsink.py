@@ -25,6 +25,10 @@ class SinkProtocol(LineReceiver):
     delimiter = b"\r\n"
     MAX_LENGTH = 100000
 
+    def connectionLost(self, reason=None):
+        if self in self.factory.live:
+            self.factory.live.remove(self)
+
     def connectionMade(self):
         self.ehlo = None
         self.txn = None
@@ -33,6 +37,7 @@ class SinkProtocol(LineReceiver):
         self.auth = None
         self.tls = False
         self.factory.connections += 1
+        self.factory.live.append(self)
         self.sendLine(self.factory.banner.encode())
 
     def reply(self, text):
@@ -133,6 +138,7 @@ class SinkFactory(protocol.Factory):
         self.transactions = []
         self.commands = []
         self.connections = 0
+        self.live = []  # protocols of open connections
 
     def rcpt_reply(self, addr, accepted):
         if addr in self.rcpt_replies:
