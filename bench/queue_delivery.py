@@ -49,8 +49,15 @@ Timed: A is started; "startup" is from spawning it until its log says it is list
 (the queue opens right after). From then until A's queue.db has no rows left and B has
 all messages (files under ``accounts/bench/maildir/cur``), polled every 0.1 s read-only,
 is the delivery time; msg/s = count / delivery time (also given including startup).
-A delivers with at most 10 attempts in flight (``moxtw.queue.MAX_CONCURRENT``), one SMTP
-connection and transaction per message (one recipient each; connections are not reused).
+A delivers with at most 10 attempts in flight (``moxtw.queue.MAX_CONCURRENT``), one
+transaction per message (one recipient each).
+
+Two runs, before and after connection reuse (``moxtw.smtpclient.pool``), each with fresh
+instances and data: "no reuse" starts A through a wrapper that sets the pool to one
+message per connection and no limit on connections per destination (what A did before
+reuse existed); "reuse" runs A unmodified (all 50 domains share B as MX host, so their
+messages share its connections: at most ``PER_KEY`` at once, up to ``MAX_MESSAGES`` each).
+``--mode`` runs only one of them.
 
 Also printed: peak RSS (VmHWM from /proc, read just before stopping) of A and B; SMTP
 connections B logged ("new connection", from A's start on) and deliveries A logged
@@ -86,6 +93,9 @@ SENDER = "alice@a.example"
 ACCOUNT_B = "bench"
 POLL = 0.1
 FILL_CONCURRENCY = 16
+# Run as root (a benchmark machine): stay root, as the moxtw user may not be able to read
+# a Python installed under /root.
+USER = 'User = "root"' if os.geteuid() == 0 else ""
 
 # Raises B's connection rate limit before twistd builds the service tree (see the
 # module docstring); argv after "-c CODE" is twistd's.
@@ -102,6 +112,7 @@ STATIC = """\
 DataDir = "data"
 LogLevel = "info"
 Hostname = "{hostname}"
+{user}
 {extra}
 [DNS]
 Servers = ["{dns}"]
@@ -117,6 +128,17 @@ Port = {smtp}
 """
 
 TLS = '[Listeners.main.TLS]\nKeyCerts = [{CertFile = "tls/localhost.crt", KeyFile = "tls/localhost.key"}]'
+
+# Connection reuse off in A's process: one message per connection (see the docstring).
+A_NO_REUSE_WRAPPER = """\
+import sys
+from moxtw.smtpclient import pool
+pool.MAX_MESSAGES = 1
+pool.PER_KEY = 10**9
+from twisted.scripts.twistd import run
+sys.argv[0] = "twistd"
+run()
+"""
 
 DYNAMIC_A = """\
 [Domains."a.example"]
@@ -357,7 +379,7 @@ def indexed(data_dir):
 
 # -- the run ---------------------------------------------------------------------------
 
-def run(a, base, rt):
+def run(a, base, rt, reuse=True):
     from moxtw.dkim.keys import generate_ed25519, generate_rsa, parse_private_key
     from moxtw.dkim.sign import SelectorKey, Signer
     from moxtw.test.dnsserver import LoopbackDNS
@@ -376,11 +398,11 @@ def run(a, base, rt):
     instances = [A, B]
     try:
         B.write_config(
-            STATIC.format(hostname="mail.b.example", extra="", dns=dns.address, postmaster=ACCOUNT_B,
+            STATIC.format(hostname="mail.b.example", extra="", user=USER, dns=dns.address, postmaster=ACCOUNT_B,
                           tls="" if a.no_tls else TLS, smtp=B.smtp_port),
             dynamic_b(domains), tls=not a.no_tls)
         A.write_config(
-            STATIC.format(hostname="mail.a.example", extra=f"TestDirectDeliveryPort = {B.smtp_port}",
+            STATIC.format(hostname="mail.a.example", extra=f"TestDirectDeliveryPort = {B.smtp_port}", user=USER,
                           dns=dns.address, postmaster="alice", tls="", smtp=A.smtp_port),
             DYNAMIC_A, tls=False)
 
@@ -402,7 +424,7 @@ def run(a, base, rt):
         log("starting A: timing")
         b_offset = B.log_size()  # B's log from here on: A's connections only, not our probe
         t_spawn = time.monotonic()
-        A.start(env={"MOXTW_TESTING": "1"})
+        A.start(env={"MOXTW_TESTING": "1"}, wrapper=None if reuse else A_NO_REUSE_WRAPPER)
         t_ready = A.wait_listening(120)
         deadline = t_ready + a.timeout
         last = None
@@ -445,6 +467,7 @@ def run(a, base, rt):
             f in line.split() for f in ("spf=pass", "dkim=a.example", "dmarc=pass", "iprev=pass")))
         delivered = A.log_lines('msg="delivered to ')
         res["delivered_a"] = len(delivered)
+        res["reused_a"] = sum(1 for line in delivered if "reused=true" in line.split())
         res["tls"] = collections.Counter(
             (m.group(1) if m else "?") for m in (re.search(r"\btls=(\S+)", line) for line in delivered))
         return res
@@ -457,7 +480,7 @@ def run(a, base, rt):
             log(f"stopping the DNS server: {e}")
 
 
-def report(a, base, res):
+def report(a, base, runs):
     print("== moxtw outgoing queue benchmark (bench/queue_delivery.py) ==")
     cpu = "?"
     try:
@@ -465,36 +488,41 @@ def report(a, base, res):
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     except OSError:
         pass
+    first = next(iter(runs.values()))
     print(f"nproc: {len(os.sched_getaffinity(0))}, CPU: {cpu}, kernel {platform.release()}, "
           f"Python {platform.python_version()}")
     print(f"temp dir: {base}, filesystem: {fs_type(base)}")
-    print(f"load average at start: {res.get('load_start', '?')} (other work on the machine skews the figures)")
-    print(f"DNS: LoopbackDNS at {res['dns']} in the benchmark process; B's connection rate limit: "
+    print(f"load average at start: {first.get('load_start', '?')} (other work on the machine skews the figures)")
+    print("DNS: LoopbackDNS in the benchmark process; B's connection rate limit: "
           + ("stock (300/min per IP)" if a.stock_limits else "raised for this run"))
-    print(f"messages: {a.count} x {a.size} bytes + DKIM signatures = {res['message_bytes']} bytes each,"
-          f" to {a.domains} domains, one recipient each; STARTTLS: {'no' if a.no_tls else 'yes (opportunistic)'}")
-    print(f"queue fill (not timed): {res['fill_seconds']:.1f} s")
+    print(f"messages: {a.count} x {a.size} bytes + DKIM signatures = {first['message_bytes']} bytes each,"
+          f" to {a.domains} domains (one MX host, B), one recipient each;"
+          f" STARTTLS: {'no' if a.no_tls else 'yes (opportunistic)'}")
     print()
+    names = list(runs)
     rows = [
-        ("A startup (spawn to listening)", f"{res['startup']:.2f} s"),
-        ("delivery time (listening to queue empty + all stored at B)", f"{res['seconds']:.2f} s"),
-        ("messages delivered per second", f"{res['rate']:.1f}"),
-        ("  including A's startup", f"{res['rate_with_startup']:.1f}"),
-        ("peak RSS of A (VmHWM)", f"{res['rss_a'] / 1024:.1f} MB"),
-        ("peak RSS of B (VmHWM)", f"{res['rss_b'] / 1024:.1f} MB"),
-        ("B: message files / index rows", f"{res['stored']} / {res['indexed']}"),
-        ("B: SMTP connections logged", f"{res['connections_b']}"),
-        ("B: messages authenticated / all pass", f"{res['auth_b']} / {res['auth_pass_b']}"),
-        ("A: deliveries logged (one transaction each)", f"{res['delivered_a']}"),
-        ("A: TLS of those deliveries", ", ".join(f"{k} x{v}" for k, v in sorted(res["tls"].items())) or "-"),
+        ("queue fill (not timed)", lambda r: f"{r['fill_seconds']:.1f} s"),
+        ("A startup (spawn to listening)", lambda r: f"{r['startup']:.2f} s"),
+        ("delivery time (listening to queue empty + all stored at B)", lambda r: f"{r['seconds']:.2f} s"),
+        ("messages delivered per second", lambda r: f"{r['rate']:.1f}"),
+        ("  including A's startup", lambda r: f"{r['rate_with_startup']:.1f}"),
+        ("B: SMTP connections from A", lambda r: f"{r['connections_b']}"),
+        ("A: deliveries logged / on a reused connection", lambda r: f"{r['delivered_a']} / {r['reused_a']}"),
+        ("peak RSS of A (VmHWM)", lambda r: f"{r['rss_a'] / 1024:.1f} MB"),
+        ("peak RSS of B (VmHWM)", lambda r: f"{r['rss_b'] / 1024:.1f} MB"),
+        ("B: message files / index rows", lambda r: f"{r['stored']} / {r['indexed']}"),
+        ("B: messages authenticated / all pass", lambda r: f"{r['auth_b']} / {r['auth_pass_b']}"),
+        ("A: TLS of the deliveries", lambda r: ", ".join(f"{k} x{v}" for k, v in sorted(r["tls"].items())) or "-"),
     ]
     width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
+    colw = [max(len(n), max(len(f(runs[n])) for _, f in rows)) for n in names]
+    print(" " * width + "  " + "  ".join(n.rjust(w) for n, w in zip(names, colw)))
+    for k, f in rows:
+        print(k.ljust(width) + "  " + "  ".join(f(runs[n]).rjust(w) for n, w in zip(names, colw)))
     print()
     print(f"load average at end: {loadavg()}")
-    print("A runs at most 10 deliveries at once, one connection per message; both servers log at"
-          " info level to files. Single runs on a shared machine vary: repeat before comparing.")
+    print("A runs at most 10 deliveries at once; both servers log at info level to files."
+          " Single runs on a shared machine vary: repeat before comparing.")
 
 
 def parse_args(argv):
@@ -511,6 +539,8 @@ def parse_args(argv):
     ap.add_argument("--timeout", type=int, default=600, help="seconds allowed for the delivery")
     ap.add_argument("--tmpdir", help="where the temp directory goes (a real disk: fsync matters)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (configs, data, logs)")
+    ap.add_argument("--mode", choices=["both", "no-reuse", "reuse"], default="both",
+                    help="connection reuse off, on, or both runs (default)")
     a = ap.parse_args(argv)
     a.count = a.count or (200 if a.quick else 1000)
     if a.count < 1 or a.domains < 1 or a.size < 200:
@@ -539,9 +569,14 @@ def main(argv=None):
     rt.start()
     failed = True
     try:
-        res = run(a, base, rt)
-        res["load_start"] = load_start
-        report(a, base, res)
+        runs = {}
+        for mode in (["no-reuse", "reuse"] if a.mode == "both" else [a.mode]):
+            log(f"run: {mode}")
+            sub = os.path.join(base, mode)
+            os.makedirs(sub)
+            runs[mode] = run(a, sub, rt, reuse=mode == "reuse")
+            runs[mode]["load_start"] = load_start
+        report(a, base, runs)
         failed = False
         return 0
     except BenchError as e:

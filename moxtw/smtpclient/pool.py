@@ -32,10 +32,13 @@ class _Idle:
 
 
 class ConnectionPool:
-    def __init__(self, reactor=None, idle_timeout=IDLE_TIMEOUT, max_messages=MAX_MESSAGES, max_age=MAX_AGE,
-                 per_key=PER_KEY):
+    def __init__(self, reactor=None, idle_timeout=None, max_messages=None, max_age=None, per_key=None):
+        # Defaults read here, not bound at import: bench/queue.py changes them.
         self.reactor = default_reactor(reactor)
-        self.idle_timeout, self.max_messages, self.max_age, self.per_key = idle_timeout, max_messages, max_age, per_key
+        self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+        self.max_messages = MAX_MESSAGES if max_messages is None else max_messages
+        self.max_age = MAX_AGE if max_age is None else max_age
+        self.per_key = PER_KEY if per_key is None else per_key
         self._idle = {}  # key -> [_Idle]
         self._opened = {}  # connection -> time opened
         self._active = {}  # key -> connections in use or being made
