@@ -252,7 +252,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     root.outbound = Outbound(
         root.resolver, current, read_queued_message(root.queue), hostname, reactor=reactor,
         port=static.TestDirectDeliveryPort or SMTP_PORT, config_path=config.path,
-        sts=root.mtasts, tls_results=lambda results: root.reports.record_tls_results(results),
+        sts=root.mtasts, tls_results=lambda attempt: root.reports.record_tls_results(attempt),
         pool=root.smtp_pool,
     )
     # DSNs about failed and delayed deliveries are queued to the sender like other mail.

@@ -30,7 +30,6 @@ from moxtw import dns
 from moxtw.dane import TLSALookupFailed, tlsa_for_host
 from moxtw.mtasts.cache import Lookup
 from moxtw.mtasts.client import PolicyError
-from moxtw.reports.tls.results import results_for_attempt
 from moxtw.clock import default_reactor
 from moxtw.delivery import DeliveryResult
 from moxtw.metrics import QUEUE_ATTEMPT_DURATION, QUEUE_DELIVERIES
@@ -39,7 +38,7 @@ from moxtw.smtpclient import SMTPClientError
 from moxtw.smtpclient import deliver as smtp_deliver
 from moxtw.smtpclient.socks import SOCKS5ClientEndpoint, SOCKSError
 from moxtw.tls.client import trust_root, verifying_client
-from moxtw.tls.policyclient import PolicyClientTLS
+from moxtw.tls.policyclient import PolicyClientTLS, TLSAttempt
 
 log = Logger(namespace="moxtw.queue")
 
@@ -218,7 +217,7 @@ class Outbound:
         self.connect_timeout = connect_timeout
         self.endpoint_factory = endpoint_factory
         self.sts = sts  # a moxtw.mtasts.cache.PolicyCache, None: MTA-STS not applied
-        self.tls_results = tls_results  # called with each moxtw.reports.tls.results.TLSResult
+        self.tls_results = tls_results  # called with a moxtw.tls.policyclient.TLSAttempt per attempt
         self.dane = dane
         self.pool = pool  # a moxtw.smtpclient.pool.ConnectionPool: connections reused
 
@@ -450,8 +449,8 @@ class Outbound:
 
     def _record(self, domain, policy, host, ok, result_type, detail, ip, dane_host=None, dane_base=None):
         try:
-            self.tls_results(results_for_attempt(domain, policy, host or "", ip, ok, result_type, detail,
-                                                 dane_host=dane_host, dane_base=dane_base))
+            self.tls_results(TLSAttempt(domain, policy, host or "", ip, ok, result_type, detail,
+                                        dane_host=dane_host, dane_base=dane_base or ""))
         except Exception:
             log.failure("recording TLS result")
 

@@ -192,10 +192,14 @@ class ReportsService(service.Service):
 
     # -- outgoing TLS reports
 
-    def record_tls_results(self, results):
-        """Count the TLSResults of an outgoing connection (``moxtw.reports.tls.results``)."""
+    def record_tls_results(self, attempt):
+        """Count the results of an outgoing connection attempt (a
+        ``moxtw.tls.policyclient.TLSAttempt``) for TLS reports."""
+        from moxtw.reports.tls.results import results_for
+
         if self.static.NoOutgoingTLSReports:
             return defer.succeed(None)
+        results = results_for(attempt)
         d = self._when_ready()
         d.addCallback(lambda _: self.tlsrpt.add_results(results, now=self.reactor.seconds()))
         d.addErrback(lambda f: log.failure("storing TLS results", f))

@@ -18,6 +18,7 @@ from moxtw.mtasts.cache import PolicyCache, RefreshService
 from moxtw.mtasts.client import PolicyError, RecordError, parse_policy, parse_record
 from moxtw.reports.tls import parse as tlsparse
 from moxtw.reports.tls.received import ReportDB
+from moxtw.reports.tls.results import results_for
 from moxtw.test import testca
 from moxtw.test.test_outbound import OutboundTestBase
 from moxtw.tls.client import _FilesTrustRoot
@@ -153,7 +154,7 @@ class PolicyTestBase(OutboundTestBase):
 
     def outbound(self, **kw):
         kw.setdefault("sts", self.cache)
-        kw.setdefault("tls_results", self.results.extend)
+        kw.setdefault("tls_results", lambda attempt: self.results.extend(results_for(attempt)))
         return super().outbound(**kw)
 
     def publish(self, mode="enforce", mx="mx.example.net", policy_id="1"):

@@ -10,6 +10,8 @@ Verification runs when the handshake is done: OpenSSL's own chain checks are col
 ``enforce`` a failed check aborts the connection before anything is sent.
 """
 
+from dataclasses import dataclass
+
 from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname
@@ -26,6 +28,25 @@ log = Logger(namespace="moxtw.tls")
 # OpenSSL X509_V_ERR_* codes and the RFC 8460 4.3.2.2 result types they map to.
 _EXPIRED = {9, 10}  # CERT_NOT_YET_VALID, CERT_HAS_EXPIRED
 _UNTRUSTED = {2, 18, 19, 20, 21, 27}  # unable to get issuer, self-signed, untrusted
+
+
+@dataclass(frozen=True)
+class TLSAttempt:
+    """What one outgoing connection attempt found out about TLS, for TLS reports
+    (``moxtw.reports.tls.results``): recipient ``domain``, its MTA-STS ``policy`` (a
+    FetchedPolicy or None), the MX host and IP, ``ok`` or an RFC 8460 4.3 ``result_type``
+    with ``detail``, and the DANE state of the host (``dane_host``; ``dane_base`` alone
+    when its TLSA lookup failed)."""
+
+    domain: str
+    policy: object
+    mx_host: str
+    ip: str
+    ok: bool
+    result_type: str = ""
+    detail: str = ""
+    dane_host: object = None
+    dane_base: str = ""
 
 
 class PolicyVerificationError(Exception):
@@ -115,4 +136,4 @@ class PolicyClientTLS:
         return True, "", "certificate verified"
 
 
-__all__ = ["PolicyClientTLS", "PolicyVerificationError", "pkix_result"]
+__all__ = ["PolicyClientTLS", "PolicyVerificationError", "TLSAttempt", "pkix_result"]

@@ -1,7 +1,8 @@
 """Results of our outgoing TLS connections, for the TLS reports we send (RFC 8460).
 
-Outgoing delivery (``moxtw.queue.outbound``) makes :class:`TLSResult` values for every
-connection attempt under a policy question: which policy applied (MTA-STS "sts", DANE
+Outgoing delivery (``moxtw.queue.outbound``) describes every connection attempt under a
+policy question in a :class:`moxtw.tls.policyclient.TLSAttempt`; :func:`results_for`
+makes :class:`TLSResult` values of it: which policy applied (MTA-STS "sts", DANE
 "tlsa", or "no-policy-found") and whether TLS was negotiated as the policy demands, with
 an RFC 8460 4.3 result type when not. :func:`results_for_attempt` gives the results of
 one attempt: one for the recipient domain, and with DANE one more for the MX host
@@ -71,6 +72,13 @@ def results_for_attempt(domain, policy, mx_host, ip, ok, result_type="", detail=
     return out
 
 
+def results_for(attempt):
+    """The TLSResults of a :class:`moxtw.tls.policyclient.TLSAttempt`."""
+    a = attempt
+    return results_for_attempt(a.domain, a.policy, a.mx_host, a.ip, a.ok, a.result_type, a.detail,
+                               dane_host=a.dane_host, dane_base=a.dane_base or None)
+
+
 def add_results(conn, results, day, now):
     """Fold ``results`` into the day's rows (in the caller's write transaction)."""
     for r in results:
@@ -101,4 +109,4 @@ def add_results(conn, results, day, now):
                      (json.dumps(details), now, row["id"]))
 
 
-__all__ = ["TLSResult", "add_results", "results_for_attempt", "sts_policy", "tlsa_policy"]
+__all__ = ["TLSResult", "add_results", "results_for", "results_for_attempt", "sts_policy", "tlsa_policy"]
