@@ -371,53 +371,65 @@ class Outbound:
                 continue
             tls_mode, _, applied = plan
             for ip in ips:
-                tried += 1
-                log.debug("connecting", mx=host, ip=ip, tls_policy=applied, **fields)
-                # A new creator per connection: it keeps that connection's outcome.
-                creator = self._tls_plan(host, dane_host, policy, opts["requiretls"], trust)[1]
-                key = ("direct", host, ip, self.port, ehlo, socks.Address if socks else "", tls_mode, applied,
-                       dane_host.records if dane_host else (), opts["requiretls"])
+                # RFC 7435 (opportunistic security): a failed handshake is retried on the
+                # same address without TLS, as Postfix and mox do; never under a policy.
+                modes = [tls_mode]
+                while modes:
+                    mode = modes.pop(0)
+                    tried += 1
+                    log.debug("connecting", mx=host, ip=ip, tls_policy=applied, **fields)
+                    # A new creator per connection: it keeps that connection's outcome.
+                    creator = self._tls_plan(host, dane_host, policy, opts["requiretls"], trust)[1]
+                    key = ("direct", host, ip, self.port, ehlo, socks.Address if socks else "", mode, applied,
+                           dane_host.records if dane_host else (), opts["requiretls"])
 
-                def connect(reuse, ip=ip, creator=creator):
-                    return smtp_deliver(
-                        self.reactor, host, self.port, ehlo_hostname=ehlo, tls=tls_mode,
-                        tls_context_factory=creator, connect_timeout=self.connect_timeout,
-                        endpoint=self._endpoint(ip, self.port, socks), reuse=reuse, **opts,
-                    )
+                    def connect(reuse, ip=ip, creator=creator, mode=mode):
+                        return smtp_deliver(
+                            self.reactor, host, self.port, ehlo_hostname=ehlo, tls=mode,
+                            tls_context_factory=creator, connect_timeout=self.connect_timeout,
+                            endpoint=self._endpoint(ip, self.port, socks), reuse=reuse, **opts,
+                        )
 
-                try:
-                    result, reused = await self._send(key, connect, opts)
-                except SMTPClientError as e:
-                    text = _error_text(e)
-                    outcome = getattr(creator, "outcome", None)
-                    if outcome is not None and not outcome[0]:
-                        text = f"{text} ({outcome[2]}, {applied})"
-                    log.info("delivery attempt to {mx} ({ip}) failed: {error}", mx=host, ip=ip,
-                             error=text, stage=e.stage, tls_policy=applied, **fields)
-                    if record and e.stage != "connect":
-                        self._record_attempt(domain, policy, host, ip, dane_host, e, outcome)
-                    if e.stage in ("mail", "data") and e.code is not None:
-                        # The server took part in the transaction: its answer is final
-                        # for this attempt (another MX would say the same).
-                        return self._all(entries, DeliveryResult(False, self._permanent(e, entries), text))
-                    if e.permanent and e.stage in ("banner", "ehlo"):
-                        permanent_errors += 1
-                    if e.permanent and e.stage not in ("banner", "ehlo", "connect"):
-                        # Local refusals (REQUIRETLS, SIZE, 8BITMIME, SMTPUTF8).
-                        return self._all(entries, DeliveryResult(False, True, text))
-                    last_error = DeliveryError(text, permanent=False)
-                    continue
-                except SOCKSError as e:
-                    last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_NO_ANSWER1, f"socks proxy: {e}"))
-                    continue
-                if record and not reused:
-                    # RFC 8460 4.4 counts sessions: a reused connection is not a new one.
-                    outcome = getattr(creator, "outcome", None)
-                    self._record_success(domain, policy, host, ip, dane_host, result, outcome)
-                log.info("delivered to {mx} ({ip})", mx=host, ip=ip, tls=result.tls_version or "none",
-                         banner=result.remote_banner, tls_policy=applied, reused=reused,
-                         **fields)
-                return [self._rcpt_result(r, entries) for r in result.recipients]
+                    try:
+                        result, reused = await self._send(key, connect, opts)
+                    except SMTPClientError as e:
+                        text = _error_text(e)
+                        outcome = getattr(creator, "outcome", None)
+                        if outcome is not None and not outcome[0]:
+                            text = f"{text} ({outcome[2]}, {applied})"
+                        log.info("delivery attempt to {mx} ({ip}) failed: {error}", mx=host, ip=ip,
+                                 error=text, stage=e.stage, tls_policy=applied, **fields)
+                        if record and e.stage != "connect":
+                            self._record_attempt(domain, policy, host, ip, dane_host, e, outcome)
+                        if (mode == "opportunistic" and e.stage == "starttls" and e.code is None
+                                and "does not offer STARTTLS" not in e.text and not opts["requiretls"]):
+                            log.info("TLS with {mx} ({ip}) failed, trying again without TLS: {error}", mx=host,
+                                     ip=ip, error=text, **fields)
+                            modes.append("none")
+                            continue
+                        if e.stage in ("mail", "data") and e.code is not None:
+                            # The server took part in the transaction: its answer is final
+                            # for this attempt (another MX would say the same).
+                            return self._all(entries, DeliveryResult(False, self._permanent(e, entries), text))
+                        if e.permanent and e.stage in ("banner", "ehlo"):
+                            permanent_errors += 1
+                        if e.permanent and e.stage not in ("banner", "ehlo", "connect"):
+                            # Local refusals (REQUIRETLS, SIZE, 8BITMIME, SMTPUTF8).
+                            return self._all(entries, DeliveryResult(False, True, text))
+                        last_error = DeliveryError(text, permanent=False)
+                        continue
+                    except SOCKSError as e:
+                        last_error = DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_NO_ANSWER1, f"socks proxy: {e}"))
+                        continue
+                    if record and not reused and mode != "none":
+                        # RFC 8460 4.4 counts sessions: a reused connection is not a new one
+                        # (and the plain-text retry after a failed handshake was counted).
+                        outcome = getattr(creator, "outcome", None)
+                        self._record_success(domain, policy, host, ip, dane_host, result, outcome)
+                    log.info("delivered to {mx} ({ip})", mx=host, ip=ip, tls=result.tls_version or "none",
+                             banner=result.remote_banner, tls_policy=applied, reused=reused,
+                             **fields)
+                    return [self._rcpt_result(r, entries) for r in result.recipients]
         if last_error is None:
             raise DeliveryError(c.reply_text(c.C451_LOCAL_ERROR, c.SE_NET_ROUTING4, f"no addresses for the MX hosts of {domain}"))
         if tried and permanent_errors == tried and entries[0].attempts >= 1:

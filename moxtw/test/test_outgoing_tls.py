@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from moxtw import dane
-from moxtw.dns import TLSA, TemporaryFailure
+from moxtw.dns import TLSA, NoRecords, TemporaryFailure
 from moxtw.mtasts.cache import PolicyCache, RefreshService
 from moxtw.mtasts.client import PolicyError, RecordError, parse_policy, parse_record
 from moxtw.reports.tls import parse as tlsparse
@@ -574,3 +574,41 @@ class DanetoolCrossCheckTests(unittest.TestCase):
                 self.assertFalse(dane.matches(rec, other.cert))
         # The 3 1 1 record `moxtw config dnsrecords` prints is danetool's.
         self.assertEqual(_cert_spki_sha256(path)[0], self.danetool(path, 1, "sha256").data)
+
+
+class OpportunisticFallbackTests(PolicyTestBase):
+    def broken_tls_sink(self, ip):
+        from OpenSSL import crypto
+        from twisted.internet import ssl
+
+        leaf = testca.make_leaf(["mx.example.net"], self.ca)
+        # TLS 1.1 at most: our client needs 1.2, so the handshake fails.
+        options = ssl.CertificateOptions(privateKey=crypto.PKey.from_cryptography_key(leaf.key),
+                                         certificate=crypto.X509.from_cryptography(leaf.cert),
+                                         lowerMaximumSecurityTo=ssl.TLSVersion.TLSv1_1)
+        return self.sink(ip, tls=options)
+
+    @defer.inlineCallbacks
+    def test_failed_handshake_retried_without_tls(self):
+        # RFC 7435: without a policy, a server whose TLS we cannot use still gets mail.
+        sink = self.broken_tls_sink("192.0.2.10")
+        self.mx("example.net", ("mx.example.net", "192.0.2.10"))
+        r = yield self.deliver()
+        self.assertTrue(r.ok, r.error)
+        self.assertEqual(sink.connections, 2)
+        self.assertFalse(sink.transactions[0].tls)
+        self.assertEqual([(x.ok, x.result_type) for x in self.results],
+                         [(False, "validation-failure")])
+
+    @defer.inlineCallbacks
+    def test_no_fallback_under_policy_or_requiretls(self):
+        self.publish()
+        sink = self.broken_tls_sink("192.0.2.10")
+        self.mx("example.net", ("mx.example.net", "192.0.2.10"))
+        r = yield self.deliver()
+        self.assertFalse(r.ok)
+        self.resolver.add("_mta-sts.example.net", "TXT", NoRecords)
+        self.clock.advance(10 ** 6)
+        r = yield self.deliver(requiretls=True)
+        self.assertFalse(r.ok)
+        self.assertEqual(sink.transactions, [])
