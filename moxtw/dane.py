@@ -64,13 +64,20 @@ async def tlsa_for_host(resolver, host, port=25, canonical=None):
     """The :class:`DANEHost` of ``host``, or None when DANE does not apply (no TLSA
     records, or not DNSSEC-authentic). Raises :class:`TLSALookupFailed` for a
     temporary failure (SERVFAIL is also how a validating resolver says "bogus")."""
-    base = dns.normalize(canonical or host)
-    try:
-        answer = await resolver.tlsa(base, port)
-    except (dns.NotFound, dns.NoRecords):
+    host = dns.normalize(host)
+    # RFC 7672 2.2.2: the CNAME-expanded name first, then the original one.
+    names = list(dict.fromkeys([dns.normalize(canonical or host), host]))
+    answer = None
+    for base in names:
+        try:
+            answer = await resolver.tlsa(base, port)
+            break
+        except (dns.NotFound, dns.NoRecords):
+            continue
+        except dns.DNSError as e:
+            raise TLSALookupFailed(f"TLSA lookup for _{port}._tcp.{base}: {e}") from None
+    if answer is None:
         return None
-    except dns.DNSError as e:
-        raise TLSALookupFailed(f"TLSA lookup for _{port}._tcp.{base}: {e}") from None
     if not answer.authentic:
         # RFC 7672 2.2: TLSA records that are not DNSSEC-secure are not used.
         return None

@@ -15,8 +15,12 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from twisted.logger import Logger
+
 from moxtw import dns
 from moxtw.mtasts.policy import MAX_AGE_LIMIT, POLICY_PATH
+
+log = Logger(namespace="moxtw.mtasts")
 
 FETCH_TIMEOUT = 10.0  # seconds for the whole fetch (RFC 8461 3.3 suggests 60 at most)
 MAX_POLICY_SIZE = 64 * 1024  # RFC 8461 3.3: 64 KB at most
@@ -127,17 +131,21 @@ def parse_policy(text):
     if mode not in MODES:
         raise PolicyError(f"invalid policy mode {mode!r}", "sts-policy-invalid")
     age = values.get("max_age", "")
-    if not age.isdigit() or len(age) > 10:
+    if not (age.isascii() and age.isdigit()) or len(age) > 10:
         raise PolicyError(f"invalid max_age {age[:20]!r}", "sts-policy-invalid")
     if mode != "none" and not mx:
         raise PolicyError("policy without mx lines", "sts-policy-invalid")
+    patterns = []
     for pattern in mx:
-        name = pattern[2:] if pattern.startswith("*.") else pattern
+        wild = pattern.startswith("*.")
+        name = pattern[2:] if wild else pattern
         try:
-            dns.normalize(name)
+            # Compared with MX host names as A-labels (RFC 8461 4.1 with RFC 5890).
+            name = dns.normalize(name)
         except dns.DNSError:
             raise PolicyError(f"invalid mx pattern {pattern[:80]!r}", "sts-policy-invalid") from None
-    return FetchedPolicy(mode, tuple(mx), min(int(age), MAX_AGE_LIMIT), text)
+        patterns.append("*." + name if wild else name)
+    return FetchedPolicy(mode, tuple(patterns), min(int(age), MAX_AGE_LIMIT), text)
 
 
 @implementer(IStreamClientEndpoint)
@@ -188,8 +196,10 @@ async def fetch_policy(reactor, resolver, domain, trust=None, port=None, timeout
     agent = Agent.usingEndpointFactory(reactor, EndpointFactory(reactor, resolver, policy, port, timeout))
     client = treq.client.HTTPClient(agent)
     url = f"https://{host}{POLICY_PATH.decode()}"
+    deadline = reactor.seconds() + timeout
     try:
-        response = await client.get(url, allow_redirects=False, timeout=timeout)
+        # unbuffered: treq would otherwise read the whole body into memory itself.
+        response = await client.get(url, allow_redirects=False, timeout=timeout, unbuffered=True)
     except dns.DNSError as e:
         raise PolicyError(f"looking up {host}: {e}") from None
     except Exception as e:
@@ -216,7 +226,7 @@ async def fetch_policy(reactor, resolver, domain, trust=None, port=None, timeout
         body.append(data)
 
     try:
-        await treq.collect(response, collect)
+        await collect_within(reactor, response, collect, deadline)
     except PolicyError:
         raise
     except Exception as e:
@@ -228,9 +238,49 @@ async def fetch_policy(reactor, resolver, domain, trust=None, port=None, timeout
     return parse_policy(text)
 
 
-async def _discard(response):
+class BodyTimeout(Exception):
+    pass
+
+
+async def collect_within(reactor, response, collector, deadline):
+    """treq.collect with a deadline (Unix time on ``reactor``): treq's own timeout ends
+    with the response headers, so a server sending the body slowly would hold us
+    forever. At the deadline the connection is aborted."""
+    expired = []
+
+    def abort():
+        expired.append(True)
+        # The connection under the response (treq -> twisted.web's Response ->
+        # TransportProxyProducer -> transport): aborted, not closed politely.
+        proxy = getattr(getattr(response, "original", response), "_transport", None)
+        transport = getattr(proxy, "_producer", None)
+        try:
+            if transport is not None and hasattr(transport, "abortConnection"):
+                transport.abortConnection()
+            elif proxy is not None:
+                proxy.stopProducing()
+        except Exception:
+            log.failure("aborting a slow HTTP response")
+
+    timer = reactor.callLater(max(0.0, deadline - reactor.seconds()), abort)
     try:
-        await treq.collect(response, lambda data: None)
+        await treq.collect(response, collector)
+    except Exception:
+        if expired:
+            raise BodyTimeout("timeout reading the response body") from None
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()
+    if expired:
+        raise BodyTimeout("timeout reading the response body")
+
+
+async def _discard(response, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        await collect_within(reactor, response, lambda data: None, reactor.seconds() + 5)
     except Exception:
         pass
 

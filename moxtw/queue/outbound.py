@@ -441,10 +441,12 @@ class Outbound:
         """``(tls mode, connection creator, policy name)`` for one MX host, or None when
         an enforced MTA-STS policy excludes it. DANE takes precedence over MTA-STS
         (RFC 8461 2); either satisfies REQUIRETLS (RFC 8689 4.2.1)."""
-        if dane_host is not None:
+        if dane_host is not None and dane_host.records:
             # RFC 7672 8.1: SNI is the TLSA base domain.
             creator = PolicyClientTLS(dane_host.base, dane_host=dane_host, enforce=True)
-            return "required", creator, "dane" if dane_host.records else "dane-unusable"
+            return "required", creator, "dane"
+        # Authentic TLSA records none of which is usable make TLS mandatory but give no
+        # authentication (RFC 7672 3.1): MTA-STS and REQUIRETLS still apply in full.
         if policy is not None and policy.mode == "enforce":
             if not policy.allows(host):
                 return None
@@ -452,6 +454,8 @@ class Outbound:
         if requiretls:
             # RFC 8689 4.2.1: the certificate is verified (PKIX against the MX host name).
             return "required", PolicyClientTLS(host, pkix_name=host, trust=trust, enforce=True), "requiretls"
+        if dane_host is not None:
+            return "required", PolicyClientTLS(dane_host.base, dane_host=dane_host, enforce=True), "dane-unusable"
         if policy is not None:
             # MTA-STS testing (RFC 8461 5): deliver as usual, report what failed.
             return "opportunistic", PolicyClientTLS(host, pkix_name=host, trust=trust, enforce=False), "mtasts-testing"

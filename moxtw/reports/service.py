@@ -271,7 +271,10 @@ class ReportsService(service.Service):
                     msg = signature + msg
                 hold = self.hold_rules(None, submitter) if self.hold_rules else False
                 # RFC 8460 3: is_tls_report, so the delivery of a report makes no report.
+                # TLS-Required: No (RFC 8689 5) in the queue too: the report is delivered even
+                # when the policy it reports about fails.
                 await self.queue.add(msg, from_address, mailto, sender_account=None, is_tls_report=True,
+                                     requiretls=False,
                                      max_attempts=DEFAULT_MAX_ATTEMPTS, hold=hold,
                                      subject=f"Report Domain: {policy_domain}")
                 log.info("queued TLS report for {domain} to {to}", domain=policy_domain, to=",".join(mailto))

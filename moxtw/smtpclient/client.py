@@ -18,7 +18,7 @@ import base64
 import binascii
 import ipaddress
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from OpenSSL import SSL
 from twisted.internet import defer, endpoints, error as ierror, protocol
@@ -638,6 +638,8 @@ class SMTPClientProtocol(protocol.Protocol):
             self.idle = True
             self.messages += 1
             self._outcome = None
+            # The message is not kept while idle (memory of pooled connections).
+            self.o = replace(self.o, data=b"", recipients=[])
             self.done.callback(Result(outcome, self.tls_version, self.remote_banner, self.auth_mechanism, self))
             return
         if self._error is not None or self._lost:
@@ -729,8 +731,6 @@ def send_next(connection, *, mailfrom: str, recipients: list[str], data: bytes, 
               has_8bit: bool = False, requiretls: bool = False, size: bool = True) -> defer.Deferred:
     """Deliver a message on an idle ``connection`` (``Result.connection`` of a
     ``deliver(..., reuse=True)``). Same results as :func:`deliver`."""
-    from dataclasses import replace
-
     o = replace(connection.o, mailfrom=mailfrom, recipients=list(recipients), data=data, smtputf8=smtputf8,
                 has_8bit=has_8bit, requiretls=requiretls, size=size)
     _check_options(o)

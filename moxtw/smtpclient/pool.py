@@ -58,10 +58,13 @@ class ConnectionPool:
         if not self._active[key]:
             del self._active[key]
         waiters = self._waiters.get(key)
-        if waiters:
-            waiters.popleft().callback(None)
+        while waiters:
+            d = waiters.popleft()
             if not waiters:
-                del self._waiters[key]
+                del self._waiters[key]  # before the callback, which may run other deliveries
+            if not d.called:  # a cancelled waiter does not use up the wake-up
+                d.callback(None)
+                break
 
     def _take(self, key):
         idle = self._idle.get(key)
@@ -73,6 +76,7 @@ class ConnectionPool:
                 del self._idle[key]
             if not entry.connection._lost and entry.connection.idle:
                 return entry.connection
+            self._forget(entry.connection)  # closed by the server while idle
             idle = self._idle.get(key)
         return None
 
@@ -115,9 +119,22 @@ class ConnectionPool:
                 try:
                     result = await send_next(connection, **message)
                 except SMTPClientError as e:
+                    if connection.idle and not connection._lost:
+                        # Refused before anything was sent (the message's own checks):
+                        # the connection is still good.
+                        self._keep(key, connection)
+                        raise
                     self._forget(connection)
-                    if e.stage == "reuse":
-                        continue  # closed meanwhile: a new connection
+                    if e.stage == "reuse" or (e.stage == "mail" and (e.code is None or e.code == 421)):
+                        # Closed meanwhile, or the server ends the connection (421, RFC
+                        # 5321 3.8) before the message's data: a new connection.
+                        continue
+                    raise
+                except Exception:
+                    if connection.idle and not connection._lost:
+                        self._keep(key, connection)
+                    else:
+                        self._forget(connection)
                     raise
                 self._keep(key, connection)
                 return result, True

@@ -9,7 +9,9 @@ from moxtw.smtpclient.pool import ConnectionPool
 from moxtw.test.test_outbound import OutboundTestBase
 
 
-class PoolTests(OutboundTestBase):
+class PoolHelpers:
+    """For OutboundTestBase cases: a pool on a Clock, deliveries one at a time."""
+
     def pool(self, **kw):
         clock = task.Clock()
         clock.advance(1000)
@@ -32,6 +34,8 @@ class PoolTests(OutboundTestBase):
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.fail("condition not reached")
 
+
+class PoolTests(PoolHelpers, OutboundTestBase):
     @defer.inlineCallbacks
     def test_sequential_messages_one_connection(self):
         sink = self.sink("192.0.2.10")

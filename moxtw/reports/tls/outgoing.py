@@ -111,6 +111,8 @@ def compose_message(from_address, to_addresses, policy_domain, submitter, report
     msg["TLS-Report-Domain"] = policy_domain  # RFC 8460 5.3
     msg["TLS-Report-Submitter"] = submitter
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834 5
+    # RFC 8460 5.1 / RFC 8689 5: a report about a broken TLS policy must still get there.
+    msg["TLS-Required"] = "No"
     start = report.date_range.start.strftime("%Y-%m-%d")
     msg.set_content(
         f"This is an SMTP TLS report (RFC 8460) for {policy_domain}, covering {start} (UTC),\r\n"
@@ -130,14 +132,22 @@ async def post_report(reactor, resolver, url, report_gz, trust=None, timeout=POS
     import treq
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-    from moxtw.mtasts.client import EndpointFactory
+    from moxtw.mtasts.client import EndpointFactory, collect_within
 
+    deadline = reactor.seconds() + timeout
     agent = Agent.usingEndpointFactory(
         reactor, EndpointFactory(reactor, resolver, BrowserLikePolicyForHTTPS(trustRoot=trust), None, timeout))
     client = treq.client.HTTPClient(agent)
     response = await client.post(url, data=report_gz, headers={b"Content-Type": [b"application/tlsrpt+gzip"]},
-                                 allow_redirects=False, timeout=timeout)
-    await treq.collect(response, lambda data: None)
+                                 allow_redirects=False, timeout=timeout, unbuffered=True)
+    size = [0]
+
+    def discard(data):
+        size[0] += len(data)
+        if size[0] > 64 * 1024:
+            raise ValueError("response body larger than 64 KB")
+
+    await collect_within(reactor, response, discard, deadline)
     return response.code
 
 
