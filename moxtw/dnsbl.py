@@ -126,3 +126,17 @@ def check_health(resolver, zone) -> defer.Deferred:
     """Whether ``zone`` works as RFC 5782 5 requires: 127.0.0.2 listed, 127.0.0.1 not.
     Deferred[bool]; False also when either lookup failed temporarily."""
     return resolver.run(check_health_sync, resolver, zone)
+
+
+async def listed(resolver, zones, ip):
+    """The first of ``zones`` listing ``ip`` as (zone, reason), or None (RFC 5782).
+    A zone whose lookup fails is skipped (logged)."""
+    for zone in zones:
+        try:
+            r = await lookup(resolver, zone, ip)
+        except Exception as e:
+            log.info("dnsbl {zone} lookup failed: {error}", zone=zone, error=str(e))
+            continue
+        if r.status == "fail":
+            return zone, r.reason
+    return None

@@ -63,6 +63,19 @@ STORE_COMMIT_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+JUNK_DECISIONS = Counter(
+    "junk_decisions_total",
+    "Junk decisions for incoming messages per account, by reason (reputation method, "
+    "junk-content, spf-policy, dnsbl, ...) and result (accept, reject).",
+    ["reason", "result"],
+    registry=REGISTRY,
+)
+JUNK_ANALYSIS_SECONDS = Histogram(
+    "junk_analysis_seconds",
+    "Time of the junk analysis of an incoming message for one account.",
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
 TLS_CERT_EXPIRY = Gauge(
     "tls_cert_expiry_seconds",
     "Unix time at which the certificate served for a name on a listener expires.",

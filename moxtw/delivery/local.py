@@ -1,6 +1,7 @@
 """Delivery into the store (step 5): one copy per (account, mailbox), results per
 recipient."""
 
+import dataclasses
 from dataclasses import dataclass
 
 from twisted.internet import defer, threads
@@ -39,7 +40,7 @@ class LocalDelivery:
         self.store = store
 
     @defer.inlineCallbacks
-    def deliver(self, data, recipients, *, mailfrom, prefix, facts=None, verified_domains=()):
+    def deliver(self, data, recipients, *, mailfrom, prefix, facts=None, verified_domains=(), scores=None):
         """Deliver ``prefix + data`` to every Recipient. ``prefix``: trace headers for the
         message (Received, Authentication-Results); Return-Path is added here.
 
@@ -62,7 +63,11 @@ class LocalDelivery:
                 prev = done[key]
                 results.append(RcptResult(rcpt, prev.ok, prev.code, prev.se, prev.text, duplicate=True))
                 continue
-            result = yield self._deliver_one(rcpt, mailbox, data, mailfrom, prefix, facts)
+            f = facts
+            if facts is not None and scores and rcpt.account in scores:
+                # The Bayesian probability, recorded on the message (why it got in).
+                f = dataclasses.replace(facts, junk_score=scores[rcpt.account])
+            result = yield self._deliver_one(rcpt, mailbox, data, mailfrom, prefix, f)
             done[key] = result
             results.append(result)
         return results
@@ -89,3 +94,43 @@ class LocalDelivery:
             account=rcpt.account, mailbox=mailbox, uid=msg.uid,
         )
         return RcptResult(rcpt, True)
+
+    @defer.inlineCallbacks
+    def deliver_reject(self, rcpt, mailbox, data, mailfrom, prefix, facts, junk_score=None):
+        """Keep a copy of a message refused as junk in ``mailbox`` (the account's
+        RejectsMailbox; "" keeps none), once per Message-ID and sender; never trained,
+        and cleaned after 14 days (``moxtw.junk.rejects``). Errors are logged: the
+        refusal stands."""
+        if not mailbox:
+            return False
+        try:
+            acc = yield self.store.open_account(rcpt.account)
+            message_id = yield threads.deferToThread(_message_id, data)
+            if message_id:
+                def dup(conn):
+                    return conn.execute(
+                        "SELECT 1 FROM message m JOIN mailbox b ON b.id = m.mailbox_id WHERE b.name = ?"
+                        " AND m.is_reject = 1 AND m.message_id = ? AND m.mailfrom = ? LIMIT 1",
+                        (mailbox, message_id, mailfrom or "")).fetchone() is not None
+
+                if (yield acc.read(dup)):
+                    log.info("rejected message already in {mailbox} of {account}", mailbox=mailbox,
+                             account=rcpt.account)
+                    return False
+            f = dataclasses.replace(facts, is_reject=True, junk_score=junk_score) if facts is not None else None
+            yield acc.deliver(mailbox, (return_path(mailfrom or "") + prefix, data), facts=f)
+        except Exception:
+            log.failure("storing rejected message for {account}", account=rcpt.account)
+            return False
+        log.info("rejected message kept in {account}/{mailbox}", account=rcpt.account, mailbox=mailbox)
+        return True
+
+
+def _message_id(data):
+    """The Message-ID as the store keeps it (moxtw.message's summary)."""
+    from moxtw.message import parse as msgparse
+    from moxtw.message.summary import first_message_id
+
+    end = data.find(b"\r\n\r\n")
+    part = msgparse.parse(bytes(data[:end + 4] if end >= 0 else data[:65536]))
+    return first_message_id(part.header_raw("message-id"))

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from moxtw.clock import default_reactor
 from moxtw.delivery import recipients as rcpts
-from moxtw.delivery.local import LocalDelivery
+from moxtw.delivery.local import LocalDelivery, RcptResult
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.result import DeliveryResult
 from moxtw.delivery.rules import choose_mailbox, message_headers
@@ -21,6 +21,18 @@ from moxtw.smtpclient import SMTPClientError
 from moxtw.smtpclient import deliver as smtp_deliver
 
 log = Logger(namespace="moxtw.delivery")
+
+
+class JunkContext:
+    """What the junk decision needs from the SMTP server: ``resolver`` and
+    ``dnsbl_zones`` for the block lists, ``delay`` (seconds) for first-time senders and
+    ``sleep(seconds) -> Deferred`` to wait without blocking."""
+
+    def __init__(self, resolver=None, dnsbl_zones=(), delay=0.0, sleep=None):
+        self.resolver = resolver
+        self.dnsbl_zones = list(dnsbl_zones)
+        self.delay = delay
+        self.sleep = sleep
 
 
 class Router:
@@ -88,13 +100,90 @@ class Router:
 
     # -- steps 3 to 5: junk decision, rules, mailbox
 
-    def deliver(self, data, targets, *, mailfrom, prefix, facts=None, verified_domains=()):
+    @defer.inlineCallbacks
+    def deliver(self, data, targets, *, mailfrom, prefix, facts=None, verified_domains=(), junk=None):
         """Deliver ``prefix + data`` to the account Recipients ``targets``. ``facts``
         (``moxtw.store.DeliveryFacts``) and ``verified_domains`` carry step 2, the
-        authentication results. Deferred [RcptResult], in the order of ``targets``."""
-        # Step 3, the junk decision, is not built yet: every message goes on to the rules.
-        return self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
-                                  verified_domains=verified_domains)
+        authentication results. ``junk``: a :class:`JunkContext` for messages from the
+        internet (resolver, DNSBL zones, first-time sender delay): step 3, the junk
+        decision, for accounts with a JunkFilter. Deferred [RcptResult], in the order of
+        ``targets``."""
+        decisions = {}
+        if junk is not None and facts is not None and facts.remote_ip:
+            decisions = yield self._junk_decisions(data, targets, mailfrom, facts, verified_domains, junk)
+        rejected = {a for a, d in decisions.items() if not d.accept}
+        if rejected:
+            # Mail judged junk by any of its accounts is refused for all with a neutral
+            # temporary error: we never answer 250 and then hide a message. The
+            # accounts keep a copy in their Rejects mailbox.
+            static, dynamic = self.current()
+            for account in sorted(rejected):
+                t = next(t for t in targets if t.account == account)
+                conf = dynamic.Accounts.get(account)
+                yield self.local.deliver_reject(t, conf.RejectsMailbox if conf else "", data, mailfrom, prefix, facts,
+                                                decisions[account].junk_score)
+            if junk.delay > 0:
+                yield junk.sleep(2 * junk.delay)  # junk senders are slowed more (mox)
+            return [RcptResult(t, False, c.C451_LOCAL_ERROR, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
+                               "not accepted at this time, try again later") for t in targets]
+        if junk is not None and junk.delay > 0 and self._delay_first_time(decisions):
+            # A first-time sender waits (mox's 15 s) before the message is stored and
+            # acknowledged: a spammer's connection stays busy, an expected message
+            # (a signup) still comes soon. Stored after the wait, so a sender giving up
+            # in between gets no duplicate.
+            yield junk.sleep(junk.delay)
+        scores = {a: d.junk_score for a, d in decisions.items() if d.junk_score is not None}
+        results = yield self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
+                                           verified_domains=verified_domains, scores=scores)
+        return results
+
+    def _delay_first_time(self, decisions):
+        if self.localserve or not decisions:
+            return False
+        static, dynamic = self.current()
+        for account, d in decisions.items():
+            conf = dynamic.Accounts.get(account)
+            if d.first_time and conf is not None and not conf.NoFirstTimeSenderDelay:
+                return True
+        return False
+
+    @defer.inlineCallbacks
+    def _junk_decisions(self, data, targets, mailfrom, facts, verified_domains, junk):
+        from moxtw.junk.analysis import Decision, decide_deferred
+        from moxtw.store.account import facts_columns
+
+        static, dynamic = self.current()
+        todo = []
+        for t in targets:
+            conf = dynamic.Accounts.get(t.account)
+            if t.report or t.disabled or conf is None or conf.JunkFilter is None:
+                continue  # reports are wanted; accounts without a JunkFilter take all
+            if t.account not in {x.account for x in todo}:
+                todo.append(t)
+        if not todo:
+            return {}
+        headers, msgfrom = yield threads.deferToThread(message_headers, data)
+        header_map = {}
+        for name, value in headers:
+            header_map.setdefault(name, []).append(value)
+        cols = facts_columns(facts)
+        out = {}
+        for t in todo:
+            conf = dynamic.Accounts[t.account]
+            _mailbox, rs = choose_mailbox(t.destination, t.mailbox, mailfrom or "", msgfrom, verified_domains, headers)
+            if rs is not None and (rs.IsForward or rs.ListAllowDomain):
+                continue  # forwards and allowed mailing lists are not judged (mox)
+            try:
+                acc = yield self.store.open_account(t.account)
+                out[t.account] = yield decide_deferred(
+                    acc, conf, cols, data, remote_ip=facts.remote_ip, tls=bool(facts.tls_version),
+                    rcptto=t.address, headers=header_map, forward=False, resolver=junk.resolver,
+                    dnsbl_zones=junk.dnsbl_zones)
+            except Exception:
+                log.failure("junk analysis for {account}", account=t.account)
+                # As mox: an error in the analysis is a temporary failure, not a pass.
+                out[t.account] = Decision(False, "junk-error", "error in the junk analysis", first_time=False)
+        return out
 
     # -- queued messages
 

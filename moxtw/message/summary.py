@@ -129,7 +129,7 @@ def _index_text(root, data, head, text_of):
     return "\n".join(out)[:MAX_TEXT]
 
 
-def _first_id(value):
+def first_message_id(value):
     ids = parse_message_ids(value)
     return ids[0] if ids else ""
 
@@ -209,7 +209,7 @@ def _texts(s, root, data, search_text, text_of):
 def _summary(data, search_text, texts=True):
     root = parse(data)
     s = Summary()
-    s.message_id = _first_id(root.header_raw("message-id"))
+    s.message_id = first_message_id(root.header_raw("message-id"))
     s.in_reply_to = parse_message_ids(root.header_raw("in-reply-to"))
     s.references = parse_message_ids(root.header_raw("references"))
     s.subject = (root.header("subject") or "").strip()

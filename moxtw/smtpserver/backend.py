@@ -6,7 +6,7 @@ store, the queue or the configuration itself. One backend serves all SMTP listen
 
 from datetime import datetime, timezone
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from moxtw import ratelimit
@@ -14,6 +14,7 @@ from moxtw.auth import LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.localserve import localserve_rule
+from moxtw.delivery.router import JunkContext
 from moxtw.queue import holdrules
 from moxtw.queue.service import DEFAULT_MAX_ATTEMPTS
 from moxtw.smtp.xtext import xtext_encode
@@ -240,8 +241,10 @@ class SMTPBackend:
             rcptto=str(env.recipients[0].address), tls_version=session.tls_version,
             tls_cipher=session.tls_cipher, requiretls=env.requiretls, **auth_facts,
         )
+        junk = JunkContext(resolver=self.resolver, dnsbl_zones=self.dnsbl_zones(static),
+                           delay=0.0 if self.localserve else self.first_time_delay(static), sleep=self._sleep)
         results = yield self.router.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
-                                            verified_domains=verified)
+                                            verified_domains=verified, junk=junk)
         if self.reports is not None:
             # Reports are parsed after delivery: a malformed one stays a message.
             kinds = {r.recipient.report for r in results if r.ok and r.recipient.report}
@@ -307,13 +310,28 @@ class SMTPBackend:
                                 f"DMARC policy ({d.published_policy}) of {auth.from_domain} rejects this "
                                 f"message: no aligned SPF or DKIM pass (cid {session.cid})")
         zones = self.dnsbl_zones(static)
-        if zones and (d is None or d.result != "pass"):
+        _, dynamic = self.current()
+        judged = all(getattr(dynamic.Accounts.get(t.account), "JunkFilter", None) is not None for t in targets)
+        # Accounts with a junk filter consult the block lists themselves, only when
+        # their reputation gives no answer (mox); for the others the rule below.
+        if zones and not judged and (d is None or d.result != "pass"):
             listed = yield defer.Deferred.fromCoroutine(
                 msgauth.dnsbl_listed(self.resolver, zones, session.remote_ip))
             if listed is not None:
                 zone, reason = listed
                 raise SMTPReply(c.C554_TRANSACTION_FAILED, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1, f"your IP is listed in DNS block list {zone}"
                                 + (f": {reason}" if reason else "") + f" (cid {session.cid})")
+
+    def _sleep(self, seconds):
+        return task.deferLater(default_reactor(self.clock), seconds, lambda: None)
+
+    @staticmethod
+    def first_time_delay(static):
+        """FirstTimeSenderDelay of the (first) listener with SMTP, in seconds."""
+        for lst in static.Listeners.values():
+            if lst.SMTP is not None and lst.SMTP.Enabled:
+                return lst.SMTP.FirstTimeSenderDelay.total_seconds()
+        return 0.0
 
     @staticmethod
     def dnsbl_zones(static):

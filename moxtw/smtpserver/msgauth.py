@@ -254,17 +254,7 @@ def _safe(d, what):
     return d.addErrback(failed)
 
 
-async def dnsbl_listed(resolver, zones, ip):
-    """The first DNSBL zone listing ``ip`` as (zone, reason), or None (RFC 5782)."""
-    for zone in zones:
-        try:
-            r = await dnsbl.lookup(resolver, zone, ip)
-        except Exception as e:
-            log.info("dnsbl {zone} lookup failed: {error}", zone=zone, error=str(e))
-            continue
-        if r.status == "fail":
-            return zone, r.reason
-    return None
+dnsbl_listed = dnsbl.listed  # the first zone listing an IP: (zone, reason) or None
 
 
 __all__ = ["AuthResults", "ar_value", "authenticate", "dnsbl_listed", "from_address", "strip_own_authres"]

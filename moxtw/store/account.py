@@ -464,7 +464,7 @@ class Account:
         for col in FLAG_COLUMNS:
             cols[col] = int(system.get(col, False))
         if facts is not None:
-            cols.update(_facts_columns(facts))
+            cols.update(facts_columns(facts))
         names = ", ".join(cols)
         marks = ", ".join("?" for _ in cols)
         msg_id = conn.execute(
@@ -615,7 +615,8 @@ class Account:
         src_use = _mailbox_use(conn, src_mailbox_id)
         out = []
         now = int(time.time())
-        skip = {"id", "mailbox_id", "uid", "modseq", "createseq", "saved"}
+        # junkclass is generated from the keywords (schema 12).
+        skip = {"id", "mailbox_id", "uid", "modseq", "createseq", "saved", "junkclass"}
         for r in rows:
             modseq = _next_modseq(conn)
             uid = conn.execute(
@@ -1234,8 +1235,9 @@ class Account:
             if max_first_time > 0 and first and recent_first + len(first) > max_first_time:
                 raise OutgoingLimitExceeded("MaxFirstTimeRecipientsPerDay", max_first_time)
             conn.executemany(
-                "INSERT INTO outgoing (submission, recipient, submitted, first_time) VALUES (?, ?, ?, ?)",
-                [(submission, r, now, int(r in first)) for r in rcpts],
+                "INSERT INTO outgoing (submission, recipient, submitted, first_time, recipient_org_domain)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(submission, r, now, int(r in first), _org_domain(r.rpartition("@")[2])) for r in rcpts],
             )
             return first
 
@@ -1561,7 +1563,18 @@ def _rows_for_uids(conn, mailbox_id, uids, cols="*"):
     return [seen[u] for u in sorted(seen)]
 
 
-def _facts_columns(f):
+def _org_domain(domain):
+    """The organisational domain (public suffix list) for reputation lookups."""
+    from moxtw import dmarc
+
+    try:
+        return dmarc.organizational_domain(domain).lower() if domain else ""
+    except Exception:
+        return domain.lower()
+
+
+def facts_columns(f):
+    """The message columns of DeliveryFacts (also the input of the junk analysis)."""
     m1, m2, m3 = mask_ip(f.remote_ip) if f.remote_ip else ("", "", "")
     mf_local, _, mf_domain = f.mailfrom.rpartition("@")
     return {

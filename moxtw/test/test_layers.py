@@ -27,6 +27,8 @@ FORBIDDEN = {
     "moxtw.smtpserver": {"moxtw.imapserver", "moxtw.app"},
     # Operator tools work on config and files (the queue's verify too); the server's
     # protocol parts reach them, not back.
+    # Junk filtering works on an account's store; delivery calls it, not the reverse.
+    "moxtw.junk": {"moxtw.smtpserver", "moxtw.imapserver", "moxtw.delivery", "moxtw.queue", "moxtw.app"},
     "moxtw.admin": {"moxtw.smtpserver", "moxtw.imapserver", "moxtw.delivery", "moxtw.app"},
 }
 

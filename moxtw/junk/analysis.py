@@ -1,0 +1,150 @@
+"""The junk decision for an incoming message and one account (mox's order).
+
+:func:`decide` runs for each account a message is delivered to, when the account has a
+``JunkFilter`` configured:
+
+1. Reputation (:mod:`moxtw.junk.reputation`): a conclusive answer decides.
+2. Without conclusive reputation: an SPF fail or softfail of the MAIL FROM domain
+   rejects; a mild junk signal with a failed iprev rejects.
+3. The Bayesian filter (:mod:`moxtw.junk.bayes`) on the message's words: junk above the
+   threshold (a stricter 0.25 when iprev failed, without TLS, or when the recipient is
+   not in To/Cc and the ruleset is no forward).
+4. Accepted so far and DNSBLs configured: a listed IP rejects (mox: block lists only
+   when reputation gave no answer).
+
+A rejection is answered with a neutral temporary error (451 4.7.1): the sender never
+learns whether it was a real error or a judgement, and a legitimate one gets a DSN after
+the retries. The reason and numbers are logged and counted in
+``junk_decisions_total{reason,result}``.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from moxtw import metrics
+
+log = Logger(namespace="moxtw.junk")
+
+STRICT_THRESHOLD = 0.25
+MAX_ANALYSED = 4 * 1024 * 1024  # bytes of a message given to the word extraction
+
+
+@dataclass(frozen=True)
+class Decision:
+    accept: bool
+    reason: str  # method of the reputation, or spf-policy, iprev, junk-content, dnsbl, ...
+    text: str
+    first_time: bool  # no conclusive reputation: a first-time sender (delayed)
+    junk_score: object = None  # the Bayesian probability, when computed
+
+
+def filter_path(account_dir):
+    return os.path.join(account_dir, "junkfilter.db")
+
+
+def _rcpt_in_headers(rcptto, headers):
+    rcpt = rcptto.lower()
+    for name in ("to", "cc"):
+        for value in headers.get(name, ()):
+            if rcpt in value.lower():
+                return True
+    return False
+
+
+async def decide(acc, account_conf, cols, data, *, remote_ip, tls, rcptto, headers, forward, resolver=None,
+                 dnsbl_zones=(), now=None):
+    """The :class:`Decision` for one account. ``cols``: the message's fact columns
+    (``moxtw.store.account.facts_columns``); ``headers``: lower-cased header name ->
+    values (To, Cc); ``forward``: the ruleset has IsForward."""
+    from moxtw.junk import reputation
+
+    started = time.monotonic()
+    now = time.time() if now is None else now
+    m = dict(cols)
+    m["dkim_domains_list"] = json.loads(cols.get("dkim_domains") or "[]")
+    rep = await acc.read(lambda conn: reputation.analyze(conn, m, now))
+    decision = await _decide(acc, account_conf, rep, cols, data, remote_ip=remote_ip, tls=tls, rcptto=rcptto,
+                             headers=headers, forward=forward, resolver=resolver, dnsbl_zones=dnsbl_zones)
+    metrics.JUNK_ANALYSIS_SECONDS.observe(time.monotonic() - started)
+    metrics.JUNK_DECISIONS.labels(reason=decision.reason, result="accept" if decision.accept else "reject").inc()
+    log.info("junk analysis", account=acc.name, accept=decision.accept, reason=decision.reason,
+             reputation=rep.method, conclusive=rep.conclusive,
+             isjunk="" if rep.junk is None else str(rep.junk).lower(),
+             score="" if decision.junk_score is None else f"{decision.junk_score:.3f}", why=decision.text)
+    return decision
+
+
+async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers, forward, resolver, dnsbl_zones):
+    if rep.conclusive:
+        return Decision(not rep.junk, rep.method, rep.text, first_time=False)
+    weak = rep.method in ("dkimspf", "ip1", "ip2", "ip3", "none")
+    if weak and cols.get("spf_result") in ("fail", "softfail"):
+        return Decision(False, "spf-policy", f"{rep.text}; no earlier message and spf {cols['spf_result']}",
+                        first_time=True)
+    iprev_bad = weak and cols.get("iprev_result") not in ("pass",)
+    if iprev_bad and rep.junk:
+        return Decision(False, "iprev", f"{rep.text}; a junk signal and no forward-confirmed reverse name",
+                        first_time=True)
+    score = None
+    reason, text = "no-bad-signals", rep.text
+    jf = conf.JunkFilter
+    try:
+        from moxtw.junk import bayes, words
+    except ImportError:  # the Bayesian filter lands separately
+        jf = None
+    if jf is not None:
+
+        params = bayes.Params.from_config(jf)
+        threshold = params.threshold
+        strict = ""
+        if iprev_bad and threshold > STRICT_THRESHOLD:
+            threshold, strict = STRICT_THRESHOLD, " (stricter: no forward-confirmed reverse name)"
+        elif not tls and threshold > STRICT_THRESHOLD:
+            threshold, strict = STRICT_THRESHOLD, " (stricter: no TLS)"
+        elif not forward and rcptto and threshold > STRICT_THRESHOLD and not _rcpt_in_headers(rcptto, headers):
+            threshold, strict = STRICT_THRESHOLD, " (stricter: recipient not in To/Cc)"
+        path = filter_path(acc.path)
+
+        def classify():
+            f = bayes.Filter(path, params)
+            f.open()
+            try:
+                ws = words.message_words(data[:MAX_ANALYSED], onegrams=params.onegrams, twograms=params.twograms,
+                                         threegrams=params.threegrams)
+                return f.classify(ws)
+            finally:
+                f.close()
+
+        result = await threads.deferToThread(classify)
+        score = result.probability
+        significant = getattr(result, "significant", bool(result.top))
+        accept = score <= threshold or (not significant and not iprev_bad)
+        top = ", ".join(f"{w} {p:.2f}" for w, p in list(result.top)[:10])
+        log.debug("junk words: {top}", top=top, account=acc.name)
+        reason = "junk-content" if not strict else "junk-content-strict"
+        text = (f"{rep.text}; content {'not junk' if accept else 'junk'}"
+                f"{'' if significant else ' (not significant)'}, score {score:.2f}, threshold {threshold:.2f}{strict}")
+        if not accept:
+            return Decision(False, reason, text, first_time=True, junk_score=score)
+    if dnsbl_zones and resolver is not None:
+        from moxtw import dnsbl
+
+        listed = await dnsbl.listed(resolver, dnsbl_zones, remote_ip)
+        if listed is not None:
+            zone, why = listed
+            return Decision(False, "dnsbl", f"{text}; ip {remote_ip} listed in {zone}" + (f": {why}" if why else ""),
+                            first_time=True, junk_score=score)
+        reason = "dnsbl-pass" if reason == "no-bad-signals" else reason
+    return Decision(True, reason, text, first_time=True, junk_score=score)
+
+
+def decide_deferred(*args, **kwargs):
+    return defer.Deferred.fromCoroutine(decide(*args, **kwargs))
+
+
+__all__ = ["Decision", "decide", "decide_deferred", "filter_path"]
