@@ -27,6 +27,8 @@ from moxtw.dnsblmonitor import DNSBLMonitor
 from moxtw.filemodes import FileModesService
 from moxtw.imapserver.backend import IMAPBackend
 from moxtw.imapserver.server import IMAPFactory
+from moxtw.junk.rejects import RejectsCleanupService
+from moxtw.junk.train import Trainer, TrainerService
 from moxtw.mtasts.cache import PolicyCache, RefreshService
 from moxtw.queue import Queue, QueueService, holdrules
 from moxtw.queue.dsn import QueueDSN
@@ -225,6 +227,19 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
 
     root.store = Store(config.data_dir, reactor=reactor)
     StoreService(root.store, watcher, static).setServiceParent(root)
+
+    # Junk filtering: the Bayesian filters learn from the users' classifications, and
+    # the Rejects mailboxes are emptied of messages older than 14 days.
+    def junk_accounts():
+        return [(n, a.JunkFilter) for n, a in watcher.current.Accounts.items() if a.JunkFilter is not None]
+
+    def rejects_accounts():
+        return [(n, a.RejectsMailbox) for n, a in watcher.current.Accounts.items()
+                if a.RejectsMailbox and not a.KeepRejects]
+
+    root.junk_trainer = Trainer(root.store, junk_accounts, reactor=reactor)
+    TrainerService(root.junk_trainer, clock=reactor).setServiceParent(root)
+    RejectsCleanupService(root.store, rejects_accounts, clock=reactor).setServiceParent(root)
     root.auth = Authenticator(root.store, lambda: watcher.current)
     # Failed logins on SMTP, IMAP and web count together.
     root.login_limits = LoginLimits(root.auth, reactor)

@@ -209,6 +209,9 @@ class Account:
         self.quota = 0
         # AutomaticJunkFlags of the account (moxtw.store.junkflags), set from config.
         self.junk_rules = junkflags.JunkFlagRules()
+        # RejectsMailbox of the account's config: messages leaving it are no longer
+        # rejects (their flags then count for reputation and training).
+        self.rejects_mailbox = ""
         self._reactor = reactor
         self._threadpool = threadpool
         self._writer = Worker(
@@ -305,6 +308,12 @@ class Account:
         """Run ``fn(conn)`` on the account's reader thread (read-only; for tools such
         as the export, which reads a snapshot in one transaction); Deferred of its result."""
         return self._read(fn)
+
+    def write(self, fn):
+        """Run ``fn(conn, ctx)`` in a write transaction (group-committed; for the junk
+        trainer's bookkeeping, not for messages or flags); Deferred of its result once
+        committed."""
+        return self._write(fn)
 
     def imported_keys(self, source, keys):
         """Deferred of the subset of ``keys`` already imported from ``source``."""
@@ -628,6 +637,8 @@ class Account:
             verdict = self.junk_rules.verdict(dst["name"], dst["special_use"], src_use)
             if verdict is not None:
                 cols["keywords"] = json.dumps(junkflags.apply(json.loads(r["keywords"]), verdict))
+            if r["is_reject"] and dst["name"] != self.rejects_mailbox:
+                cols["is_reject"] = 0
             names = ", ".join(cols)
             marks = ", ".join("?" for _ in cols)
             new_id = conn.execute(
@@ -687,9 +698,10 @@ class Account:
             if verdict is not None:
                 kw_json = json.dumps(junkflags.apply(json.loads(kw_json), verdict))
             conn.execute(
-                "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ?, keywords = ?"
-                " WHERE id = ?",
-                (dst["id"], uid, modseq, now, kw_json, r["id"]),
+                "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ?, keywords = ?,"
+                " is_reject = ? WHERE id = ?",
+                (dst["id"], uid, modseq, now, kw_json,
+                 int(bool(r["is_reject"]) and dst["name"] == self.rejects_mailbox), r["id"]),
             )
             conn.execute(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",

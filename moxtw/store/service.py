@@ -43,6 +43,7 @@ class StoreService(service.Service):
             acc.quota = quota_for(self.static, dynamic, acc.name)
             conf = dynamic.Accounts.get(acc.name)
             acc.junk_rules = JunkFlagRules.from_config(conf.AutomaticJunkFlags if conf else None)
+            acc.rejects_mailbox = conf.RejectsMailbox if conf else ""
         metrics.STORE_ACCOUNTS_OPEN.set(len(self.store.open_accounts()))
 
     def startService(self):
