@@ -101,7 +101,7 @@ class _Collector:
                 return
 
     def _add(self, prefix, w, min_len):
-        if len(w) >= min_len:
+        if len(w) >= min_len and len(self.words) < MAX_WORDS:
             self.words.add(prefix + w)
 
 
@@ -126,7 +126,8 @@ def message_words(data, *, onegrams=True, twograms=False, threegrams=False, max_
 
 
 def _collect(data, c, max_size):
-    root = parse(_strip_mbox_from(data))
+    data = _strip_mbox_from(data)
+    root = parse(data)
     for name in HEADER_FIELDS:
         for value in root.header_values_raw(name)[:10]:
             c.text(decode_words(unfold(value[:4096])), name + ":", _HEADER_MIN_WORD)
