@@ -118,6 +118,7 @@ class Filter:
         with self._lock:
             if self._conn is None:
                 conn = schema.connect(self.path)
+                conn.row_factory = None  # plain tuples: classification reads many rows
                 try:
                     schema.upgrade(conn)
                 except BaseException:
@@ -302,9 +303,23 @@ def classify_counts(counts, hams, spams, params):
     """Classification from {word: (ham, spam)} and the trained message totals."""
     spammy = []
     hammy = []
+    max_power, rare, ignore = params.max_power, params.rare_words, params.ignore_words
+    spams_f = float(spams) if spams > 0 else math.inf  # a count over inf is 0
+    hams_f = float(hams) if hams > 0 else math.inf
     for w, (ham, spam) in counts.items():
-        r = word_probability(ham, spam, hams, spams, params)
-        if r is None or abs(0.5 - r) < params.ignore_words:
+        # word_probability, inlined: this loop runs for every known word of a message.
+        ws = spam / spams_f
+        wh = ham / hams_f
+        if ws + wh == 0:
+            continue
+        r = ws / (ws + wh)
+        if r < max_power:
+            r = max_power
+        elif r > 1 - max_power:
+            r = 1 - max_power
+        if ham + spam <= rare:
+            r += (1 + rare - ham - spam) * (0.5 - r) / 10
+        if abs(0.5 - r) < ignore:
             continue
         if r > 0.5:
             spammy.append((w, r))

@@ -20,6 +20,7 @@ without decoding. Nesting is bounded by the MIME parser (``moxtw.message.MAX_DEP
 ``message_words`` never raises: on anything unexpected it returns the words read so far.
 """
 
+import functools
 import re
 
 from moxtw.message import charset as _charset
@@ -50,6 +51,7 @@ _THREE_DIGITS = re.compile(r"\d{3}")
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+@functools.lru_cache(maxsize=100_000)  # words repeat across messages; thread-safe, bounded
 def _keep(w):
     """Whether a lower-cased word counts (see the module docstring)."""
     if len(w) > MAX_WORD:
@@ -85,24 +87,22 @@ class _Collector:
         text = text[:self.budget]
         self.budget -= len(text)
         words = self.words
+        one, two, three = self.onegrams, self.twograms, self.threegrams
+        add = words.add if not prefix else (lambda w: len(w) >= min_len and words.add(prefix + w))
         prev = prev2 = None
-        for m in _WORD.finditer(text.lower()):
-            w = m.group()
+        for w in _WORD.findall(text.lower()):
             if not _keep(w):
                 continue
-            if self.threegrams and prev2 is not None:
-                self._add(prefix, prev2 + " " + prev + " " + w, min_len)
-            if self.twograms and prev is not None:
-                self._add(prefix, prev + " " + w, min_len)
-            if self.onegrams:
-                self._add(prefix, w, min_len)
-            prev2, prev = prev, w
-            if len(words) >= MAX_WORDS:
+            if len(words) >= MAX_WORDS - 3:
+                # Room for this word's n-grams no more: the cap is exact.
                 return
-
-    def _add(self, prefix, w, min_len):
-        if len(w) >= min_len and len(self.words) < MAX_WORDS:
-            self.words.add(prefix + w)
+            if three and prev2 is not None:
+                add(prev2 + " " + prev + " " + w)
+            if two and prev is not None:
+                add(prev + " " + w)
+            if one:
+                add(w)
+            prev2, prev = prev, w
 
 
 def _strip_mbox_from(data):

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from moxtw.config.schema import JunkFilterConfig
 from moxtw.junk import schema, words
-from moxtw.junk.bayes import Classification, Filter, FilterError, Params, classify_counts
+from moxtw.junk.bayes import Classification, Filter, FilterError, Params, classify_counts, word_probability
 from moxtw.junk.words import message_words
 from moxtw.test.clihelper import run_moxtw
 
@@ -361,6 +361,18 @@ class ParamsTests(unittest.SynchronousTestCase):
         self.assertEqual(c.top, [])
         c = classify_counts({"w": (10, 2)}, 100, 10, p)
         self.assertAlmostEqual(c.top[0][1], (2 / 10) / (2 / 10 + 10 / 100))
+
+    def test_word_probability_matches_classification(self):
+        p = Params(ignore_words=0, top_words=100)
+        counts = {"a": (0, 1), "b": (3, 0), "c": (2, 7), "d": (40, 1), "e": (0, 90), "f": (5, 5)}
+        for hams, spams in ((100, 100), (100, 10), (10, 100), (0, 5), (5, 0)):
+            got = dict(classify_counts(counts, hams, spams, p).top)
+            for w, (h, sp) in counts.items():
+                want = word_probability(h, sp, hams, spams, p)
+                if want is not None and want != 0.5:
+                    self.assertAlmostEqual(got[w], want, msg=(w, hams, spams))
+                else:
+                    self.assertNotIn(w, got)
 
     def test_max_power(self):
         counts = {"spammy": (0, 50)}
