@@ -738,7 +738,8 @@ def cmd_junk(a):
                 if not name.startswith("."):
                     yield params.message_words(_message_arg(os.path.join(root, name)))
 
-    def test(words, junk, counts):
+    def wrong(words, junk, counts):
+        # 1 when the filter gets a message of this class wrong.
         counts[junk] += 1
         return 0 if f.classify(words).junk == junk else 1
 
@@ -758,7 +759,8 @@ def cmd_junk(a):
                     print(f"junk: not a directory: {d}", file=sys.stderr)
                     return 1
             before = f.totals()
-            f.train_many([(w, False) for w in messages(a.hamdir)] + [(w, True) for w in messages(a.spamdir)])
+            # One transaction; word counts are summed in memory, message words not kept.
+            f.train_many((w, junk) for d, junk in ((a.hamdir, False), (a.spamdir, True)) for w in messages(d))
             hams, spams = f.totals()
             print(f"trained {hams - before[0]} ham and {spams - before[1]} spam messages; "
                   f"database has {hams} ham, {spams} spam messages, {f.count_words()} words")
@@ -772,8 +774,8 @@ def cmd_junk(a):
                 print(f"  {p:.4f} {word}")
         elif cmd == "test":
             counts = {False: 0, True: 0}
-            fp = sum(test(w, False, counts) for w in messages(a.hamdir))
-            fn = sum(test(w, True, counts) for w in messages(a.spamdir))
+            fp = sum(wrong(w, False, counts) for w in messages(a.hamdir))
+            fn = sum(wrong(w, True, counts) for w in messages(a.spamdir))
             print(f"ham: {counts[False]} messages, {fp} judged junk "
                   f"(false positives {100 * fp / max(counts[False], 1):.2f}%)")
             print(f"spam: {counts[True]} messages, {fn} not judged junk "
