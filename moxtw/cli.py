@@ -10,6 +10,7 @@ import getpass
 import os
 import shutil
 import sys
+import tomllib
 from datetime import datetime, timezone
 
 from twisted.internet import defer, task, threads
@@ -23,10 +24,13 @@ from moxtw.admin import (
     backup, configedit, dnscheck, lookups, mailexport, mailimport, quickstart, records, sendmail,
 )
 from moxtw.config.notbuilt import not_built
+from moxtw.config.schema import JunkFilterConfig
 from moxtw.ctl import CtlError, parse_time
 from moxtw.dkim.cli import gened25519, genrsa
 from moxtw.dns import normalize
 from moxtw.dns.service import configured_resolver
+from moxtw.junk.bayes import Filter as JunkFilter
+from moxtw.junk.bayes import Params as JunkParams
 from moxtw.queue.cli import list_command
 from moxtw.queue.verify import verify_queue
 from moxtw.sasl.credentials import PasswordError
@@ -706,6 +710,89 @@ def _configured_domain(cfg, name):
     return None
 
 
+def cmd_junk(a):
+    """junk train|check|test|print: a Bayesian junk filter word database, offline (mox's
+    ``junk`` subcommands). Parameters: defaults, then the JunkFilter fields of --params,
+    then the options; train and classify with the same n-gram settings."""
+    names = {"threshold": "Threshold", "onegrams": "Onegrams", "twograms": "Twograms",
+             "threegrams": "Threegrams", "max_power": "MaxPower", "top_words": "TopWords",
+             "ignore_words": "IgnoreWords", "rare_words": "RareWords"}
+    values = {name: getattr(JunkParams(), key) for key, name in names.items()}
+    try:
+        if a.params:
+            with open(a.params, "rb") as f:
+                doc = tomllib.load(f)
+            doc = doc.get("JunkFilter", doc)
+            values.update({name: doc[name] for name in names.values() if name in doc})
+        values.update({name: getattr(a, key) for key, name in names.items() if getattr(a, key) is not None})
+        params = JunkParams.from_config(JunkFilterConfig.model_validate(values))
+    except (OSError, ValueError) as e:  # pydantic's ValidationError and TOML errors are ValueErrors
+        print(f"junk: parameters: {e}", file=sys.stderr)
+        return 2
+
+    def messages(directory):
+        # A maildir (cur/, new/; tmp/ skipped) or a directory of files, one message each.
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if d != "tmp" and not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield params.message_words(_message_arg(os.path.join(root, name)))
+
+    def wrong(words, junk, counts):
+        # 1 when the filter gets a message of this class wrong.
+        counts[junk] += 1
+        return 0 if f.classify(words).junk == junk else 1
+
+    cmd = a.junk_command
+    if cmd != "train" and not os.path.exists(a.db):
+        print(f"junk: no database {a.db}", file=sys.stderr)
+        return 1
+    try:
+        f = JunkFilter(a.db, params).open()
+    except Exception as e:
+        print(f"junk: opening {a.db}: {e}", file=sys.stderr)
+        return 1
+    try:
+        if cmd == "train":
+            for d in (a.hamdir, a.spamdir):
+                if not os.path.isdir(d):
+                    print(f"junk: not a directory: {d}", file=sys.stderr)
+                    return 1
+            before = f.totals()
+            # One transaction; word counts are summed in memory, message words not kept.
+            f.train_many((w, junk) for d, junk in ((a.hamdir, False), (a.spamdir, True)) for w in messages(d))
+            hams, spams = f.totals()
+            print(f"trained {hams - before[0]} ham and {spams - before[1]} spam messages; "
+                  f"database has {hams} ham, {spams} spam messages, {f.count_words()} words")
+        elif cmd == "check":
+            c = f.classify(params.message_words(_message_arg(a.message)))
+            print(f"probability {c.probability:.6f}")
+            print(f"junk {'yes' if c.junk else 'no'} (threshold {params.threshold})")
+            print(f"significant {'yes' if c.significant else 'no'} "
+                  f"(trained {c.ham_messages} ham, {c.spam_messages} spam messages)")
+            for word, p in c.top:
+                print(f"  {p:.4f} {word}")
+        elif cmd == "test":
+            counts = {False: 0, True: 0}
+            fp = sum(wrong(w, False, counts) for w in messages(a.hamdir))
+            fn = sum(wrong(w, True, counts) for w in messages(a.spamdir))
+            print(f"ham: {counts[False]} messages, {fp} judged junk "
+                  f"(false positives {100 * fp / max(counts[False], 1):.2f}%)")
+            print(f"spam: {counts[True]} messages, {fn} not judged junk "
+                  f"(false negatives {100 * fn / max(counts[True], 1):.2f}%)")
+        else:
+            hams, spams = f.totals()
+            print(f"{hams} ham, {spams} spam messages, {f.count_words()} words")
+            spammy, hammy = f.top_words(a.top)
+            for title, rows in (("most spammy", spammy), ("most hammy", hammy)):
+                print(f"{title} (probability, ham, spam, word):")
+                for word, p, ham, spam in rows:
+                    print(f"  {p:.4f} {ham} {spam} {word}")
+    finally:
+        f.close()
+    return 0
+
+
 def cmd_version(a):
     print(moxtw.__version__)
 
@@ -951,6 +1038,35 @@ def parser():
     lookup(g, "lookup", "print a domain's TLSRPT record", "domain")
     lookup(dsub, "lookup", "print a DKIM key record", "selector", "domain")
     lookup(dsub, "verify", "verify the DKIM signatures of a message (file or - for stdin)", "[message]")
+
+    j = sub.add_parser("junk", help="Bayesian junk filter word databases (offline)")
+    jsub = j.add_subparsers(dest="junk_command", required=True, metavar="subcommand")
+    for name, help_, args in (
+            ("train", "train a database with ham and spam messages (maildirs or directories of files)",
+             ("hamdir", "spamdir")),
+            ("check", "print the junk probability of a message (file or - for stdin)", ("message",)),
+            ("test", "classify ham and spam messages and print false positive/negative rates",
+             ("hamdir", "spamdir")),
+            ("print", "print the most spammy and hammy words", ())):
+        t = jsub.add_parser(name, help=help_)
+        t.add_argument("db", help="word database, e.g. data/accounts/NAME/junkfilter.db")
+        for arg in args:
+            t.add_argument(arg)
+        t.add_argument("--params", help="TOML file with JunkFilter fields (Threshold, Twograms, ...)")
+        t.add_argument("--threshold", type=float, help="junk from this probability (default 0.95)")
+        for gram, default in (("onegrams", "true"), ("twograms", "true"), ("threegrams", "false")):
+            t.add_argument("--" + gram, type=_bool, metavar="BOOL", help=f"use {gram} (default {default})")
+        t.add_argument("--max-power", dest="max_power", type=float, help="word probabilities kept within "
+                       "[p, 1-p] (default 0.01)")
+        t.add_argument("--top-words", dest="top_words", type=int, help="most spammy and most hammy words "
+                       "combined (default 10)")
+        t.add_argument("--ignore-words", dest="ignore_words", type=float, help="ignore words this close to "
+                       "0.5 (default 0.1)")
+        t.add_argument("--rare-words", dest="rare_words", type=int, help="words seen this often or less "
+                       "weigh less (default 2)")
+        if name == "print":
+            t.add_argument("--top", type=int, default=20, help="words per list (default 20)")
+        t.set_defaults(fn=cmd_junk)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)
