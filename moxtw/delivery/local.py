@@ -128,7 +128,7 @@ class LocalDelivery:
 
 def _message_id(data):
     """The Message-ID as the store keeps it (moxtw.message's summary)."""
-    from moxtw.message import parse as msgparse
+    from moxtw import message as msgparse
     from moxtw.message.summary import first_message_id
 
     end = data.find(b"\r\n\r\n")
