@@ -40,7 +40,8 @@ class LocalDelivery:
         self.store = store
 
     @defer.inlineCallbacks
-    def deliver(self, data, recipients, *, mailfrom, prefix, facts=None, verified_domains=(), scores=None):
+    def deliver(self, data, recipients, *, mailfrom, prefix, facts=None, verified_domains=(), scores=None,
+                mailboxes=None):
         """Deliver ``prefix + data`` to every Recipient. ``prefix``: trace headers for the
         message (Received, Authentication-Results); Return-Path is added here.
 
@@ -58,6 +59,8 @@ class LocalDelivery:
             mailbox, _rs = choose_mailbox(
                 rcpt.destination, rcpt.mailbox, mailfrom or "", msgfrom, verified_domains, headers
             )
+            if mailboxes and rcpt.account in mailboxes:
+                mailbox = mailboxes[rcpt.account]  # AcceptRejectsToMailbox of the ruleset
             key = (rcpt.account, mailbox)
             if key in done:
                 prev = done[key]

@@ -6,6 +6,8 @@ local and hands it the queued messages for them. The order of the steps is in th
 package docstring (``moxtw.delivery``).
 """
 
+import dataclasses
+
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
@@ -14,7 +16,7 @@ from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.local import LocalDelivery, RcptResult
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.result import DeliveryResult
-from moxtw.delivery.rules import choose_mailbox, message_headers
+from moxtw.delivery.rules import domain_verified, choose_mailbox, message_headers
 from moxtw.smtp import codes as c
 from moxtw.smtp.xtext import xtext_encode
 from moxtw.smtpclient import SMTPClientError
@@ -133,8 +135,9 @@ class Router:
             # in between gets no duplicate.
             yield junk.sleep(junk.delay)
         scores = {a: d.junk_score for a, d in decisions.items() if d.junk_score is not None}
+        mailboxes = {a: d.mailbox for a, d in decisions.items() if d.mailbox}
         results = yield self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
-                                           verified_domains=verified_domains, scores=scores)
+                                           verified_domains=verified_domains, scores=scores, mailboxes=mailboxes)
         return results
 
     def _delay_first_time(self, decisions):
@@ -171,18 +174,29 @@ class Router:
         for t in todo:
             conf = dynamic.Accounts[t.account]
             _mailbox, rs = choose_mailbox(t.destination, t.mailbox, mailfrom or "", msgfrom, verified_domains, headers)
-            if rs is not None and (rs.IsForward or rs.ListAllowDomain):
-                continue  # forwards and allowed mailing lists are not judged (mox)
+            if rs is not None and rs.ListAllowDomain and domain_verified(rs.ListAllowDomain, verified_domains):
+                continue  # a mailing list whose domain is verified: no spam checks
+            forward = rs is not None and rs.IsForward
+            mcols = cols
+            if forward:
+                # The forwarder's IP, SPF, DKIM and EHLO say nothing about the original
+                # sender: only the From address's evidence counts.
+                mcols = dict(cols, remote_ip_masked1="", remote_ip_masked2="", remote_ip_masked3="",
+                             mailfrom_validated=0, ehlo_validated=0, dkim_domains="[]", spf_result="")
             try:
                 acc = yield self.store.open_account(t.account)
-                out[t.account] = yield decide_deferred(
-                    acc, conf, cols, data, remote_ip=facts.remote_ip, tls=bool(facts.tls_version),
-                    rcptto=t.address, headers=header_map, forward=False, resolver=junk.resolver,
-                    dnsbl_zones=junk.dnsbl_zones)
+                d = yield decide_deferred(
+                    acc, conf, mcols, data, remote_ip=facts.remote_ip, tls=bool(facts.tls_version),
+                    rcptto=t.address, headers=header_map, forward=forward, resolver=junk.resolver,
+                    dnsbl_zones=[] if forward else junk.dnsbl_zones)
             except Exception:
                 log.failure("junk analysis for {account}", account=t.account)
                 # As mox: an error in the analysis is a temporary failure, not a pass.
-                out[t.account] = Decision(False, "junk-error", "error in the junk analysis", first_time=False)
+                d = Decision(False, "junk-error", "error in the junk analysis", first_time=False)
+            if not d.accept and rs is not None and rs.AcceptRejectsToMailbox and d.reason != "junk-error":
+                # The ruleset takes what would be rejected, into its own mailbox.
+                d = dataclasses.replace(d, accept=True, mailbox=rs.AcceptRejectsToMailbox)
+            out[t.account] = d
         return out
 
     # -- queued messages

@@ -24,7 +24,7 @@ def choose_mailbox(destination, default, mailfrom, msgfrom, verified_domains, he
             continue
         if rs.MsgFromRegexp and not re.search(rs.MsgFromRegexp, msgfrom.lower()):
             continue
-        if rs.VerifiedDomain and not _domain_verified(rs.VerifiedDomain, verified_domains):
+        if rs.VerifiedDomain and not domain_verified(rs.VerifiedDomain, verified_domains):
             continue
         if rs.HeadersRegexp and not all(
             any(re.search(k, name) and re.search(v, value.lower()) for name, value in headers)
@@ -35,7 +35,7 @@ def choose_mailbox(destination, default, mailfrom, msgfrom, verified_domains, he
     return destination.Mailbox, None
 
 
-def _domain_verified(domain, verified):
+def domain_verified(domain, verified):
     # A verified domain matches itself and its subdomains.
     domain = domain.lower()
     return any(d == domain or d.endswith("." + domain) for d in verified)

@@ -41,6 +41,7 @@ class Decision:
     text: str
     first_time: bool  # no conclusive reputation: a first-time sender (delayed)
     junk_score: object = None  # the Bayesian probability, when computed
+    mailbox: str = ""  # accepted into this mailbox instead (a ruleset's AcceptRejectsToMailbox)
 
 
 def filter_path(account_dir):

@@ -113,10 +113,8 @@ DYNAMIC = """
 Domain = "example.org"
 NoFirstTimeSenderDelay = false
 [Accounts.mjl.Destinations."mjl@example.org"]
-[Accounts.mjl.JunkFilter]
-Threshold = 0.95
-MaxPower = 0.01
-TopWords = 10
+[Accounts.mjl.SubjectPass]
+Period = "12h"
 """
 
 
@@ -136,7 +134,7 @@ class WarningTests(unittest.TestCase):
         self.assertEqual(keys, [
             ("moxtw.toml", "CheckUpdates"),
             ("moxtw.toml", "Listeners.local.PprofHTTP"),
-            ("domains.toml", "Accounts.mjl.JunkFilter"),
+            ("domains.toml", "Accounts.mjl.SubjectPass"),
         ])  # NoFirstTimeSenderDelay = false is the default: nothing to say
 
     def test_makeService_warns(self):
@@ -145,17 +143,17 @@ class WarningTests(unittest.TestCase):
         app.makeService(cfg, reactor=reactor)
         warned = [e for e in logged if "has no effect" in e.get("log_format", "")]
         self.assertEqual(sorted(e["key"] for e in warned),
-                         ["Accounts.mjl.JunkFilter", "CheckUpdates", "Listeners.local.PprofHTTP"])
+                         ["Accounts.mjl.SubjectPass", "CheckUpdates", "Listeners.local.PprofHTTP"])
 
     def test_config_test_prints(self):
         rc, out, err = run_cli("config", "test", "--config", self.write())
         self.assertEqual(rc, 0, err)
-        self.assertIn("warning: domains.toml: Accounts.mjl.JunkFilter has no effect in this version", err)
+        self.assertIn("warning: domains.toml: Accounts.mjl.SubjectPass has no effect in this version", err)
         self.assertIn("config OK", out)
 
     def test_default_config_quiet(self):
         cfg = mconfig.load(self.write(STATIC.replace("CheckUpdates = true", "").split("[Listeners.local.PprofHTTP]")[0],
-                                      DYNAMIC.split("[Accounts.mjl.JunkFilter]")[0]))
+                                      DYNAMIC.split("[Accounts.mjl.SubjectPass]")[0]))
         self.assertEqual(notbuilt.not_built(cfg.static, cfg.dynamic), [])
 
     def test_localserve_config_quiet(self):
