@@ -20,7 +20,7 @@ from moxtw.auth import Authenticator, LoginLimits
 from moxtw.clock import default_reactor
 from moxtw.config import DynamicConfigWatcher
 from moxtw.config.notbuilt import not_built
-from moxtw.ctl import BackupCommands, CtlService, ImportCommands, QueueCommands, ServerCommands
+from moxtw.ctl import BackupCommands, CtlService, ImportCommands, JunkCommands, QueueCommands, ServerCommands
 from moxtw.delivery import Router
 from moxtw.dns.service import ResolverService, configured_resolver
 from moxtw.dnsblmonitor import DNSBLMonitor
@@ -332,5 +332,6 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
                reactor=reactor, server=server_commands,
                importer=ImportCommands(root.store, lambda: watcher.current.Accounts),
                backup=BackupCommands(config.config_dir, config.data_dir, root.store, reactor=reactor),
+               junk=JunkCommands(root.store, lambda: watcher.current.Accounts),
                ).setServiceParent(root)
     return root

@@ -710,6 +710,38 @@ def _configured_domain(cfg, name):
     return None
 
 
+def cmd_junk_retrain(a):
+    cfg = _config(a)
+    if cfg is None or not _has_account(cfg, a.account):
+        return 1
+    conf = cfg.dynamic.Accounts[a.account]
+    if conf.JunkFilter is None:
+        print(f"account {a.account} has no JunkFilter in {cfg.dynamic_path}", file=sys.stderr)
+        return 1
+    try:
+        result = ctl.request(cfg.data_dir, "junk.retrain", timeout=3600, account=a.account)
+    except ctl.NotRunning:
+        from moxtw.junk.train import retrain
+
+        @defer.inlineCallbacks
+        def run(reactor):
+            st = Store(cfg.data_dir, reactor=reactor, owner=False)
+            try:
+                acc = yield st.open_account(a.account)
+                n = yield retrain(acc, conf.JunkFilter)
+            finally:
+                yield st.close()
+            print(f"retrained {a.account}: {n} messages")
+
+        task.react(run)
+        return 0
+    except ctl.CtlError as e:
+        print(f"retrain: {e}", file=sys.stderr)
+        return 1
+    print(f"retrained {a.account}: {result['trained']} messages (by the running server)")
+    return 0
+
+
 def cmd_junk(a):
     """junk train|check|test|print: a Bayesian junk filter word database, offline (mox's
     ``junk`` subcommands). Parameters: defaults, then the JunkFilter fields of --params,
@@ -1067,6 +1099,12 @@ def parser():
         if name == "print":
             t.add_argument("--top", type=int, default=20, help="words per list (default 20)")
         t.set_defaults(fn=cmd_junk)
+
+    t = jsub.add_parser("retrain", help="empty an account's junk filter and train it again from the "
+                        "account's $Junk/$NotJunk messages (through the running server, or offline)")
+    t.add_argument("account")
+    t.add_argument("--config", default="config", help="config directory")
+    t.set_defaults(fn=cmd_junk_retrain)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(fn=cmd_version)

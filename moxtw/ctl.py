@@ -369,14 +369,36 @@ class BackupCommands:
         return counts
 
 
+class JunkCommands:
+    """``junk.retrain``: empty an account's Bayesian filter and train it again from the
+    account's $junk/$notjunk messages, in the running server (beside its trainer)."""
+
+    def __init__(self, store, accounts):
+        self.store = store
+        self.accounts = accounts  # () -> {name: account config}
+
+    async def retrain(self, args):
+        from moxtw.junk.train import retrain
+
+        name = args.get("account")
+        conf = self.accounts().get(name) if isinstance(name, str) else None
+        if conf is None:
+            raise CtlError(f"no account {name!r}")
+        if conf.JunkFilter is None:
+            raise CtlError(f"account {name} has no JunkFilter configured")
+        acc = await self.store.open_account(name)
+        return {"trained": await retrain(acc, conf.JunkFilter)}
+
+
 class CtlFactory(protocol.Factory):
     protocol = CtlProtocol
 
-    def __init__(self, commands, server=None, importer=None, backup=None):
+    def __init__(self, commands, server=None, importer=None, backup=None, junk=None):
         self.commands = commands
         self.server = server
         self.importer = importer
         self.backup = backup
+        self.junk = junk
 
     def handler(self, cmd):
         group, _, name = cmd.partition(".")
@@ -391,6 +413,8 @@ class CtlFactory(protocol.Factory):
             return self.importer.run
         if cmd == "backup" and self.backup is not None:
             return self.backup.run
+        if cmd == "junk.retrain" and self.junk is not None:
+            return self.junk.retrain
         if cmd == "ping":
             return _pong
         raise CtlError(f"unknown command {cmd!r}")
@@ -403,11 +427,11 @@ async def _pong(args):
 class CtlService(internet.StreamServerEndpointService):
     """Listens on ``data/ctl`` (0600), replacing a stale socket file from an earlier run."""
 
-    def __init__(self, data_dir, commands, reactor=None, server=None, importer=None, backup=None):
+    def __init__(self, data_dir, commands, reactor=None, server=None, importer=None, backup=None, junk=None):
         reactor = default_reactor(reactor)
         self.path = ctl_path(data_dir)
         self.reactor = reactor
-        super().__init__(None, CtlFactory(commands, server, importer, backup))
+        super().__init__(None, CtlFactory(commands, server, importer, backup, junk))
 
     def privilegedStartService(self):
         # Bound in startService instead: after twistd switched to the unprivileged user,

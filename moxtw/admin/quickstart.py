@@ -210,7 +210,19 @@ def dynamic_config(domain, address, account, selectors):
                 "TLSRPT": {"Localpart": "tlsreports", "Account": account, "Mailbox": "TLSRPT"},
             }
         },
-        "Accounts": {account: {"Domain": domain, "Destinations": {address: {}}}},
+        "Accounts": {account: {
+            "Domain": domain, "Destinations": {address: {}},
+            # Junk filtering as mox's quickstart sets it up: refused junk kept in Rejects
+            # for 14 days, moves between mailboxes train the filter.
+            "RejectsMailbox": "Rejects",
+            "AutomaticJunkFlags": {
+                "Enabled": True,
+                "JunkMailboxRegexp": "^(junk|spam)",
+                "NeutralMailboxRegexp": "^(inbox|neutral|postmaster|dmarc|tlsrpt|rejects)",
+            },
+            "JunkFilter": {"Threshold": 0.95, "Onegrams": True, "Twograms": True, "MaxPower": 0.01,
+                           "TopWords": 10, "IgnoreWords": 0.1, "RareWords": 2},
+        }},
     }
 
 

@@ -74,7 +74,7 @@ def message(frm, subject, mid):
             f"Date: Mon, 7 Dec 2026 10:00:00 +0000\r\n\r\nHello, this is {subject}.\r\n").encode()
 
 
-class JunkEndToEndTests(unittest.TestCase):
+class JunkTreeBase(unittest.TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
@@ -84,6 +84,7 @@ class JunkEndToEndTests(unittest.TestCase):
         self.ports = {"smtp": 25 + off, "imaps": 993 + off}
         cfg, self.ca = servertree.write_config(
             os.path.abspath(self.mktemp()), STATIC.format(dns=self.dns.address, delay=DELAY, **self.ports), DYNAMIC)
+        self.cfg = cfg
         self.root = yield servertree.start(self, cfg)
         self.acc = yield self.root.store.open_account("me")
         yield self.acc.set_password(PASSWORD)
@@ -115,6 +116,17 @@ class JunkEndToEndTests(unittest.TestCase):
 
         return threads.deferToThread(go)
 
+    def totals(self):
+        from moxtw.junk import bayes
+        from moxtw.junk.analysis import filter_path
+
+        f = bayes.Filter(filter_path(self.acc.path), bayes.Params())
+        f.open()
+        try:
+            return f.totals()
+        finally:
+            f.close()
+
     @defer.inlineCallbacks
     def subjects(self, mailbox):
         mb = yield self.acc.mailbox(mailbox)
@@ -123,6 +135,9 @@ class JunkEndToEndTests(unittest.TestCase):
         msgs = yield self.acc.messages(mb.id)
         return [m.subject for m in msgs]
 
+
+
+class JunkEndToEndTests(JunkTreeBase):
     @defer.inlineCallbacks
     def test_first_time_sender_junk_rejects_and_recovery(self):
         # A first-time sender: accepted, after the delay.
@@ -187,19 +202,28 @@ class JunkEndToEndTests(unittest.TestCase):
         yield self.imap(lambda c: (c.select("INBOX"), c.uid("STORE", "1", "+FLAGS", "($Junk)")))
         n = yield self.root.junk_trainer.train_all()
         self.assertEqual(n, 1)
-        from moxtw.junk import bayes
-        from moxtw.junk.analysis import filter_path
-
-        def totals():
-            f = bayes.Filter(filter_path(self.acc.path), bayes.Params())
-            f.open()
-            try:
-                return f.totals()
-            finally:
-                f.close()
-
-        ham, spam = yield threads.deferToThread(totals)
+        ham, spam = yield threads.deferToThread(self.totals)
         # Trained once, as junk: the earlier not-junk training was taken back.
         self.assertEqual((ham, spam), (0, 1))
         row = yield self.acc.read(lambda conn: conn.execute("SELECT trained_junk FROM message").fetchone()[0])
         self.assertEqual(row, 1)
+
+
+class RetrainTests(JunkTreeBase):
+    @defer.inlineCallbacks
+    def test_retrain_through_running_server(self):
+        from moxtw.test.clihelper import run_moxtw
+
+        for i in range(3):
+            _, err = yield self.send(f"n{i}@good.example", f"news {i}")
+            self.assertIsNone(err)
+        inbox = yield self.acc.mailbox("Inbox")
+        yield self.acc.store_flags(inbox.id, [1, 2], "add", ["$notjunk"])
+        yield self.acc.store_flags(inbox.id, [3], "add", ["$junk"])
+        out, err, rc = yield run_moxtw("junk", "retrain", "me", "--config", self.cfg.config_dir)
+        self.assertEqual(rc, 0, err)
+        self.assertIn(b"retrained me: 3 messages (by the running server)", out)
+        ham, spam = yield threads.deferToThread(self.totals)
+        self.assertEqual((ham, spam), (2, 1))
+        out, err, rc = yield run_moxtw("junk", "retrain", "nobody", "--config", self.cfg.config_dir)
+        self.assertEqual(rc, 1)
