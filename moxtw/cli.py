@@ -309,9 +309,10 @@ def cmd_config_dnsrecords(a):
         return 1
     ips = a.ip or None
     sys.stdout.write(f"; host {cfg.static.Hostname}\n")
-    sys.stdout.write(records.zone_text(records.host_records(cfg.static, cfg.path, ips=ips)))
+    sys.stdout.write(records.zone_text(records.host_records(cfg.static, cfg.path, ips=ips, data_dir=cfg.data_dir)))
     sys.stdout.write(f"\n; domain {domain}\n")
-    recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, domain, ips=ips)
+    recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, domain, ips=ips,
+                                           data_dir=cfg.data_dir)
     sys.stdout.write(records.zone_text(recs, pending))
     return 0
 
