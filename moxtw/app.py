@@ -120,13 +120,14 @@ def _tls_context(config, managers):
     return context
 
 
-def _acme_managers(config, current, reactor, verify=True):
+def _acme_managers(config, current, reactor):
     """One acme.Manager per provider some listener uses, each knowing its listeners
     (names from the running config, challenge types, host keys). Blocking: loads the
     stored certificates and makes missing host keys."""
     static = config.static
     managers = {}
     challenges = acme.Challenges()
+    verify = None
     for lname, lst in static.Listeners.items():
         if lst.TLS is None or lst.TLS.ACME is None:
             continue
@@ -134,6 +135,8 @@ def _acme_managers(config, current, reactor, verify=True):
         conf = static.ACME[provider]
         manager = managers.get(provider)
         if manager is None:
+            if verify is None:
+                verify = _acme_verify(config)
             manager = managers[provider] = acme.Manager(
                 provider, conf, config.data_dir, config.path, challenges, reactor, verify=verify)
         host = acme.listener_hostname(static, lst)
@@ -144,13 +147,14 @@ def _acme_managers(config, current, reactor, verify=True):
     return managers, challenges
 
 
-def _acme_verify(static, config_path):
-    """``verify`` for the ACME client's HTTPS: True (the system's CAs), or a bundle of
-    Static.TLS.CA's files when they replace the system's."""
-    ca = static.TLS.CA
-    if ca is None or not ca.CertFiles or ca.AdditionalToSystem:
+def _acme_verify(config):
+    """``verify`` for the ACME client's HTTPS: True (the system's CAs), or a CA bundle
+    with Static.TLS.CA's files (and the system's when AdditionalToSystem)."""
+    ca = config.static.TLS.CA
+    if ca is None or not ca.CertFiles:
         return True
-    return config_path(ca.CertFiles[0])
+    return acme.ca_bundle([config.path(f) for f in ca.CertFiles], ca.AdditionalToSystem,
+                          os.path.join(config.data_dir, "acme"))
 
 
 def _listener_tls(config, managers, lst, strict=False):
@@ -321,8 +325,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         DNSBLMonitor(root.resolver, current, clock=reactor).setServiceParent(root)
     ResolverService(root.resolver).setServiceParent(root)
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
-    root.acme, challenges = _acme_managers(config, current, reactor,
-                                           verify=_acme_verify(static, config.path))
+    root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
         static,
         reactor,

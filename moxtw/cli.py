@@ -327,7 +327,7 @@ def cmd_config_dnscheck(a):
         print(f"dnscheck: {e}", file=sys.stderr)
         return 1
     results = dnscheck.check_domain(cfg.static, cfg.dynamic, cfg.path, domain, resolver.lookup_sync,
-                                    ips=a.ip or None)
+                                    ips=a.ip or None, data_dir=cfg.data_dir)
     width = max(len(r.check) for r in results)
     for r in results:
         print(f"{r.status:7} {r.check:{width}}  {r.message}")

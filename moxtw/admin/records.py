@@ -42,6 +42,9 @@ class Record:
     note: str = ""
     # True when the record needs DNSSEC on the zone to mean anything (TLSA).
     dnssec: bool = False
+    # True for a record published ahead of a key change (the next host key's TLSA): it
+    # matches nothing served yet.
+    standby: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def host_records(static, config_path, ips=None, data_dir=None):
             which = "current" if i == 0 else "next"
             out.append(Record(f"_25._tcp.{host}", "TLSA", TLSA(3, 1, 1, digest),
                               f"DANE (RFC 7672) for the {which} host key ({path}): only with DNSSEC on the zone",
-                              dnssec=True))
+                              dnssec=True, standby=i > 0))
     return out
 
 

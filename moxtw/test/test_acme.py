@@ -304,6 +304,22 @@ class TLSALPN01Tests(_PebbleCase):
         self.assertIn(f'0 issue "pebble.example; accounturi={uri}; validationmethods=tls-alpn-01,http-01"', caa)
 
     @defer.inlineCallbacks
+    def test_ca_down_keeps_serving(self):
+        yield self.issued()
+        serial = self.manager.cert(HOST).serial
+        errors = metrics.ACME_ORDERS.labels(provider="pebble", result="error")._value.get()
+        yield self.pebble.stop()
+        later = self.manager.cert(HOST).not_after - self.cfg.static.ACME["pebble"].RenewBefore.total_seconds() + 60
+        self.manager.now = lambda: later
+        yield self.manager.check()
+        # Logged, counted, retried later; the certificate in service stays.
+        self.assertEqual(metrics.ACME_ORDERS.labels(provider="pebble", result="error")._value.get(), errors + 2)
+        self.assertEqual(self.manager._failures[HOST][0], 1)
+        self.assertIn(HOST, self.manager._retries)
+        got, _ = yield self.served(HOST)
+        self.assertEqual(got, serial)
+
+    @defer.inlineCallbacks
     def test_unknown_sni_never_orders(self):
         yield self.issued()
         orders = self.pebble.orders()
@@ -413,6 +429,9 @@ class UnitTests(unittest.SynchronousTestCase):
             want.append(hashlib.sha256(spki).digest())
         self.assertEqual([t.data for t in tlsa], want)
         self.assertEqual([(t.usage, t.selector, t.mtype) for t in tlsa], [(3, 1, 1), (3, 1, 1)])
+        self.assertEqual([r.standby for r in recs if r.rdtype == "TLSA"], [False, True])
+        text = records.zone_text(recs)
+        self.assertIn(f"_25._tcp.{HOST}. 300 IN TLSA 3 1 1 {want[1].hex()}", text)
         # No account yet: CAA for the issuer with the validation methods.
         recs, _ = records.domain_records(static, dynamic, lambda p: p, "example.org", ips=["192.0.2.1"],
                                          data_dir=data)

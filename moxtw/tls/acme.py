@@ -38,6 +38,7 @@ import os
 import threading
 import time
 
+import certifi
 import josepy as jose
 from acme import challenges, client as acme_client, crypto_util, errors as acme_errors, messages
 from cryptography import x509
@@ -275,6 +276,24 @@ def _account_file_uri(path):
             return json.loads(f.read()).get("uri")
     except (OSError, ValueError):
         return None
+
+
+def ca_bundle(files, with_system, directory):
+    """The ``verify`` of requests (the ACME client's HTTPS) for CA files: the one file,
+    or a bundle of them (with requests' CAs when ``with_system``) written to
+    ``directory``. Blocking, at start."""
+    if len(files) == 1 and not with_system:
+        return files[0]
+    parts = []
+    if with_system:
+        files = [certifi.where()] + list(files)  # what requests trusts by default
+    for path in files:
+        with open(path, "rb") as f:
+            parts.append(f.read().rstrip(b"\n") + b"\n")
+    bundle = os.path.join(directory, "ca-bundle.pem")
+    durable.make_dirs(directory)
+    durable.write_atomic(bundle, b"".join(parts), mode=0o644)
+    return bundle
 
 
 def issuer_domain(acme_config):
