@@ -368,6 +368,26 @@ class UnitTests(unittest.SynchronousTestCase):
         self.assertTrue(ext.critical)
         self.assertEqual(ext.value.value, b"\x04\x20" + hashlib.sha256(b"token.thumb").digest())
 
+    def test_http01_resource(self):
+        from twisted.web.test.requesthelper import DummyRequest
+        pending = acme.Challenges()
+        pending.add("http-01", HOST, "tok", "tok.thumb")
+        res = acme.ChallengeResource(pending)
+
+        def get(path):
+            req = DummyRequest(path.split(b"/")[1:])
+            req.path = path
+            body = res.render(req)
+            return req.responseCode or 200, body
+
+        self.assertEqual(get(b"/.well-known/acme-challenge/tok"), (200, b"tok.thumb"))
+        # Unknown tokens, other paths, and tokens once withdrawn: 404.
+        self.assertEqual(get(b"/.well-known/acme-challenge/other")[0], 404)
+        self.assertEqual(get(b"/.well-known/acme-challenge/tok/x")[0], 404)
+        self.assertEqual(get(b"/.well-known/acme-challenge/")[0], 404)
+        pending.remove("http-01", HOST, "tok")
+        self.assertEqual(get(b"/.well-known/acme-challenge/tok")[0], 404)
+
     def _static(self, extra=""):
         from moxtw.config.load import validate_dynamic, validate_static
         static = validate_static(STATIC.format(acme=1, alpn=443, eab="", smtp=25, https=443, http=80,
