@@ -434,6 +434,29 @@ class UnitTests(unittest.SynchronousTestCase):
         self.flushLoggedErrors()
         m.stop()
 
+    def test_concurrent_requests_share_one_order(self):
+        clock = task.Clock()
+        orders = []
+
+        def run(f, *args):
+            orders.append(defer.Deferred())
+            return orders[-1]
+
+        conf = schema.ACMEConfig(DirectoryURL="https://ca.example/dir", ContactEmail="a@example.net")
+        m = acme.Manager("ca", conf, self.mktemp(), lambda p: p, acme.Challenges(), clock, run=run,
+                         now=clock.seconds)
+        m.add_site(acme.Site("public", lambda: [HOST], ["http-01"], HOST, []))
+        one, two = m.request(HOST), m.request(HOST)
+        m.want(HOST)
+        self.assertEqual(len(orders), 1)
+        self.failureResultOf(m.request("other.example"), acme.NotAllowed)
+        orders[0].errback(acme.ACMEError("rate limited"))
+        # Both callers see the failure; neither consumes it for the other.
+        self.failureResultOf(one, acme.ACMEError)
+        self.failureResultOf(two, acme.ACMEError)
+        self.assertEqual(m._pending, {})
+        m.stop()
+
     def test_records_tlsa_current_and_next(self):
         static, dynamic = self._static()
         data = self.mktemp()

@@ -49,6 +49,7 @@ from OpenSSL import SSL
 from twisted.application import internet
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.python import failure
 from twisted.logger import Logger
 from twisted.web import resource
 from zope.interface import implementer
@@ -535,19 +536,28 @@ class Manager:
 
     def request(self, name):
         """A Deferred firing with the :class:`Issued` certificate for ``name`` once it is
-        ordered and stored; the same Deferred for concurrent requests. Fails with
-        NotAllowed for names not configured, ACMEError while backing off after a failure."""
+        ordered and stored; concurrent requests share one order. Fails with NotAllowed
+        for names not configured, ACMEError while backing off after a failure."""
         if not self.allowed(name):
             return defer.fail(NotAllowed(f"{name} is not a configured name"))
+        waiter = defer.Deferred()
         if name in self._pending:
-            return self._pending[name]
+            self._pending[name].append(waiter)
+            return waiter
         failures, next_try = self._failures.get(name, (0, 0))
         if failures and self.now() < next_try:
             return defer.fail(ACMEError(f"{name}: backing off after {failures} failed orders"))
-        d = defer.Deferred.fromCoroutine(self._wrap(name, self._lock.run(self._order, name)))
-        if not d.called:
-            self._pending[name] = d
-        return d
+        self._pending[name] = [waiter]
+
+        def done(result):
+            for w in self._pending.pop(name, ()):
+                if isinstance(result, failure.Failure):
+                    w.errback(result)
+                else:
+                    w.callback(result)
+
+        defer.Deferred.fromCoroutine(self._wrap(name, self._lock.run(self._order, name))).addBoth(done)
+        return waiter
 
     def want(self, name):
         """Order ``name`` in the background when it has no certificate (a handshake asked
@@ -558,6 +568,7 @@ class Manager:
                 self.request(name).addErrback(lambda f: None)
 
     async def _wrap(self, name, d):
+        """The order's outcome: stored and counted, or logged, counted and retried."""
         try:
             issued = await d
         except Exception as e:
@@ -574,8 +585,6 @@ class Manager:
                 old.cancel()
             self._retries[name] = self.clock.callLater(delay, self._retry, name)
             raise
-        finally:
-            self._pending.pop(name, None)
         self._failures.pop(name, None)
         self._certs[name] = issued
         self._observe(name, issued)
