@@ -350,6 +350,24 @@ class HTTP01Tests(_PebbleCase):
         self.assertGreater(acme._Network.bad_nonces, before)
 
 
+    @defer.inlineCallbacks
+    def test_on_demand_after_reload(self):
+        """A name added to domains.toml is ordered when a client first asks for it."""
+        yield self.issued()
+        new = "imap.example.net"
+        self.dns.add(new, "A", ["127.0.0.1"])
+        with open(self.cfg.dynamic_path, "w") as f:
+            f.write(DYNAMIC + f'[Domains."example.net"]\nClientSettingsDomain = "{new}"\n')
+        self.assertTrue(self.root.watcher.check())
+        self.assertIsNone(self.manager.cert(new))
+        # The first client gets the placeholder (not verifiable), and starts the order.
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            yield self.served(new)
+        yield wait_for(lambda: self.manager.cert(new))
+        serial, names = yield self.served(new)
+        self.assertEqual((serial, names), (self.manager.cert(new).serial, [new]))
+
+
 class EABTests(_PebbleCase):
     eab = True
 
