@@ -8,12 +8,15 @@ account URI, TLSA for the current and next host key)."""
 
 import datetime
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
+import smtplib
 import socket
 import ssl
 import time
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,10 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
 from moxtw import metrics
 from moxtw.admin import records
 from moxtw.config import schema
+from moxtw.config.load import validate_dynamic, validate_static
 from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.tls import acme
@@ -95,7 +100,6 @@ def _self_signed_ca(directory):
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -172,7 +176,6 @@ class Pebble:
     def root(self):
         """pebble's issuing root (management interface /roots/0), PEM."""
         def get():
-            import urllib.request
             ctx = ssl.create_default_context(cafile=self.paths["ca.pem"])
             with urllib.request.urlopen(f"https://127.0.0.1:{self.mgmt}/roots/0", context=ctx, timeout=10) as r:
                 return r.read()
@@ -194,7 +197,6 @@ def served(port, server_name, cafile):
 
 def starttls_names(port, server_name, cafile):
     """The names of the certificate SMTP STARTTLS gives for ``server_name``."""
-    import smtplib
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = False
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=10) as c:
@@ -387,7 +389,6 @@ class UnitTests(unittest.SynchronousTestCase):
         self.assertEqual(ext.value.value, b"\x04\x20" + hashlib.sha256(b"token.thumb").digest())
 
     def test_http01_resource(self):
-        from twisted.web.test.requesthelper import DummyRequest
         pending = acme.Challenges()
         pending.add("http-01", HOST, "tok", "tok.thumb")
         res = acme.ChallengeResource(pending)
@@ -407,7 +408,6 @@ class UnitTests(unittest.SynchronousTestCase):
         self.assertEqual(get(b"/.well-known/acme-challenge/tok")[0], 404)
 
     def _static(self, extra=""):
-        from moxtw.config.load import validate_dynamic, validate_static
         static = validate_static(STATIC.format(acme=1, alpn=443, eab="", smtp=25, https=443, http=80,
                                                http_enabled="true") + extra, "moxtw.toml")
         dynamic = validate_dynamic(DYNAMIC + '[Domains."example.net"]\nClientSettingsDomain = "mail.example.net"\n'
