@@ -43,6 +43,7 @@ from moxtw.staletmp import StaleTmpService
 from moxtw.store import Store
 from moxtw.store.service import StoreService
 from moxtw.mtasts.serve import MTASTSResource
+from moxtw.tls import acme
 from moxtw.tls.certstore import CertReloadService, CertStore
 from moxtw.tls.client import trust_root
 
@@ -111,30 +112,68 @@ class MoxtwService(service.MultiService):
                       "messages are refused temporarily; give it to this user", path=spool, uid=os.getuid())
 
 
-def _tls_context(config):
+def _tls_context(config, managers):
     """``tls_context(name, listener)`` for implicit TLS listeners (Submissions, IMAPS,
-    HTTPS); they need KeyCerts."""
+    HTTPS); they need KeyCerts or ACME."""
 
     def context(name, lst, strict=False):
-        opts = _listener_tls(config, lst, strict)
+        opts = _listener_tls(config, managers, lst, strict)
         if opts is None:
-            raise listeners.ListenerError(
-                f"listener {name}: implicit TLS needs TLS.KeyCerts"
-                " (ACME is not part of this version yet)"
-            )
+            raise listeners.ListenerError(f"listener {name}: implicit TLS needs TLS.KeyCerts or TLS.ACME")
         return opts
 
     return context
 
 
-def _listener_tls(config, lst, strict=False):
+def _acme_managers(config, current, reactor):
+    """One acme.Manager per provider some listener uses, each knowing its listeners
+    (names from the running config, challenge types, host keys). Blocking: loads the
+    stored certificates and makes missing host keys."""
+    static = config.static
+    managers = {}
+    challenges = acme.Challenges()
+    verify = None
+    for lname, lst in static.Listeners.items():
+        if lst.TLS is None or lst.TLS.ACME is None:
+            continue
+        provider = lst.TLS.ACME
+        conf = static.ACME[provider]
+        manager = managers.get(provider)
+        if manager is None:
+            if verify is None:
+                verify = _acme_verify(config)
+            manager = managers[provider] = acme.Manager(
+                provider, conf, config.data_dir, config.path, challenges, reactor, verify=verify)
+        host = acme.listener_hostname(static, lst)
+        manager.add_site(acme.Site(
+            lname, lambda lst=lst: acme.listener_names(current()[0], current()[1], lst),
+            acme.challenge_types(lst, conf), host,
+            acme.host_key_paths(config.data_dir, config.path, lst, host)))
+    return managers, challenges
+
+
+def _acme_verify(config):
+    """``verify`` for the ACME client's HTTPS: True (the system's CAs), or a CA bundle
+    with Static.TLS.CA's files (and the system's when AdditionalToSystem)."""
+    ca = config.static.TLS.CA
+    if ca is None or not ca.CertFiles:
+        return True
+    return acme.ca_bundle([config.path(f) for f in ca.CertFiles], ca.AdditionalToSystem,
+                          os.path.join(config.data_dir, "acme"))
+
+
+def _listener_tls(config, managers, lst, strict=False):
     """The TLS server options of a listener (for STARTTLS and implicit TLS alike: one
     configuration, see moxtw.tls): its CertStore, choosing among its KeyCerts by SNI
-    (``strict`` for HTTPS: unknown names refused); None without KeyCerts."""
-    if lst.TLS is None or not lst.TLS.KeyCerts:
+    (``strict`` for HTTPS: unknown names refused), or its ACMECertStore; None without
+    TLS."""
+    if lst.TLS is None:
         return None
     name = next(n for n, other in config.static.Listeners.items() if other is lst)
     store = config.cert_stores.get((name, strict))
+    if store is None and lst.TLS.ACME is not None:
+        store = config.cert_stores[(name, strict)] = acme.ACMECertStore(
+            name, managers[lst.TLS.ACME], acme.listener_hostname(config.static, lst), strict=strict)
     if store is None:
         pairs = [(os.path.join(config.config_dir, kc.CertFile), os.path.join(config.config_dir, kc.KeyFile))
                  for kc in lst.TLS.KeyCerts]
@@ -155,12 +194,13 @@ def _own_smtp(static):
 _SMTP_KINDS = {"SMTP": "smtp", "Submission": "submission", "Submissions": "submissions"}
 
 
-def _smtp_factory(config, backend):
+def _smtp_factory(config, backend, managers):
     static = config.static
     spool = os.path.join(config.data_dir, "tmp")
 
     def make(kind, name, lst):
-        tls = _tls_context(config)(name, lst) if kind == "Submissions" else _listener_tls(config, lst)
+        tls = (_tls_context(config, managers)(name, lst) if kind == "Submissions"
+               else _listener_tls(config, managers, lst))
         return SMTPFactory(
             _SMTP_KINDS[kind],
             str(lst.Hostname or static.Hostname),
@@ -178,11 +218,12 @@ def _smtp_factory(config, backend):
     return make
 
 
-def _imap_factory(config, backend):
+def _imap_factory(config, backend, managers):
     static = config.static
 
     def make(kind, name, lst):
-        tls = _tls_context(config)(name, lst) if kind == "IMAPS" else _listener_tls(config, lst)
+        tls = (_tls_context(config, managers)(name, lst) if kind == "IMAPS"
+               else _listener_tls(config, managers, lst))
         return IMAPFactory(
             kind.lower(),
             str(lst.Hostname or static.Hostname),
@@ -312,20 +353,28 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     if not localserve:
         DNSBLMonitor(root.resolver, current, clock=reactor).setServiceParent(root)
     ResolverService(root.resolver).setServiceParent(root)
+    # ACME: certificates ordered for the configured names, renewed ahead of expiry.
+    root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
         static,
         reactor,
-        tls_context=_tls_context(config),
+        tls_context=_tls_context(config, root.acme),
         metrics_resource=metrics.MetricsResource(),
         mtasts_resource=MTASTSResource(current),
-        smtp_factory=_smtp_factory(config, root.smtp_backend),
-        imap_factory=_imap_factory(config, root.imap_backend),
+        acme_resource=acme.ChallengeResource(challenges) if root.acme else None,
+        smtp_factory=_smtp_factory(config, root.smtp_backend, root.acme),
+        imap_factory=_imap_factory(config, root.imap_backend, root.acme),
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)
     # Certificate files replaced on disk (a renewal by certbot) are served without restart.
-    if config.cert_stores:
-        CertReloadService(config.cert_stores.values(), clock=reactor).setServiceParent(root)
+    files = [s for s in config.cert_stores.values() if isinstance(s, CertStore)]
+    if files:
+        CertReloadService(files, clock=reactor).setServiceParent(root)
+    if root.acme:
+        # After the listeners: tls-alpn-01 and http-01 are answered on them.
+        root.acme_renew = acme.RenewService(root.acme.values(), clock=reactor)
+        root.acme_renew.setServiceParent(root)
     # Last, so a listener that cannot bind stops the start before it.
     server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),

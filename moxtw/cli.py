@@ -313,9 +313,10 @@ def cmd_config_dnsrecords(a):
         return 1
     ips = a.ip or None
     sys.stdout.write(f"; host {cfg.static.Hostname}\n")
-    sys.stdout.write(records.zone_text(records.host_records(cfg.static, cfg.path, ips=ips)))
+    sys.stdout.write(records.zone_text(records.host_records(cfg.static, cfg.path, ips=ips, data_dir=cfg.data_dir)))
     sys.stdout.write(f"\n; domain {domain}\n")
-    recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, domain, ips=ips)
+    recs, pending = records.domain_records(cfg.static, cfg.dynamic, cfg.path, domain, ips=ips,
+                                           data_dir=cfg.data_dir)
     sys.stdout.write(records.zone_text(recs, pending))
     return 0
 
@@ -330,7 +331,7 @@ def cmd_config_dnscheck(a):
         print(f"dnscheck: {e}", file=sys.stderr)
         return 1
     results = dnscheck.check_domain(cfg.static, cfg.dynamic, cfg.path, domain, resolver.lookup_sync,
-                                    ips=a.ip or None)
+                                    ips=a.ip or None, data_dir=cfg.data_dir)
     width = max(len(r.check) for r in results)
     for r in results:
         print(f"{r.status:7} {r.check:{width}}  {r.message}")

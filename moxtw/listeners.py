@@ -142,18 +142,25 @@ class ListenerService(internet.StreamServerEndpointService):
         self._waitingForPort.addCallback(bound)
 
 
+ACME_CHALLENGE_PATH = b"/.well-known/acme-challenge/"  # RFC 8555 8.3
+
+
 class _WebRoot(resource.Resource):
     """One HTTP port: /metrics when MetricsHTTP is served here, the MTA-STS policy host
-    when MTASTSHTTPS is, 503 for what is not built."""
+    when MTASTSHTTPS is, ACME http-01 tokens on plain HTTP, 503 for what is not built."""
 
-    def __init__(self, kinds, metrics_resource, mtasts_resource=None):
+    def __init__(self, kinds, metrics_resource, mtasts_resource=None, acme_resource=None):
         super().__init__()
         self._unavailable = unavailable.WebUnavailable()
+        self._acme = acme_resource
         self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
         self._mtasts = mtasts_resource if "MTASTSHTTPS" in kinds else None
         self._only_metrics = kinds == ["MetricsHTTP"]
 
     def getChildWithDefault(self, name, request):
+        # ACME http-01 answers for any host name (the CA asks for the name validated).
+        if self._acme is not None and request.path.startswith(ACME_CHALLENGE_PATH):
+            return self._acme
         # Requests for mta-sts.<domain> get the policy host, whatever their path.
         if self._mtasts is not None and self._mtasts.domain_for(request_host(request)) is not None:
             return self._mtasts
@@ -172,13 +179,14 @@ class _WebRoot(resource.Resource):
 
 
 def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
-          metrics_resource=None, mtasts_resource=None):
+          metrics_resource=None, mtasts_resource=None, acme_resource=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
     the TLS configuration of a listener for implicit-TLS kinds. ``smtp_factory(kind,
     listener_name, listener)`` and ``imap_factory(...)`` build the protocol factories for
     the SMTP and IMAP kinds; web kinds get a site (metrics, or 503 for what is not built).
+    ``acme_resource`` answers ACME http-01 challenges on the plain HTTP ports.
     """
     services = []
     for spec in plan(static):
@@ -189,7 +197,8 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
         elif kind in ("IMAP", "IMAPS"):
             factory = imap_factory(kind, spec.listener, lst)
         else:
-            factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource))
+            factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource,
+                                           None if spec.tls else acme_resource))
             factory.noisy = False
         if spec.tls:
             if tls_context is None:

@@ -82,6 +82,12 @@ TLS_CERT_EXPIRY = Gauge(
     ["listener", "name"],
     registry=REGISTRY,
 )
+ACME_ORDERS = Counter(
+    "acme_certificate_orders_total",
+    "Certificate orders at an ACME provider, by result (ok, error).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
 STORE_ACCOUNTS_OPEN = Gauge(
     "store_accounts_open",
     "Accounts currently open.",

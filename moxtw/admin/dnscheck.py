@@ -65,8 +65,9 @@ def _tag_value(text, tag):
     return None
 
 
-def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
-    """The results for ``domain`` (a key of Domains), in the order of the records."""
+def check_domain(static, dynamic, config_path, domain, lookup, ips=None, data_dir=None):
+    """The results for ``domain`` (a key of Domains), in the order of the records.
+    ``data_dir``: where ACME keeps the host keys (the TLSA records to expect)."""
     c = _Checker(lookup)
     dom = dynamic.Domains[domain]
     d = normalize(str(domain))
@@ -83,7 +84,7 @@ def check_domain(static, dynamic, config_path, domain, lookup, ips=None):
     _check_mtasts(c, dom, d)
     _check_unserved(c, d)
     _check_srv(c, lst, d, host)
-    _check_dane(c, static, config_path, host, want_ips)
+    _check_dane(c, static, config_path, host, want_ips, data_dir)
     return c.results
 
 
@@ -271,7 +272,7 @@ def _check_srv(c, lst, d, host):
             c.add(what, OK, "not offered")
 
 
-def _check_dane(c, static, config_path, host, want_ips):
+def _check_dane(c, static, config_path, host, want_ips, data_dir=None):
     """DNSSEC, as the resolver reports it (DNS.TrustAD), and DANE (RFC 7672)."""
     dnssec = bool(c.authentic) and all(c.authentic)
     if dnssec:
@@ -280,7 +281,8 @@ def _check_dane(c, static, config_path, host, want_ips):
         c.add("DNSSEC", WARNING, "answers are not DNSSEC-validated (or DNS.TrustAD is off): DANE cannot protect "
               "delivery to this host")
     got, err = c.get(f"_25._tcp.{host}", "TLSA")
-    wanted = [r for r in rec.host_records(static, config_path, ips=want_ips) if r.rdtype == "TLSA"]
+    wanted = [r for r in rec.host_records(static, config_path, ips=want_ips, data_dir=data_dir)
+              if r.rdtype == "TLSA" and not r.standby]
     if err:
         c.add("DANE", ERROR, err)
     elif not got:

@@ -3,7 +3,8 @@
 It checks what it can (the host name resolves to this machine, outgoing port 25, free
 ports), then writes ``moxtw.toml`` and ``domains.toml`` (annotated), DKIM keys (an
 ed25519 and an RSA-2048 selector, both signing), a TLS certificate for the host name
-(self-signed: ACME is not built yet, so the operator replaces it with one from a CA),
+(self-signed: quickstart does not set up ACME, the operator replaces it with one from a
+CA or switches the listener to ACME),
 the admin password file, the account with a generated password, and a systemd unit; it
 prints the passwords once, every DNS record to publish, and the commands to start. It
 refuses to touch an existing configuration. Blocking; runs in the ``moxtw`` command.
@@ -335,7 +336,7 @@ def _write(opts, out, set_password, config_dir, data_dir, domain, account, addre
     print(f"moxtw quickstart for {address}, host name {hostname}", file=out)
     if opts.existing_webserver:
         print("note: --existing-webserver has no effect yet: the config has no web listeners on "
-              "ports 80/443 until the web interfaces and ACME are built", file=out)
+              "ports 80/443 until the web interfaces are built", file=out)
     ips = checks(opts, hostname, out)
 
     for d in (config_dir, data_dir):
@@ -365,8 +366,8 @@ def _write(opts, out, set_password, config_dir, data_dir, domain, account, addre
         f"moxtw.toml written by moxtw quickstart for {address}.\n"
         "Static settings, read when the server starts. Every field is described by\n"
         "'moxtw config describe-static'.", static,
-        notes=(("[[Listeners.public.TLS.KeyCerts]]", "Self-signed until ACME is built: put a certificate from a CA "
-                "(e.g. certbot) at these paths and restart."),
+        notes=(("[[Listeners.public.TLS.KeyCerts]]", "Self-signed: put a certificate from a CA (e.g. certbot) at these "
+                "paths and restart, or use ACME instead (README, \"ACME\")."),
                ("\n[Listeners.public]", f'AdminPasswordFile = "{ADMIN_PASSWORD_FILE}": written, for the admin web '
                 "pages once they exist\n# (set it then; 'moxtw setadminpassword' changes it)."))))
     write_atomic(os.path.join(config_dir, DYNAMIC_FILE), _document(
@@ -406,9 +407,9 @@ Admin password (for the admin web pages once they exist; shown only now):
 Email clients: IMAP over TLS on {hostname}:993, submission on {hostname}:465 (TLS) or
 587 (STARTTLS), user name {address}.
 
-TLS: until ACME is built the certificate is self-signed
-({os.path.join(data_dir, 'tls', cert_name + '.crt')}). Email clients will warn about
-it; replace it and its key with a certificate from a CA, then restart.
+TLS: the certificate is self-signed ({os.path.join(data_dir, 'tls', cert_name + '.crt')}).
+Email clients will warn about it; replace it and its key with a certificate from a CA,
+then restart, or switch the listener to ACME (README, "ACME").
 
 DNS records to add for the host (reverse DNS is set at your hosting provider):
 """, file=out)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from moxtw.dkim.keys import parse_private_key, txt_strings
 from moxtw.dns import MX, SRV, TLSA, normalize
 from moxtw.mtasts.policy import txt_record
+from moxtw.tls import acme
 from moxtw.tls.certstore import cert_names
 
 # RFC 6186 3.1 / RFC 8314 5.1: SRV records for the client services, "." for none.
@@ -41,6 +42,9 @@ class Record:
     note: str = ""
     # True when the record needs DNSSEC on the zone to mean anything (TLSA).
     dnssec: bool = False
+    # True for a record published ahead of a key change (the next host key's TLSA): it
+    # matches nothing served yet.
+    standby: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,17 @@ def dkim_record(config_path, selector):
         return parse_private_key(f.read()).dns_record
 
 
-def host_records(static, config_path, ips=None):
+def _spki_sha256_key(path):
+    key = acme.load_key(path)
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
+
+
+def host_records(static, config_path, ips=None, data_dir=None):
     """Records for the host name itself: addresses, reverse names, SPF for the EHLO name
-    and DSNs (RFC 7208 2.3), TLS reporting and DANE for the host."""
+    and DSNs (RFC 7208 2.3), TLS reporting and DANE for the host. ``data_dir``: where
+    the host keys generated for ACME are (TLSA records for them)."""
     host = normalize(str(static.Hostname))
     _, lst = public_listener(static)
     ips = list(ips) if ips is not None else listener_ips(lst)
@@ -122,12 +134,53 @@ def host_records(static, config_path, ips=None):
             out.append(Record(f"_25._tcp.{host}", "TLSA", TLSA(3, 1, 1, digest),
                               "DANE (RFC 7672): only with DNSSEC on the zone; update it before the key changes",
                               dnssec=True))
+    elif lst.TLS is not None and lst.TLS.ACME is not None:
+        # ACME certificates for the host name keep the host key: one record for the
+        # current key and one for the next, so a key rollover never breaks DANE.
+        paths = acme.host_key_paths(data_dir or "", config_path, lst, acme.listener_hostname(static, lst))
+        for i, path in enumerate(paths):
+            try:
+                digest = _spki_sha256_key(path)
+            except (OSError, ValueError):
+                continue
+            which = "current" if i == 0 else "next"
+            out.append(Record(f"_25._tcp.{host}", "TLSA", TLSA(3, 1, 1, digest),
+                              f"DANE (RFC 7672) for the {which} host key ({path}): only with DNSSEC on the zone",
+                              dnssec=True, standby=i > 0))
     return out
 
 
-def domain_records(static, dynamic, config_path, domain, ips=None):
+def caa_records(static, domain, data_dir=None):
+    """RFC 8659 CAA for ``domain``: the CAs of the ACME providers the listeners use, each
+    bound to our account (RFC 8657 accounturi) when it is registered, and to the
+    validation methods we answer; Let's Encrypt when there is no ACME."""
+    out = []
+    providers = []
+    for lst in static.Listeners.values():
+        if lst.TLS is not None and lst.TLS.ACME is not None and lst.TLS.ACME not in providers:
+            providers.append(lst.TLS.ACME)
+    for provider in providers:
+        issuer = acme.issuer_domain(static.ACME[provider])
+        if issuer is None:
+            continue
+        value = issuer
+        uri = acme.account_uri(data_dir, provider) if data_dir else None
+        if uri:
+            value += f"; accounturi={uri}"
+        value += "; validationmethods=tls-alpn-01,http-01"
+        why = "bound to our account" if uri else "the account is not registered yet: run the server, then print again"
+        out.append(Record(domain, "CAA", f'0 issue "{value}"',
+                          f"CAA (RFC 8659, RFC 8657): only {issuer} may issue, {why}"))
+    if not providers:
+        out.append(Record(domain, "CAA", '0 issue "letsencrypt.org"',
+                          "CAA (RFC 8659): only Let's Encrypt may issue certificates; adjust for your CA"))
+    return out
+
+
+def domain_records(static, dynamic, config_path, domain, ips=None, data_dir=None):
     """Records for ``domain`` (a key of Domains) and the pending ones, as
-    ``(records, pending)``. ``config_path(name)`` resolves file names of the config."""
+    ``(records, pending)``. ``config_path(name)`` resolves file names of the config;
+    ``data_dir`` has the ACME accounts (CAA accounturi)."""
     dom = dynamic.Domains[domain]
     d = normalize(str(domain))
     host = normalize(str(static.Hostname))
@@ -171,8 +224,11 @@ def domain_records(static, dynamic, config_path, domain, ips=None):
     for label, kind in NOT_OFFERED:
         out.append(Record(f"{label}.{d}", "SRV", SRV(0, 0, 0, ""), f"{kind} is not offered"))
     # RFC 8659: only the listed CA may issue certificates for the domain.
-    out.append(Record(d, "CAA", '0 issue "letsencrypt.org"',
-                      "CAA (RFC 8659): only Let's Encrypt may issue certificates; adjust for your CA"))
+    caa = caa_records(static, d, data_dir)
+    out.extend(caa)
+    if not caa:
+        pending.append(Pending(f'{d}. CAA 0 issue "<your CA>"',
+                               "set IssuerDomainName of the ACME provider for a CAA record"))
     if dom.MTASTS is not None:
         out.append(Record(f"_mta-sts.{d}", "TXT", txt_record(dom),
                           "MTA-STS (RFC 8461): a new id tells senders to fetch the policy again"))
@@ -181,7 +237,7 @@ def domain_records(static, dynamic, config_path, domain, ips=None):
     else:
         pending.append(Pending(f"_mta-sts.{d}. TXT \"v=STSv1; id=...\" and mta-sts.{d}. CNAME {host}.",
                                "no MTASTS configured for the domain; it needs a CA certificate for mta-sts."
-                               f"{d} (ACME is not built yet)"))
+                               f"{d} (TLS.KeyCerts or ACME)"))
     pending.append(Pending(f"autoconfig.{d}. CNAME {host}. and _autodiscover._tcp.{d}. SRV 0 1 443 {host}.",
                            "autoconfig/autodiscover is not served yet"))
     return out, pending

@@ -14,12 +14,10 @@ from moxtw.config.introspect import base_type
 
 STATIC = {
     ("CheckUpdates",): "moxtw never checks for updates (nothing reaches out on its own)",
-    ("ACME",): "ACME is not built yet; use TLS.KeyCerts",
     ("AdminPasswordFile",): "the web admin interface is not built yet",
     ("InitialMailboxes",): "new accounts get the standard mailboxes",
     ("Listeners", "*", "TLS", "MinVersion"): "TLS 1.2 is the minimum on every listener",
     ("Listeners", "*", "TLS", "ClientAuthDisabled"): "TLS client certificates are not asked for",
-    ("Listeners", "*", "TLS", "HostPrivateKeyFiles"): "ACME and DANE are not built yet",
     ("Listeners", "*", "SMTP", "NoRequireTLS"): "REQUIRETLS cannot be turned off yet",
     ("Listeners", "*", "SMTP", "TLSSessionTicketsDisabled"): "TLS session tickets cannot be turned off yet",
     ("Listeners", "*", "Submissions", "EnabledOnHTTPS"): "SMTP on the HTTPS port is not built yet",
@@ -32,7 +30,6 @@ STATIC = {
 }
 
 DYNAMIC = {
-    ("Domains", "*", "ClientSettingsDomain"): "client settings (autoconfig) are not built yet",
     ("Domains", "*", "Aliases", "*", "ListMembers"): "alias members cannot list the members yet",
     ("Accounts", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "FullName"): "no web interface or message composition uses it yet",

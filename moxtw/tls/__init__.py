@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
-__all__ = ["server_context_factory", "TLS12_CIPHERS", "MIN_VERSION"]
+__all__ = ["server_context_factory", "server_options", "TLS12_CIPHERS", "MIN_VERSION"]
 
 MIN_VERSION = TLSVersion.TLSv1_2
 
@@ -49,12 +49,18 @@ def server_context_factory(cert_path, key_path):
         key = serialization.load_pem_private_key(f.read(), password=None)
     if not chain:
         raise ValueError(f"{cert_path}: no certificate")
+    return server_options(chain, key)
+
+
+def server_options(chain, key):
+    """TLS server options for a chain of ``cryptography`` certificates (leaf first) and
+    its private key, e.g. certificates from ACME kept in memory."""
     # pyOpenSSL (>= 24.3) takes cryptography objects and deprecates its own X509/PKey;
     # CertificateOptions passes them through to the context unchanged.
     return CertificateOptions(
         privateKey=key,
         certificate=chain[0],
-        extraCertChain=chain[1:],
+        extraCertChain=list(chain[1:]),
         raiseMinimumTo=MIN_VERSION,
         acceptableCiphers=_acceptable_ciphers(),
     )
