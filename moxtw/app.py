@@ -381,6 +381,6 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
                reactor=reactor, server=server_commands,
                importer=ImportCommands(root.store, lambda: watcher.current.Accounts),
                backup=BackupCommands(config.config_dir, config.data_dir, root.store, reactor=reactor),
-               junk=JunkCommands(root.store, lambda: watcher.current.Accounts),
+               junk=JunkCommands(root.store, lambda: watcher.current.Accounts, root.junk_trainer),
                ).setServiceParent(root)
     return root

@@ -373,21 +373,19 @@ class JunkCommands:
     """``junk.retrain``: empty an account's Bayesian filter and train it again from the
     account's $junk/$notjunk messages, in the running server (beside its trainer)."""
 
-    def __init__(self, store, accounts):
+    def __init__(self, store, accounts, trainer):
         self.store = store
         self.accounts = accounts  # () -> {name: account config}
+        self.trainer = trainer  # the server's moxtw.junk.train.Trainer (runs in turn with it)
 
     async def retrain(self, args):
-        from moxtw.junk.train import retrain
-
         name = args.get("account")
         conf = self.accounts().get(name) if isinstance(name, str) else None
         if conf is None:
             raise CtlError(f"no account {name!r}")
         if conf.JunkFilter is None:
             raise CtlError(f"account {name} has no JunkFilter configured")
-        acc = await self.store.open_account(name)
-        return {"trained": await retrain(acc, conf.JunkFilter)}
+        return {"trained": await self.trainer.retrain(name, conf.JunkFilter)}
 
 
 class CtlFactory(protocol.Factory):

@@ -12,6 +12,7 @@ new file. The schema package's ``__init__.py`` gets its API from :func:`package_
 import os
 import re
 import sqlite3
+import time
 from importlib import resources
 
 from moxtw import durable
@@ -49,7 +50,17 @@ def connect(path):
         durable.create_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Turning WAL on takes the database exclusively and does not wait on a busy one: two
+    # first openers at once (deliveries beside the junk trainer) retry briefly.
+    for attempt in range(200):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 199:
+                conn.close()
+                raise
+            time.sleep(0.01)
     # Durability is promised to SMTP and IMAP clients: commit means on disk.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -74,6 +85,11 @@ def upgrade_package(conn, package, target=None, hooks=None):
     if current >= target:
         return current
     conn.execute("BEGIN IMMEDIATE")
+    # Another connection may have upgraded while we waited for the write lock.
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current >= target:
+        conn.execute("COMMIT")
+        return current
     try:
         for version, sql in steps:
             if current < version <= target:

@@ -69,7 +69,10 @@ class LocalDelivery:
             f = facts
             if facts is not None and scores and rcpt.account in scores:
                 # The Bayesian probability, recorded on the message (why it got in).
-                f = dataclasses.replace(facts, junk_score=scores[rcpt.account])
+                f = dataclasses.replace(f, junk_score=scores[rcpt.account])
+            if f is not None and _rs is not None and _rs.IsForward:
+                # A forward: the forwarder's IP and domains are no evidence about the sender.
+                f = dataclasses.replace(f, is_forward=True)
             result = yield self._deliver_one(rcpt, mailbox, data, mailfrom, prefix, f)
             done[key] = result
             results.append(result)

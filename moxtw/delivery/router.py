@@ -30,11 +30,12 @@ class JunkContext:
     ``dnsbl_zones`` for the block lists, ``delay`` (seconds) for first-time senders and
     ``sleep(seconds) -> Deferred`` to wait without blocking."""
 
-    def __init__(self, resolver=None, dnsbl_zones=(), delay=0.0, sleep=None):
+    def __init__(self, resolver=None, dnsbl_zones=(), delay=0.0, sleep=None, alive=None):
         self.resolver = resolver
         self.dnsbl_zones = list(dnsbl_zones)
         self.delay = delay
         self.sleep = sleep
+        self.alive = alive or (lambda: True)  # whether the sender still waits for our answer
 
 
 class Router:
@@ -134,6 +135,12 @@ class Router:
             # (a signup) still comes soon. Stored after the wait, so a sender giving up
             # in between gets no duplicate.
             yield junk.sleep(junk.delay)
+            if not junk.alive():
+                # The sender left during the wait: it never got an answer and will try
+                # again, so nothing is stored now (no duplicate).
+                log.info("sender disconnected during the first-time sender delay, message not stored")
+                return [RcptResult(t, False, c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, "connection closed")
+                        for t in targets]
         scores = {a: d.junk_score for a, d in decisions.items() if d.junk_score is not None}
         mailboxes = {a: d.mailbox for a, d in decisions.items() if d.mailbox}
         results = yield self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,

@@ -49,10 +49,15 @@ def filter_path(account_dir):
 
 
 def _rcpt_in_headers(rcptto, headers):
-    rcpt = rcptto.lower()
+    """Whether the envelope recipient is one of the To/Cc addresses (as an address, not a
+    substring: "me@example.com" is not in "notme@example.com")."""
+    import re
+
+    rcpt = re.escape(rcptto.lower())
+    pattern = re.compile(r"(?:^|[\s<,:;\"(])" + rcpt + r"(?:$|[\s>,;\")])")
     for name in ("to", "cc"):
         for value in headers.get(name, ()):
-            if rcpt in value.lower():
+            if pattern.search(value.lower()):
                 return True
     return False
 
@@ -94,11 +99,8 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
     score = None
     reason, text = "no-bad-signals", rep.text
     jf = conf.JunkFilter
-    try:
-        from moxtw.junk import bayes, words
-    except ImportError:  # the Bayesian filter lands separately
-        jf = None
     if jf is not None:
+        from moxtw.junk import bayes, words
 
         params = bayes.Params.from_config(jf)
         threshold = params.threshold

@@ -45,16 +45,20 @@ class Trainer:
         self._running = {}
 
     def train_all(self):
-        try:
-            from moxtw.junk import bayes  # noqa: F401
-        except ImportError:  # the Bayesian filter lands separately
-            return defer.succeed(0)
         ds = [self.train_account(name, conf) for name, conf in self.accounts()]
         return defer.gatherResults(ds, consumeErrors=True).addCallback(sum)
 
     def train_account(self, name, conf):
         """Work off the account's queue; Deferred[number of messages trained]. Runs for
         an account are not concurrent (a second call waits for the first)."""
+        return self._serialized(name, lambda acc: self._train(acc, conf))
+
+    def retrain(self, name, conf):
+        """Empty the account's filter and train all its classified messages again, in
+        turn with the account's other training runs. Deferred[number trained]."""
+        return self._serialized(name, lambda acc: _retrain(acc, conf, self))
+
+    def _serialized(self, name, work):
         previous = self._running.get(name)
 
         async def run():
@@ -64,7 +68,7 @@ class Trainer:
                 except Exception:
                     pass
             acc = await self.store.open_account(name)
-            return await self._train(acc, conf)
+            return await work(acc)
 
         d = defer.Deferred.fromCoroutine(run())
         self._running[name] = d
@@ -93,37 +97,52 @@ class Trainer:
                 f = bayes.Filter(filter_path(acc.path), params)
                 f.open()
                 done = []
+                failure = None
                 try:
                     for msg_id, junkclass, trained, is_reject in rows:
                         data = _read_message(paths[msg_id])
                         if data is None or is_reject:
-                            done.append((msg_id, junkclass, trained))  # nothing to learn from
+                            done.append((msg_id, junkclass, trained, True))  # nothing to learn from
                             continue
                         ws = words.message_words(data, onegrams=params.onegrams, twograms=params.twograms,
                                                  threegrams=params.threegrams)
-                        if trained is not None:
-                            f.untrain(ws, bool(trained))
-                        if junkclass is not None:
-                            f.train(ws, bool(junkclass))
-                        done.append((msg_id, junkclass, junkclass))
+                        state = trained
+                        try:
+                            if trained is not None:
+                                f.untrain(ws, bool(trained))
+                                state = None
+                            if junkclass is not None:
+                                f.train(ws, bool(junkclass))
+                                state = junkclass
+                        except Exception as e:
+                            # What the filter holds is recorded below; this message stays
+                            # queued, and the rest of the batch too (no double counting).
+                            if state != trained:
+                                done.append((msg_id, junkclass, state, False))
+                            failure = e
+                            break
+                        done.append((msg_id, junkclass, junkclass, True))
                 finally:
                     f.close()
-                return done
+                return done, failure
 
-            done = await threads.deferToThread(train_batch)
+            done, failure = await threads.deferToThread(train_batch)
 
             def record(conn, ctx):
-                for msg_id, junkclass, trained in done:
+                for msg_id, junkclass, trained, complete in done:
                     conn.execute("UPDATE message SET trained_junk = ? WHERE id = ?", (trained, msg_id))
                     # Only when the class did not change meanwhile: else it stays queued
                     # and the next round untrains this and trains the new class.
-                    conn.execute(
-                        "DELETE FROM junk_train_pending WHERE msg_id = ? AND"
-                        " (SELECT junkclass FROM message WHERE id = ?) IS ?", (msg_id, msg_id, junkclass))
+                    if complete:
+                        conn.execute(
+                            "DELETE FROM junk_train_pending WHERE msg_id = ? AND"
+                            " (SELECT junkclass FROM message WHERE id = ?) IS ?", (msg_id, msg_id, junkclass))
 
             await acc.write(record)
-            total += len(done)
+            total += sum(1 for d in done if d[3])
             log.debug("trained {n} messages of {account}", n=len(done), account=acc.name)
+            if failure is not None:
+                raise failure
 
 
 class TrainerService(internet.TimerService):
@@ -136,14 +155,20 @@ class TrainerService(internet.TimerService):
             self.clock = clock
 
     def _run(self):
-        d = self.trainer.train_all()
+        # Never let an error stop the timer: LoopingCall ends on a failure.
+        d = defer.maybeDeferred(self.trainer.train_all)
         d.addErrback(lambda f: log.failure("training junk filters", f))
         return d
 
 
 def retrain(acc, conf):
     """Empty the account's filter and train it from every classified message again
-    (``moxtw junk retrain``): Deferred[number trained]."""
+    (``moxtw junk retrain`` offline; in the server through :meth:`Trainer.retrain`):
+    Deferred[number trained]."""
+    return defer.Deferred.fromCoroutine(_retrain(acc, conf, Trainer(None, lambda: [])))
+
+
+async def _retrain(acc, conf, trainer):
     from moxtw.junk import bayes
 
     def reset():
@@ -156,19 +181,16 @@ def retrain(acc, conf):
             f.close()
         return os.path.exists(path)
 
-    async def run():
-        await threads.deferToThread(reset)
+    await threads.deferToThread(reset)
 
-        def queue_all(conn, ctx):
-            conn.execute("UPDATE message SET trained_junk = NULL")
-            conn.execute("DELETE FROM junk_train_pending")
-            conn.execute("INSERT INTO junk_train_pending (msg_id) SELECT id FROM message"
-                         " WHERE junkclass IS NOT NULL AND is_reject = 0")
+    def queue_all(conn, ctx):
+        conn.execute("UPDATE message SET trained_junk = NULL")
+        conn.execute("DELETE FROM junk_train_pending")
+        conn.execute("INSERT INTO junk_train_pending (msg_id) SELECT id FROM message"
+                     " WHERE junkclass IS NOT NULL AND is_reject = 0")
 
-        await acc.write(queue_all)
-        return await Trainer(None, lambda: [])._train(acc, conf)
-
-    return defer.Deferred.fromCoroutine(run())
+    await acc.write(queue_all)
+    return await trainer._train(acc, conf)
 
 
 __all__ = ["Trainer", "TrainerService", "retrain"]

@@ -242,7 +242,8 @@ class SMTPBackend:
             tls_cipher=session.tls_cipher, requiretls=env.requiretls, **auth_facts,
         )
         junk = JunkContext(resolver=self.resolver, dnsbl_zones=self.dnsbl_zones(static),
-                           delay=0.0 if self.localserve else self.first_time_delay(static), sleep=self._sleep)
+                           delay=0.0 if self.localserve else self.first_time_delay(static), sleep=self._sleep,
+                           alive=lambda: not session.closed)
         results = yield self.router.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
                                             verified_domains=verified, junk=junk)
         if self.reports is not None:

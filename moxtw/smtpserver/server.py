@@ -84,6 +84,7 @@ class Session:
     login: str = ""
     errors: int = 0
     transactions: int = 0
+    closed: bool = False  # the connection is gone (a reply would go nowhere)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class SMTPServer(SerialInput, protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason):
         self.setTimeout(None)
         self._mode = CLOSED
+        self.session.closed = True
         self._output_stopped()
         self._discard_reader()
         self.factory.backend.connection_closed(self.session)

@@ -635,6 +635,8 @@ class Account:
             cols = {k: r[k] for k in r.keys() if k not in skip}
             cols.update(mailbox_id=dst["id"], uid=uid, modseq=modseq, createseq=modseq, saved=now)
             verdict = self.junk_rules.verdict(dst["name"], dst["special_use"], src_use)
+            if verdict == "neutral" and r["is_reject"]:
+                verdict = None  # leaving Rejects: a flag the user set there stays
             if verdict is not None:
                 cols["keywords"] = json.dumps(junkflags.apply(json.loads(r["keywords"]), verdict))
             if r["is_reject"] and dst["name"] != self.rejects_mailbox:
@@ -695,7 +697,8 @@ class Account:
                 (dst["id"],),
             ).fetchone()[0]
             kw_json = r["keywords"]
-            if verdict is not None:
+            if verdict is not None and not (verdict == "neutral" and r["is_reject"]):
+                # (Leaving Rejects for a neutral mailbox: a flag the user set stays.)
                 kw_json = json.dumps(junkflags.apply(json.loads(kw_json), verdict))
             conn.execute(
                 "UPDATE message SET mailbox_id = ?, uid = ?, modseq = ?, saved = ?, keywords = ?,"

@@ -33,7 +33,9 @@ def facts(frm="a@example.org", validated=True, ip="192.0.2.10", dkim=(), mailfro
                          iprev_result="pass")
 
 
-class ReputationTests(unittest.TestCase):
+class ReputationBase(unittest.TestCase):
+    """An account store with helpers to deliver classified messages and analyze."""
+
     @defer.inlineCallbacks
     def setUp(self):
         self.store = store.Store(self.mktemp())
@@ -57,6 +59,9 @@ class ReputationTests(unittest.TestCase):
         r = yield self.acc.read(lambda conn: reputation.analyze(conn, cols, NOW + 10))
         return r
 
+
+
+class ReputationTests(ReputationBase):
     @defer.inlineCallbacks
     def test_nothing_known(self):
         r = yield self.analyze()

@@ -40,15 +40,16 @@ BEGIN
             WHERE NEW.msgfrom_domain != ''
         UNION ALL SELECT 'orgdom' || NEW.msgfrom_validated, NEW.msgfrom_org_domain, NEW.msgfrom_localpart
             WHERE NEW.msgfrom_org_domain != ''
-        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains)
+        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains) WHERE NOT NEW.is_forward
         UNION ALL SELECT 'mfrom', NEW.mailfrom_localpart || '@' || NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != ''
+            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
         UNION ALL SELECT 'mfromdom', NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != ''
+            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
         UNION ALL SELECT 'ehlo', NEW.ehlo_domain, '' WHERE NEW.ehlo_validated AND NEW.ehlo_domain != ''
-        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != ''
-        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != ''
-        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != ''
+            AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != '' AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != '' AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != '' AND NOT NEW.is_forward
     ); END;
 
 CREATE TRIGGER reputation_update AFTER UPDATE OF keywords, is_reject ON message
@@ -63,15 +64,16 @@ BEGIN
             WHERE NEW.msgfrom_domain != ''
         UNION ALL SELECT 'orgdom' || NEW.msgfrom_validated, NEW.msgfrom_org_domain, NEW.msgfrom_localpart
             WHERE NEW.msgfrom_org_domain != ''
-        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains)
+        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains) WHERE NOT NEW.is_forward
         UNION ALL SELECT 'mfrom', NEW.mailfrom_localpart || '@' || NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != ''
+            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
         UNION ALL SELECT 'mfromdom', NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != ''
+            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
         UNION ALL SELECT 'ehlo', NEW.ehlo_domain, '' WHERE NEW.ehlo_validated AND NEW.ehlo_domain != ''
-        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != ''
-        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != ''
-        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != ''
+            AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != '' AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != '' AND NOT NEW.is_forward
+        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != '' AND NOT NEW.is_forward
     ) WHERE NEW.junkclass IS NOT NULL AND NEW.is_reject = 0 AND NEW.remote_ip != ''; END;
 
 CREATE TRIGGER reputation_delete AFTER DELETE ON message
@@ -108,7 +110,8 @@ CREATE INDEX message_reject_dedupe ON message (mailbox_id, message_id, mailfrom)
 -- Existing classified messages: their evidence and training, by taking their keywords
 -- away and giving them back (the update triggers do the rest; modseqs are unchanged, as
 -- the flags are).
-CREATE TEMP TABLE junk_upgrade AS SELECT id, keywords FROM message WHERE junkclass IS NOT NULL;
+CREATE TEMP TABLE junk_upgrade (id INTEGER PRIMARY KEY, keywords TEXT NOT NULL);
+INSERT INTO junk_upgrade (id, keywords) SELECT id, keywords FROM message WHERE junkclass IS NOT NULL;
 UPDATE message SET keywords = '[]' WHERE id IN (SELECT id FROM junk_upgrade);
 UPDATE message SET keywords = (SELECT keywords FROM junk_upgrade WHERE junk_upgrade.id = message.id)
     WHERE id IN (SELECT id FROM junk_upgrade);
