@@ -141,7 +141,7 @@ def host_records(static, config_path, ips=None, data_dir=None):
         for i, path in enumerate(paths):
             try:
                 digest = _spki_sha256_key(path)
-            except (OSError, ValueError):
+            except (OSError, ValueError, TypeError):
                 continue
             which = "current" if i == 0 else "next"
             out.append(Record(f"_25._tcp.{host}", "TLSA", TLSA(3, 1, 1, digest),

@@ -193,14 +193,25 @@ def listener_hostname(static, lst):
     return normalize(str(lst.Hostname or static.Hostname))
 
 
+_names_cache = {}  # id(listener config) -> (static, dynamic, names): one entry per listener
+
+
 def listener_names(static, dynamic, lst):
-    """The names a listener with ACME gets certificates for, host name first."""
-    names = [listener_hostname(static, lst)]
+    """The names a listener with ACME gets certificates for, host name first. Computed
+    once per configuration generation (TLS handshakes ask on every connection)."""
+    cached = _names_cache.get(id(lst))
+    if cached is not None and cached[0] is static and cached[1] is dynamic:
+        return cached[2]
+    names = _listener_names(static, dynamic, lst)
+    _names_cache[id(lst)] = (static, dynamic, names)
+    return names
+
+
+def _listener_names(static, dynamic, lst):
+    found = {listener_hostname(static, lst): None}
 
     def add(name):
-        name = normalize(name)
-        if name not in names:
-            names.append(name)
+        found.setdefault(normalize(name), None)
 
     mtasts = lst.MTASTSHTTPS.Enabled and not lst.MTASTSHTTPS.NonTLS
     autoconfig = lst.AutoconfigHTTPS.Enabled and not lst.AutoconfigHTTPS.NonTLS
@@ -214,7 +225,7 @@ def listener_names(static, dynamic, lst):
             add("mta-sts." + d)
         if autoconfig:
             add("autoconfig." + d)
-    return names
+    return tuple(found)
 
 
 _IMPLICIT_TLS = ("Submissions", "IMAPS", "AccountHTTPS", "AdminHTTPS", "WebmailHTTPS", "WebAPIHTTPS",
@@ -274,9 +285,11 @@ def account_uri(data_dir, provider):
 def _account_file_uri(path):
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read()).get("uri")
+            doc = json.loads(f.read())
     except (OSError, ValueError):
         return None
+    uri = doc.get("uri") if isinstance(doc, dict) else None
+    return uri if isinstance(uri, str) else None
 
 
 def ca_bundle(files, with_system, directory):
@@ -428,15 +441,25 @@ class Client:
 class Issued:
     """A certificate in service: key, chain (leaf first), names, expiry (Unix time)."""
 
-    def __init__(self, pem):
+    def __init__(self, pem, name=None):
         self.pem = pem
-        self.key = serialization.load_pem_private_key(pem, password=None)
+        try:
+            self.key = serialization.load_pem_private_key(pem, password=None)
+        except TypeError as e:  # encrypted, or a key type we cannot use
+            raise ValueError(f"unusable key: {e}") from None
         self.chain = x509.load_pem_x509_certificates(pem)
         if not self.chain:
             raise ValueError("no certificate")
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if self.key.public_key().public_bytes(*spki) != self.chain[0].public_key().public_bytes(*spki):
+            raise ValueError("key does not match the certificate")
         self.names = cert_names(self.chain[0])
+        if name is not None and name not in self.names:
+            raise ValueError(f"certificate is not for {name}")
         self.not_after = self.chain[0].not_valid_after_utc.timestamp()
+        self.not_before = self.chain[0].not_valid_before_utc.timestamp()
         self.serial = self.chain[0].serial_number
+        self.spki = self.chain[0].public_key().public_bytes(*spki)
 
 
 class Site:
@@ -445,10 +468,17 @@ class Site:
 
     def __init__(self, listener, names, types, hostname, host_keys):
         self.listener = listener
-        self.names = names  # callable: [names]
+        self.names = names  # callable: [names], the same object while the config is
         self.types = types
         self.hostname = hostname
         self.host_keys = host_keys
+        self._set = (None, frozenset())
+
+    def has(self, name):
+        names = self.names()
+        if self._set[0] is not names:
+            self._set = (names, frozenset(names))
+        return name in self._set[1]
 
 
 class Manager:
@@ -469,6 +499,7 @@ class Manager:
         self._pending = {}
         self._failures = {}  # name -> (failures, time of the next try)
         self._retries = {}
+        self._host_spki = {}  # host key path -> ((mtime, size), SubjectPublicKeyInfo)
         self._lock = defer.DeferredLock()
         eab = None
         if acme_config.ExternalAccountBinding is not None:
@@ -490,8 +521,8 @@ class Manager:
             name = fname[:-4]
             try:
                 with open(os.path.join(d, fname), "rb") as f:
-                    self._certs[name] = Issued(f.read())
-            except (OSError, ValueError) as e:
+                    self._certs[name] = Issued(f.read(), name)
+            except (OSError, ValueError, TypeError) as e:
                 log.error("ACME: cannot load {file}, ordering a new certificate: {error}",
                           file=os.path.join(d, fname), error=e)
 
@@ -500,7 +531,7 @@ class Manager:
         ensure_host_keys([p for p in site.host_keys if p.startswith(self.keys_dir + os.sep)])
         self.sites.append(site)
         for name, issued in self._certs.items():
-            if name in site.names():
+            if site.has(name):
                 self._observe(name, issued)
         if not site.types:
             log.error("ACME: listener {listener} can answer no challenge: enable an HTTPS port on "
@@ -508,7 +539,7 @@ class Manager:
                       provider=self.provider, port=self.config.Port)
 
     def _sites_for(self, name):
-        return [s for s in self.sites if name in s.names()]
+        return [s for s in self.sites if s.has(name)]
 
     def allowed(self, name):
         """Whether ``name`` is one of the configured names: only those are ordered."""
@@ -519,10 +550,11 @@ class Manager:
         return self._certs.get(name)
 
     def names(self):
-        seen = []
+        seen = {}
         for s in self.sites:
-            seen.extend(n for n in s.names() if n not in seen)
-        return seen
+            for n in s.names():
+                seen.setdefault(n, None)
+        return list(seen)
 
     def _observe(self, name, issued):
         for s in self._sites_for(name):
@@ -532,7 +564,34 @@ class Manager:
         issued = self._certs.get(name)
         if issued is None:
             return True
-        return issued.not_after - self.config.RenewBefore.total_seconds() <= self.now()
+        # The host key was rolled over (next.pem became current.pem): a certificate for
+        # the new key, so the TLSA records published for it match.
+        key = self._host_key_spki(name)
+        if key is not None and key != issued.spki:
+            return True
+        lifetime = issued.not_after - issued.not_before
+        # RenewBefore longer than the certificate's lifetime (short-lived certificates)
+        # would order on every check: then renew at two thirds of the lifetime.
+        before = self.config.RenewBefore.total_seconds()
+        if before >= lifetime:
+            before = lifetime / 3
+        return issued.not_after - before <= self.now()
+
+    def _host_key_spki(self, name):
+        path = next((s.host_keys[0] for s in self._sites_for(name) if s.hostname == name and s.host_keys), None)
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+            cached = self._host_spki.get(path)
+            if cached is not None and cached[0] == (st.st_mtime_ns, st.st_size):
+                return cached[1]
+            spki = load_key(path).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        except (OSError, ValueError, TypeError):
+            return None
+        self._host_spki[path] = ((st.st_mtime_ns, st.st_size), spki)
+        return spki
 
     def request(self, name):
         """A Deferred firing with the :class:`Issued` certificate for ``name`` once it is
@@ -573,7 +632,7 @@ class Manager:
             issued = await d
         except Exception as e:
             failures = self._failures.get(name, (0, 0))[0] + 1
-            delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+            delay = min(BACKOFF_FIRST * 2 ** min(failures - 1, 32), BACKOFF_MAX)
             self._failures[name] = (failures, self.now() + delay)
             metrics.ACME_ORDERS.labels(provider=self.provider, result="error").inc()
             kept = " (the current certificate stays in service)" if name in self._certs else ""
@@ -661,10 +720,13 @@ class RenewService(internet.TimerService):
 # --- Serving ----------------------------------------------------------------------------
 
 
-def _fallback(hostname):
+def _fallback(hostname, key=None):
     """A self-signed certificate for the host name, served until the CA's arrives (the
-    tls-alpn-01 handshake itself needs a context). Returns ([certificate], key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    tls-alpn-01 handshake itself needs a context). With the host key (``key``), so DANE
+    senders find the published TLSA record (3 1 1) matching from the first start.
+    Returns ([certificate], key)."""
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
@@ -692,7 +754,14 @@ class ACMECertStore:
         self.hostname = hostname
         self.strict = strict
         self._contexts = {}  # name -> (Issued, context)
-        self._fallback = self._setup(server_options(*_fallback(hostname)).getContext())
+        host_key = None
+        path = next((s.host_keys[0] for s in manager.sites if s.hostname == hostname and s.host_keys), None)
+        if path is not None:
+            try:
+                host_key = load_key(path)
+            except (OSError, ValueError, TypeError) as e:
+                log.error("ACME: cannot load host key {path}: {error}", path=path, error=e)
+        self._fallback = self._setup(server_options(*_fallback(hostname, host_key)).getContext())
 
     def _setup(self, ctx):
         ctx.set_tlsext_servername_callback(self._servername)
