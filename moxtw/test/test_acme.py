@@ -418,7 +418,7 @@ class UnitTests(unittest.SynchronousTestCase):
     def test_names_and_types(self):
         static, dynamic = self._static()
         lst = static.Listeners["public"]
-        self.assertEqual(acme.listener_names(static, dynamic, lst), [HOST, STS, "mail.example.net"])
+        self.assertEqual(list(acme.listener_names(static, dynamic, lst)), [HOST, STS, "mail.example.net"])
         self.assertEqual(acme.challenge_types(lst, static.ACME["pebble"]), ["tls-alpn-01", "http-01"])
         lst.WebserverHTTP.Enabled = False
         lst.MTASTSHTTPS.Port = 8443
