@@ -34,7 +34,6 @@ DYNAMIC = {
     ("Accounts", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "MessageAuthRequiredSMTPError"): "not built yet",
-    ("Accounts", "*", "SubjectPass"): "subject passwords are not built yet",
     ("Accounts", "*", "Introbox"): "not built yet",
     ("Accounts", "*", "FromIDLoginAddresses"): "unique ids in the MAIL FROM of submitted mail are not built yet",
     ("Accounts", "*", "NoCustomPassword"): "passwords are set with moxtw setaccountpassword only",

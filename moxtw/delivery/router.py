@@ -127,6 +127,10 @@ class Router:
                                                 decisions[account].junk_score)
             if junk.delay > 0:
                 yield junk.sleep(2 * junk.delay)  # junk senders are slowed more (mox)
+            reply = next((decisions[a].reply for a in sorted(rejected) if decisions[a].reply), None)
+            if reply is not None:
+                code, se, text = reply
+                return [RcptResult(t, False, code, se, text) for t in targets]
             return [RcptResult(t, False, c.C451_LOCAL_ERROR, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                                "not accepted at this time, try again later") for t in targets]
         if junk is not None and junk.delay > 0 and self._delay_first_time(decisions):

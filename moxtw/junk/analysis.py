@@ -42,6 +42,7 @@ class Decision:
     first_time: bool  # no conclusive reputation: a first-time sender (delayed)
     junk_score: object = None  # the Bayesian probability, when computed
     mailbox: str = ""  # accepted into this mailbox instead (a ruleset's AcceptRejectsToMailbox)
+    reply: object = None  # (code, enhanced, text) instead of the neutral 451 (subject pass)
 
 
 def filter_path(account_dir):
@@ -96,6 +97,19 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
     if iprev_bad and rep.junk:
         return Decision(False, "iprev", f"{rep.text}; a junk signal and no forward-confirmed reverse name",
                         first_time=True)
+    sp_key = None
+    from_address = ""
+    if conf.SubjectPass is not None and cols.get("msgfrom_domain"):
+        from moxtw.junk import subjectpass
+
+        from_address = f"{cols.get('msgfrom_localpart', '')}@{cols['msgfrom_domain']}"
+        sp_key = await acc.subjectpass_key()
+        subject = (headers.get("subject") or [""])[0]
+        ok, why = subjectpass.verify(sp_key, subject, from_address, conf.SubjectPass.Period.total_seconds(),
+                                     time.time())
+        if ok:
+            return Decision(True, "subjectpass", f"{rep.text}; valid subject pass token", first_time=False)
+        log.debug("subject pass: {why}", why=why, account=acc.name)
     score = None
     reason, text = "no-bad-signals", rep.text
     jf = conf.JunkFilter
@@ -133,6 +147,9 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         text = (f"{rep.text}; content {'not junk' if accept else 'junk'}"
                 f"{'' if significant else ' (not significant)'}, score {score:.2f}, threshold {threshold:.2f}{strict}")
         if not accept:
+            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none" \
+                    and score < threshold - 0.2:
+                return _give_subjectpass(sp_key, from_address, reason, text, score)
             return Decision(False, reason, text, first_time=True, junk_score=score)
     if dnsbl_zones and resolver is not None:
         from moxtw import dnsbl
@@ -140,10 +157,24 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         listed = await dnsbl.listed(resolver, dnsbl_zones, remote_ip)
         if listed is not None:
             zone, why = listed
-            return Decision(False, "dnsbl", f"{text}; ip {remote_ip} listed in {zone}" + (f": {why}" if why else ""),
-                            first_time=True, junk_score=score)
+            text = f"{text}; ip {remote_ip} listed in {zone}" + (f": {why}" if why else "")
+            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none":
+                return _give_subjectpass(sp_key, from_address, "dnsbl", text, score)
+            return Decision(False, "dnsbl", text, first_time=True, junk_score=score)
         reason = "dnsbl-pass" if reason == "no-bad-signals" else reason
     return Decision(True, reason, text, first_time=True, junk_score=score)
+
+
+def _give_subjectpass(key, address, reason, text, score):
+    """A refusal that tells a DMARC-validated first-time sender, whose message is only
+    moderately spammy or whose IP is listed, how to get through: a token for the
+    Subject (mox's subjectpass). Permanent (550 5.7.1), so the sender's DSN with the
+    token arrives at once rather than after days of retries."""
+    from moxtw.junk import subjectpass
+
+    token = subjectpass.generate(key, address, time.time())
+    return Decision(False, reason + "-subjectpass", f"{text}; subject pass token given", first_time=True,
+                    junk_score=score, reply=(550, "7.1", subjectpass.EXPLANATION + token))
 
 
 def decide_deferred(*args, **kwargs):

@@ -1050,6 +1050,19 @@ class Account:
             d.addCallback(lambda got: got if got[0] is not None else self._write(make))
         return d
 
+    def subjectpass_key(self):
+        """Deferred[bytes]: the account's key for subject pass tokens, made at first use."""
+
+        def read(conn):
+            row = conn.execute("SELECT key FROM subjectpass_key WHERE id = 1").fetchone()
+            return bytes(row[0]) if row else None
+
+        def make(conn, ctx):
+            conn.execute("INSERT OR IGNORE INTO subjectpass_key (id, key) VALUES (1, ?)", (os.urandom(32),))
+            return read(conn)
+
+        return self._read(read).addCallback(lambda key: key if key is not None else self._write(make))
+
     def reset_urlauth_keys(self, mailbox_name=None):
         """Deferred: forget the access key of a mailbox, or of all mailboxes (None), so
         that every URL issued for them stops working (RFC 4467 4). MailboxNotFound."""

@@ -112,9 +112,8 @@ DYNAMIC = """
 [Accounts.mjl]
 Domain = "example.org"
 NoFirstTimeSenderDelay = false
+KeepRetiredMessagePeriod = "48h"
 [Accounts.mjl.Destinations."mjl@example.org"]
-[Accounts.mjl.SubjectPass]
-Period = "12h"
 """
 
 
@@ -134,7 +133,7 @@ class WarningTests(unittest.TestCase):
         self.assertEqual(keys, [
             ("moxtw.toml", "CheckUpdates"),
             ("moxtw.toml", "Listeners.local.PprofHTTP"),
-            ("domains.toml", "Accounts.mjl.SubjectPass"),
+            ("domains.toml", "Accounts.mjl.KeepRetiredMessagePeriod"),
         ])  # NoFirstTimeSenderDelay = false is the default: nothing to say
 
     def test_makeService_warns(self):
@@ -143,17 +142,17 @@ class WarningTests(unittest.TestCase):
         app.makeService(cfg, reactor=reactor)
         warned = [e for e in logged if "has no effect" in e.get("log_format", "")]
         self.assertEqual(sorted(e["key"] for e in warned),
-                         ["Accounts.mjl.SubjectPass", "CheckUpdates", "Listeners.local.PprofHTTP"])
+                         ["Accounts.mjl.KeepRetiredMessagePeriod", "CheckUpdates", "Listeners.local.PprofHTTP"])
 
     def test_config_test_prints(self):
         rc, out, err = run_cli("config", "test", "--config", self.write())
         self.assertEqual(rc, 0, err)
-        self.assertIn("warning: domains.toml: Accounts.mjl.SubjectPass has no effect in this version", err)
+        self.assertIn("warning: domains.toml: Accounts.mjl.KeepRetiredMessagePeriod has no effect in this version", err)
         self.assertIn("config OK", out)
 
     def test_default_config_quiet(self):
         cfg = mconfig.load(self.write(STATIC.replace("CheckUpdates = true", "").split("[Listeners.local.PprofHTTP]")[0],
-                                      DYNAMIC.split("[Accounts.mjl.SubjectPass]")[0]))
+                                      DYNAMIC.replace('KeepRetiredMessagePeriod = "48h"\n', "")))
         self.assertEqual(notbuilt.not_built(cfg.static, cfg.dynamic), [])
 
     def test_localserve_config_quiet(self):

@@ -1,0 +1,94 @@
+"""Subject pass tokens (moxtw.junk.subjectpass): made and checked per account and From
+address, with a validity period; end to end, a DMARC-validated first-time sender from a
+block-listed IP is refused with a token, and a retry with the token in the Subject gets
+through."""
+
+import os
+import smtplib
+import ssl
+
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from moxtw.junk import subjectpass
+from moxtw.test import servertree
+from moxtw.test.dnsserver import loopback_dns
+from moxtw.test.test_junk_e2e import DYNAMIC, PASSWORD, STATIC, ZONE
+from moxtw.test.test_localserve import free_offset
+
+KEY = b"k" * 32
+
+
+class TokenTests(unittest.TestCase):
+    def test_valid_tampered_other_sender_expired(self):
+        token = subjectpass.generate(KEY, "Alice@Example.org", 1_800_000_000)
+        self.assertTrue(token.startswith("(pass:") and token.endswith(")"))
+        ok, _ = subjectpass.verify(KEY, f"Re: hello {token}", "alice@example.org", 3600, 1_800_000_100)
+        self.assertTrue(ok)
+        self.assertFalse(subjectpass.verify(KEY, token, "bob@example.org", 3600, 1_800_000_100)[0])
+        self.assertFalse(subjectpass.verify(b"x" * 32, token, "alice@example.org", 3600, 1_800_000_100)[0])
+        self.assertEqual(subjectpass.verify(KEY, token, "alice@example.org", 3600, 1_800_003_601),
+                         (False, "token expired"))
+        inner = token[len("(pass:"):-1]
+        flipped = inner[:-1] + ("A" if inner[-1] != "A" else "B")
+        self.assertFalse(subjectpass.verify(KEY, f"(pass:{flipped})", "alice@example.org", 3600, 1_800_000_100)[0])
+        for bad in ("", "no token", "(pass:)", "(pass:!!!!)", "(pass:" + "A" * 64 + ")", "(pass:AAAA)", None):
+            self.assertFalse(subjectpass.verify(KEY, bad, "alice@example.org", 3600, 1_800_000_100)[0], bad)
+
+
+class SubjectPassEndToEndTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        zone = dict(ZONE)
+        zone[("1.0.0.127.dnsbl.test", "A")] = ["127.0.0.2"]
+        zone[("1.0.0.127.dnsbl.test", "TXT")] = ["listed for testing"]
+        zone[("2.0.0.127.dnsbl.test", "A")] = ["127.0.0.2"]  # RFC 5782 5: the test entry
+        self.dns = yield loopback_dns(self, zone)
+        off = free_offset()
+        self.ports = {"smtp": 25 + off, "imaps": 993 + off}
+        static = STATIC.format(dns=self.dns.address, delay=0, **self.ports).replace(
+            'FirstTimeSenderDelay = "0s"', 'FirstTimeSenderDelay = "0s"\nDNSBLs = ["dnsbl.test"]')
+        dynamic = DYNAMIC.replace('RejectsMailbox = "Rejects"', 'RejectsMailbox = "Rejects"\n'
+                                  '[Accounts.me.SubjectPass]\nPeriod = "1h"')
+        cfg, self.ca = servertree.write_config(os.path.abspath(self.mktemp()), static, dynamic)
+        self.root = yield servertree.start(self, cfg)
+        self.acc = yield self.root.store.open_account("me")
+        yield self.acc.set_password(PASSWORD)
+
+    def send(self, subject):
+        def go():
+            msg = (f"From: alice@good.example\r\nTo: me@example.com\r\nSubject: {subject}\r\n"
+                   f"Message-ID: <{abs(hash(subject))}@good.example>\r\n\r\nHello.\r\n").encode()
+            try:
+                with smtplib.SMTP("127.0.0.1", self.ports["smtp"], local_hostname="mail.sender.example",
+                                  timeout=30) as s:
+                    s.starttls(context=ssl.create_default_context(cafile=self.ca))
+                    s.ehlo("mail.sender.example")
+                    s.sendmail("alice@good.example", ["me@example.com"], msg)
+                return None
+            except smtplib.SMTPDataError as e:
+                return e
+
+        return threads.deferToThread(go)
+
+    @defer.inlineCallbacks
+    def test_token_given_and_accepted(self):
+        err = yield self.send("hello")
+        self.assertIsNotNone(err)
+        self.assertEqual(err.smtp_code, 550)
+        text = err.smtp_error.decode()
+        self.assertIn("5.7.1", text)
+        self.assertIn("(pass:", text)
+        token = text[text.index("(pass:"):text.index(")", text.index("(pass:")) + 1]
+        err = yield self.send(f"hello again {token}")
+        self.assertIsNone(err)
+        inbox = yield self.acc.mailbox("Inbox")
+        msgs = yield self.acc.messages(inbox.id)
+        self.assertEqual([m.subject for m in msgs], [f"hello again {token}"])
+        # Without the token, refused again; with a made-up one too.
+        err = yield self.send("third")
+        self.assertEqual(err.smtp_code, 550)
+        err = yield self.send("fourth (pass:AAAAAAAAAAAAAAAAAAAAAAA)")
+        self.assertEqual(err.smtp_code, 550)
