@@ -68,8 +68,10 @@ class LocalDelivery:
                 continue
             f = facts
             if facts is not None and scores and rcpt.account in scores:
-                # The Bayesian probability, recorded on the message (why it got in).
-                f = dataclasses.replace(f, junk_score=scores[rcpt.account])
+                # The junk analysis's score and reason, recorded on the message (why it
+                # got in, for users and admins).
+                score, reason = scores[rcpt.account]
+                f = dataclasses.replace(f, junk_score=score, junk_reason=reason)
             if f is not None and _rs is not None and _rs.IsForward:
                 # A forward: the forwarder's IP and domains are no evidence about the sender.
                 f = dataclasses.replace(f, is_forward=True)

@@ -145,7 +145,7 @@ class Router:
                 log.info("sender disconnected during the first-time sender delay, message not stored")
                 return [RcptResult(t, False, c.C451_LOCAL_ERROR, c.SE_MAIL_SYSTEM_OTHER0, "connection closed")
                         for t in targets]
-        scores = {a: d.junk_score for a, d in decisions.items() if d.junk_score is not None}
+        scores = {a: (d.junk_score, d.reason) for a, d in decisions.items()}
         mailboxes = {a: d.mailbox for a, d in decisions.items() if d.mailbox}
         results = yield self.local.deliver(data, targets, mailfrom=mailfrom, prefix=prefix, facts=facts,
                                            verified_domains=verified_domains, scores=scores, mailboxes=mailboxes)

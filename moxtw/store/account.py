@@ -1633,6 +1633,7 @@ def facts_columns(f):
         "is_mailing_list": int(f.is_mailing_list),
         "dsn": int(f.dsn),
         "junk_score": f.junk_score,
+        "junk_reason": f.junk_reason,
     }
 
 

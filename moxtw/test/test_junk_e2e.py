@@ -184,8 +184,12 @@ class JunkEndToEndTests(JunkTreeBase):
         # Another account's reputation is its own: nothing shared (a sender known here
         # means nothing elsewhere) is covered by the store being per account.
         rows = yield self.acc.read(lambda conn: conn.execute(
-            "SELECT subject, junk_score IS NOT NULL FROM message ORDER BY id").fetchall())
-        self.assertEqual([tuple(r) for r in rows][0], ("first offer", 1))  # the filter's score recorded
+            "SELECT subject, junk_score IS NOT NULL, junk_reason FROM message ORDER BY id").fetchall())
+        rows = [tuple(r) for r in rows]
+        # Why each got in is on the message: the filter's score and the reason.
+        self.assertEqual(rows[0], ("first offer", 1, "junk-content"))
+        self.assertEqual(rows[-1][0], "third offer")
+        self.assertEqual(rows[-1][2], "msgfromfull")
 
     @defer.inlineCallbacks
     def test_trained_by_flags(self):

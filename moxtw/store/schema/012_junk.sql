@@ -28,53 +28,40 @@ CREATE TABLE reputation (
 CREATE INDEX reputation_lookup ON reputation (kind, key, received);
 CREATE INDEX reputation_msg ON reputation (msg_id);
 
+-- The evidence of each message, as rows for the reputation table; the triggers and the
+-- upgrade below insert from it (its conditions are pushed into each branch, so one
+-- message's rows are found by its primary key).
+CREATE VIEW reputation_evidence AS
+    SELECT id AS msg_id, 'from' || msgfrom_validated AS kind, msgfrom_localpart || '@' || msgfrom_domain AS key,
+           received, junkclass AS junk, '' AS localpart
+        FROM message WHERE msgfrom_domain != ''
+    UNION ALL SELECT id, 'fromdom' || msgfrom_validated, msgfrom_domain, received, junkclass, msgfrom_localpart
+        FROM message WHERE msgfrom_domain != ''
+    UNION ALL SELECT id, 'orgdom' || msgfrom_validated, msgfrom_org_domain, received, junkclass, msgfrom_localpart
+        FROM message WHERE msgfrom_org_domain != ''
+    UNION ALL SELECT m.id, 'dkim', j.value, m.received, m.junkclass, ''
+        FROM message m, json_each(m.dkim_domains) j WHERE NOT m.is_forward
+    UNION ALL SELECT id, 'mfrom', mailfrom_localpart || '@' || mailfrom_domain, received, junkclass, ''
+        FROM message WHERE mailfrom_validated AND mailfrom_domain != '' AND NOT is_forward
+    UNION ALL SELECT id, 'mfromdom', mailfrom_domain, received, junkclass, ''
+        FROM message WHERE mailfrom_validated AND mailfrom_domain != '' AND NOT is_forward
+    UNION ALL SELECT id, 'ehlo', ehlo_domain, received, junkclass, ''
+        FROM message WHERE ehlo_validated AND ehlo_domain != '' AND NOT is_forward
+    UNION ALL SELECT id, 'ip1', remote_ip_masked1, received, junkclass, ''
+        FROM message WHERE remote_ip_masked1 != '' AND NOT is_forward
+    UNION ALL SELECT id, 'ip2', remote_ip_masked2, received, junkclass, ''
+        FROM message WHERE remote_ip_masked2 != '' AND NOT is_forward
+    UNION ALL SELECT id, 'ip3', remote_ip_masked3, received, junkclass, ''
+        FROM message WHERE remote_ip_masked3 != '' AND NOT is_forward;
+
 CREATE TRIGGER reputation_insert AFTER INSERT ON message
 WHEN NEW.junkclass IS NOT NULL AND NEW.is_reject = 0 AND NEW.remote_ip != ''
-BEGIN
-    INSERT INTO reputation (msg_id, kind, key, received, junk, localpart)
-    SELECT NEW.id, kind, key, NEW.received, NEW.junkclass, lp FROM (
-        SELECT 'from' || NEW.msgfrom_validated AS kind,
-               NEW.msgfrom_localpart || '@' || NEW.msgfrom_domain AS key, '' AS lp
-            WHERE NEW.msgfrom_domain != ''
-        UNION ALL SELECT 'fromdom' || NEW.msgfrom_validated, NEW.msgfrom_domain, NEW.msgfrom_localpart
-            WHERE NEW.msgfrom_domain != ''
-        UNION ALL SELECT 'orgdom' || NEW.msgfrom_validated, NEW.msgfrom_org_domain, NEW.msgfrom_localpart
-            WHERE NEW.msgfrom_org_domain != ''
-        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains) WHERE NOT NEW.is_forward
-        UNION ALL SELECT 'mfrom', NEW.mailfrom_localpart || '@' || NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'mfromdom', NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ehlo', NEW.ehlo_domain, '' WHERE NEW.ehlo_validated AND NEW.ehlo_domain != ''
-            AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != '' AND NOT NEW.is_forward
-    ); END;
+BEGIN INSERT INTO reputation SELECT * FROM reputation_evidence WHERE msg_id = NEW.id; END;
 
 CREATE TRIGGER reputation_update AFTER UPDATE OF keywords, is_reject ON message
 WHEN OLD.junkclass IS NOT NEW.junkclass OR OLD.is_reject != NEW.is_reject
-BEGIN
-    DELETE FROM reputation WHERE msg_id = NEW.id; INSERT INTO reputation (msg_id, kind, key, received, junk, localpart)
-    SELECT NEW.id, kind, key, NEW.received, NEW.junkclass, lp FROM (
-        SELECT 'from' || NEW.msgfrom_validated AS kind,
-               NEW.msgfrom_localpart || '@' || NEW.msgfrom_domain AS key, '' AS lp
-            WHERE NEW.msgfrom_domain != ''
-        UNION ALL SELECT 'fromdom' || NEW.msgfrom_validated, NEW.msgfrom_domain, NEW.msgfrom_localpart
-            WHERE NEW.msgfrom_domain != ''
-        UNION ALL SELECT 'orgdom' || NEW.msgfrom_validated, NEW.msgfrom_org_domain, NEW.msgfrom_localpart
-            WHERE NEW.msgfrom_org_domain != ''
-        UNION ALL SELECT 'dkim', value, '' FROM json_each(NEW.dkim_domains) WHERE NOT NEW.is_forward
-        UNION ALL SELECT 'mfrom', NEW.mailfrom_localpart || '@' || NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'mfromdom', NEW.mailfrom_domain, ''
-            WHERE NEW.mailfrom_validated AND NEW.mailfrom_domain != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ehlo', NEW.ehlo_domain, '' WHERE NEW.ehlo_validated AND NEW.ehlo_domain != ''
-            AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip1', NEW.remote_ip_masked1, '' WHERE NEW.remote_ip_masked1 != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip2', NEW.remote_ip_masked2, '' WHERE NEW.remote_ip_masked2 != '' AND NOT NEW.is_forward
-        UNION ALL SELECT 'ip3', NEW.remote_ip_masked3, '' WHERE NEW.remote_ip_masked3 != '' AND NOT NEW.is_forward
-    ) WHERE NEW.junkclass IS NOT NULL AND NEW.is_reject = 0 AND NEW.remote_ip != ''; END;
+BEGIN DELETE FROM reputation WHERE msg_id = NEW.id; INSERT INTO reputation SELECT * FROM reputation_evidence
+    WHERE msg_id = NEW.id AND NEW.junkclass IS NOT NULL AND NEW.is_reject = 0 AND NEW.remote_ip != ''; END;
 
 CREATE TRIGGER reputation_delete AFTER DELETE ON message
 BEGIN DELETE FROM reputation WHERE msg_id = OLD.id; END;
@@ -107,12 +94,7 @@ CREATE INDEX outgoing_recipient_org_domain ON outgoing (recipient_org_domain, su
 -- Rejects: a rejected message is stored once per Message-ID and sender.
 CREATE INDEX message_reject_dedupe ON message (mailbox_id, message_id, mailfrom) WHERE is_reject = 1;
 
--- Existing classified messages: their evidence and training, by taking their keywords
--- away and giving them back (the update triggers do the rest; modseqs are unchanged, as
--- the flags are).
-CREATE TEMP TABLE junk_upgrade (id INTEGER PRIMARY KEY, keywords TEXT NOT NULL);
-INSERT INTO junk_upgrade (id, keywords) SELECT id, keywords FROM message WHERE junkclass IS NOT NULL;
-UPDATE message SET keywords = '[]' WHERE id IN (SELECT id FROM junk_upgrade);
-UPDATE message SET keywords = (SELECT keywords FROM junk_upgrade WHERE junk_upgrade.id = message.id)
-    WHERE id IN (SELECT id FROM junk_upgrade);
-DROP TABLE junk_upgrade;
+-- Existing classified messages: their evidence and training.
+INSERT INTO reputation SELECT e.* FROM reputation_evidence e JOIN message m ON m.id = e.msg_id
+    WHERE m.junkclass IS NOT NULL AND m.is_reject = 0 AND m.remote_ip != '';
+INSERT INTO junk_train_pending (msg_id) SELECT id FROM message WHERE junkclass IS NOT NULL AND is_reject = 0;
