@@ -45,6 +45,9 @@ from moxtw.store.service import StoreService
 from moxtw.mtasts.serve import MTASTSResource
 from moxtw.tls import acme
 from moxtw.tls.certstore import CertReloadService, CertStore
+from moxtw.web.account import AccountApp
+from moxtw.web.admin import AdminApp
+from moxtw.web.sessions import DatabaseService, SessionStore
 from moxtw.tls.client import trust_root
 
 log = Logger(namespace="moxtw.app")
@@ -353,6 +356,15 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     if not localserve:
         DNSBLMonitor(root.resolver, current, clock=reactor).setServiceParent(root)
     ResolverService(root.resolver).setServiceParent(root)
+    # Web interfaces: login sessions in data/auth.db, the account pages at / and the
+    # admin pages at /admin/ of the listeners that serve them.
+    root.web_sessions = SessionStore(config.data_dir, reactor=reactor)
+    DatabaseService(root.web_sessions).setServiceParent(root)
+    root.web_account = AccountApp(root.store, root.auth, root.login_limits, root.web_sessions, current,
+                                  clock=reactor)
+    root.web_admin = AdminApp(config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions,
+                              current, root.queue,
+                              queue_service=root.queue_service, clock=reactor)
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
@@ -362,6 +374,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         metrics_resource=metrics.MetricsResource(),
         mtasts_resource=MTASTSResource(current),
         acme_resource=acme.ChallengeResource(challenges) if root.acme else None,
+        account_resource=root.web_account.resource(),
+        admin_resource=root.web_admin.resource(),
         smtp_factory=_smtp_factory(config, root.smtp_backend, root.acme),
         imap_factory=_imap_factory(config, root.imap_backend, root.acme),
     ):

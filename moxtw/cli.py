@@ -291,8 +291,8 @@ def _react(fn):
 
 
 def cmd_setadminpassword(a):
-    """Writes ``adminpasswd`` in the config directory. The admin web pages that will read
-    it (through AdminPasswordFile) are not built yet, so the setting is not consulted."""
+    """Writes ``adminpasswd`` in the config directory, the password of the admin web pages
+    (AdminPasswordFile in moxtw.toml must name it)."""
     cfg = _config(a)
     if cfg is None:
         return 1
@@ -302,8 +302,9 @@ def cmd_setadminpassword(a):
     except PasswordError as e:
         print(f"password refused: {e}", file=sys.stderr)
         return 1
-    print(f"admin password written to {cfg.path(quickstart.ADMIN_PASSWORD_FILE)} "
-          "(for the admin web pages, which are not built yet)")
+    print(f"admin password written to {cfg.path(quickstart.ADMIN_PASSWORD_FILE)} (for the admin web pages"
+          + ("" if cfg.static.AdminPasswordFile == quickstart.ADMIN_PASSWORD_FILE else
+             f'; set AdminPasswordFile = "{quickstart.ADMIN_PASSWORD_FILE}" in moxtw.toml') + ")")
     return 0
 
 

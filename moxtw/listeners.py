@@ -145,16 +145,32 @@ class ListenerService(internet.StreamServerEndpointService):
 ACME_CHALLENGE_PATH = b"/.well-known/acme-challenge/"  # RFC 8555 8.3
 
 
+class _Redirect(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, to):
+        super().__init__()
+        self.to = to
+
+    def render(self, request):
+        request.setResponseCode(301)
+        request.setHeader(b"location", self.to)
+        return b""
+
+
 class _WebRoot(resource.Resource):
     """One HTTP port: /metrics when MetricsHTTP is served here, the MTA-STS policy host
     when MTASTSHTTPS is, ACME http-01 tokens on plain HTTP, 503 for what is not built."""
 
-    def __init__(self, kinds, metrics_resource, mtasts_resource=None, acme_resource=None):
+    def __init__(self, kinds, metrics_resource, mtasts_resource=None, acme_resource=None, account_resource=None,
+                 admin_resource=None):
         super().__init__()
         self._unavailable = unavailable.WebUnavailable()
         self._acme = acme_resource
         self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
         self._mtasts = mtasts_resource if "MTASTSHTTPS" in kinds else None
+        self._account = account_resource if {"AccountHTTP", "AccountHTTPS"} & set(kinds) else None
+        self._admin = admin_resource if {"AdminHTTP", "AdminHTTPS"} & set(kinds) else None
         self._only_metrics = kinds == ["MetricsHTTP"]
 
     def getChildWithDefault(self, name, request):
@@ -164,11 +180,20 @@ class _WebRoot(resource.Resource):
         # Requests for mta-sts.<domain> get the policy host, whatever their path.
         if self._mtasts is not None and self._mtasts.domain_for(request_host(request)) is not None:
             return self._mtasts
+        if self._metrics is not None and name == b"metrics":
+            return self._metrics
+        # The admin pages at /admin/ (mox's default), the account pages at /.
+        if self._admin is not None and name == b"admin":
+            if not request.postpath:
+                return _Redirect(b"/admin/")
+            return self._admin
+        if self._account is not None and name != b"admin":
+            # Mounted at the root: the account app sees the whole path.
+            request.postpath.insert(0, request.prepath.pop())
+            return self._account
         return super().getChildWithDefault(name, request)
 
     def getChild(self, name, request):
-        if self._metrics is not None and name == b"metrics":
-            return self._metrics
         return self._unavailable
 
     def render_GET(self, request):
@@ -179,7 +204,8 @@ class _WebRoot(resource.Resource):
 
 
 def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
-          metrics_resource=None, mtasts_resource=None, acme_resource=None):
+          metrics_resource=None, mtasts_resource=None, acme_resource=None, account_resource=None,
+          admin_resource=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
@@ -198,7 +224,7 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
             factory = imap_factory(kind, spec.listener, lst)
         else:
             factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource,
-                                           None if spec.tls else acme_resource))
+                                           None if spec.tls else acme_resource, account_resource, admin_resource))
             factory.noisy = False
         if spec.tls:
             if tls_context is None:

@@ -63,6 +63,12 @@ STORE_COMMIT_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+WEB_REQUESTS = Counter(
+    "web_requests_total",
+    "Requests to the web interfaces, by app (account, admin) and HTTP status.",
+    ["app", "code"],
+    registry=REGISTRY,
+)
 JUNK_DECISIONS = Counter(
     "junk_decisions_total",
     "Junk decisions for incoming messages per account, by reason (reputation method, "

@@ -186,8 +186,13 @@ def static_config(hostname, ips, account, cert_name, existing_webserver):
         "IPs": ["127.0.0.1", "::1"],
         "Hostname": "localhost",
         "MetricsHTTP": {"Enabled": True},
+        # The account and admin pages, on this machine only (as mox's quickstart): reach
+        # them through an SSH tunnel, e.g. ssh -L 8080:localhost:80 this-host.
+        "AccountHTTP": {"Enabled": True},
+        "AdminHTTP": {"Enabled": True},
     }
     return {
+        "AdminPasswordFile": ADMIN_PASSWORD_FILE,
         "DataDir": "../data",
         "LogLevel": "info",
         "User": DEFAULT_USER,
@@ -335,8 +340,8 @@ def run(opts, out=sys.stdout, set_password=None):
 def _write(opts, out, set_password, config_dir, data_dir, domain, account, address, hostname, created):
     print(f"moxtw quickstart for {address}, host name {hostname}", file=out)
     if opts.existing_webserver:
-        print("note: --existing-webserver has no effect yet: the config has no web listeners on "
-              "ports 80/443 until the web interfaces are built", file=out)
+        print("note: --existing-webserver has no effect: the config has no public web listeners "
+              "(the account and admin pages listen on localhost only)", file=out)
     ips = checks(opts, hostname, out)
 
     for d in (config_dir, data_dir):
@@ -368,8 +373,7 @@ def _write(opts, out, set_password, config_dir, data_dir, domain, account, addre
         "'moxtw config describe-static'.", static,
         notes=(("[[Listeners.public.TLS.KeyCerts]]", "Self-signed: put a certificate from a CA (e.g. certbot) at these "
                 "paths and restart, or use ACME instead (README, \"ACME\")."),
-               ("\n[Listeners.public]", f'AdminPasswordFile = "{ADMIN_PASSWORD_FILE}": written, for the admin web '
-                "pages once they exist\n# (set it then; 'moxtw setadminpassword' changes it)."))))
+               ("AdminPasswordFile", "The admin web pages' password ('moxtw setadminpassword' changes it)."))))
     write_atomic(os.path.join(config_dir, DYNAMIC_FILE), _document(
         f"domains.toml written by moxtw quickstart for {address}.\n"
         "Domains and accounts; reloaded while the server runs. Every field is described by\n"
@@ -400,7 +404,8 @@ Account {account} with address {address}, password (shown only now):
 
     {account_password}
 
-Admin password (for the admin web pages once they exist; shown only now):
+Admin password (for the admin web pages at http://localhost/admin/ on this machine; shown
+only now):
 
     {admin_password}
 

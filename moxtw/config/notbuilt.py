@@ -14,7 +14,6 @@ from moxtw.config.introspect import base_type
 
 STATIC = {
     ("CheckUpdates",): "moxtw never checks for updates (nothing reaches out on its own)",
-    ("AdminPasswordFile",): "the web admin interface is not built yet",
     ("InitialMailboxes",): "new accounts get the standard mailboxes",
     ("Listeners", "*", "TLS", "MinVersion"): "TLS 1.2 is the minimum on every listener",
     ("Listeners", "*", "TLS", "ClientAuthDisabled"): "TLS client certificates are not asked for",
@@ -31,7 +30,6 @@ STATIC = {
 
 DYNAMIC = {
     ("Domains", "*", "Aliases", "*", "ListMembers"): "alias members cannot list the members yet",
-    ("Accounts", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "FullName"): "no web interface or message composition uses it yet",
     ("Accounts", "*", "Destinations", "*", "MessageAuthRequiredSMTPError"): "not built yet",
     ("Accounts", "*", "Introbox"): "not built yet",
@@ -52,7 +50,9 @@ for _kind in ("AccountHTTP", "AccountHTTPS", "AdminHTTP", "AdminHTTPS", "Webmail
               "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS"):
     for _name in ("Path", "Forwarded"):
         if _name in base_type(_schema.Listener.model_fields[_kind].annotation).model_fields:
-            STATIC[("Listeners", "*", _kind, _name)] = "the web interfaces are not built yet"
+            STATIC[("Listeners", "*", _kind, _name)] = (
+                "the account pages are served at / and the admin pages at /admin/ only"
+                if _kind.startswith(("Account", "Admin")) else "the web interfaces are not built yet")
 
 # Fields that do nothing by design: notes for the reader of the file.
 DOCUMENTATION = {

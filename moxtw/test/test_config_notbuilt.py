@@ -86,8 +86,16 @@ class ScheduleTests(unittest.SynchronousTestCase):
             paths = set(field_paths(root))
             for p in table:
                 self.assertIn(p, paths)
+                if p in SAME_NAME_READ_ELSEWHERE:
+                    continue
                 self.assertFalse(_read_in(p[-1], src), p)
 
+
+# Not built, but a field of the same name elsewhere is read, which the search by name
+# cannot tell apart.
+SAME_NAME_READ_ELSEWHERE = {
+    ("Accounts", "*", "Destinations", "*", "FullName"),  # Accounts.*.FullName: the account pages
+}
 
 STATIC = """
 Hostname = "mail.example.org"

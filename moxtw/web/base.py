@@ -1,0 +1,179 @@
+"""What every web app of moxtw shares: templates, security headers, sessions with CSRF
+tokens, login with the shared failure limits, JSON answers, access log lines.
+
+Pages are rendered on the server (Jinja2, autoescaped); each action is a form POST to
+the page's app and the same action is a JSON call under the app's ``/api/`` (for
+scripts and tests), with the same checks: a session cookie, and for every POST the
+session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``) and, when the
+browser sends one, an ``Origin`` of this server.
+"""
+
+import json
+import time
+from urllib.parse import urlparse
+
+import jinja2
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from moxtw import metrics
+
+log = Logger(namespace="moxtw.web")
+
+MAX_FORM = 64 * 1024  # bytes of a form or JSON body
+
+_env = jinja2.Environment(loader=jinja2.PackageLoader("moxtw.web", "templates"),
+                          autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
+
+# A strict policy: no inline scripts or styles, nothing from elsewhere, no framing.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class HTTPError(Exception):
+    def __init__(self, code, text):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def header(request, name):
+    """A request header as text ("" when absent)."""
+    value = request.getHeader(name.encode("ascii"))
+    return value.decode("latin-1") if isinstance(value, bytes) else (value or "")
+
+
+def is_tls(request):
+    return bool(request.isSecure())
+
+
+def security_headers(request):
+    request.setHeader(b"content-security-policy", CSP.encode())
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"same-origin")
+    request.setHeader(b"cache-control", b"no-store")
+    if is_tls(request):
+        request.setHeader(b"strict-transport-security", b"max-age=31536000")
+
+
+def render(request, template, **context):
+    security_headers(request)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    return _env.get_template(template).render(**context).encode("utf-8")
+
+
+def static(request, name):
+    """A file of moxtw/web/static (CSS), cacheable for an hour."""
+    import importlib.resources
+
+    data = importlib.resources.files("moxtw.web").joinpath("static", name).read_bytes()
+    security_headers(request)
+    request.setHeader(b"cache-control", b"max-age=3600")
+    request.setHeader(b"content-type", b"text/css; charset=utf-8" if name.endswith(".css") else
+                      b"application/octet-stream")
+    return data
+
+
+def json_response(request, value, code=200):
+    security_headers(request)
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(value).encode("utf-8") + b"\n"
+
+
+def remote_ip(request):
+    peer = request.getClientAddress()
+    return getattr(peer, "host", "") or ""
+
+
+def form(request):
+    """The form fields (str -> str, first value) of a POST; HTTPError 413 when too large,
+    400 for invalid UTF-8."""
+    body = request.content.read(MAX_FORM + 1) if request.content is not None else b""
+    if len(body) > MAX_FORM:
+        raise HTTPError(413, "request too large")
+    ctype = header(request, "content-type").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            value = json.loads(body.decode("utf-8")) if body else {}
+        except (UnicodeDecodeError, ValueError):
+            raise HTTPError(400, "invalid JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPError(400, "JSON object expected")
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+    out = {}
+    for key, values in (request.args or {}).items():
+        try:
+            out[key.decode("utf-8")] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPError(400, "invalid UTF-8 in form") from None
+    return out
+
+
+def check_origin(request):
+    """RFC 6454 Origin of a state-changing request: when sent, it must be this server."""
+    origin = header(request, "origin")
+    if not origin or origin == "null":
+        return
+    host = header(request, "host").lower()
+    parsed = urlparse(origin)
+    if parsed.netloc.lower() != host:
+        raise HTTPError(403, "cross-origin request refused")
+
+
+class Sessions:
+    """Session handling for one app: ``kind`` ("account" or "admin"), its cookie name and
+    path."""
+
+    def __init__(self, store, kind, cookie, path):
+        self.store = store
+        self.kind = kind
+        self.cookie = cookie.encode()
+        self.path = path
+
+    def set_cookie(self, request, token, clear=False):
+        attrs = [f"Path={self.path}", "HttpOnly", "SameSite=Strict"]
+        if is_tls(request):
+            attrs.append("Secure")
+        if clear:
+            attrs.append("Max-Age=0")
+        request.setHeader(b"set-cookie", (self.cookie + b"=" + token.encode() + b"; " +
+                                          "; ".join(attrs).encode()))
+
+    @defer.inlineCallbacks
+    def current(self, request):
+        token = request.getCookie(self.cookie)
+        if not token:
+            return None
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        session = yield self.store.lookup(self.kind, token)
+        return session
+
+    def check_csrf(self, request, session, fields):
+        """Every state-changing request of a session carries its CSRF token."""
+        check_origin(request)
+        token = fields.get("csrf") or header(request, "x-csrf-token")
+        if not session or not secrets_equal(token, session.csrf):
+            raise HTTPError(403, "missing or wrong CSRF token")
+
+
+def secrets_equal(a, b):
+    import hmac
+
+    return hmac.compare_digest(str(a).encode("utf-8", "replace"), str(b).encode("utf-8", "replace"))
+
+
+def observe(app, request, started):
+    code = request.code
+    metrics.WEB_REQUESTS.labels(app=app, code=str(code)).inc()
+    log.info("http request", app=app, method=request.method.decode("latin-1"),
+             path=request.path.decode("latin-1", "replace")[:200], status=code, ip=remote_ip(request),
+             ms=round((time.monotonic() - started) * 1000, 1))
+
+
+__all__ = ["CSP", "HTTPError", "Sessions", "form", "json_response", "observe", "remote_ip", "render",
+           "security_headers"]
