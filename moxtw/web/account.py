@@ -154,7 +154,8 @@ class AccountApp:
             overview = await self._overview(session)
             sessions = self._session_list(await self.sessions.store.list("account", session.account), session)
             return base.render(request, "account.html", title=f"Account {session.account}", o=overview,
-                               sessions=sessions, csrf=session.csrf, base=self.path)
+                               sessions=sessions, csrf=session.csrf, base=self.path,
+                               changed=request.args.get(b"changed") == [b"1"])
 
         return self._handle(request, work)
 

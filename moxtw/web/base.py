@@ -25,6 +25,20 @@ MAX_FORM = 64 * 1024  # bytes of a form or JSON body
 _env = jinja2.Environment(loader=jinja2.PackageLoader("moxtw.web", "templates"),
                           autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
 
+def _time(value):
+    """Unix seconds or an ISO time as "2026-12-07 12:38 UTC"."""
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromtimestamp(float(value), timezone.utc) if not isinstance(value, str) \
+            else datetime.fromisoformat(value).astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+_env.filters["time"] = _time
+
 # A strict policy: no inline scripts or styles, nothing from elsewhere, no framing.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -67,7 +81,7 @@ def static(request, name):
     """A file of moxtw/web/static (CSS), cacheable for an hour."""
     import importlib.resources
 
-    data = importlib.resources.files("moxtw.web").joinpath("static", name).read_bytes()
+    data = importlib.resources.files("moxtw.web").joinpath("static").joinpath(name).read_bytes()
     security_headers(request)
     request.setHeader(b"cache-control", b"max-age=3600")
     request.setHeader(b"content-type", b"text/css; charset=utf-8" if name.endswith(".css") else
