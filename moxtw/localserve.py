@@ -27,6 +27,7 @@ log = Logger(namespace="moxtw.localserve")
 ACCOUNT = "mox"
 ADDRESS = "mox@localhost"
 PASSWORD = "moxmoxmox"
+ADMIN_PASSWORD = "moxadmin"  # of the admin pages, as mox's localserve
 
 _NOTES = {
     "SMTP": "incoming mail, no authentication",
@@ -60,6 +61,10 @@ def prepare(dir, ip="127.0.0.1", port_offset=1000):
     hostnames = ["localhost"]
     ips = sorted({"127.0.0.1", "::1", ip} - {"0.0.0.0", "::"})
     selfsigned.ensure_localserve_cert(os.path.join(cfg.data_dir, "tls"), hostnames=hostnames, ips=ips)
+    if not os.path.exists(cfg.path(cfg.static.AdminPasswordFile)):
+        from moxtw.admin.quickstart import write_admin_password
+
+        write_admin_password(cfg.config_dir, ADMIN_PASSWORD, name=cfg.static.AdminPasswordFile)
     problems = mconfig.check_files(cfg)
     if problems:
         raise mconfig.ConfigError(problems)
@@ -108,6 +113,10 @@ def banner(root):
         what = "+".join(spec.kinds)
         tls = "TLS" if spec.tls else "plain"
         note = _NOTES.get(spec.kinds[0])
+        if note is None and {"AccountHTTP", "AccountHTTPS"} & set(spec.kinds):
+            scheme = "https" if spec.tls else "http"
+            note = (f"account pages {scheme}://localhost:{port}/, admin pages {scheme}://localhost:{port}/admin/"
+                    f" (admin password {ADMIN_PASSWORD}); webmail and webapi not built yet")
         if note is None and spec.kinds != ["MetricsHTTP"]:
             note = unavailable.WEB_TEXT if "MetricsHTTP" not in spec.kinds else None
         if spec.kinds == ["MetricsHTTP"]:

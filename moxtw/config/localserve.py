@@ -48,6 +48,7 @@ def localserve_static(ip: str = "127.0.0.1", port_offset: int = 1000) -> dict:
         return {"Enabled": True, "Port": port, "Path": path}
 
     return {
+        "AdminPasswordFile": "adminpasswd",
         "DataDir": "../data",
         "LogLevel": "debug",
         "Hostname": "localhost",

@@ -224,13 +224,19 @@ class LocalserveTreeTests(unittest.TestCase):
             ):
                 with urllib.request.urlopen(url, timeout=10, **kw) as r:
                     pages.append((r.status, b"<h1>Log in</h1>" in r.read()))
+            # The admin password localserve prints works.
+            req = urllib.request.Request(f"http://127.0.0.1:{self.port('AccountHTTP')}/admin/api/login",
+                                         data=b'{"password": "moxadmin"}',
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                pages.append((r.status, b"csrf" in r.read()))
             return metrics, pages
 
         metrics, pages = yield threads.deferToThread(client)
         self.assertIn('store_deliveries_total{result="ok"}', metrics)
         self.assertIn("process_cpu_seconds_total", metrics)
         # The account and admin pages answer with their login forms.
-        self.assertEqual(pages, [(200, True), (200, True)])
+        self.assertEqual(pages, [(200, True), (200, True), (200, True)])
 
     @defer.inlineCallbacks
     def test_restart_keeps_data(self):
