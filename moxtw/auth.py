@@ -139,6 +139,16 @@ class LoginLimits:
             return "too many failed authentication attempts from your IP address, try again later"
         return None
 
+    def allowed_login(self, ip, login):
+        """None, or why a login attempt for ``login`` from ``ip`` is refused now (the
+        per-IP limit and the per-IP-and-login limit SASL applies)."""
+        why = self.allowed(ip)
+        if why is not None:
+            return why
+        if not self.ip_login_failures.can_add((_ip_key(ip), _login_key(login))):
+            return "too many failed attempts for this login from your IP address, try again later"
+        return None
+
     def sasl_backend(self, ip):
         """The authenticator for one SASL exchange from ``ip``, checking the limit for
         this IP and login first and remembering the login tried (``.login``)."""

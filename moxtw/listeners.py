@@ -18,6 +18,7 @@ from twisted.web import resource, server
 
 from moxtw import unavailable
 from moxtw.mtasts.serve import request_host
+from moxtw.web.base import LimitedRequest
 
 # Listener protocol kinds: (config attribute, implicit TLS).
 MAIL_KINDS = (
@@ -187,6 +188,8 @@ class _WebRoot(resource.Resource):
             if not request.postpath:
                 return _Redirect(b"/admin/")
             return self._admin
+        if name in (b"webmail", b"webapi"):
+            return self._unavailable  # not built: 503, not the account pages' 404
         if self._account is not None and name != b"admin":
             # Mounted at the root: the account app sees the whole path.
             request.postpath.insert(0, request.prepath.pop())
@@ -225,6 +228,8 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
         else:
             factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource,
                                            None if spec.tls else acme_resource, account_resource, admin_resource))
+            # Bodies bounded before they are read; security headers on every answer.
+            factory.requestFactory = LimitedRequest
             factory.noisy = False
         if spec.tls:
             if tls_context is None:

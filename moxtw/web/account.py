@@ -52,6 +52,8 @@ class AccountApp:
 
         async def run():
             try:
+                if not base.host_allowed(request, self._host_names()):
+                    raise HTTPError(421, "unknown host name")
                 return await work()
             except HTTPError as e:
                 if api:
@@ -69,8 +71,22 @@ class AccountApp:
         d.addBoth(lambda r: (base.observe("account", request, started), r)[1])
         return d
 
+    def _host_names(self):
+        static, dynamic = self.current()
+        names = {str(static.Hostname).lower()}
+        names.update(str(lst.Hostname).lower() for lst in static.Listeners.values() if lst.Hostname)
+        names.update(str(d).lower() for d in dynamic.Domains)
+        return names
+
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
+        if session is not None:
+            _, dynamic = self.current()
+            conf = dynamic.Accounts.get(session.account)
+            if conf is None or conf.LoginDisabled:
+                # Removed or suspended since the login: the session ends now.
+                await self.sessions.store.remove(session.id)
+                session = None
         if session is None and required:
             raise HTTPError(401, "not logged in")
         return session
@@ -78,13 +94,17 @@ class AccountApp:
     async def _login(self, request, fields):
         ip = base.remote_ip(request)
         base.check_origin(request)
-        why = self.limits.allowed(ip)
-        if why is not None:
-            raise HTTPError(429, why)
         login = fields.get("login", "").strip()
         password = fields.get("password", "")
         if not login or not password or len(login) > 256 or len(password) > 1024:
             raise HTTPError(400, "login and password required")
+        return await base.one_login_at_a_time(ip, lambda: self._login_checked(request, ip, login, password))
+
+    async def _login_checked(self, request, ip, login, password):
+        # The same limits as SMTP and IMAP: per IP, and per IP and login.
+        why = self.limits.allowed_login(ip, login)
+        if why is not None:
+            raise HTTPError(429, why)
         try:
             acc = await self.auth.authenticate(login, password)
         except (AuthFailed, LoginDisabled) as e:

@@ -22,7 +22,8 @@ from moxtw.web.base import HTTPError
 
 log = Logger(namespace="moxtw.web")
 
-ADMIN_LOGIN = "admin"  # the login name the failure limits count admin attempts under
+# The login the failure limits count admin attempts under: no account can have it.
+ADMIN_LOGIN = "\0admin web pages"
 MAX_QUEUE_LISTED = 500
 
 API = [
@@ -63,6 +64,8 @@ class AdminApp:
 
         async def run():
             try:
+                if not base.host_allowed(request, self._host_names()):
+                    raise HTTPError(421, "unknown host name")
                 return await work()
             except HTTPError as e:
                 if api:
@@ -82,11 +85,29 @@ class AdminApp:
         d.addBoth(lambda r: (base.observe("admin", request, started), r)[1])
         return d
 
+    def _host_names(self):
+        static, dynamic = self.current()
+        names = {str(static.Hostname).lower()}
+        names.update(str(lst.Hostname).lower() for lst in static.Listeners.values() if lst.Hostname)
+        names.update(str(d).lower() for d in dynamic.Domains)
+        return names
+
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
+        if session is not None and self._password_changed_after(session.created):
+            # A new admin password (moxtw setadminpassword) ends the sessions before it.
+            await self.sessions.store.remove(session.id)
+            session = None
         if session is None and required:
             raise HTTPError(401, "not logged in")
         return session
+
+    def _password_changed_after(self, when):
+        name = self.password_file()
+        try:
+            return bool(name) and os.stat(self.config_path(name)).st_mtime > when
+        except OSError:
+            return True
 
     def _check_password(self, password):
         name = self.password_file()
@@ -103,12 +124,15 @@ class AdminApp:
     async def _login(self, request, fields):
         ip = base.remote_ip(request)
         base.check_origin(request)
-        why = self.limits.allowed(ip)
-        if why is not None:
-            raise HTTPError(429, why)
         password = fields.get("password", "")
         if not password or len(password) > 1024:
             raise HTTPError(400, "password required")
+        return await base.one_login_at_a_time(ip, lambda: self._login_checked(request, ip, password))
+
+    async def _login_checked(self, request, ip, password):
+        why = self.limits.allowed_login(ip, ADMIN_LOGIN)
+        if why is not None:
+            raise HTTPError(429, why)
         ok = await threads.deferToThread(self._check_password, password)
         if ok is None:
             raise HTTPError(403, "no admin password set: run moxtw setadminpassword")
@@ -141,11 +165,19 @@ class AdminApp:
     @staticmethod
     def _ids(fields):
         raw = fields.get("ids") or fields.get("id") or ""
+        if len(raw) > 200000:
+            raise HTTPError(400, "ids: too many")
         try:
             value = json.loads(raw) if raw.startswith("[") else [raw]
-            ids = [int(x) for x in value]
-        except (ValueError, TypeError):
+        except (ValueError, RecursionError):
             raise HTTPError(400, "ids: a list of queue ids") from None
+        ids = []
+        for x in value if isinstance(value, list) else ():
+            if isinstance(x, str) and x.isascii() and x.isdigit() and len(x) < 19:
+                x = int(x)
+            if not isinstance(x, int) or isinstance(x, bool) or not 0 < x < 2 ** 62:
+                raise HTTPError(400, "ids: a list of queue ids")
+            ids.append(x)
         if not ids or len(ids) > 10000:
             raise HTTPError(400, "ids: 1 to 10000 queue ids")
         return ids

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import jinja2
 from twisted.internet import defer
+from twisted.web import server
 from twisted.logger import Logger
 
 from moxtw import metrics
@@ -111,11 +112,19 @@ def form(request):
     if ctype == "application/json":
         try:
             value = json.loads(body.decode("utf-8")) if body else {}
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise HTTPError(400, "invalid JSON") from None
         if not isinstance(value, dict):
             raise HTTPError(400, "JSON object expected")
-        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, str):
+                out[k] = v
+            elif isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                out[k] = json.dumps(v)  # lists of ids
+            else:
+                raise HTTPError(400, f"field {k[:40]!r}: a string expected")
+        return out
     out = {}
     for key, values in (request.args or {}).items():
         try:
@@ -128,12 +137,58 @@ def form(request):
 def check_origin(request):
     """RFC 6454 Origin of a state-changing request: when sent, it must be this server."""
     origin = header(request, "origin")
-    if not origin or origin == "null":
-        return
+    if not origin:
+        return  # browsers send Origin with every cross-site POST (SameSite does the rest)
+    if origin == "null":
+        # Sandboxed frames and data: pages: never this server's own pages.
+        raise HTTPError(403, "cross-origin request refused")
     host = header(request, "host").lower()
     parsed = urlparse(origin)
-    if parsed.netloc.lower() != host:
+    expected = "https" if is_tls(request) else "http"
+    if parsed.netloc.lower() != host or parsed.scheme != expected:
         raise HTTPError(403, "cross-origin request refused")
+
+
+_login_locks = {}
+
+
+async def one_login_at_a_time(ip, work):
+    """Run the login ``work()`` for ``ip`` after the previous one from that IP: the
+    failure limits are checked and counted in turn, so parallel attempts do not get more
+    tries than sequential ones."""
+    lock = _login_locks.get(ip)
+    if lock is None:
+        lock = _login_locks[ip] = defer.DeferredLock()
+    await lock.acquire()
+    try:
+        return await work()
+    finally:
+        lock.release()
+        if not lock.locked and not lock.waiting:
+            _login_locks.pop(ip, None)
+
+
+def host_allowed(request, names):
+    """DNS rebinding guard: the Host header must be an IP address, localhost, or one of
+    ``names`` (the host name, listener and domain names) or below them."""
+    import ipaddress
+
+    host = header(request, "host").lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    host = host.rstrip(".")
+    if not host:
+        return True  # HTTP/1.0 without Host: only a direct client
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    return any(host == n or host.endswith("." + n) for n in names)
 
 
 class Sessions:
@@ -191,3 +246,58 @@ def observe(app, request, started):
 
 __all__ = ["CSP", "HTTPError", "Sessions", "form", "json_response", "observe", "remote_ip", "render",
            "security_headers"]
+
+
+MAX_BODY = 1024 * 1024  # bytes of any request to a web listener
+
+
+class LimitedRequest(server.Request):
+    """Requests of the web listeners: a body larger than MAX_BODY (announced, or received
+    in chunks) is answered 413 and the connection closed before it is read, and every
+    response carries the security headers (also Klein's 404/405 pages and redirects)."""
+
+    max_body = MAX_BODY
+    _too_large = False
+    _received = 0
+
+    def gotLength(self, length):
+        if length is not None and length > self.max_body:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._too_large:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self):
+        self._too_large = True
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: 18\r\nConnection: close\r\n\r\nrequest too large\n")
+            transport.loseConnection()
+
+    def requestReceived(self, command, path, version):
+        if self._too_large:
+            return
+        super().requestReceived(command, path, version)
+
+    def process(self):
+        security_headers(self)
+        from urllib.parse import unquote_to_bytes
+
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(b"bad request: path is not UTF-8\n")
+            self.finish()
+            return
+        super().process()
