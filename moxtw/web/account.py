@@ -7,10 +7,9 @@ Pages: ``GET /`` (login form or overview), ``POST /login``, ``/logout``, ``/pass
 /api/``), with the session cookie and the CSRF token in ``X-CSRF-Token``.
 """
 
-import time
 
 from klein import Klein
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.logger import Logger
 
 from moxtw.auth import AuthFailed, LoginDisabled
@@ -30,8 +29,9 @@ API = [
 ]
 
 
-class AccountApp:
+class AccountApp(base.AppBase):
     app = Klein()
+    app_name = "account"
 
     def __init__(self, store, authenticator, login_limits, sessions, current, clock=None, path="/"):
         self.store = store
@@ -42,41 +42,7 @@ class AccountApp:
         self.clock = clock
         self.path = path
 
-    def resource(self):
-        return self.app.resource()
-
     # -- plumbing
-
-    def _handle(self, request, work, api=False):
-        started = time.monotonic()
-
-        async def run():
-            try:
-                if not base.host_allowed(request, self._host_names()):
-                    raise HTTPError(421, "unknown host name")
-                return await work()
-            except HTTPError as e:
-                if api:
-                    return base.json_response(request, {"error": e.text}, e.code)
-                request.setResponseCode(e.code)
-                return base.render(request, "error.html", title="Error", message=e.text, home=self.path)
-            except Exception:
-                log.failure("account web request")
-                if api:
-                    return base.json_response(request, {"error": "internal error"}, 500)
-                request.setResponseCode(500)
-                return base.render(request, "error.html", title="Error", message="internal error", home=self.path)
-
-        d = defer.Deferred.fromCoroutine(run())
-        d.addBoth(lambda r: (base.observe("account", request, started), r)[1])
-        return d
-
-    def _host_names(self):
-        static, dynamic = self.current()
-        names = {str(static.Hostname).lower()}
-        names.update(str(lst.Hostname).lower() for lst in static.Listeners.values() if lst.Hostname)
-        names.update(str(d).lower() for d in dynamic.Domains)
-        return names
 
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
@@ -119,11 +85,6 @@ class AccountApp:
         self.sessions.set_cookie(request, token)
         log.info("web login", account=acc.name, ip=ip)
         return session
-
-    def _reactor(self):
-        from moxtw.clock import default_reactor
-
-        return default_reactor(self.clock)
 
     async def _overview(self, session):
         static, dynamic = self.current()
@@ -194,20 +155,10 @@ class AccountApp:
 
         return self._handle(request, work)
 
-    def _redirect(self, request, to=None):
-        request.setResponseCode(303)
-        request.setHeader(b"location", (to or self.path).encode())
-        base.security_headers(request)
-        return b""
-
     @app.route("/logout", methods=["POST"])
     def logout_page(self, request):
         async def work():
-            session = await self._session(request, required=False)
-            if session is not None:
-                self.sessions.check_csrf(request, session, base.form(request))
-                await self.sessions.store.remove(session.id)
-            self.sessions.set_cookie(request, "", clear=True)
+            await self._logout(request)
             return self._redirect(request)
 
         return self._handle(request, work)
@@ -256,10 +207,7 @@ class AccountApp:
     @app.route("/api/logout", methods=["POST"])
     def api_logout(self, request):
         async def work():
-            session = await self._session(request)
-            self.sessions.check_csrf(request, session, base.form(request))
-            await self.sessions.store.remove(session.id)
-            self.sessions.set_cookie(request, "", clear=True)
+            await self._logout(request, required=True)
             return base.json_response(request, {"ok": True})
 
         return self._handle(request, work, api=True)

@@ -10,10 +10,9 @@ the same (listed at ``GET /admin/api/``).
 
 import json
 import os
-import time
 
 from klein import Klein
-from twisted.internet import defer, task, threads
+from twisted.internet import task, threads
 from twisted.logger import Logger
 
 from moxtw.sasl import credentials
@@ -36,8 +35,9 @@ API = [
 ]
 
 
-class AdminApp:
+class AdminApp(base.AppBase):
     app = Klein()
+    app_name = "admin"
 
     def __init__(self, config_path, password_file, limits, sessions, current, queue, queue_service=None,
                  clock=None, path="/admin/"):
@@ -50,47 +50,6 @@ class AdminApp:
         self.queue_service = queue_service
         self.clock = clock
         self.path = path
-
-    def resource(self):
-        return self.app.resource()
-
-    def _reactor(self):
-        from moxtw.clock import default_reactor
-
-        return default_reactor(self.clock)
-
-    def _handle(self, request, work, api=False):
-        started = time.monotonic()
-
-        async def run():
-            try:
-                if not base.host_allowed(request, self._host_names()):
-                    raise HTTPError(421, "unknown host name")
-                return await work()
-            except HTTPError as e:
-                if api:
-                    return base.json_response(request, {"error": e.text}, e.code)
-                request.setResponseCode(e.code)
-                return base.render(request, "error.html", title="Error", message=e.text, home=self.path,
-                                   base=self.path)
-            except Exception:
-                log.failure("admin web request")
-                if api:
-                    return base.json_response(request, {"error": "internal error"}, 500)
-                request.setResponseCode(500)
-                return base.render(request, "error.html", title="Error", message="internal error", home=self.path,
-                                   base=self.path)
-
-        d = defer.Deferred.fromCoroutine(run())
-        d.addBoth(lambda r: (base.observe("admin", request, started), r)[1])
-        return d
-
-    def _host_names(self):
-        static, dynamic = self.current()
-        names = {str(static.Hostname).lower()}
-        names.update(str(lst.Hostname).lower() for lst in static.Listeners.values() if lst.Hostname)
-        names.update(str(d).lower() for d in dynamic.Domains)
-        return names
 
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
@@ -190,12 +149,6 @@ class AdminApp:
         log.info("web admin queue {what}", what="hold" if hold else "unhold", ids=",".join(map(str, ids)), count=n)
         return n
 
-    def _redirect(self, request, to=None):
-        request.setResponseCode(303)
-        request.setHeader(b"location", (to or self.path).encode())
-        base.security_headers(request)
-        return b""
-
     # -- pages
 
     @app.route("/", methods=["GET"])
@@ -228,11 +181,7 @@ class AdminApp:
     @app.route("/logout", methods=["POST"])
     def logout_page(self, request):
         async def work():
-            session = await self._session(request, required=False)
-            if session is not None:
-                self.sessions.check_csrf(request, session, base.form(request))
-                await self.sessions.store.remove(session.id)
-            self.sessions.set_cookie(request, "", clear=True)
+            await self._logout(request)
             return self._redirect(request)
 
         return self._handle(request, work)
@@ -272,10 +221,7 @@ class AdminApp:
     @app.route("/api/logout", methods=["POST"])
     def api_logout(self, request):
         async def work():
-            session = await self._session(request)
-            self.sessions.check_csrf(request, session, base.form(request))
-            await self.sessions.store.remove(session.id)
-            self.sessions.set_cookie(request, "", clear=True)
+            await self._logout(request, required=True)
             return base.json_response(request, {"ok": True})
 
         return self._handle(request, work, api=True)

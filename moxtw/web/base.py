@@ -301,3 +301,66 @@ class LimitedRequest(server.Request):
             self.finish()
             return
         super().process()
+
+
+class AppBase:
+    """What the account and admin apps share (their routes stay their own): request
+    handling with errors as pages or JSON, the Host check, redirects, logout.
+    Subclasses set ``app_name``, ``path``, ``sessions``, ``current`` and ``clock`` and
+    define ``_session(request, required)``."""
+
+    app_name = ""
+
+    def resource(self):
+        return self.app.resource()
+
+    def _reactor(self):
+        from moxtw.clock import default_reactor
+
+        return default_reactor(self.clock)
+
+    def _host_names(self):
+        static, dynamic = self.current()
+        names = {str(static.Hostname).lower()}
+        names.update(str(lst.Hostname).lower() for lst in static.Listeners.values() if lst.Hostname)
+        names.update(str(d).lower() for d in dynamic.Domains)
+        return names
+
+    def _handle(self, request, work, api=False):
+        started = time.monotonic()
+
+        async def run():
+            try:
+                if not host_allowed(request, self._host_names()):
+                    raise HTTPError(421, "unknown host name")
+                return await work()
+            except HTTPError as e:
+                if api:
+                    return json_response(request, {"error": e.text}, e.code)
+                request.setResponseCode(e.code)
+                return render(request, "error.html", title="Error", message=e.text, home=self.path, base=self.path)
+            except Exception:
+                log.failure("web request of {app}", app=self.app_name)
+                if api:
+                    return json_response(request, {"error": "internal error"}, 500)
+                request.setResponseCode(500)
+                return render(request, "error.html", title="Error", message="internal error", home=self.path,
+                              base=self.path)
+
+        d = defer.Deferred.fromCoroutine(run())
+        d.addBoth(lambda r: (observe(self.app_name, request, started), r)[1])
+        return d
+
+    def _redirect(self, request, to=None):
+        request.setResponseCode(303)
+        request.setHeader(b"location", (to or self.path).encode())
+        security_headers(request)
+        return b""
+
+    async def _logout(self, request, required=False):
+        """End the request's session (CSRF checked); the cookie is cleared."""
+        session = await self._session(request, required=required)
+        if session is not None:
+            self.sessions.check_csrf(request, session, form(request))
+            await self.sessions.store.remove(session.id)
+        self.sessions.set_cookie(request, "", clear=True)
