@@ -362,7 +362,7 @@ class HTTP01Tests(_PebbleCase):
             f.write(DYNAMIC + f'[Domains."example.net"]\nClientSettingsDomain = "{new}"\n')
         self.assertTrue(self.root.watcher.check())
         self.assertIsNone(self.manager.cert(new))
-        # The first client gets the placeholder (not verifiable), and starts the order.
+        # The first client gets the interim self-signed certificate (not verifiable) and starts the order.
         with self.assertRaises(ssl.SSLCertVerificationError):
             yield self.served(new)
         yield wait_for(lambda: self.manager.cert(new))

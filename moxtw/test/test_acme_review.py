@@ -1,5 +1,5 @@
 """Regression tests from the hostile review of moxtw.tls.acme: name lookups that stay
-cheap with thousands of domains, the placeholder certificate with the host key (DANE from
+cheap with thousands of domains, the interim self-signed certificate made with the host key (DANE from
 the first start), a rolled-over host key renewing the certificate, stored files whose key
 or names do not match, encrypted keys, odd account files, backoff overflow, RenewBefore
 longer than a certificate's lifetime."""
@@ -187,7 +187,7 @@ class BackoffTests(unittest.TestCase):
 class ServingTests(unittest.TestCase):
     def test_fallback_uses_host_key_for_dane(self):
         """Until the CA's certificate arrives (CA down at first start) the SMTP port serves
-        the placeholder: with a random key, DANE 3 1 1 for the published host key fails."""
+        the interim self-signed certificate: with a random key, DANE 3 1 1 for the published host key fails."""
         data = self.mktemp()
         paths = [os.path.join(data, "acme", "keys", HOST, "current.pem"),
                  os.path.join(data, "acme", "keys", HOST, "next.pem")]
