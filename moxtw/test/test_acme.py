@@ -15,6 +15,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+import sys
 import time
 import urllib.request
 
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -228,6 +230,16 @@ class _PebbleCase(unittest.TestCase):
         if PEBBLE is None:
             raise unittest.SkipTest("pebble is not installed (apt-get install pebble)")
         self.dir = os.path.abspath(self.mktemp())
+        self.acme_errors = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.error and "ACME" in str(event.get("log_format", "")):
+                self.acme_errors.append(formatEvent(event))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        # A failed order is retried after a second, not a minute (the backoff's growth is
+        # UnitTests.test_backoff's); the failure is still reported below.
+        self.patch(acme, "BACKOFF_FIRST", 1.0)
         self.https, self.http, self.smtp = free_port(), free_port(), free_port()
         self.dns = loopback_dns(self, {(HOST, "A"): ["127.0.0.1"], (STS, "A"): ["127.0.0.1"],
                                        ("evil.example.org", "A"): ["127.0.0.1"]})
@@ -257,7 +269,15 @@ class _PebbleCase(unittest.TestCase):
     @defer.inlineCallbacks
     def issued(self):
         """Both names get certificates (ordered at start), served by SNI."""
-        yield wait_for(lambda: self.manager.cert(HOST) and self.manager.cert(STS))
+        try:
+            yield wait_for(lambda: self.manager.cert(HOST) and self.manager.cert(STS))
+        except AssertionError:
+            # Say why: the orders' failures and what pebble saw.
+            raise AssertionError("no certificates: failures %r, errors %r; pebble said:\n%s" % (
+                self.manager._failures, self.acme_errors, self.pebble.proto.output[-6000:].decode("utf-8", "replace")))
+        if self.acme_errors:
+            # Issued after a retry: say why the first order failed (CI shows stderr).
+            sys.__stderr__.write(f"\nnote: {self.id()}: ACME order retried after: {self.acme_errors}\n")
         for name in (HOST, STS):
             serial, names = yield self.served(name)
             self.assertEqual(names, [name])

@@ -81,14 +81,19 @@ class LockoutTests(unittest.TestCase):
         self.patch(auth, "FAILURE_SLOWDOWN", 0.001)
         self.patch(auth, "LOGIN_SLOWDOWN", 0.001)
         # The limits count in fixed windows (a minute, an hour, a day) aligned to the clock:
-        # a test crossing a minute boundary would start counting again. Frozen time.
-        self.patch(ratelimit, "time", _FrozenTime())
+        # a test crossing a minute boundary would start counting again. Frozen time (the
+        # server's limiters read the reactor's clock: theirs is replaced after the start).
+        frozen = _FrozenTime()
+        self.patch(ratelimit, "time", frozen)
         off = free_offset()
         self.ports = {"submissions": 465 + off, "imaps": 993 + off}
         self.cfg, self.ca = servertree.write_config(
             os.path.abspath(self.mktemp()), STATIC.format(**self.ports), DYNAMIC
         )
         self.root = yield servertree.start(self, self.cfg)
+        limits = self.root.login_limits
+        for limiter in (limits.ip_failures, limits.ip_login_failures, limits.login_failures):
+            limiter._now = frozen.time
         acc = yield self.root.store.open_account("mjl")
         yield acc.set_password(PASSWORD)
 
