@@ -360,11 +360,21 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     # admin pages at /admin/ of the listeners that serve them.
     root.web_sessions = SessionStore(config.data_dir, reactor=reactor)
     DatabaseService(root.web_sessions).setServiceParent(root)
-    root.web_account = AccountApp(root.store, root.auth, root.login_limits, root.web_sessions, current,
-                                  clock=reactor)
-    root.web_admin = AdminApp(config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions,
-                              current, root.queue,
-                              queue_service=root.queue_service, clock=reactor)
+    # One app per path prefix a listener mounts it at (links and cookie paths follow it).
+    root.web_apps = {"account": {}, "admin": {}}
+
+    def account_app(prefix):
+        if prefix not in root.web_apps["account"]:
+            root.web_apps["account"][prefix] = AccountApp(
+                root.store, root.auth, root.login_limits, root.web_sessions, current, clock=reactor, path=prefix)
+        return root.web_apps["account"][prefix].resource()
+
+    def admin_app(prefix):
+        if prefix not in root.web_apps["admin"]:
+            root.web_apps["admin"][prefix] = AdminApp(
+                config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions, current,
+                root.queue, queue_service=root.queue_service, clock=reactor, path=prefix)
+        return root.web_apps["admin"][prefix].resource()
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
@@ -374,8 +384,7 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         metrics_resource=metrics.MetricsResource(),
         mtasts_resource=MTASTSResource(current),
         acme_resource=acme.ChallengeResource(challenges) if root.acme else None,
-        account_resource=root.web_account.resource(),
-        admin_resource=root.web_admin.resource(),
+        web_apps={"account": account_app, "admin": admin_app},
         smtp_factory=_smtp_factory(config, root.smtp_backend, root.acme),
         imap_factory=_imap_factory(config, root.imap_backend, root.acme),
     ):

@@ -159,19 +159,44 @@ class _Redirect(resource.Resource):
         return b""
 
 
+# The web interfaces a port can mount at their configured Path: the config's kind names
+# by interface. Webmail and webapi are not built: their paths answer 503.
+WEB_APPS = {"account": ("AccountHTTP", "AccountHTTPS"), "admin": ("AdminHTTP", "AdminHTTPS"),
+            "webmail": ("WebmailHTTP", "WebmailHTTPS"), "webapi": ("WebAPIHTTP", "WebAPIHTTPS")}
+
+
+def mount_path(path):
+    """A configured Path as the prefix it is mounted at: "/x/y/" (a missing slash is
+    added; mox's rule is that Paths end with one, for the cookie paths)."""
+    segments = [s for s in str(path).split("/") if s]
+    return "/" + "".join(s + "/" for s in segments)
+
+
+class _Mount:
+    """A web interface at a path prefix of a port."""
+
+    def __init__(self, prefix, resource_, forwarded):
+        self.prefix = prefix
+        self.segments = [s.encode() for s in prefix.strip("/").split("/") if s]
+        self.resource = resource_
+        self.forwarded = forwarded
+
+    def matches(self, segments):
+        return segments[:len(self.segments)] == self.segments
+
+
 class _WebRoot(resource.Resource):
     """One HTTP port: /metrics when MetricsHTTP is served here, the MTA-STS policy host
-    when MTASTSHTTPS is, ACME http-01 tokens on plain HTTP, 503 for what is not built."""
+    when MTASTSHTTPS is, ACME http-01 tokens on plain HTTP, and the web interfaces each at
+    its configured Path (the longest matching prefix wins; 503 for what is not built)."""
 
-    def __init__(self, kinds, metrics_resource, mtasts_resource=None, acme_resource=None, account_resource=None,
-                 admin_resource=None):
+    def __init__(self, kinds, metrics_resource, mtasts_resource=None, acme_resource=None, mounts=()):
         super().__init__()
         self._unavailable = unavailable.WebUnavailable()
         self._acme = acme_resource
         self._metrics = metrics_resource if "MetricsHTTP" in kinds else None
         self._mtasts = mtasts_resource if "MTASTSHTTPS" in kinds else None
-        self._account = account_resource if {"AccountHTTP", "AccountHTTPS"} & set(kinds) else None
-        self._admin = admin_resource if {"AdminHTTP", "AdminHTTPS"} & set(kinds) else None
+        self._mounts = sorted(mounts, key=lambda m: -len(m.segments))
         self._only_metrics = kinds == ["MetricsHTTP"]
 
     def getChildWithDefault(self, name, request):
@@ -183,17 +208,19 @@ class _WebRoot(resource.Resource):
             return self._mtasts
         if self._metrics is not None and name == b"metrics":
             return self._metrics
-        # The admin pages at /admin/ (mox's default), the account pages at /.
-        if self._admin is not None and name == b"admin":
-            if not request.postpath:
-                return _Redirect(b"/admin/")
-            return self._admin
-        if name in (b"webmail", b"webapi"):
-            return self._unavailable  # not built: 503, not the account pages' 404
-        if self._account is not None and name != b"admin":
-            # Mounted at the root: the account app sees the whole path.
+        segments = [name] + list(request.postpath)
+        for mount in self._mounts:
+            if not mount.matches(segments):
+                continue
+            if len(segments) == len(mount.segments):
+                # "/admin" -> "/admin/": the app's pages are under its prefix.
+                return _Redirect(mount.prefix.encode())
+            # The app sees the path below its prefix (Klein routes on request.postpath).
             request.postpath.insert(0, request.prepath.pop())
-            return self._account
+            for _ in mount.segments:
+                request.prepath.append(request.postpath.pop(0))
+            request.moxtw_forwarded = mount.forwarded
+            return mount.resource
         return super().getChildWithDefault(name, request)
 
     def getChild(self, name, request):
@@ -206,9 +233,28 @@ class _WebRoot(resource.Resource):
         return self._unavailable.render(request)
 
 
+def _mounts(lst, kinds, web_apps):
+    """The web interfaces of ``kinds`` (one port of listener ``lst``) at their Paths.
+    ``web_apps``: interface name -> (prefix -> resource); interfaces without one are
+    not built and answer 503 at their path."""
+    mounts, seen = [], {}
+    for app, app_kinds in WEB_APPS.items():
+        for kind in app_kinds:
+            if kind not in kinds:
+                continue
+            conf = getattr(lst, kind)
+            prefix = mount_path(conf.Path)
+            if prefix in seen:
+                raise ListenerError(f"{kind} and {seen[prefix]} are both at path {prefix} of one port")
+            seen[prefix] = kind
+            make = (web_apps or {}).get(app)
+            res = make(prefix) if make is not None else unavailable.WebUnavailable()
+            mounts.append(_Mount(prefix, res, bool(getattr(conf, "Forwarded", False))))
+    return mounts
+
+
 def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
-          metrics_resource=None, mtasts_resource=None, acme_resource=None, account_resource=None,
-          admin_resource=None):
+          metrics_resource=None, mtasts_resource=None, acme_resource=None, web_apps=None):
     """Create the ListenerServices for ``static``.
 
     ``tls_context(listener_name, listener) -> IOpenSSLServerConnectionCreator`` supplies
@@ -216,6 +262,8 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
     listener_name, listener)`` and ``imap_factory(...)`` build the protocol factories for
     the SMTP and IMAP kinds; web kinds get a site (metrics, or 503 for what is not built).
     ``acme_resource`` answers ACME http-01 challenges on the plain HTTP ports.
+    ``web_apps``: {"account" | "admin" | ...: prefix -> resource}, the web interfaces
+    mounted at the Path each listener configures (one resource per prefix).
     """
     services = []
     for spec in plan(static):
@@ -227,7 +275,8 @@ def build(static, reactor, *, smtp_factory, imap_factory, tls_context=None,
             factory = imap_factory(kind, spec.listener, lst)
         else:
             factory = server.Site(_WebRoot(spec.kinds, metrics_resource, mtasts_resource,
-                                           None if spec.tls else acme_resource, account_resource, admin_resource))
+                                           None if spec.tls else acme_resource,
+                                           _mounts(lst, spec.kinds, web_apps)))
             # Bodies bounded before they are read; security headers on every answer.
             factory.requestFactory = LimitedRequest
             factory.noisy = False

@@ -44,15 +44,13 @@ DYNAMIC = {
     ("WebHandlers",): "the webserver is not built yet",
 }
 
-# The web interfaces answer 503 (moxtw.unavailable) on their ports; where they would be
-# mounted and whether to trust X-Forwarded-* do not matter yet.
-for _kind in ("AccountHTTP", "AccountHTTPS", "AdminHTTP", "AdminHTTPS", "WebmailHTTP", "WebmailHTTPS",
-              "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS"):
-    for _name in ("Path", "Forwarded"):
+# Webmail, webapi and autoconfig answer 503 (moxtw.unavailable) at their paths; whether
+# they would trust X-Forwarded-* does not matter yet. (The account and admin pages use
+# their Path and Forwarded.)
+for _kind in ("WebmailHTTP", "WebmailHTTPS", "WebAPIHTTP", "WebAPIHTTPS", "AutoconfigHTTPS"):
+    for _name in ("Forwarded",):
         if _name in base_type(_schema.Listener.model_fields[_kind].annotation).model_fields:
-            STATIC[("Listeners", "*", _kind, _name)] = (
-                "the account pages are served at / and the admin pages at /admin/ only"
-                if _kind.startswith(("Account", "Admin")) else "the web interfaces are not built yet")
+            STATIC[("Listeners", "*", _kind, _name)] = "the web interfaces are not built yet"
 
 # Fields that do nothing by design: notes for the reader of the file.
 DOCUMENTATION = {

@@ -58,7 +58,21 @@ def header(request, name):
     return value.decode("latin-1") if isinstance(value, bytes) else (value or "")
 
 
+def _forwarded(request, name):
+    """The last value of an X-Forwarded-* header when the interface trusts them (its
+    Forwarded setting, behind a reverse proxy), else None. The last value is the one the
+    proxy in front of us added; earlier ones come from the client."""
+    if not getattr(request, "moxtw_forwarded", False):
+        return None
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii")) or []
+    items = [v.strip() for raw in values for v in raw.decode("latin-1").split(",") if v.strip()]
+    return items[-1] if items else None
+
+
 def is_tls(request):
+    proto = _forwarded(request, "x-forwarded-proto")
+    if proto is not None:
+        return proto.lower() == "https"
     return bool(request.isSecure())
 
 
@@ -91,6 +105,8 @@ def static(request, name):
 
 
 def json_response(request, value, code=200):
+    if isinstance(value, dict) and "csrf" in value:
+        request.moxtw_no_compress = True  # a secret: never compressed (BREACH)
     security_headers(request)
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -98,6 +114,15 @@ def json_response(request, value, code=200):
 
 
 def remote_ip(request):
+    """The client's IP: the peer, or behind a trusted proxy its X-Forwarded-For."""
+    import ipaddress
+
+    forwarded = _forwarded(request, "x-forwarded-for")
+    if forwarded is not None:
+        try:
+            return str(ipaddress.ip_address(forwarded.strip("[]")))
+        except ValueError:
+            pass  # not an address: the proxy's own
     peer = request.getClientAddress()
     return getattr(peer, "host", "") or ""
 
@@ -250,6 +275,12 @@ __all__ = ["CSP", "HTTPError", "Sessions", "form", "json_response", "observe", "
 
 MAX_BODY = 1024 * 1024  # bytes of any request to a web listener
 
+# Content types worth compressing (RFC 9110 8.4.1 gzip content coding).
+COMPRESSIBLE = {b"text/css", b"text/plain", b"application/json", b"text/javascript",
+                b"application/javascript", b"image/svg+xml"}
+_GZIP = server.GzipEncoderFactory()
+_GZIP.compressLevel = 6
+
 
 class LimitedRequest(server.Request):
     """Requests of the web listeners: a body larger than MAX_BODY (announced, or received
@@ -287,6 +318,26 @@ class LimitedRequest(server.Request):
         if self._too_large:
             return
         super().requestReceived(command, path, version)
+
+    def write(self, data):
+        if not self.startedWriting and self._encoder is None:
+            self._maybe_compress()
+        super().write(data)
+
+    def _maybe_compress(self):
+        """gzip for compressible answers when the client accepts it. Not for HTML pages
+        nor answers carrying a CSRF token: secrets compressed beside text an attacker
+        can inject leak through the compressed size (BREACH)."""
+        if self.code != 200 or self.method == b"HEAD" or getattr(self, "moxtw_no_compress", False):
+            return
+        ctype = (self.responseHeaders.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
+        if ctype not in COMPRESSIBLE:
+            return
+        self.responseHeaders.addRawHeader(b"vary", b"Accept-Encoding")
+        encoder = _GZIP.encoderForRequest(self)
+        if encoder is not None:
+            self.responseHeaders.removeHeader(b"content-length")
+            self._encoder = encoder
 
     def process(self):
         security_headers(self)
