@@ -207,8 +207,7 @@ class AdminApp(base.AppBase):
 
     @app.route("/api/", methods=["GET"])
     def api_doc(self, request):
-        return base.json_response(request, [{"method": m, "path": self.path.rstrip("/") + p, "about": a}
-                                            for m, p, a in API])
+        return base.api_doc(request, API, self.path.rstrip("/"))
 
     @app.route("/api/login", methods=["POST"])
     def api_login(self, request):

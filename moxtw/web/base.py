@@ -113,6 +113,38 @@ def json_response(request, value, code=200):
     return json.dumps(value).encode("utf-8") + b"\n"
 
 
+def _example(method, path, about, base_url):
+    """A curl command for one API call, its body made from the fields the description
+    names before "->" (``{login, password} -> ...``)."""
+    import re
+
+    url = base_url + re.sub(r"<[^:>]*:?([^>]*)>", lambda m: "{" + m.group(1) + "}", path)
+    if method == "GET":
+        return f"curl -b jar '{url}'"
+    fields = []
+    m = re.match(r"\s*\{([^}]*)\}\s*->", about)
+    if m:
+        fields = [f.strip() for f in m.group(1).split(",") if f.strip() and f.strip() != "..."]
+    body = json.dumps({f.split(":")[0].strip(): "..." for f in fields}) if fields else "{}"
+    jar = "-c jar" if path.endswith("/login") else "-b jar -H 'X-CSRF-Token: CSRF'"
+    return f"curl {jar} -H 'Content-Type: application/json' -d '{body}' '{url}'"
+
+
+def api_doc(request, entries, prefix):
+    """``GET <app>/api/``: the calls as JSON [{method, path, about}], or for a browser
+    (Accept: text/html) a page with an example for each."""
+    listed = [{"method": m, "path": prefix + p, "about": a} for m, p, a in entries]
+    accept = header(request, "accept").lower()
+    if "text/html" not in accept:
+        return json_response(request, listed)
+    host = header(request, "host") or "localhost"
+    base_url = ("https://" if is_tls(request) else "http://") + host
+    shown = [dict(e, example=_example(e["method"], e["path"], e["about"], base_url),
+                  anchor=(e["method"] + e["path"]).replace("/", "-").replace("<", "").replace(">", "").replace(":", ""))
+             for e in listed]
+    return render(request, "api.html", title="API", prefix=prefix, entries=shown, base=prefix + "/")
+
+
 def remote_ip(request):
     """The client's IP: the peer, or behind a trusted proxy its X-Forwarded-For."""
     import ipaddress
