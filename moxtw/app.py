@@ -47,6 +47,7 @@ from moxtw.tls import acme
 from moxtw.tls.certstore import CertReloadService, CertStore
 from moxtw.web.account import AccountApp
 from moxtw.web.admin import AdminApp
+from moxtw.web.admin_queue import QueueReports
 from moxtw.web.sessions import DatabaseService, SessionStore
 from moxtw.tls.client import trust_root
 
@@ -364,7 +365,9 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
                                   clock=reactor)
     root.web_admin = AdminApp(config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions,
                               current, root.queue,
-                              queue_service=root.queue_service, clock=reactor)
+                              queue_service=root.queue_service, clock=reactor,
+                              queue_reports=QueueReports(root.queue, root.queue_service, root.reports, root.resolver,
+                                                         current, config.config_dir, watcher.reload))
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
