@@ -340,7 +340,7 @@ class AdminApp(base.AppBase):
         await self._session(request)
         fields = base.form(request)
         text = fields.get("id", "")
-        if not (text.isascii() and text.isdigit() and 0 < len(text) < 19):
+        if not (text.isascii() and text.isdigit() and 0 < len(text) < 19 and int(text) > 0):
             raise HTTPError(400, "id: a queue id")
         data, cut = await self.qr.raw(int(text))
         base.security_headers(request)
