@@ -79,6 +79,7 @@ class AdminQueueTestBase(WebTestBase):
     """An admin listener, SMTP and submission, names from a loopback DNS server."""
 
     timeout = 90
+    extra_dns = {}  # more loopback DNS records, for subclasses
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -86,6 +87,7 @@ class AdminQueueTestBase(WebTestBase):
 
         records = dict(DNS)
         records[("1.0.0.127.broken.example", "A")] = TemporaryFailure
+        records.update(self.extra_dns)
         self.dns = loopback_dns(self, records)
         off = free_offset()
         self.ports = {"smtp": 25 + off, "submission": 587 + off, "http": 80 + off}
