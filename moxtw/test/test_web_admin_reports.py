@@ -50,7 +50,7 @@ def tls_json(start, org=HOSTILE_ORG):
     return json.dumps(report).encode()
 
 
-class ReportPagesTests(AdminQueueTestBase):
+class ReportsMixin:
     # The reporter asks for DMARC aggregate reports: its message's evaluation is kept.
     extra_dns = {("_dmarc.reporter.example", "TXT"): ["v=DMARC1; p=none; rua=mailto:dmarc@reporter.example"]}
 
@@ -71,6 +71,8 @@ class ReportPagesTests(AdminQueueTestBase):
                 return value
             yield task.deferLater(reactor, 0.05, lambda: None)
 
+
+class ReportPagesTests(ReportsMixin, AdminQueueTestBase):
     @defer.inlineCallbacks
     def test_dmarc_reports_received_over_smtp(self):
         begin = int(time.time()) - 2 * 86400
