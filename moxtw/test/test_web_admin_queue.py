@@ -10,9 +10,13 @@ import smtplib
 import ssl
 from datetime import datetime, timedelta, timezone
 
-from twisted.internet import defer, task, threads
+from urllib.parse import urlencode
+
+from twisted.internet import defer, reactor, threads
+from twisted.web.client import HTTPConnectionPool
 
 from moxtw.admin.quickstart import write_admin_password
+from moxtw.dns import TemporaryFailure
 from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_localserve import free_offset
@@ -83,8 +87,6 @@ class AdminQueueTestBase(WebTestBase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        from moxtw.dns import TemporaryFailure
-
         records = dict(DNS)
         records[("1.0.0.127.broken.example", "A")] = TemporaryFailure
         records.update(self.extra_dns)
@@ -100,9 +102,6 @@ class AdminQueueTestBase(WebTestBase):
         for name in ("mjl", "other"):
             acc = yield self.root.store.open_account(name)
             yield acc.set_password(PASSWORD)
-        from twisted.internet import reactor
-        from twisted.web.client import HTTPConnectionPool
-
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.admin = f"http://127.0.0.1:{self.ports['http']}/admin"
         self.cookie, self.csrf = yield self.admin_login()
@@ -114,8 +113,6 @@ class AdminQueueTestBase(WebTestBase):
         return self.call(self.admin, "POST", path, cookie=self.cookie, csrf=self.csrf, body=body, **kw)
 
     def form_post(self, path, pairs, csrf=True, **kw):
-        from urllib.parse import urlencode
-
         if csrf:
             pairs = list(pairs) + [("csrf", self.csrf)]
         return self.call(self.admin, "POST", path, cookie=self.cookie, raw=urlencode(pairs).encode(),

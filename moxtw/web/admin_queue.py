@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import tomlkit
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
@@ -268,8 +269,6 @@ class QueueReports:
             raise HTTPError(400, "an empty rule holds every new message: pass all=yes to mean it")
 
         def change(doc, cfg):
-            import tomlkit
-
             if "QueueHoldRules" not in doc:
                 doc["QueueHoldRules"] = tomlkit.aot()
             table = tomlkit.table()
@@ -320,7 +319,7 @@ class QueueReports:
         return self.reports
 
     async def _ready(self):
-        await self._stores()._when_ready()
+        await self._stores().when_ready()
 
     def _days(self, fields):
         text = fields.get("days", "") or "30"
