@@ -32,8 +32,8 @@ API = [
     ("POST", "/api/logout", "end this session"),
     ("GET", "/api/overview", "-> {domains: [...], accounts: [{name, domain, addresses}], queue: {count}}"),
     ("GET", "/api/queue", "-> [{id, from, to, attempts, next_attempt, hold, last_error, size}]"),
-    ("POST", "/api/queue/hold", "{ids: [id, ...]} -> {count}"),
-    ("POST", "/api/queue/unhold", "{ids: [id, ...]} -> {count}: held messages are delivered"),
+    ("POST", "/api/queue/hold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}"),
+    ("POST", "/api/queue/unhold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}: held messages are delivered"),
 ]
 
 # -- queue and reports
