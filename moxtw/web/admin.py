@@ -276,7 +276,8 @@ class AdminApp(base.AppBase):
         if fields.get("scope") == "filtered":
             ids = None
         else:
-            values = (request.args or {}).get(b"ids") or []
+            ctype = base.header(request, "content-type").lower()
+            values = ((request.args or {}).get(b"ids") or []) if ctype.startswith("application/x-www-form") else []
             if len(values) > 1:  # several checkboxes of a form
                 if len(values) > 10000 or not all(v.isascii() and v.isdigit() and len(v) < 19 for v in values):
                     raise HTTPError(400, "ids: a list of queue ids")
