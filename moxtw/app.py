@@ -47,6 +47,7 @@ from moxtw.tls import acme
 from moxtw.tls.certstore import CertReloadService, CertStore
 from moxtw.web.account import AccountApp
 from moxtw.web.admin import AdminApp
+from moxtw.web.admin_queue import QueueReports
 from moxtw.web.sessions import DatabaseService, SessionStore
 from moxtw.tls.client import trust_root
 
@@ -362,6 +363,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     DatabaseService(root.web_sessions).setServiceParent(root)
     # One app per path prefix a listener mounts it at (links and cookie paths follow it).
     root.web_apps = {"account": {}, "admin": {}}
+    queue_reports = QueueReports(root.queue, root.queue_service, root.reports, root.resolver, current,
+                                 config.config_dir, watcher.reload)
 
     def account_app(prefix):
         if prefix not in root.web_apps["account"]:
@@ -373,7 +376,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         if prefix not in root.web_apps["admin"]:
             root.web_apps["admin"][prefix] = AdminApp(
                 config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions, current,
-                root.queue, queue_service=root.queue_service, clock=reactor, path=prefix)
+                root.queue, queue_service=root.queue_service, clock=reactor, path=prefix,
+                queue_reports=queue_reports)
         return root.web_apps["admin"][prefix].resource()
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)

@@ -111,6 +111,16 @@ class ReportDB(Database, abc.ABC):
         args.append(int(limit))
         return self._read(lambda conn: [self._stored(r) for r in conn.execute(sql, args)])
 
+    def domains(self):
+        """Per domain the reports are for: ``(domain, reports, newest range end)``, by
+        domain. Deferred[list[tuple[str, int, datetime]]]."""
+        def q(conn):
+            rows = conn.execute("SELECT domain, COUNT(*), MAX(range_end) FROM report GROUP BY domain"
+                                " ORDER BY domain")
+            return [(d, n, from_unix(end)) for d, n, end in rows]
+
+        return self._read(q)
+
     def get(self, id):
         """The report with this id, or None. Deferred[StoredReport | None]."""
         def get(conn):

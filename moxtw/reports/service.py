@@ -87,6 +87,11 @@ class ReportsService(service.Service):
             except Exception:
                 log.failure("closing report database")
 
+    def when_ready(self):
+        """A new Deferred firing when the databases are open (``ready`` itself is shared);
+        for readers of the stores such as the admin pages."""
+        return self._when_ready()
+
     def _when_ready(self):
         """A new Deferred firing when the databases are open (``ready`` itself is shared)."""
         d = defer.Deferred()

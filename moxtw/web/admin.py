@@ -4,19 +4,21 @@ domains, the accounts with their addresses, and the queue; hold and release queu
 messages.
 
 Pages: ``GET /admin/`` (login form or overview), ``POST /admin/login``, ``/admin/logout``,
-``/admin/queue/hold``, ``/admin/queue/unhold``. The JSON API under ``/admin/api/`` does
-the same (listed at ``GET /admin/api/``).
+``/admin/queue/hold``, ``/admin/queue/unhold``; the queue with filters and actions, hold
+rules, DMARC and TLS reports and the DNSBL status (``moxtw.web.admin_queue``). The JSON
+API under ``/admin/api/`` does the same (listed at ``GET /admin/api/``).
 """
 
 import json
 import os
+from urllib.parse import urlencode
 
 from klein import Klein
 from twisted.internet import task, threads
 from twisted.logger import Logger
 
 from moxtw.sasl import credentials
-from moxtw.web import base
+from moxtw.web import admin_queue, base
 from moxtw.web.base import HTTPError
 
 log = Logger(namespace="moxtw.web")
@@ -30,8 +32,28 @@ API = [
     ("POST", "/api/logout", "end this session"),
     ("GET", "/api/overview", "-> {domains: [...], accounts: [{name, domain, addresses}], queue: {count}}"),
     ("GET", "/api/queue", "-> [{id, from, to, attempts, next_attempt, hold, last_error, size}]"),
-    ("POST", "/api/queue/hold", "{ids: [id, ...]} -> {count}"),
-    ("POST", "/api/queue/unhold", "{ids: [id, ...]} -> {count}: held messages are delivered"),
+    ("POST", "/api/queue/hold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}"),
+    ("POST", "/api/queue/unhold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}: held messages are delivered"),
+]
+
+# -- queue and reports
+API += [
+    ("GET", "/api/queue/list", "?sender=&recipient=&domain=&held=yes|no&older=1h&newer=2d -> "
+     "{entries: [...], total, filter}: substrings of the addresses, the recipient domain, age"),
+    ("POST", "/api/queue/reschedule", "{ids: [...] | scope: filtered, <filter>, when: now|+30m} -> {count, next_attempt}"),
+    ("POST", "/api/queue/fail", "{ids: [...] | scope: filtered, <filter>, reason} -> {count}: DSN to the sender"),
+    ("POST", "/api/queue/drop", "{ids: [...] | scope: filtered, <filter>} -> {count}: removed without DSN"),
+    ("GET", "/api/queue/raw", "?id= -> the message (text/plain, at most 1 MiB)"),
+    ("GET", "/api/queue/holdrules", "-> [{index, account, sender_domain, recipient_domain}]"),
+    ("POST", "/api/queue/holdrules/add", "{account, sender_domain, recipient_domain} -> {index}"),
+    ("POST", "/api/queue/holdrules/remove", "{index} -> {removed}"),
+    ("GET", "/api/reports/dmarc", "?domain=&days=30 -> {groups: [{domain, day, reports, messages, pass, fail, "
+     "sources}], domains}"),
+    ("GET", "/api/reports/dmarc/report", "?id= -> a received DMARC aggregate report"),
+    ("GET", "/api/reports/evaluations", "?domain= -> {domains: [{domain, evaluations, pass, fail, ...}], evaluations}"),
+    ("GET", "/api/reports/tls", "?domain=&days=30 -> {groups: [{domain, day, reports, success, failure, failures}]}"),
+    ("GET", "/api/reports/tls/report", "?id= -> a received TLS report"),
+    ("GET", "/api/dnsbl", "-> {zones, ips, results: [{zone, ip, status, reason}]}: our IPs in the DNSBLs"),
 ]
 
 
@@ -40,7 +62,7 @@ class AdminApp(base.AppBase):
     app_name = "admin"
 
     def __init__(self, config_path, password_file, limits, sessions, current, queue, queue_service=None,
-                 clock=None, path="/admin/"):
+                 clock=None, path="/admin/", queue_reports=None):
         self.config_path = config_path
         self.password_file = password_file  # () -> AdminPasswordFile or None
         self.limits = limits
@@ -50,6 +72,7 @@ class AdminApp(base.AppBase):
         self.queue_service = queue_service
         self.clock = clock
         self.path = path
+        self.qr = queue_reports or admin_queue.QueueReports(queue, queue_service, None, None, current, None)
 
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
@@ -141,14 +164,6 @@ class AdminApp(base.AppBase):
             raise HTTPError(400, "ids: 1 to 10000 queue ids")
         return ids
 
-    async def _hold(self, fields, hold):
-        ids = self._ids(fields)
-        n = await (self.queue.hold(ids) if hold else self.queue.unhold(ids))
-        if not hold and self.queue_service is not None and self.queue_service.running:
-            self.queue_service.kick()
-        log.info("web admin queue {what}", what="hold" if hold else "unhold", ids=",".join(map(str, ids)), count=n)
-        return n
-
     # -- pages
 
     @app.route("/", methods=["GET"])
@@ -189,13 +204,11 @@ class AdminApp(base.AppBase):
     @app.route("/queue/<string:what>", methods=["POST"])
     def queue_page(self, request, what):
         async def work():
-            if what not in ("hold", "unhold"):
-                raise HTTPError(404, "not found")
             session = await self._session(request)
             fields = base.form(request)
             self.sessions.check_csrf(request, session, fields)
-            await self._hold(fields, what == "hold")
-            return self._redirect(request)
+            result = await self._queue_act(request, what, fields)
+            return self._redirect(request, self._queue_back(fields, what, result))
 
         return self._handle(request, work)
 
@@ -244,14 +257,189 @@ class AdminApp(base.AppBase):
     @app.route("/api/queue/<string:what>", methods=["POST"])
     def api_queue_action(self, request, what):
         async def work():
-            if what not in ("hold", "unhold"):
-                raise HTTPError(404, "not found")
             session = await self._session(request)
             fields = base.form(request)
             self.sessions.check_csrf(request, session, fields)
-            return base.json_response(request, {"count": await self._hold(fields, what == "hold")})
+            return base.json_response(request, await self._queue_act(request, what, fields))
 
         return self._handle(request, work, api=True)
+
+    # -- queue and reports (helpers in moxtw.web.admin_queue)
+
+    async def _queue_act(self, request, what, fields):
+        """An action of admin_queue.ACTIONS on the selected ids (form checkboxes ``ids``,
+        or a JSON list) or, with scope=filtered, on the entries matching the filter."""
+        if what not in admin_queue.ACTIONS:
+            raise HTTPError(404, "not found")
+        f = admin_queue.parse_filter(fields)
+        if fields.get("scope") == "filtered":
+            ids = None
+        else:
+            ctype = base.header(request, "content-type").lower()
+            values = ((request.args or {}).get(b"ids") or []) if ctype.startswith("application/x-www-form") else []
+            if len(values) > 1:  # several checkboxes of a form
+                if len(values) > 10000 or not all(v.isascii() and v.isdigit() and len(v) < 19 for v in values):
+                    raise HTTPError(400, "ids: a list of queue ids")
+                fields = dict(fields, ids=json.dumps([int(v) for v in values]))
+            ids = self._ids(fields)
+        return await self.qr.act(what, ids, f, fields)
+
+    def _queue_back(self, fields, what=None, result=None):
+        """Where a form of the queue page returns to: the queue page with its filter (and
+        what was done); other forms return to the overview."""
+        if fields.get("back") != "queue":
+            return self.path
+        try:
+            query = admin_queue.parse_filter(fields).query()
+        except HTTPError:
+            query = {}
+        if what is not None:
+            query.update(done=what, count=str(int(result.get("count", 0))))
+        return self.path + "queue" + ("?" + urlencode(query) if query else "")
+
+    def _admin_page(self, request, template, title, work, **extra):
+        """A GET page of a logged-in admin: ``work(fields)`` gives its data ``d``."""
+        async def run():
+            session = await self._session(request)
+            fields = base.form(request)
+            data = await work(fields)
+            return base.render(request, template, title=title, d=data, csrf=session.csrf, base=self.path,
+                               fields=fields, header="Admin", **extra)
+
+        return self._handle(request, run)
+
+    def _admin_api(self, request, work):
+        async def run():
+            await self._session(request)
+            return base.json_response(request, await work(base.form(request)))
+
+        return self._handle(request, run, api=True)
+
+    def _admin_post(self, request, work, page=False):
+        async def run():
+            session = await self._session(request)
+            fields = base.form(request)
+            self.sessions.check_csrf(request, session, fields)
+            result = await work(fields)
+            return self._redirect(request, self._queue_back(fields)) if page else base.json_response(request, result)
+
+        return self._handle(request, run, api=not page)
+
+    async def _queue_page_data(self, fields):
+        f = admin_queue.parse_filter(fields)
+        data = await self.qr.list(f)
+        data["rules"] = [dict(r, key=admin_queue.rule_key(r)) for r in self.qr.hold_rules()]
+        done = fields.get("done", "")
+        count = fields.get("count", "")
+        if done in admin_queue.ACTIONS and count.isascii() and count.isdigit() and len(count) < 10:
+            data["done"] = {"action": done, "count": int(count)}
+        data["query"] = urlencode(f.query())
+        return data
+
+    async def _raw(self, request):
+        await self._session(request)
+        fields = base.form(request)
+        text = fields.get("id", "")
+        if not (text.isascii() and text.isdigit() and 0 < len(text) < 19 and int(text) > 0):
+            raise HTTPError(400, "id: a queue id")
+        data, cut = await self.qr.raw(int(text))
+        base.security_headers(request)
+        # Never rendered as HTML: text/plain with nosniff, and a download.
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-disposition", f'attachment; filename="queue-{int(text)}.eml"'.encode())
+        if cut:
+            request.setHeader(b"x-moxtw-truncated", str(admin_queue.MAX_RAW).encode())
+            data += b"\r\n[... cut off after %d bytes]\r\n" % admin_queue.MAX_RAW
+        return data
+
+    @app.route("/queue", methods=["GET"])
+    def queue_list_page(self, request):
+        return self._admin_page(request, "admin_queue.html", "Queue", self._queue_page_data)
+
+    @app.route("/queue/raw", methods=["GET"])
+    def queue_raw_page(self, request):
+        return self._handle(request, lambda: self._raw(request))
+
+    @app.route("/queue/holdrules/add", methods=["POST"])
+    def holdrule_add_page(self, request):
+        return self._admin_post(request, self.qr.add_hold_rule, page=True)
+
+    @app.route("/queue/holdrules/remove", methods=["POST"])
+    def holdrule_remove_page(self, request):
+        return self._admin_post(request, self.qr.remove_hold_rule, page=True)
+
+    @app.route("/reports/dmarc", methods=["GET"])
+    def dmarc_page(self, request):
+        return self._admin_page(request, "admin_reports_dmarc.html", "DMARC reports", self.qr.dmarc_summary)
+
+    @app.route("/reports/dmarc/report", methods=["GET"])
+    def dmarc_report_page(self, request):
+        return self._admin_page(request, "admin_reports_dmarc_report.html", "DMARC report", self.qr.dmarc_report)
+
+    @app.route("/reports/evaluations", methods=["GET"])
+    def evaluations_page(self, request):
+        return self._admin_page(request, "admin_reports_evaluations.html", "DMARC evaluations",
+                                self.qr.evaluations)
+
+    @app.route("/reports/tls", methods=["GET"])
+    def tls_page(self, request):
+        return self._admin_page(request, "admin_reports_tls.html", "TLS reports", self.qr.tls_summary)
+
+    @app.route("/reports/tls/report", methods=["GET"])
+    def tls_report_page(self, request):
+        return self._admin_page(request, "admin_reports_tls_report.html", "TLS report", self.qr.tls_report)
+
+    @app.route("/dnsbl", methods=["GET"])
+    def dnsbl_page(self, request):
+        return self._admin_page(request, "admin_reports_dnsbl.html", "DNSBL status",
+                                lambda fields: self.qr.dnsbl_status())
+
+    @app.route("/api/queue/list", methods=["GET"])
+    def api_queue_list(self, request):
+        return self._admin_api(request, lambda fields: self.qr.list(admin_queue.parse_filter(fields)))
+
+    @app.route("/api/queue/raw", methods=["GET"])
+    def api_queue_raw(self, request):
+        return self._handle(request, lambda: self._raw(request), api=True)
+
+    @app.route("/api/queue/holdrules", methods=["GET"])
+    def api_holdrules(self, request):
+        async def rules(fields):
+            return self.qr.hold_rules()
+
+        return self._admin_api(request, rules)
+
+    @app.route("/api/queue/holdrules/add", methods=["POST"])
+    def api_holdrule_add(self, request):
+        return self._admin_post(request, self.qr.add_hold_rule)
+
+    @app.route("/api/queue/holdrules/remove", methods=["POST"])
+    def api_holdrule_remove(self, request):
+        return self._admin_post(request, self.qr.remove_hold_rule)
+
+    @app.route("/api/reports/dmarc", methods=["GET"])
+    def api_dmarc(self, request):
+        return self._admin_api(request, self.qr.dmarc_summary)
+
+    @app.route("/api/reports/dmarc/report", methods=["GET"])
+    def api_dmarc_report(self, request):
+        return self._admin_api(request, self.qr.dmarc_report)
+
+    @app.route("/api/reports/evaluations", methods=["GET"])
+    def api_evaluations(self, request):
+        return self._admin_api(request, self.qr.evaluations)
+
+    @app.route("/api/reports/tls", methods=["GET"])
+    def api_tls(self, request):
+        return self._admin_api(request, self.qr.tls_summary)
+
+    @app.route("/api/reports/tls/report", methods=["GET"])
+    def api_tls_report(self, request):
+        return self._admin_api(request, self.qr.tls_report)
+
+    @app.route("/api/dnsbl", methods=["GET"])
+    def api_dnsbl(self, request):
+        return self._admin_api(request, lambda fields: self.qr.dnsbl_status())
 
 
 def password_file_exists(config_path, name):

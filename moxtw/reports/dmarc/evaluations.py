@@ -191,6 +191,29 @@ class EvaluationStore(Database):
         sql += " ORDER BY id"
         return self._read(lambda conn: [_evaluation(r) for r in conn.execute(sql, args)])
 
+    def pending(self):
+        """What the stored evaluations would report, per policy domain, by domain: dicts
+        with ``domain``, ``evaluations``, ``first``/``last`` (aware datetimes),
+        ``interval_hours`` and ``addresses`` (of the newest evaluation), and the counts of
+        DMARC ``pass``/``fail`` (RFC 7489 3.1: pass when DKIM or SPF is aligned and
+        passes). Deferred[list[dict]]."""
+        def q(conn):
+            out = []
+            rows = conn.execute(
+                "SELECT policy_domain, COUNT(*), MIN(evaluated), MAX(evaluated), MAX(id),"
+                " SUM(dkim_aligned = 'pass' OR spf_aligned = 'pass')"
+                " FROM evaluation GROUP BY policy_domain ORDER BY policy_domain").fetchall()
+            for domain, count, first, last, max_id, passed in rows:
+                hours, addresses = conn.execute(
+                    "SELECT interval_hours, addresses FROM evaluation WHERE id = ?", (max_id,)).fetchone()
+                out.append({"domain": domain, "evaluations": count, "first": from_unix(first),
+                            "last": from_unix(last), "interval_hours": hours,
+                            "addresses": json.loads(addresses), "pass": passed or 0,
+                            "fail": count - (passed or 0)})
+            return out
+
+        return self._read(q)
+
     def remove_evaluations(self, domain):
         """Remove all evaluations of a policy domain. Deferred[int]: how many."""
         name = normalize(domain)
