@@ -362,9 +362,13 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     DatabaseService(root.web_sessions).setServiceParent(root)
     root.web_account = AccountApp(root.store, root.auth, root.login_limits, root.web_sessions, current,
                                   clock=reactor)
+    # The control socket's server commands (reload, log levels) serve the admin pages too.
+    server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     root.web_admin = AdminApp(config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions,
                               current, root.queue,
-                              queue_service=root.queue_service, clock=reactor)
+                              queue_service=root.queue_service, clock=reactor,
+                              config_dir=config.config_dir, data_dir=config.data_dir, store=root.store,
+                              resolver=root.resolver, server=server_commands)
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)
     for svc in listeners.build(
@@ -390,7 +394,6 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         root.acme_renew = acme.RenewService(root.acme.values(), clock=reactor)
         root.acme_renew.setServiceParent(root)
     # Last, so a listener that cannot bind stops the start before it.
-    server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
                reactor=reactor, server=server_commands,
                importer=ImportCommands(root.store, lambda: watcher.current.Accounts),
