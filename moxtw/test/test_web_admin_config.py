@@ -310,6 +310,7 @@ class ConfigTextTests(AdminConfigBase):
                          ("", "Domains")):
             out = yield self.api("POST", "/config", {"text": bad, "version": version}, ok=400)
             self.assertIn(why, out["error"])
+            self.assertNotIn(self.config_dir, out["error"])  # file names relative to the config dir
             self.assertEqual(self.file(), before)
         # Valid (with CRLF from a browser): written, and the running server uses it.
         new = got["text"] + '\n# added by the web\n[Domains."example.com"]\n'

@@ -13,6 +13,7 @@ The routes are those of :class:`moxtw.web.admin.AdminApp` (one Klein app); this 
 has what they call: :class:`ConfigAdmin`.
 """
 
+import os
 import re
 from datetime import timedelta
 from urllib.parse import quote
@@ -320,10 +321,17 @@ class ConfigAdmin:
         try:
             message = await threads.deferToThread(configedit.apply, self.config_dir, change)
         except configedit.EditError as e:
-            raise HTTPError(400, str(e)) from None
+            raise HTTPError(400, self._error_text(e)) from None
         await self._reload()
         log.info("web admin config change: {message}", message=message)
         return message
+
+    def _error_text(self, e):
+        """A refusal's text, file names relative to the config directory."""
+        text = str(e)
+        if self.config_dir:
+            text = text.replace(os.path.join(self.config_dir, ""), "")
+        return text
 
     async def _reload(self):
         if self.server is not None:
@@ -338,7 +346,7 @@ class ConfigAdmin:
         except configedit.VersionConflict as e:
             raise HTTPError(409, str(e)) from None
         except configedit.EditError as e:
-            raise HTTPError(400, str(e)) from None
+            raise HTTPError(400, self._error_text(e)) from None
         await self._reload()
         log.info("web admin config change: domains.toml replaced", version=new)
         return {"message": "domains.toml saved", "version": new}
