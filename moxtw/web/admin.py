@@ -5,7 +5,8 @@ messages.
 
 Pages: ``GET /admin/`` (login form or overview), ``POST /admin/login``, ``/admin/logout``,
 ``/admin/queue/hold``, ``/admin/queue/unhold``. The JSON API under ``/admin/api/`` does
-the same (listed at ``GET /admin/api/``).
+the same (listed at ``GET /admin/api/``). The configuration pages (domains, accounts,
+aliases, domains.toml, log levels, routes) are in :mod:`moxtw.web.admin_config`.
 """
 
 import json
