@@ -204,6 +204,22 @@ class DomainTests(AdminConfigBase):
         self.assertNotIn("example.com", self.root.watcher.current.Domains)
 
     @defer.inlineCallbacks
+    def test_internationalized_domain(self):
+        yield self.api("POST", "/domains/add", {"domain": "xn--bcher-kva.example", "account": "mjl",
+                                               "localpart": "info"})
+        r, _ = yield self.post_form("/domains/remove", {"domain": "bücher.example"})
+        self.assertEqual(r.code, 400)  # still used by mjl
+        for path in ("/domains/b%C3%BCcher.example", "/domains/xn--bcher-kva.example"):
+            r, content = yield self.get_page(path)
+            self.assertEqual(r.code, 200, path)
+            self.assertIn("Domain bücher.example".encode(), content)
+        r, content = yield self.get_page("/domains")
+        self.assertIn(b'href="/admin/domains/b%C3%BCcher.example"', content)
+        d = yield self.api("GET", "/domains/b%C3%BCcher.example")
+        self.assertEqual(d["ascii"], "xn--bcher-kva.example")
+        self.assertIn("xn--bcher-kva.example. 300 IN MX", d["zone"])
+
+    @defer.inlineCallbacks
     def test_dnscheck_over_loopback_dns(self):
         results = yield self.api("GET", "/domains/example.org/dnscheck")
         by = {r["check"]: r for r in results}
@@ -324,6 +340,22 @@ class ConfigTextTests(AdminConfigBase):
         yield self.api("POST", "/config", {"text": got["text"], "version": out["version"]})
         self.assertEqual(self.file(), got["text"].encode())
         yield self.api("POST", "/config", {"text": got["text"]}, ok=400)  # no version
+
+    @defer.inlineCallbacks
+    def test_broken_file_can_be_fixed(self):
+        # Edited by hand into a file that does not load: the server keeps its config, the
+        # form edits are refused, the text edit replaces it.
+        good = self.file()
+        with open(self.domains_toml, "wb") as f:
+            f.write(b"[Domains\n")
+        self.assertFalse(self.root.watcher.check())
+        out = yield self.api("POST", "/accounts/add", {"account": "bob", "address": "bob@example.org"}, ok=400)
+        self.assertIn("does not load", out["error"])
+        got = yield self.api("GET", "/config")
+        self.assertEqual(got["text"], "[Domains\n")
+        yield self.api("POST", "/config", {"text": good.decode() + '[Domains."example.com"]\n',
+                                           "version": got["version"]})
+        self.assertIn("example.com", self.root.watcher.current.Domains)
 
     @defer.inlineCallbacks
     def test_text_page_keeps_the_typed_text(self):

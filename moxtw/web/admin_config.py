@@ -499,7 +499,7 @@ class ConfigAdmin:
                   "logging": "Log levels", "routes": "Routes and transports"}
         return base.render(request, f"admin_{name}.html", title=titles[name], d=data, args=args,
                            message=message, error=error, csrf=session.csrf, base=self.path,
-                           settings=configedit.ACCOUNT_SETTINGS, header="Admin")
+                           header="Admin " + str(self.current()[0].Hostname))
 
 
 __all__ = ["API", "ConfigAdmin", "MAX_CONFIG_FORM"]
