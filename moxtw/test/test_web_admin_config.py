@@ -38,6 +38,7 @@ DNS_RECORDS = {
 
 class AdminConfigBase(WebTestBase):
     timeout = 90
+    extra_static = ""  # more of moxtw.toml
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -45,7 +46,8 @@ class AdminConfigBase(WebTestBase):
         self.dns = loopback_dns(self, dict(DNS_RECORDS))
         self.ports = {"imaps": 993 + off, "http": 80 + off, "smtp": 25 + off}
         d = os.path.abspath(self.mktemp())
-        cfg, self.ca = servertree.write_config(d, STATIC_SMTP.format(dns=self.dns.address, **self.ports), DYNAMIC)
+        cfg, self.ca = servertree.write_config(d, STATIC_SMTP.format(dns=self.dns.address, **self.ports) + self.extra_static,
+                                             DYNAMIC)
         self.config_dir = cfg.config_dir
         self.domains_toml = os.path.join(d, "domains.toml")
         write_admin_password(cfg.config_dir, ADMIN_PASSWORD)
@@ -395,12 +397,55 @@ class LoggingRoutesTests(AdminConfigBase):
         yield self.api("POST", "/loglevels", {"pkg": "", "level": "info"})
 
     @defer.inlineCallbacks
-    def test_routes_read_only(self):
+    def test_routes_read_only_empty(self):
         got = yield self.api("GET", "/routes")
         self.assertEqual(got, {"routes": [], "domains": {}, "accounts": {}, "transports": []})
         r, content = yield self.get_page("/routes")
         self.assertEqual(r.code, 200)
         self.assertIn(b"No transports configured", content)
+
+
+class RoutesTests(AdminConfigBase):
+    extra_static = """
+[Transports.smarthost.Submissions]
+Host = "smtp.example.net"
+Port = 465
+Auth = {Username = "relay@example.net", Password = "hunter2 secret"}
+"""
+
+    @defer.inlineCallbacks
+    def test_routes_and_transports_without_secrets(self):
+        got = yield self.api("GET", "/config")
+        text = got["text"].replace('[Domains."example.org"]\n', '[Domains."example.org"]\n'
+                                   '[[Domains."example.org".Routes]]\nToDomain = [".example.net"]\n'
+                                   'Transport = "smarthost"\n')
+        text = '[[Routes]]\nMinimumAttempts = 3\nTransport = "smarthost"\n\n' + text
+        yield self.api("POST", "/config", {"text": text, "version": got["version"]})
+        got = yield self.api("GET", "/routes")
+        self.assertEqual(got["routes"], [{"from_domain": [], "to_domain": [], "minimum_attempts": 3,
+                                          "transport": "smarthost"}])
+        self.assertEqual(got["domains"]["example.org"][0]["to_domain"], [".example.net"])
+        self.assertEqual(got["transports"], [{"name": "smarthost", "method": "Submissions",
+                                              "details": "smtp.example.net:465, user relay@example.net"}])
+        r, content = yield self.get_page("/routes")
+        self.assertIn(b"Routes of domain example.org", content)
+        self.assertIn(b"smtp.example.net:465", content)
+        r, content2 = yield self.call(self.admin, "GET", "/api/routes", cookie=self._admin[0])
+        for body in (content, content2):
+            self.assertNotIn(b"hunter2", body)
+
+
+class ConcurrencyTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_parallel_edits_all_applied(self):
+        # Each edit runs in its own thread, one after the other under the config lock.
+        self._admin = yield self.admin_login()
+        names = [f"user{i}@example.org" for i in range(8)]
+        results = yield defer.gatherResults([
+            self.api("POST", "/addresses/add", {"account": "other", "address": a}) for a in names])
+        self.assertEqual(len(results), 8)
+        self.assertEqual(sorted(self.root.watcher.current.Accounts["other"].Destinations),
+                         sorted(names + ["other@example.org"]))
 
 
 class PageTests(AdminConfigBase):
