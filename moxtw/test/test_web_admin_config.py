@@ -531,6 +531,13 @@ class HostileInputTests(AdminConfigBase):
                                raw=b'{"text": "' + b"x" * (2 * 1024 * 1024) + b'"}',
                                headers={"Content-Type": "application/json"})
         self.assertEqual(r.code, 413)
+        # Other forms keep the usual 64 KB; domains.toml may be larger.
+        r, _ = yield self.call(self.admin, "POST", "/api/accounts/add", cookie=cookie, csrf=csrf,
+                               raw=b'{"account": "' + b"x" * 100000 + b'"}', headers={"Content-Type": "application/json"})
+        self.assertEqual(r.code, 413)
+        got = yield self.api("GET", "/config")
+        out = yield self.api("POST", "/config", {"text": got["text"] + "#" * 200000 + "\n", "version": got["version"]})
+        yield self.api("POST", "/config", {"text": got["text"], "version": out["version"]})
         r, _ = yield self.call(self.admin, "POST", "/api/accounts/add", cookie=cookie, csrf=csrf,
                                raw=b'{"account": ["x"]}', headers={"Content-Type": "application/json"})
         self.assertEqual(r.code, 400)

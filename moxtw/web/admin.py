@@ -276,7 +276,7 @@ class AdminApp(base.AppBase):
     def _config_action(self, request, action):
         async def work():
             session = await self._session(request)
-            fields = base.form(request, limit=admin_config.MAX_CONFIG_FORM)
+            fields = base.form(request, limit=admin_config.form_limit(action))
             self.sessions.check_csrf(request, session, fields)
             return await self.config_admin.page_action(request, session, action, fields)
 
@@ -286,7 +286,7 @@ class AdminApp(base.AppBase):
         async def work():
             session = await self._session(request)
             if request.method == b"POST":
-                form = base.form(request, limit=admin_config.MAX_CONFIG_FORM)
+                form = base.form(request, limit=admin_config.form_limit(name))
                 self.sessions.check_csrf(request, session, form)
                 return await self.config_admin.api_action(request, name, form)
             return await self.config_admin.api_get(request, name, args)

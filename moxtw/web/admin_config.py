@@ -72,6 +72,11 @@ API = [
 ]
 
 
+def form_limit(action):
+    """Bytes a form of ``action`` may have: all of domains.toml for the text edit."""
+    return MAX_CONFIG_FORM if action in ("config/set", "config/save") else base.MAX_FORM
+
+
 def page_url(base_path, name, args=None):
     """The path of an admin page (its name as in :meth:`ConfigAdmin.page`)."""
     args = args or {}
@@ -502,4 +507,4 @@ class ConfigAdmin:
                            header="Admin " + str(self.current()[0].Hostname))
 
 
-__all__ = ["API", "ConfigAdmin", "MAX_CONFIG_FORM"]
+__all__ = ["API", "ConfigAdmin", "form_limit"]
