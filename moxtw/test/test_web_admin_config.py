@@ -10,7 +10,6 @@ import os
 from urllib.parse import urlencode
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from moxtw.admin.quickstart import write_admin_password
 from moxtw.dns import MX
