@@ -363,6 +363,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     DatabaseService(root.web_sessions).setServiceParent(root)
     # One app per path prefix a listener mounts it at (links and cookie paths follow it).
     root.web_apps = {"account": {}, "admin": {}}
+    # The control socket's server commands (reload, log levels) serve the admin pages too.
+    server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     queue_reports = QueueReports(root.queue, root.queue_service, root.reports, root.resolver, current,
                                  config.config_dir, watcher.reload)
 
@@ -377,7 +379,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
             root.web_apps["admin"][prefix] = AdminApp(
                 config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions, current,
                 root.queue, queue_service=root.queue_service, clock=reactor, path=prefix,
-                queue_reports=queue_reports)
+                queue_reports=queue_reports, config_dir=config.config_dir, data_dir=config.data_dir,
+                store=root.store, resolver=root.resolver, server=server_commands)
         return root.web_apps["admin"][prefix].resource()
     # ACME: certificates ordered for the configured names, renewed ahead of expiry.
     root.acme, challenges = _acme_managers(config, current, reactor)
@@ -403,7 +406,6 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
         root.acme_renew = acme.RenewService(root.acme.values(), clock=reactor)
         root.acme_renew.setServiceParent(root)
     # Last, so a listener that cannot bind stops the start before it.
-    server_commands = ServerCommands(watcher, log_config, lambda: reactor.stop(), reactor=reactor)
     CtlService(config.data_dir, QueueCommands(root.queue, root.queue_service),
                reactor=reactor, server=server_commands,
                importer=ImportCommands(root.store, lambda: watcher.current.Accounts),

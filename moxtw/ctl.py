@@ -241,7 +241,7 @@ def _packages():
 class ServerCommands:
     """Commands about the server itself: ``config.reload`` (read domains.toml now, after
     the command line changed it), ``loglevels`` (get, or set with ``level`` and optional
-    ``pkg``; until the next start) and ``stop``."""
+    ``pkg``, or drop ``pkg``'s level with ``remove``; until the next start) and ``stop``."""
 
     def __init__(self, watcher, log_config, stop, reactor=None):
         self.watcher = watcher
@@ -257,7 +257,13 @@ class ServerCommands:
         from moxtw import log as mlog
 
         level = args.get("level")
-        if level is not None:
+        if args.get("remove") is True and args.get("pkg") in self.log_config.packages:
+            # The package's own level is dropped: it logs at the default (or a parent's) level.
+            packages = {k: v for k, v in self.log_config.packages.items() if k != args["pkg"]}
+            self.log_config = new = mlog.LogConfig(default=self.log_config.default, packages=packages)
+            mlog.configure(new)
+            log.info("log levels changed", default=new.default, packages=new.packages)
+        elif level is not None:
             pkg = args.get("pkg") or ""
             if not isinstance(level, str) or not isinstance(pkg, str):
                 raise CtlError("level and pkg must be strings")

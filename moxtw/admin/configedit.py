@@ -11,13 +11,15 @@ and replaces the file atomically only when it is valid; a running server picks i
 
 import fcntl
 import os
+import secrets
 import stat
+import tomllib
 from contextlib import contextmanager
 
 import tomlkit
 
 from moxtw.config.errors import ConfigError
-from moxtw.config.load import load, load_static, write_dynamic
+from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, load, load_static, validate_dynamic, write_atomic, write_dynamic
 from moxtw.dkim.keys import generate_ed25519, generate_rsa
 from moxtw.dns import normalize
 from moxtw.smtp.address import AddressError, parse_address, parse_domain
@@ -135,10 +137,17 @@ def _table(parent, key):
 # -- accounts ------------------------------------------------------------------------
 
 
+def check_account_name(name):
+    """EditError unless ``name`` can name an account (and its directory under the data
+    directory): ASCII letters, digits, '.', '_' and '-', not starting with '.' or '-'."""
+    if not name or len(name) > 128 or not name.isascii() or not all(c.isalnum() or c in "._-" for c in name) \
+            or name[0] in ".-":
+        raise EditError(f"invalid account name {name[:128]!r}: letters, digits, '.', '_' and '-' only")
+
+
 def account_add(name, address):
     def change(doc, cfg):
-        if not name or not name.isascii() or not all(c.isalnum() or c in "._-" for c in name) or name[0] in ".-":
-            raise EditError(f"invalid account name {name!r}: letters, digits, '.', '_' and '-' only")
+        check_account_name(name)
         if name in cfg.dynamic.Accounts:
             raise EditError(f"account {name!r} exists")
         lp, domain = _address(cfg, address)
@@ -162,6 +171,50 @@ def account_rm(name):
             raise EditError(f"no account {name!r}")
         del doc["Accounts"][name]
         return f"account {name} removed from the configuration"
+
+    return change
+
+
+# Account fields the admin pages edit, with their type; the schema checks the values
+# (MaxOutgoingMessagesPerDay >= 1, ...) when the result is validated.
+ACCOUNT_SETTINGS = {
+    "FullName": str,
+    "Description": str,
+    "QuotaMessageSize": int,
+    "MaxOutgoingMessagesPerDay": int,
+    "MaxFirstTimeRecipientsPerDay": int,
+    "NoFirstTimeSenderDelay": bool,
+    "LoginDisabled": str,
+}
+MAX_SETTING_TEXT = 1000
+
+
+def account_settings(name, values):
+    """Set fields of :data:`ACCOUNT_SETTINGS` of account ``name``; ``values`` maps field
+    names to values of their type. Fields with their current value are left alone."""
+    def change(doc, cfg):
+        acc = cfg.dynamic.Accounts.get(name)
+        if acc is None:
+            raise EditError(f"no account {name!r}")
+        t = doc["Accounts"][name]
+        changed = []
+        for field, value in values.items():
+            kind = ACCOUNT_SETTINGS.get(field)
+            if kind is None:
+                raise EditError(f"{field[:40]!r} is not an account setting this edits")
+            if type(value) is not kind:
+                raise EditError(f"{field}: {kind.__name__} expected")
+            if kind is str and len(value) > MAX_SETTING_TEXT:
+                raise EditError(f"{field}: at most {MAX_SETTING_TEXT} characters")
+            if kind is int and not -2 ** 63 <= value < 2 ** 63:
+                raise EditError(f"{field}: out of range")
+            if getattr(acc, field) == value:
+                continue
+            t[field] = value
+            changed.append(field)
+        if not changed:
+            return f"account {name}: nothing changed"
+        return f"account {name}: {', '.join(changed)} changed"
 
     return change
 
@@ -204,10 +257,12 @@ def address_rm(address):
 # -- domains -------------------------------------------------------------------------
 
 
-def domain_add(domain, account, localpart=None, config_dir=None, year=None):
+def domain_add(domain, account, localpart=None, config_dir=None, year=None, new_account=False):
     """Add a domain with new DKIM keys (ed25519 and RSA-2048) and its DMARC and TLS
     reports delivered to ``account``; with ``localpart``, that address is added to the
-    account. Key files are removed again if the change is refused."""
+    account. With ``new_account`` (mox's "config domain add" for an account that does not
+    exist yet), the account is made with localpart@domain as its address. Key files are
+    removed again if the change is refused."""
     written = []
 
     def change(doc, cfg):
@@ -219,7 +274,13 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None):
         for key in cfg.dynamic.Domains:
             if normalize(str(key)) == normalize(name):
                 raise EditError(f"domain {name!r} exists")
-        if account not in cfg.dynamic.Accounts:
+        if new_account:
+            check_account_name(account)
+            if account in cfg.dynamic.Accounts:
+                raise EditError(f"account {account!r} exists")
+            if not localpart:
+                raise EditError("a new account needs a localpart: its address at the new domain")
+        elif account not in cfg.dynamic.Accounts:
             raise EditError(f"no account {account!r}")
         from datetime import datetime, timezone
 
@@ -264,8 +325,17 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None):
                 parse_address(f"{localpart}@{d.ascii}")
             except AddressError as e:
                 raise EditError(str(e)) from None
-            _table(doc["Accounts"][account], "Destinations")[f"{localpart}@{name}"] = tomlkit.table()
-            msg += f"; address {localpart}@{name} added to account {account}"
+            if new_account:
+                acc = tomlkit.table()
+                acc["Domain"] = name
+                dests = tomlkit.table()
+                dests[f"{localpart}@{name}"] = tomlkit.table()
+                acc["Destinations"] = dests
+                _table(doc, "Accounts")[account] = acc
+                msg += f"; account {account} added with address {localpart}@{name}"
+            else:
+                _table(doc["Accounts"][account], "Destinations")[f"{localpart}@{name}"] = tomlkit.table()
+                msg += f"; address {localpart}@{name} added to account {account}"
         return msg
 
     def run(doc, cfg):
@@ -424,3 +494,56 @@ def alias_rmaddr(alias, addresses):
         return f"{len(current) - len(left)} member(s) removed from {key}@{domain}"
 
     return change
+
+
+# -- domains.toml as text ------------------------------------------------------------
+
+
+class VersionConflict(EditError):
+    """domains.toml changed since the version an edit started from."""
+
+
+def text_version(data):
+    """The version of domains.toml content (bytes): its SHA-256, hex."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_text(config_dir):
+    """``(text, version)`` of domains.toml, for editing it as a whole with
+    :func:`replace_text`. EditError when it is not UTF-8."""
+    with open(os.path.join(config_dir, DYNAMIC_FILE), "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8"), text_version(data)
+    except UnicodeDecodeError:
+        raise EditError("domains.toml is not UTF-8: edit it on the server") from None
+
+
+def replace_text(config_dir, text, version):
+    """Replace domains.toml with ``text`` when it still has ``version`` (else
+    VersionConflict) and the text loads (else EditError with the loader's errors, the
+    file untouched); written atomically under the lock of :func:`apply`. A file that does
+    not load can be replaced with one that does. Returns the new version."""
+    path = os.path.join(config_dir, DYNAMIC_FILE)
+    with _locked(config_dir):
+        with open(path, "rb") as f:
+            old = f.read()
+        if not secrets.compare_digest(text_version(old), str(version)):
+            raise VersionConflict("domains.toml was changed by someone else since you loaded it: load it "
+                                  "again and redo your change")
+        try:
+            static = load_static(os.path.join(config_dir, STATIC_FILE))
+            dynamic = validate_dynamic(text, path, static)
+        except ConfigError as e:
+            raise EditError("; ".join(e.errors)) from None
+        try:
+            before = set(tomllib.loads(old.decode("utf-8")).get("Accounts", {}))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+            before = set()
+        for name in dynamic.Accounts:
+            if name not in before:
+                check_account_name(name)
+        write_atomic(path, text)
+        return text_version(text.encode("utf-8"))

@@ -6,7 +6,9 @@ messages.
 Pages: ``GET /admin/`` (login form or overview), ``POST /admin/login``, ``/admin/logout``,
 ``/admin/queue/hold``, ``/admin/queue/unhold``; the queue with filters and actions, hold
 rules, DMARC and TLS reports and the DNSBL status (``moxtw.web.admin_queue``). The JSON
-API under ``/admin/api/`` does the same (listed at ``GET /admin/api/``).
+API under ``/admin/api/`` does the same (listed at ``GET /admin/api/``). The configuration
+pages (domains, accounts, aliases, domains.toml, log levels, routes) are in
+:mod:`moxtw.web.admin_config`.
 """
 
 import json
@@ -18,7 +20,7 @@ from twisted.internet import task, threads
 from twisted.logger import Logger
 
 from moxtw.sasl import credentials
-from moxtw.web import admin_queue, base
+from moxtw.web import admin_config, admin_queue, base
 from moxtw.web.base import HTTPError
 
 log = Logger(namespace="moxtw.web")
@@ -34,7 +36,7 @@ API = [
     ("GET", "/api/queue", "-> [{id, from, to, attempts, next_attempt, hold, last_error, size}]"),
     ("POST", "/api/queue/hold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}"),
     ("POST", "/api/queue/unhold", "{ids: [id, ...] | scope: filtered, <filter>} -> {count}: held messages are delivered"),
-]
+] + admin_config.API
 
 # -- queue and reports
 API += [
@@ -62,7 +64,8 @@ class AdminApp(base.AppBase):
     app_name = "admin"
 
     def __init__(self, config_path, password_file, limits, sessions, current, queue, queue_service=None,
-                 clock=None, path="/admin/", queue_reports=None):
+                 clock=None, path="/admin/", queue_reports=None, config_dir=None, data_dir=None, store=None,
+                 resolver=None, server=None):
         self.config_path = config_path
         self.password_file = password_file  # () -> AdminPasswordFile or None
         self.limits = limits
@@ -73,6 +76,9 @@ class AdminApp(base.AppBase):
         self.clock = clock
         self.path = path
         self.qr = queue_reports or admin_queue.QueueReports(queue, queue_service, None, None, current, None)
+        # Domains, accounts, aliases, domains.toml, log levels: moxtw.web.admin_config.
+        self.config_admin = admin_config.ConfigAdmin(current, config_dir, data_dir, store, resolver, server,
+                                                     sessions, path)
 
     async def _session(self, request, required=True):
         session = await self.sessions.current(request)
@@ -440,6 +446,108 @@ class AdminApp(base.AppBase):
     @app.route("/api/dnsbl", methods=["GET"])
     def api_dnsbl(self, request):
         return self._admin_api(request, lambda fields: self.qr.dnsbl_status())
+
+    # -- domains, accounts, aliases, config
+    # Pages and API calls of moxtw.web.admin_config: GET pages need a session (else the
+    # login page), every POST also the CSRF token; errors are shown on the page, or as
+    # 400 {error} by the API.
+
+    def _config_page(self, request, name, **args):
+        async def work():
+            session = await self._session(request, required=False)
+            if session is None:
+                return self._redirect(request)
+            return await self.config_admin.page(request, session, name, args)
+
+        return self._handle(request, work)
+
+    def _config_action(self, request, action):
+        async def work():
+            session = await self._session(request)
+            fields = base.form(request, limit=admin_config.form_limit(action))
+            self.sessions.check_csrf(request, session, fields)
+            return await self.config_admin.page_action(request, session, action, fields)
+
+        return self._handle(request, work)
+
+    def _config_api(self, request, name, **args):
+        async def work():
+            session = await self._session(request)
+            if request.method == b"POST":
+                form = base.form(request, limit=admin_config.form_limit(name))
+                self.sessions.check_csrf(request, session, form)
+                return await self.config_admin.api_action(request, name, form)
+            return await self.config_admin.api_get(request, name, args)
+
+        return self._handle(request, work, api=True)
+
+    @app.route("/domains", methods=["GET"])
+    def domains_page(self, request):
+        return self._config_page(request, "domains")
+
+    @app.route("/domains/<string:domain>", methods=["GET"])
+    def domain_page(self, request, domain):
+        return self._config_page(request, "domain", domain=domain)
+
+    @app.route("/domains/<string:domain>/dnscheck", methods=["GET"])
+    def dnscheck_page(self, request, domain):
+        return self._config_page(request, "dnscheck", domain=domain)
+
+    @app.route("/accounts", methods=["GET"])
+    def accounts_page(self, request):
+        return self._config_page(request, "accounts")
+
+    @app.route("/accounts/<string:account>", methods=["GET"])
+    def account_page(self, request, account):
+        return self._config_page(request, "account", account=account)
+
+    @app.route("/config", methods=["GET"])
+    def config_page(self, request):
+        return self._config_page(request, "config")
+
+    @app.route("/logging", methods=["GET"])
+    def logging_page(self, request):
+        return self._config_page(request, "logging")
+
+    @app.route("/routes", methods=["GET"])
+    def routes_page(self, request):
+        return self._config_page(request, "routes")
+
+    @app.route("/<any(domains,accounts,addresses,aliases,config,logging):group>/<string:action>", methods=["POST"])
+    def config_action_page(self, request, group, action):
+        return self._config_action(request, f"{group}/{action}")
+
+    @app.route("/api/domains", methods=["GET"])
+    def api_domains(self, request):
+        return self._config_api(request, "domains")
+
+    @app.route("/api/domains/<string:domain>", methods=["GET"])
+    def api_domain(self, request, domain):
+        return self._config_api(request, "domain", domain=domain)
+
+    @app.route("/api/domains/<string:domain>/<any(dnscheck,aliases):what>", methods=["GET"])
+    def api_domain_more(self, request, domain, what):
+        return self._config_api(request, what, domain=domain)
+
+    @app.route("/api/accounts", methods=["GET"])
+    def api_accounts(self, request):
+        return self._config_api(request, "accounts")
+
+    @app.route("/api/accounts/<string:account>", methods=["GET"])
+    def api_account(self, request, account):
+        return self._config_api(request, "account", account=account)
+
+    @app.route("/api/<any(config,loglevels,routes):name>", methods=["GET"])
+    def api_config_get(self, request, name):
+        return self._config_api(request, name)
+
+    @app.route("/api/<any(config,loglevels):name>", methods=["POST"])
+    def api_config_set(self, request, name):
+        return self._config_api(request, f"{name}/set")
+
+    @app.route("/api/<any(domains,accounts,addresses,aliases):group>/<string:action>", methods=["POST"])
+    def api_config_action(self, request, group, action):
+        return self._config_api(request, f"{group}/{action}")
 
 
 def password_file_exists(config_path, name):

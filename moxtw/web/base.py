@@ -159,11 +159,11 @@ def remote_ip(request):
     return getattr(peer, "host", "") or ""
 
 
-def form(request):
-    """The form fields (str -> str, first value) of a POST; HTTPError 413 when too large,
-    400 for invalid UTF-8."""
-    body = request.content.read(MAX_FORM + 1) if request.content is not None else b""
-    if len(body) > MAX_FORM:
+def form(request, limit=MAX_FORM):
+    """The form fields (str -> str, first value) of a POST; HTTPError 413 when larger
+    than ``limit`` bytes, 400 for invalid UTF-8."""
+    body = request.content.read(limit + 1) if request.content is not None else b""
+    if len(body) > limit:
         raise HTTPError(413, "request too large")
     ctype = header(request, "content-type").split(";")[0].strip().lower()
     if ctype == "application/json":
