@@ -361,7 +361,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     root.web_sessions = SessionStore(config.data_dir, reactor=reactor)
     DatabaseService(root.web_sessions).setServiceParent(root)
     root.web_account = AccountApp(root.store, root.auth, root.login_limits, root.web_sessions, current,
-                                  clock=reactor)
+                                  clock=reactor, config_dir=config.config_dir, reload=watcher.reload,
+                                  data_dir=config.data_dir)
     root.web_admin = AdminApp(config.path, lambda: static.AdminPasswordFile, root.login_limits, root.web_sessions,
                               current, root.queue,
                               queue_service=root.queue_service, clock=reactor)

@@ -174,6 +174,14 @@ class _WebRoot(resource.Resource):
         self._admin = admin_resource if {"AdminHTTP", "AdminHTTPS"} & set(kinds) else None
         self._only_metrics = kinds == ["MetricsHTTP"]
 
+    def body_limit(self, path, headers):
+        """A larger request body limit the account app allows on ``path`` (an upload to
+        import), for moxtw.web.base.LimitedRequest; None for the default."""
+        hook = getattr(self._account, "body_limit", None)
+        if hook is None or path == b"/admin" or path.startswith(b"/admin/"):
+            return None
+        return hook(path, headers)
+
     def getChildWithDefault(self, name, request):
         # ACME http-01 answers for any host name (the CA asks for the name validated).
         if self._acme is not None and request.path.startswith(ACME_CHALLENGE_PATH):
