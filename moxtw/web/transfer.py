@@ -135,7 +135,7 @@ def unpack(upload, tree, max_unpacked, notes):
                 mode = info.external_attr >> 16
                 if not rel:
                     continue
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     notes.append(f"{rel}: not a regular file, left out")
                     continue
                 path = _target(tree, rel)
