@@ -484,7 +484,8 @@ async def export(request, reactor, store, account, fields):
     except Exception:
         log.failure("web export of {account}", account=account)
         # The status line is out: only cutting the response says it is incomplete.
-        request.channel.transport.loseConnection() if request.channel is not None else None
+        if request.channel is not None:
+            request.channel.transport.loseConnection()
         return None
     finally:
         pipe.done()
