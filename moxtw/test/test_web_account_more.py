@@ -513,14 +513,31 @@ class TransferTests(MoreBase):
     @defer.inlineCallbacks
     def test_oversized_upload(self):
         cookie, csrf, _ = yield self.login()
-        # Above the import's own limit: 413 before the body is read.
+        # Above the import's own limit: 413 on the announced length, before the body is sent.
+        def announce(length):
+            import socket
+
+            with socket.create_connection(("127.0.0.1", self.ports["http"]), timeout=10) as sock:
+                sock.sendall((f"POST /api/import HTTP/1.1\r\nHost: mail.example.org\r\nCookie: {cookie}\r\n"
+                              f"X-CSRF-Token: {csrf}\r\nContent-Type: application/octet-stream\r\n"
+                              f"Content-Length: {length}\r\n\r\n").encode())
+                sock.sendall(b"From x\n")
+                return sock.recv(100)
+
+        head = yield threads.deferToThread(announce, 3 * 1024 * 1024)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413"), head)
+        # The same sent whole by a client that does not wait for the answer.
         big = b"From x\n" + b"a" * (3 * 1024 * 1024)
+
+
         try:
-            r, _ = yield self.call(self.account, "POST", "/api/import", cookie=cookie, csrf=csrf, raw=big,
+            r, _ = yield self.call(self.account, "POST", "/api/import", cookie=cookie, csrf=csrf, raw=io.BytesIO(big),
                                    headers={"Content-Type": "application/octet-stream"})
             self.assertEqual(r.code, 413)
         except Exception:
             pass  # the server may close the connection while the client still sends
+        self.assertEqual(os.listdir(os.path.join(self.cfg.data_dir, "webimport")) if os.path.exists(
+            os.path.join(self.cfg.data_dir, "webimport")) else [], [])
         # Between 1 MB and the import limit: accepted on the import route only.
         mid = mbox([message(i, "mid", extra="X-Pad: " + "p" * 900 + "\r\n") for i in range(1200)])
         self.assertGreater(len(mid), 1024 * 1024)

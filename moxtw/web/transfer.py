@@ -283,6 +283,9 @@ class Imports:
     def __init__(self, store, data_dir, max_bytes=IMPORT_MAX_BYTES, max_unpacked=None, clock=None):
         self.store = store
         self.work_dir = os.path.join(data_dir, "webimport") if data_dir else None
+        if self.work_dir is not None:
+            # Left by a server stopped during an import (built before the reactor runs).
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         self.max_bytes = max_bytes
         self.max_unpacked = max_unpacked or max(UNPACK_FACTOR * max_bytes, 64 * 1024 * 1024)
         self.jobs = {}
