@@ -294,6 +294,10 @@ class RulesetTests(MoreBase):
         job = yield self.upload(ocookie, ocsrf, mbox([message(1)]))
         r, _ = yield self.call(self.account, "GET", f"/api/import/{job}", cookie=cookie)
         self.assertEqual(r.code, 404)
+        s = yield self.import_done(ocookie, job)
+        self.assertEqual(s["state"], "done")
+        got = yield self.messages_in("mjl", "Inbox")
+        self.assertEqual(got, [])
 
     @defer.inlineCallbacks
     def upload(self, cookie, csrf, data, query="", expect=200):
@@ -370,24 +374,28 @@ class AppPasswordTests(MoreBase):
 
     @defer.inlineCallbacks
     def test_app_password_failures_count(self):
-        # Wrong app passwords count in the shared limits: IMAP failures, then even the right
-        # one is refused from this IP for this login.
+        # Wrong app passwords over IMAP count in the shared limits: after the per-IP-and-login
+        # limit even the right app password is refused from this IP, and so is the web login.
         cookie, csrf, _ = yield self.login()
         code, made = yield self.post("/api/apppasswords/create", {"name": "laptop"}, cookie, csrf)
         from moxtw import auth
         self.patch(auth, "FAILURE_SLOWDOWN", 0)
         self.patch(auth, "LOGIN_SLOWDOWN", 0)
-        wrong = "abcd-" + made["password"][5:]
-        for _ in range(auth.IP_LOGIN_FAILURE_LIMITS[0][1]):
-            self.root.login_limits.record("127.0.0.1", "mjl@example.org", False)
+        pw = made["password"]
+        wrong = pw[:5] + ("aaaa" if pw[5:9] != "aaaa" else "bbbb") + pw[9:]
 
-        def refused():
+        def logins():
+            for _ in range(auth.IP_LOGIN_FAILURE_LIMITS[0][1]):
+                with self.assertRaises(imaplib.IMAP4.error):
+                    self.imap("mjl@example.org", wrong)
             with self.assertRaises(imaplib.IMAP4.error):
-                self.imap("mjl@example.org", made["password"])
+                self.imap("mjl@example.org", pw)
 
-        yield threads.deferToThread(refused)
+        yield threads.deferToThread(logins)
         self.assertIsNotNone(self.root.login_limits.allowed_login("127.0.0.1", "mjl@example.org"))
-        del wrong
+        r, _ = yield self.call(self.account, "POST", "/api/login", body={"login": "mjl@example.org",
+                                                                         "password": PASSWORD})
+        self.assertEqual(r.code, 429)
 
 
 class TransferTests(MoreBase):

@@ -18,7 +18,6 @@ client's pace as back-pressure (never the whole archive in memory).
 """
 
 import os
-import posixpath
 import secrets
 import shutil
 import stat
