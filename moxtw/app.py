@@ -371,7 +371,8 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     def account_app(prefix):
         if prefix not in root.web_apps["account"]:
             root.web_apps["account"][prefix] = AccountApp(
-                root.store, root.auth, root.login_limits, root.web_sessions, current, clock=reactor, path=prefix)
+                root.store, root.auth, root.login_limits, root.web_sessions, current, clock=reactor, path=prefix,
+                config_dir=config.config_dir, reload=watcher.reload, data_dir=config.data_dir)
         return root.web_apps["account"][prefix].resource()
 
     def admin_app(prefix):
@@ -397,6 +398,9 @@ def makeService(config, reactor=None, localserve=False, resolver=None, switch_us
     ):
         svc.setServiceParent(root)
         root.listeners.append(svc)
+    # The apps at their default paths (or the first mounted), for tests and tools.
+    root.web_account = root.web_apps["account"].get("/") or next(iter(root.web_apps["account"].values()), None)
+    root.web_admin = root.web_apps["admin"].get("/admin/") or next(iter(root.web_apps["admin"].values()), None)
     # Certificate files replaced on disk (a renewal by certbot) are served without restart.
     files = [s for s in config.cert_stores.values() if isinstance(s, CertStore)]
     if files:

@@ -12,7 +12,7 @@ import ipaddress
 
 from twisted.internet import defer, threads
 
-from moxtw import ratelimit
+from moxtw import apppasswords, ratelimit
 from moxtw.config.load import canonical_address
 from moxtw.config.types import parse_address
 from moxtw.dns.base import client_ip
@@ -74,8 +74,10 @@ class Authenticator:
         return acc.LoginDisabled if acc is not None else ""
 
     @defer.inlineCallbacks
-    def authenticate(self, login, password):
-        """Deferred[Account]; fails with AuthFailed or LoginDisabled."""
+    def authenticate(self, login, password, app_passwords=False):
+        """Deferred[Account]; fails with AuthFailed or LoginDisabled. With
+        ``app_passwords`` (IMAP and SMTP logins, not the web's), one of the account's
+        app passwords (moxtw.apppasswords) is accepted too."""
         name = self.account_for_login(login)
         if name is None:
             creds = yield threads.deferToThread(_dummy_credentials)
@@ -83,6 +85,8 @@ class Authenticator:
             raise AuthFailed("invalid login or password")
         account = yield self.store.open_account(name)
         ok = yield account.verify_password(password)
+        if not ok and app_passwords:
+            ok = yield apppasswords.verify(account, password)
         if not ok:
             raise AuthFailed("invalid login or password")
         disabled = self._dynamic().Accounts[name].LoginDisabled
@@ -193,7 +197,8 @@ class _LimitedAuthenticator:
             self._check(login)
         except AuthFailed:
             return defer.fail()
-        return self._auth.authenticate(login, password)
+        # The mail protocols (IMAP LOGIN, SASL PLAIN/LOGIN) take app passwords too.
+        return self._auth.authenticate(login, password, app_passwords=True)
 
     def credentials_for(self, login):
         try:

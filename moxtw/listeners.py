@@ -199,6 +199,17 @@ class _WebRoot(resource.Resource):
         self._mounts = sorted(mounts, key=lambda m: -len(m.segments))
         self._only_metrics = kinds == ["MetricsHTTP"]
 
+    def body_limit(self, path, headers):
+        """A larger request body limit the web interface mounted at ``path`` allows (the
+        account pages' upload to import), for moxtw.web.base.LimitedRequest; None for
+        the default. The interface is the one routing would pick: the longest prefix."""
+        segments = [s for s in path.split(b"?", 1)[0].split(b"/") if s]
+        for mount in self._mounts:
+            if mount.matches(segments) and len(segments) > len(mount.segments):
+                hook = getattr(mount.resource, "body_limit", None)
+                return hook(path, headers) if hook is not None else None
+        return None
+
     def getChildWithDefault(self, name, request):
         # ACME http-01 answers for any host name (the CA asks for the name validated).
         if self._acme is not None and request.path.startswith(ACME_CHALLENGE_PATH):

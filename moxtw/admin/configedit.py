@@ -11,18 +11,23 @@ and replaces the file atomically only when it is valid; a running server picks i
 
 import fcntl
 import os
+import re
 import secrets
 import stat
 import tomllib
 from contextlib import contextmanager
 
 import tomlkit
+from pydantic import ValidationError
 
 from moxtw.config.errors import ConfigError
 from moxtw.config.load import DYNAMIC_FILE, STATIC_FILE, load, load_static, validate_dynamic, write_atomic, write_dynamic
+from moxtw.config.schema import Ruleset
 from moxtw.dkim.keys import generate_ed25519, generate_rsa
 from moxtw.dns import normalize
 from moxtw.smtp.address import AddressError, parse_address, parse_domain
+from moxtw.store.errors import MailboxNameError
+from moxtw.store.model import check_new_mailbox_name, normalize_mailbox_name
 
 LOCK_FILE = ".domains.toml.lock"
 
@@ -547,3 +552,163 @@ def replace_text(config_dir, text, version):
                 check_account_name(name)
         write_atomic(path, text)
         return text_version(text.encode("utf-8"))
+
+
+# -- an account's own settings (the account web pages) ----------------------------------
+
+MAX_FULL_NAME = 256
+MAX_RULESETS = 100  # per destination
+MAX_REGEXP = 1000  # characters of one regular expression
+
+RULESET_FIELDS = ("SMTPMailFromRegexp", "MsgFromRegexp", "VerifiedDomain", "HeadersRegexp", "IsForward",
+                  "ListAllowDomain", "AcceptRejectsToMailbox", "Mailbox", "Comment")
+
+
+def account_full_name(account, full_name):
+    """Set an account's FullName ("" removes it)."""
+    def change(doc, cfg):
+        if account not in cfg.dynamic.Accounts:
+            raise EditError(f"no account {account!r}")
+        name = full_name.strip()
+        if len(name) > MAX_FULL_NAME or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+            raise EditError(f"a full name has at most {MAX_FULL_NAME} characters and no control characters")
+        acc = doc["Accounts"][account]
+        if name:
+            acc["FullName"] = name
+        elif "FullName" in acc:
+            del acc["FullName"]
+        return f"full name of account {account} set"
+
+    return change
+
+
+def _destination_key(cfg, account, address):
+    acc = cfg.dynamic.Accounts.get(account)
+    if acc is None:
+        raise EditError(f"no account {account!r}")
+    if address in acc.Destinations:
+        return address
+    want = address.lower()
+    for key in acc.Destinations:
+        if key.lower() == want:
+            return key
+    raise EditError(f"account {account!r} has no address {address!r}")
+
+
+def check_ruleset(values):
+    """A ruleset as a dict of schema field names, validated alone (EditError with the
+    reason, e.g. an invalid regular expression); returns the dict without empty fields,
+    as it is written."""
+    unknown = set(values) - set(RULESET_FIELDS)
+    if unknown:
+        raise EditError(f"unknown ruleset fields: {', '.join(sorted(unknown))}")
+    out = {}
+    for k in RULESET_FIELDS:
+        v = values.get(k)
+        if v in (None, "", {}, False):
+            continue
+        if k == "HeadersRegexp":
+            if not isinstance(v, dict) or not all(isinstance(a, str) and isinstance(b, str) for a, b in v.items()):
+                raise EditError("HeadersRegexp: header regular expressions to value regular expressions")
+            if len(v) > 20:
+                raise EditError("HeadersRegexp: at most 20 header rules")
+            for a, b in v.items():
+                if not a or not b:
+                    raise EditError("HeadersRegexp: a header rule needs a field and a value expression")
+                for r in (a, b):
+                    _check_regexp_text("HeadersRegexp", r)
+        elif k == "IsForward":
+            v = bool(v)
+        elif not isinstance(v, str):
+            raise EditError(f"{k}: text expected")
+        elif k.endswith("Regexp"):
+            _check_regexp_text(k, v)
+        elif len(v) > 1000:
+            raise EditError(f"{k}: at most 1000 characters")
+        out[k] = v
+    if not out.get("Mailbox"):
+        raise EditError("a ruleset needs a mailbox to deliver to")
+    for k in ("Mailbox", "AcceptRejectsToMailbox"):
+        if k in out:
+            out[k] = _mailbox_name(k, out[k])
+    try:
+        Ruleset(**out)
+    except ValidationError as e:
+        raise EditError("; ".join(_pydantic_message(err) for err in e.errors())) from None
+    return out
+
+
+def _check_regexp_text(field, value):
+    if len(value) > MAX_REGEXP:
+        raise EditError(f"{field}: a regular expression has at most {MAX_REGEXP} characters")
+    try:
+        re.compile(value)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise EditError(f"{field}: invalid regular expression {value!r}: {e}") from None
+
+
+def _mailbox_name(field, name):
+    try:
+        name = normalize_mailbox_name(name)
+        check_new_mailbox_name(name)
+    except (MailboxNameError, ValueError) as e:
+        raise EditError(f"{field}: invalid mailbox name {name!r}: {e}") from None
+    return name
+
+
+def _pydantic_message(err):
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    msg = err.get("msg", "invalid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{loc}: {msg}" if loc else msg
+
+
+def destination_set(account, address, mailbox=None, rulesets=None):
+    """Replace the default Mailbox and/or the Rulesets (a list of dicts, each checked by
+    :func:`check_ruleset`, in order) of one of ``account``'s own destinations."""
+    def change(doc, cfg):
+        key = _destination_key(cfg, account, address)
+        dest_conf = cfg.dynamic.Accounts[account].Destinations[key]
+        if dest_conf.SMTPError:
+            raise EditError(f"{key} refuses mail (SMTPError): it has no mailbox or rulesets")
+        dests = doc["Accounts"][account]["Destinations"]
+        dest = dests[key]
+        if mailbox is not None:
+            box = _mailbox_name("Mailbox", mailbox) if mailbox.strip() else ""
+            if box and box != "Inbox":
+                dest["Mailbox"] = box
+            elif "Mailbox" in dest:
+                del dest["Mailbox"]
+        if rulesets is not None:
+            if len(rulesets) > MAX_RULESETS:
+                raise EditError(f"at most {MAX_RULESETS} rulesets per address")
+            checked = [check_ruleset(rs) for rs in rulesets]
+            if checked:
+                aot = tomlkit.aot()
+                for rs in checked:
+                    t = tomlkit.table()
+                    for k, v in rs.items():
+                        if k == "HeadersRegexp":
+                            h = tomlkit.inline_table()
+                            h.update(v)
+                            t[k] = h
+                        else:
+                            t[k] = v
+                    aot.append(t)
+                dest["Rulesets"] = aot
+            elif "Rulesets" in dest:
+                del dest["Rulesets"]
+        return f"destination {key} of account {account} updated"
+
+    return change
+
+
+def ruleset_dict(rs):
+    """A loaded Ruleset as the dict :func:`destination_set` takes."""
+    out = {}
+    for k in RULESET_FIELDS:
+        v = getattr(rs, k)
+        if v not in (None, "", {}, False):
+            out[k] = dict(v) if k == "HeadersRegexp" else (str(v) if not isinstance(v, bool) else v)
+    return out

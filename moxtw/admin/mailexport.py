@@ -54,7 +54,10 @@ class _DirWriter:
 
 class _ZipWriter:
     def __init__(self, path):
-        self.zf = zipfile.ZipFile(path, "x", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        # A path, or a stream that cannot seek (a download): entries then carry data
+        # descriptors.
+        self.zf = zipfile.ZipFile(path, "x" if isinstance(path, str) else "w", compression=zipfile.ZIP_DEFLATED,
+                                  allowZip64=True)
 
     def dir(self, rel):
         self.zf.writestr(zipfile.ZipInfo(rel.rstrip("/") + "/"), b"")
@@ -72,7 +75,7 @@ class _ZipWriter:
 
 class _TarWriter:
     def __init__(self, path):
-        self.tf = tarfile.open(path, "x:gz")
+        self.tf = tarfile.open(path, "x:gz") if isinstance(path, str) else tarfile.open(fileobj=path, mode="w|gz")
 
     def dir(self, rel):
         info = tarfile.TarInfo(rel.rstrip("/"))
@@ -100,7 +103,13 @@ class _TarWriter:
         self.tf.close()
 
 
-def writer_for(dest):
+def writer_for(dest, archive=None):
+    """The writer for a path (by its ending: .zip, .tgz, else a directory), or for a
+    stream (an object with ``write``) with ``archive`` "zip" or "tgz"."""
+    if not isinstance(dest, str):
+        if archive not in ("zip", "tgz"):
+            raise ExportError(f"unknown archive {archive!r}: zip or tgz")
+        return _ZipWriter(dest) if archive == "zip" else _TarWriter(dest)
     if dest.endswith(".zip"):
         return _ZipWriter(dest)
     if dest.endswith(".tgz") or dest.endswith(".tar.gz"):
@@ -143,15 +152,17 @@ def mbox_headers(flags):
     return ("\n".join(lines) + "\n").encode("ascii", "replace")
 
 
-def export(snapshot, open_message, kind, dest, mailbox=None):
+def export(snapshot, open_message, kind, dest, mailbox=None, archive=None):
     """Write the export. ``snapshot()`` returns [(mailbox name, [Message])] read in one
-    transaction; ``open_message(id)`` opens a message file. Returns a dict of counts."""
+    transaction; ``open_message(id)`` opens a message file. ``dest`` is a path, or a
+    stream written in order (the web download) with ``archive`` "zip" or "tgz".
+    Returns a dict of counts."""
     if kind not in ("maildir", "mbox"):
         raise ExportError(f"unknown format {kind!r}: maildir or mbox")
     boxes = snapshot()
     if mailbox is not None and not boxes:
         raise ExportError(f"no mailbox {mailbox!r}")
-    w = writer_for(dest)
+    w = writer_for(dest, archive)
     counts = {"messages": 0, "mailboxes": 0, "vanished": 0}
     try:
         for name, messages in boxes:

@@ -15,7 +15,7 @@ class FakeAuthenticator:
     def __init__(self):
         self.calls = 0
 
-    def authenticate(self, login, password):
+    def authenticate(self, login, password, app_passwords=False):
         self.calls += 1
         return defer.fail(AuthFailed("invalid login or password"))
 

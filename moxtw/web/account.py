@@ -1,10 +1,15 @@
 """The account pages (mox's ``/``): log in with an account address (or name) and its
 password; see the account's addresses, quota use and login sessions; change the
-password (which ends the other sessions); log out.
+password (which ends the other sessions); log out. Beyond the overview: the full name
+and the delivery rules of each address (``/settings``, moxtw.web.account_rules), app
+passwords for mail clients (``/apppasswords``, moxtw.apppasswords), and import and export
+of the account's mail (``/transfer``, moxtw.web.transfer).
 
 Pages: ``GET /`` (login form or overview), ``POST /login``, ``/logout``, ``/password``,
-``/sessions/revoke``. The JSON API under ``/api/`` does the same (listed at ``GET
-/api/``), with the session cookie and the CSRF token in ``X-CSRF-Token``.
+``/sessions/revoke`` and the forms of the pages above. The JSON API under ``/api/`` does
+the same (listed at ``GET /api/``), with the session cookie and the CSRF token in
+``X-CSRF-Token``. An account only ever sees and changes its own settings and mail: the
+session names the account, requests never do.
 """
 
 
@@ -12,9 +17,11 @@ from klein import Klein
 from twisted.internet import task
 from twisted.logger import Logger
 
+from moxtw import apppasswords
 from moxtw.auth import AuthFailed, LoginDisabled
 from moxtw.sasl.credentials import PasswordError
-from moxtw.web import base
+from moxtw.web import base, transfer
+from moxtw.web.account_rules import Rules, destinations
 from moxtw.web.base import HTTPError
 
 log = Logger(namespace="moxtw.web")
@@ -26,6 +33,26 @@ API = [
     ("POST", "/api/password", "{password} -> {ok}: set a new password, ending the other sessions"),
     ("GET", "/api/sessions", "-> [{id, created, last_used, expires, remote_ip, user_agent, current}]"),
     ("POST", "/api/sessions/revoke", "{id} -> {removed}: end one of the account's sessions"),
+    ("GET", "/api/destinations", "-> {full_name, destinations: [{address, mailbox, rulesets: [{index, "
+     "smtp_mail_from_regexp, msg_from_regexp, verified_domain, headers, is_forward, list_allow_domain, "
+     "accept_rejects_to_mailbox, mailbox, comment}]}]}"),
+    ("POST", "/api/fullname", "{full_name} -> {ok}"),
+    ("POST", "/api/destination/mailbox", "{address, mailbox} -> {ok}: the default mailbox of an address"),
+    ("POST", "/api/ruleset/save", "{address, index (empty: add), ruleset fields; headers as lines "
+     "'field-regexp: value-regexp'} -> {ok}"),
+    ("POST", "/api/ruleset/remove", "{address, index} -> {ok}"),
+    ("POST", "/api/ruleset/move", "{address, index, direction up|down, or to} -> {ok}"),
+    ("GET", "/api/apppasswords", "-> [{id, name, created, last_used}]"),
+    ("POST", "/api/apppasswords/create", "{name} -> {id, name, password}: shown this once; for IMAP and "
+     "SMTP submission, not this web login"),
+    ("POST", "/api/apppasswords/revoke", "{id} -> {removed}"),
+    ("POST", "/api/import", "body: the file (mbox, .zip or .tgz of mbox files or a maildir), "
+     "Content-Type application/octet-stream; query: format (mbox|maildir|empty), mailbox (empty: "
+     "folders at the top) -> {id}"),
+    ("GET", "/api/import/<id>", "-> {id, state (unpacking|counting|importing|done|failed), total, "
+     "imported, duplicates, too_large, mailboxes, notes, error, percent}"),
+    ("GET", "/api/export", "query: format mbox|maildir, archive zip|tgz, mailbox (empty: all) -> the "
+     "archive, streamed"),
 ]
 
 
@@ -33,7 +60,11 @@ class AccountApp(base.AppBase):
     app = Klein()
     app_name = "account"
 
-    def __init__(self, store, authenticator, login_limits, sessions, current, clock=None, path="/"):
+    def __init__(self, store, authenticator, login_limits, sessions, current, clock=None, path="/",
+                 config_dir=None, reload=None, data_dir=None, import_max_bytes=transfer.IMPORT_MAX_BYTES):
+        """``config_dir`` and ``reload()`` (read domains.toml now): for the account's
+        settings; ``data_dir``: for imports (work directories under data/webimport);
+        ``import_max_bytes``: the largest upload to import."""
         self.store = store
         self.auth = authenticator
         self.limits = login_limits
@@ -41,6 +72,16 @@ class AccountApp(base.AppBase):
         self.current = current  # () -> (static, dynamic)
         self.clock = clock
         self.path = path
+        self.rules = Rules(config_dir, current, reload)
+        self.imports = transfer.Imports(store, data_dir, import_max_bytes)
+
+    def body_limit(self, path, headers):
+        """Uploads to import (raw bodies) may be as large as ``import_max_bytes``."""
+        path = path.split(b"?", 1)[0]
+        ctype = (headers.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
+        if path == (self.path + "api/import").encode() and ctype == b"application/octet-stream":
+            return self.imports.max_bytes + 1  # one more: "too large" is then ours to say
+        return None
 
     # -- plumbing
 
@@ -184,6 +225,251 @@ class AccountApp(base.AppBase):
             return self._redirect(request)
 
         return self._handle(request, work)
+
+    # -- settings, app passwords, import and export (helpers)
+
+    def _post(self, request, do, api, page=None):
+        """A state-changing request: session, CSRF and Origin, then ``do(session,
+        fields)``; its result as JSON, or ``page(session, result)`` for a form."""
+        async def work():
+            session = await self._session(request)
+            fields = base.form(request)
+            self.sessions.check_csrf(request, session, fields)
+            result = await do(session, fields)
+            if api:
+                return base.json_response(request, result)
+            return await page(session, result)
+
+        return self._handle(request, work, api=api)
+
+    def _settings_data(self, session):
+        conf = self.current()[1].Accounts.get(session.account)
+        if conf is None:
+            raise HTTPError(404, "account no longer exists")
+        return {"full_name": conf.FullName or "", "destinations": destinations(conf)}
+
+    async def _settings_page(self, request, session, message="", ok="", code=200):
+        request.setResponseCode(code)
+        return base.render(request, "account_settings.html", title="Addresses and rules", account=session.account,
+                           s=self._settings_data(session), csrf=session.csrf, base=self.path, message=message,
+                           ok=ok)
+
+    def _settings_post(self, request, method, api):
+        async def do(session, fields):
+            await method(session.account, fields)
+            return {"ok": True}
+
+        if api:
+            return self._post(request, do, True)
+
+        async def work():
+            session = await self._session(request)
+            fields = base.form(request)
+            self.sessions.check_csrf(request, session, fields)
+            try:
+                await method(session.account, fields)
+            except HTTPError as e:
+                if e.code in (400, 404):
+                    return await self._settings_page(request, session, message=e.text, code=e.code)
+                raise
+            return self._redirect(request, self.path + "settings?saved=1")
+
+        return self._handle(request, work)
+
+    async def _app_password_create(self, session, fields):
+        acc = await self.store.open_account(session.account)
+        try:
+            pid, password = await apppasswords.create(acc, fields.get("name", ""))
+        except apppasswords.AppPasswordError as e:
+            raise HTTPError(400, str(e)) from None
+        log.info("app password created", account=session.account, id=pid)
+        return {"id": pid, "name": fields.get("name", "").strip(), "password": password}
+
+    async def _app_password_revoke(self, session, fields):
+        try:
+            pid = int(fields.get("id", ""))
+        except ValueError:
+            raise HTTPError(400, "id: a number expected") from None
+        acc = await self.store.open_account(session.account)  # its own passwords only
+        removed = await apppasswords.revoke(acc, pid)
+        if not removed:
+            raise HTTPError(404, "no such app password")
+        log.info("app password revoked", account=session.account, id=pid)
+        return {"removed": removed}
+
+    async def _app_passwords_page(self, request, session, created=None):
+        acc = await self.store.open_account(session.account)
+        items = await apppasswords.list_(acc)
+        return base.render(request, "account_apppasswords.html", title="App passwords", account=session.account,
+                           items=items, created=created, csrf=session.csrf, base=self.path)
+
+    def _query(self, request):
+        out = {}
+        for k, v in (request.args or {}).items():
+            try:
+                out[k.decode("utf-8")] = v[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise HTTPError(400, "invalid UTF-8 in query") from None
+        return out
+
+    # -- settings pages
+
+    @app.route("/settings", methods=["GET"])
+    def settings_page(self, request):
+        async def work():
+            session = await self._session(request)
+            return await self._settings_page(request, session,
+                                             ok="Saved." if request.args.get(b"saved") == [b"1"] else "")
+
+        return self._handle(request, work)
+
+    @app.route("/fullname", methods=["POST"])
+    def fullname_page(self, request):
+        return self._settings_post(request, self.rules.set_full_name, False)
+
+    @app.route("/destination/mailbox", methods=["POST"])
+    def destination_mailbox_page(self, request):
+        return self._settings_post(request, self.rules.set_mailbox, False)
+
+    @app.route("/ruleset/save", methods=["POST"])
+    def ruleset_save_page(self, request):
+        return self._settings_post(request, self.rules.save_ruleset, False)
+
+    @app.route("/ruleset/remove", methods=["POST"])
+    def ruleset_remove_page(self, request):
+        return self._settings_post(request, self.rules.remove_ruleset, False)
+
+    @app.route("/ruleset/move", methods=["POST"])
+    def ruleset_move_page(self, request):
+        return self._settings_post(request, self.rules.move_ruleset, False)
+
+    @app.route("/apppasswords", methods=["GET"])
+    def apppasswords_page(self, request):
+        async def work():
+            return await self._app_passwords_page(request, await self._session(request))
+
+        return self._handle(request, work)
+
+    @app.route("/apppasswords/create", methods=["POST"])
+    def apppasswords_create_page(self, request):
+        async def page(session, created):
+            return await self._app_passwords_page(request, session, created)
+
+        return self._post(request, self._app_password_create, False, page)
+
+    @app.route("/apppasswords/revoke", methods=["POST"])
+    def apppasswords_revoke_page(self, request):
+        async def page(session, result):
+            return self._redirect(request, self.path + "apppasswords")
+
+        return self._post(request, self._app_password_revoke, False, page)
+
+    @app.route("/transfer", methods=["GET"])
+    def transfer_page(self, request):
+        async def work():
+            session = await self._session(request)
+            acc = await self.store.open_account(session.account)
+            boxes = await acc.mailboxes()
+            return base.render(request, "account_transfer.html", title="Import and export", account=session.account,
+                               mailboxes=sorted(getattr(b, "name", b) for b in boxes), csrf=session.csrf,
+                               base=self.path, max_bytes=self.imports.max_bytes)
+
+        return self._handle(request, work)
+
+    @app.route("/export", methods=["GET"])
+    def export_page(self, request):
+        return self.api_export(request)
+
+    @app.route("/static/<string:name>", methods=["GET"])
+    def static_file(self, request, name):
+        if name not in ("transfer.js",):
+            request.setResponseCode(404)
+            base.security_headers(request)
+            return b"not found\n"
+        return base.static(request, name)
+
+    # -- settings API
+
+    @app.route("/api/destinations", methods=["GET"])
+    def api_destinations(self, request):
+        async def work():
+            session = await self._session(request)
+            return base.json_response(request, self._settings_data(session))
+
+        return self._handle(request, work, api=True)
+
+    @app.route("/api/fullname", methods=["POST"])
+    def api_fullname(self, request):
+        return self._settings_post(request, self.rules.set_full_name, True)
+
+    @app.route("/api/destination/mailbox", methods=["POST"])
+    def api_destination_mailbox(self, request):
+        return self._settings_post(request, self.rules.set_mailbox, True)
+
+    @app.route("/api/ruleset/save", methods=["POST"])
+    def api_ruleset_save(self, request):
+        return self._settings_post(request, self.rules.save_ruleset, True)
+
+    @app.route("/api/ruleset/remove", methods=["POST"])
+    def api_ruleset_remove(self, request):
+        return self._settings_post(request, self.rules.remove_ruleset, True)
+
+    @app.route("/api/ruleset/move", methods=["POST"])
+    def api_ruleset_move(self, request):
+        return self._settings_post(request, self.rules.move_ruleset, True)
+
+    @app.route("/api/apppasswords", methods=["GET"])
+    def api_apppasswords(self, request):
+        async def work():
+            session = await self._session(request)
+            acc = await self.store.open_account(session.account)
+            return base.json_response(request, await apppasswords.list_(acc))
+
+        return self._handle(request, work, api=True)
+
+    @app.route("/api/apppasswords/create", methods=["POST"])
+    def api_apppasswords_create(self, request):
+        return self._post(request, self._app_password_create, True)
+
+    @app.route("/api/apppasswords/revoke", methods=["POST"])
+    def api_apppasswords_revoke(self, request):
+        return self._post(request, self._app_password_revoke, True)
+
+    # -- import and export API
+
+    @app.route("/api/import", methods=["POST"])
+    def api_import(self, request):
+        async def work():
+            session = await self._session(request)
+            # The body is the file: the fields are in the query, the token in the header.
+            fields = self._query(request)
+            fields.pop("csrf", None)
+            self.sessions.check_csrf(request, session, fields)
+            ctype = base.header(request, "content-type").split(";")[0].strip().lower()
+            if ctype != "application/octet-stream":
+                raise HTTPError(415, "send the file as the body, Content-Type application/octet-stream")
+            job = await self.imports.start(session.account, request.content, fields)
+            return base.json_response(request, {"id": job.id})
+
+        return self._handle(request, work, api=True)
+
+    @app.route("/api/import/<string:job_id>", methods=["GET"])
+    def api_import_status(self, request, job_id):
+        async def work():
+            session = await self._session(request)
+            return base.json_response(request, self.imports.get(session.account, job_id).status())
+
+        return self._handle(request, work, api=True)
+
+    @app.route("/api/export", methods=["GET"])
+    def api_export(self, request):
+        async def work():
+            session = await self._session(request)
+            base.security_headers(request)
+            await transfer.export(request, self._reactor(), self.store, session.account, self._query(request))
+            return b""
+
+        return self._handle(request, work, api=True)
 
     @app.route("/style.css", methods=["GET"])
     def style(self, request):

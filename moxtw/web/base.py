@@ -93,13 +93,14 @@ def render(request, template, **context):
 
 
 def static(request, name):
-    """A file of moxtw/web/static (CSS), cacheable for an hour."""
+    """A file of moxtw/web/static (CSS, ES modules), cacheable for an hour."""
     import importlib.resources
 
     data = importlib.resources.files("moxtw.web").joinpath("static").joinpath(name).read_bytes()
     security_headers(request)
     request.setHeader(b"cache-control", b"max-age=3600")
     request.setHeader(b"content-type", b"text/css; charset=utf-8" if name.endswith(".css") else
+                      b"text/javascript; charset=utf-8" if name.endswith(".js") else
                       b"application/octet-stream")
     return data
 
@@ -323,7 +324,24 @@ class LimitedRequest(server.Request):
     _too_large = False
     _received = 0
 
+    def _body_limit(self):
+        """MAX_BODY, or what the site's root resource allows for this request's path
+        (``body_limit(path, headers)``: the account pages' upload of an import, whose
+        body Twisted spools to a temporary file, not memory)."""
+        hook = getattr(getattr(self.channel, "site", None), "resource", None)
+        hook = getattr(hook, "body_limit", None)
+        path = getattr(self.channel, "_path", None)  # the request line's target, parsed by now
+        if hook is None or not isinstance(path, bytes):
+            return self.max_body
+        try:
+            larger = hook(path, self.requestHeaders)
+        except Exception:
+            log.failure("body limit of {path!r}", path=path[:200])
+            larger = None
+        return max(self.max_body, larger or 0)
+
     def gotLength(self, length):
+        self.max_body = self._body_limit()
         if length is not None and length > self.max_body:
             self._refuse()
             return
@@ -395,7 +413,13 @@ class AppBase:
     app_name = ""
 
     def resource(self):
-        return self.app.resource()
+        r = self.app.resource()
+        r.body_limit = self.body_limit
+        return r
+
+    def body_limit(self, path, headers):
+        """Bytes of request body allowed for ``path`` beyond MAX_BODY, or None."""
+        return None
 
     def _reactor(self):
         from moxtw.clock import default_reactor
