@@ -64,5 +64,5 @@ class APIDocTests(WebTestBase):
             for m, p, about in doc:
                 self.assertIn(f"{m} {prefix}{p}", text)
                 self.assertIn(about, text)
-            self.assertIn(f"curl -c jar -H 'Content-Type: application/json' -d '{{", text)
+            self.assertIn("curl -c jar -H 'Content-Type: application/json' -d '{\"", text)
             self.assertIn(f"http://mail.example.org{prefix}/api/logout", text)

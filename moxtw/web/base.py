@@ -116,17 +116,21 @@ def json_response(request, value, code=200):
 
 def _example(method, path, about, base_url):
     """A curl command for one API call, its body made from the fields the description
-    names before "->" (``{login, password} -> ...``)."""
+    names in braces before "->" (``log in: {login, password} -> ...``)."""
     import re
 
-    url = base_url + re.sub(r"<[^:>]*:?([^>]*)>", lambda m: "{" + m.group(1) + "}", path)
+    url = base_url + re.sub(r"<(?:[^:>]*:)?([^>]*)>", lambda m: "{" + m.group(1) + "}", path)
     if method == "GET":
         return f"curl -b jar '{url}'"
     fields = []
-    m = re.match(r"\s*\{([^}]*)\}\s*->", about)
+    m = re.search(r"\{([^{}]*)\}\s*->", about)
     if m:
-        fields = [f.strip() for f in m.group(1).split(",") if f.strip() and f.strip() != "..."]
-    body = json.dumps({f.split(":")[0].strip(): "..." for f in fields}) if fields else "{}"
+        inner = re.sub(r"\[[^\]]*\]", "", m.group(1))
+        for piece in re.split(r"[,|]", inner):
+            name = piece.split(":")[0].strip()
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name not in fields:
+                fields.append(name)
+    body = json.dumps({f: "..." for f in fields})
     jar = "-c jar" if path.endswith("/login") else "-b jar -H 'X-CSRF-Token: CSRF'"
     return f"curl {jar} -H 'Content-Type: application/json' -d '{body}' '{url}'"
 
