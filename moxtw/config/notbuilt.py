@@ -34,7 +34,6 @@ DYNAMIC = {
     ("Accounts", "*", "Destinations", "*", "MessageAuthRequiredSMTPError"): "not built yet",
     ("Accounts", "*", "Introbox"): "not built yet",
     ("Accounts", "*", "FromIDLoginAddresses"): "unique ids in the MAIL FROM of submitted mail are not built yet",
-    ("Accounts", "*", "NoCustomPassword"): "passwords are set with moxtw setaccountpassword only",
     ("Accounts", "*", "IMAPCapabilitiesDisabled"): "IMAP capabilities cannot be turned off per account yet",
     ("Accounts", "*", "KeepRetiredMessagePeriod"): "retired messages are not kept yet",
     ("Accounts", "*", "KeepRetiredWebhookPeriod"): "webhooks are not built yet",

@@ -12,6 +12,7 @@ the same (listed at ``GET /api/``), with the session cookie and the CSRF token i
 session names the account, requests never do.
 """
 
+import secrets
 
 from klein import Klein
 from twisted.internet import task
@@ -30,7 +31,8 @@ API = [
     ("POST", "/api/login", "log in: {login, password} -> {account, csrf}; sets the session cookie"),
     ("POST", "/api/logout", "end this session"),
     ("GET", "/api/overview", "-> {account, full_name, addresses, quota_used, quota_limit}"),
-    ("POST", "/api/password", "{password} -> {ok}: set a new password, ending the other sessions"),
+    ("POST", "/api/password", "{password, generate} -> {ok, password}: set a new password, or with generate=1 a "
+     "random one (returned; the only kind with NoCustomPassword), ending the other sessions"),
     ("GET", "/api/sessions", "-> [{id, created, last_used, expires, remote_ip, user_agent, current}]"),
     ("POST", "/api/sessions/revoke", "{id} -> {removed}: end one of the account's sessions"),
     ("GET", "/api/destinations", "-> {full_name, destinations: [{address, mailbox, rulesets: [{index, "
@@ -138,9 +140,21 @@ class AccountApp(base.AppBase):
         return {"account": session.account, "full_name": conf.FullName or "",
                 "addresses": sorted(conf.Destinations), "quota_used": used, "quota_limit": limit}
 
+    def _no_custom_password(self, session):
+        conf = self.current()[1].Accounts.get(session.account)
+        return bool(conf is not None and conf.NoCustomPassword)
+
     async def _set_password(self, session, fields):
-        password = fields.get("password", "")
-        if fields.get("password2") is not None and fields["password2"] != password:
+        """Set the password given, or with ``generate`` a random one (the only kind an
+        account with NoCustomPassword may get); returns the generated password or None."""
+        generated = None
+        if fields.get("generate") in ("1", "true", "yes"):
+            generated = password = secrets.token_urlsafe(12)
+        elif self._no_custom_password(session):
+            raise HTTPError(403, "this account cannot choose its password: generate one")
+        else:
+            password = fields.get("password", "")
+        if generated is None and fields.get("password2") is not None and fields["password2"] != password:
             raise HTTPError(400, "the passwords differ")
         if len(password) < 8 or len(password) > 1024:
             raise HTTPError(400, "a password has 8 to 1024 characters")
@@ -150,7 +164,8 @@ class AccountApp(base.AppBase):
         except PasswordError as e:
             raise HTTPError(400, f"password refused: {e}") from None
         await self.sessions.store.remove_others("account", session.account, session.id)
-        log.info("web password change", account=session.account)
+        log.info("web password change", account=session.account, generated=generated is not None)
+        return generated
 
     def _session_list(self, sessions, current):
         return [{"id": s.id, "created": s.created, "last_used": s.last_used, "expires": s.expires,
@@ -177,6 +192,7 @@ class AccountApp(base.AppBase):
             sessions = self._session_list(await self.sessions.store.list("account", session.account), session)
             return base.render(request, "account.html", title=f"Account {session.account}", o=overview,
                                sessions=sessions, csrf=session.csrf, base=self.path,
+                               no_custom_password=self._no_custom_password(session),
                                changed=request.args.get(b"changed") == [b"1"])
 
         return self._handle(request, work)
@@ -210,7 +226,11 @@ class AccountApp(base.AppBase):
             session = await self._session(request)
             fields = base.form(request)
             self.sessions.check_csrf(request, session, fields)
-            await self._set_password(session, fields)
+            generated = await self._set_password(session, fields)
+            if generated is not None:
+                # Shown this once, in the answer to the POST (never in a URL).
+                return base.render(request, "account_newpassword.html", title="New password", password=generated,
+                                   csrf=session.csrf, base=self.path, header="Account " + session.account)
             return self._redirect(request, self.path + "?changed=1")
 
         return self._handle(request, work)
@@ -511,8 +531,8 @@ class AccountApp(base.AppBase):
             session = await self._session(request)
             fields = base.form(request)
             self.sessions.check_csrf(request, session, fields)
-            await self._set_password(session, fields)
-            return base.json_response(request, {"ok": True})
+            generated = await self._set_password(session, fields)
+            return base.json_response(request, {"ok": True, "password": generated} if generated else {"ok": True})
 
         return self._handle(request, work, api=True)
 
