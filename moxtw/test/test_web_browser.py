@@ -26,8 +26,14 @@ def _browser():
     return sync_playwright
 
 
-class BrowserTests(WebTestBase):
-    timeout = 180
+class BrowserMixin:
+    """Headless Chromium for a test case: ``run_browser(fn)`` runs ``fn(page)`` in a
+    thread and gives (its result, console and page errors); ``shot(page, name)`` saves
+    ``<shot_prefix><name>.png`` in the test's directory (copied to $MOXTW_SCREENSHOTS by
+    ``keep_screenshots``)."""
+
+    viewport = {"width": 1100, "height": 800}
+    shot_prefix = "web-"
 
     def setUp(self):
         self.sync_playwright = _browser()
@@ -41,20 +47,31 @@ class BrowserTests(WebTestBase):
                 args = ["--no-sandbox"] if os.geteuid() == 0 else []
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
                 try:
-                    page = browser.new_page(viewport={"width": 1100, "height": 800})
+                    ctx = browser.new_context(viewport=self.viewport, accept_downloads=True)
+                    page = ctx.new_page()
                     errors = []
                     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    result = fn(page)
-                    return result, errors
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    return fn(page), errors
                 finally:
                     browser.close()
 
         return threads.deferToThread(go)
 
     def shot(self, page, name):
-        path = os.path.join(self.shots, f"web-{name}.png")
+        path = os.path.join(self.shots, f"{self.shot_prefix}{name}.png")
         page.screenshot(path=path, full_page=True)
         return path
+
+    def keep_screenshots(self):
+        keep = os.environ.get("MOXTW_SCREENSHOTS")
+        if keep:
+            for f in os.listdir(self.shots):
+                shutil.copy(os.path.join(self.shots, f), keep)
+
+
+class BrowserTests(BrowserMixin, WebTestBase):
+    timeout = 180
 
     @defer.inlineCallbacks
     def test_account_password_change(self):
@@ -124,9 +141,3 @@ class BrowserTests(WebTestBase):
         for name in ("admin", "admin-released"):
             self.assertTrue(os.path.getsize(os.path.join(self.shots, f"web-{name}.png")) > 1000)
         self.keep_screenshots()
-
-    def keep_screenshots(self):
-        keep = os.environ.get("MOXTW_SCREENSHOTS")
-        if keep:
-            for f in os.listdir(self.shots):
-                shutil.copy(os.path.join(self.shots, f), keep)

@@ -11,37 +11,11 @@ from twisted.internet import defer, threads
 
 from moxtw.test.test_web import PASSWORD
 from moxtw.test.test_web_account_more import MoreBase, mbox, message
-from moxtw.test.test_web_browser import CHROMIUM, _browser
+from moxtw.test.test_web_browser import BrowserMixin
 
 
-class AccountBrowserTests(MoreBase):
+class AccountBrowserTests(BrowserMixin, MoreBase):
     timeout = 240
-
-    def setUp(self):
-        self.sync_playwright = _browser()
-        self.shots = os.path.abspath(self.mktemp())
-        os.makedirs(self.shots)
-        return super().setUp()
-
-    def run_browser(self, fn):
-        def go():
-            with self.sync_playwright() as p:
-                args = ["--no-sandbox"] if os.geteuid() == 0 else []
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-                try:
-                    ctx = browser.new_context(viewport={"width": 1100, "height": 800}, accept_downloads=True)
-                    page = ctx.new_page()
-                    errors = []
-                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-                    return fn(page), errors
-                finally:
-                    browser.close()
-
-        return threads.deferToThread(go)
-
-    def shot(self, page, name):
-        page.screenshot(path=os.path.join(self.shots, f"web-{name}.png"), full_page=True)
 
     def log_in(self, page):
         page.goto(f"http://localhost:{self.ports['http']}/")

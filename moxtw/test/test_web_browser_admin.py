@@ -5,7 +5,6 @@ account's store; check the DNS over the loopback name server; edit domains.toml 
 error and see it refused. Screenshots are saved in the test's directory
 (``web-admin-*.png``; copied to $MOXTW_SCREENSHOTS when set)."""
 
-import os
 import smtplib
 
 from twisted.internet import defer, threads
@@ -19,17 +18,8 @@ MESSAGE = (b"From: Someone <someone@remote.example>\r\nTo: dee@example.net\r\n"
            b"Delivered to an address added in the browser.\r\n")
 
 
-class AdminConfigBrowserTests(AdminConfigBase):
+class AdminConfigBrowserTests(browser.BrowserMixin, AdminConfigBase):
     timeout = 180
-    run_browser = browser.BrowserTests.run_browser
-    shot = browser.BrowserTests.shot
-    keep_screenshots = browser.BrowserTests.keep_screenshots
-
-    def setUp(self):
-        self.sync_playwright = browser._browser()
-        self.shots = os.path.abspath(self.mktemp())
-        os.makedirs(self.shots)
-        return super().setUp()
 
     def base(self):
         return f"http://localhost:{self.ports['http']}/admin/"

@@ -9,41 +9,19 @@ import shutil
 import time
 from datetime import datetime, timedelta, timezone
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from moxtw.test import test_dmarcrpt, test_tlsrpt
 from moxtw.test.test_web import ADMIN_PASSWORD
 from moxtw.test.test_web_admin_queue import AdminQueueTestBase
 from moxtw.test.test_web_admin_reports import HOSTILE_ORG, ReportsMixin, dmarc_xml, tls_json
-from moxtw.test.test_web_browser import CHROMIUM, _browser
+from moxtw.test.test_web_browser import BrowserMixin
 
 
-class QueueBrowserTests(ReportsMixin, AdminQueueTestBase):
+class QueueBrowserTests(BrowserMixin, ReportsMixin, AdminQueueTestBase):
     timeout = 180
-
-    def setUp(self):
-        self.sync_playwright = _browser()
-        self.shots = os.path.abspath(self.mktemp())
-        os.makedirs(self.shots)
-        return super().setUp()
-
-    def run_browser(self, fn):
-        def go():
-            with self.sync_playwright() as p:
-                args = ["--no-sandbox"] if os.geteuid() == 0 else []
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-                try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 900})
-                    errors = []
-                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    return fn(page), errors
-                finally:
-                    browser.close()
-
-        return threads.deferToThread(go)
-
-    def shot(self, page, name):
-        page.screenshot(path=os.path.join(self.shots, f"web-queue-{name}.png"), full_page=True)
+    viewport = {"width": 1280, "height": 900}
+    shot_prefix = "web-queue-"
 
     @defer.inlineCallbacks
     def test_filter_reschedule_drop_and_dmarc_report(self):
