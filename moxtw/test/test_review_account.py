@@ -1,0 +1,112 @@
+"""Regressions from the review of the account pages (import/export, app passwords)."""
+
+import gzip
+import io
+import os
+import tarfile
+import tracemalloc
+import zipfile
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from moxtw.store import Store
+from moxtw.web import transfer
+from moxtw.web.base import HTTPError
+
+
+def _tar_header(name, size, typeflag):
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.type = typeflag
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+class UnpackTests(unittest.TestCase):
+    def test_huge_long_name_header_not_read_into_memory(self):
+        # A GNU long-name member of 64 MB (zeros, compresses to ~64 KB): tarfile reads such
+        # headers whole into memory; the import must refuse it with bounded memory.
+        d = self.mktemp()
+        os.makedirs(d)
+        upload = os.path.join(d, "upload")
+        size = 64 * 1024 * 1024
+        with gzip.open(upload, "wb", compresslevel=1) as f:
+            f.write(_tar_header("././@LongLink", size, tarfile.GNUTYPE_LONGNAME))
+            zero = b"\0" * (1024 * 1024)
+            for _ in range(size // len(zero)):
+                f.write(zero)
+            f.write(_tar_header("x.mbox", 0, tarfile.REGTYPE))
+            f.write(b"\0" * 1024)
+        self.assertLess(os.path.getsize(upload), 1024 * 1024)
+        tracemalloc.start()
+        try:
+            with self.assertRaises(transfer.UnpackError):
+                transfer.unpack(upload, os.path.join(d, "tree"), 1024 * 1024 * 1024, [])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 16 * 1024 * 1024)
+
+    def test_pax_and_skipped_data_bounded(self):
+        # A pax header of 32 MB, and an unknown member type whose 32 MB of data would be
+        # decompressed only to be skipped: refused, with bounded memory and work.
+        for typeflag in (tarfile.XHDTYPE, tarfile.XGLTYPE, b"Z"):
+            d = self.mktemp()
+            os.makedirs(d)
+            upload = os.path.join(d, "upload")
+            size = 32 * 1024 * 1024
+            with gzip.open(upload, "wb", compresslevel=1) as f:
+                f.write(_tar_header("x", size, typeflag))
+                f.write(b"\0" * size)
+                f.write(b"\0" * 1024)
+            tracemalloc.start()
+            try:
+                with self.assertRaises(transfer.UnpackError):
+                    transfer.unpack(upload, os.path.join(d, "tree"), 1024 * 1024, [])
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            self.assertLess(peak, 8 * 1024 * 1024, typeflag)
+
+    def test_zip_too_long_names_clear_error(self):
+        # A directory name longer than the file system allows: an UnpackError (a clear
+        # message for the user), not an OSError ending as "internal error".
+        for name in ("a" * 300 + "/x.mbox", "a" * 300 + "/"):
+            d = self.mktemp()
+            os.makedirs(d)
+            upload = os.path.join(d, "upload")
+            with zipfile.ZipFile(upload, "w") as zf:
+                zf.writestr(name, b"From x\n\nbody\n")
+            with self.assertRaises(transfer.UnpackError):
+                transfer.unpack(upload, os.path.join(d, "tree"), 1024 * 1024, [])
+
+
+class _SlowContent(io.BytesIO):
+    """A request body whose first read waits (a large upload being copied)."""
+
+
+class ConcurrentImportTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_one_running_import_per_account(self):
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        store = Store(os.path.join(d, "data"))
+        self.addCleanup(store.close)
+        imports = transfer.Imports(store, os.path.join(d, "data"))
+        body = b"From x Mon Dec  7 12:00:00 2026\nSubject: s\n\nbody\n" * 20000
+        a = defer.ensureDeferred(imports.start("mjl", io.BytesIO(body), {}))
+        b = defer.ensureDeferred(imports.start("mjl", io.BytesIO(body), {}))
+        results = yield defer.DeferredList([a, b], consumeErrors=True)
+        ok = [r for good, r in results if good]
+        refused = [r for good, r in results if not good]
+        self.assertEqual(len(ok), 1, results)
+        self.assertEqual(len(refused), 1, results)
+        refused[0].trap(HTTPError)
+        self.assertEqual(refused[0].value.code, 409)
+        # Wait for the running one to end (its work directory removed).
+        job = ok[0]
+        for _ in range(200):
+            if job.finished:
+                break
+            from twisted.internet import reactor, task
+            yield task.deferLater(reactor, 0.05, lambda: None)
