@@ -110,3 +110,35 @@ class ConcurrentImportTests(unittest.TestCase):
                 break
             from twisted.internet import reactor, task
             yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+class NonUTF8NameTests(unittest.TestCase):
+    def test_tar_name_not_utf8_left_out(self):
+        # A .tgz made with Latin-1 names: the member is left out with a note (no
+        # UnicodeEncodeError ending the import as "internal error").
+        d = self.mktemp()
+        os.makedirs(d)
+        upload = os.path.join(d, "upload")
+        data = b"From x Mon Dec  7 12:00:00 2026\nSubject: s\n\nbody\n"
+        with tarfile.open(upload, "w:gz", format=tarfile.GNU_FORMAT, encoding="latin-1") as tf:
+            for name in ("caf\xe9.mbox", "ok.mbox"):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        notes = []
+        tree = os.path.join(d, "tree")
+        transfer.unpack(upload, tree, 10 ** 7, notes)
+        make, result = transfer.sources(tree, "", notes)
+        got = list(make(result))
+        self.assertEqual(len(got), 1)
+        self.assertTrue(any("not UTF-8" in n for n in notes), notes)
+        import json
+
+        json.dumps(notes, ensure_ascii=False).encode("utf-8")
+
+    def test_mailbox_name_with_surrogates_refused(self):
+        from moxtw.store.errors import MailboxNameError
+        from moxtw.store.model import normalize_mailbox_name
+
+        with self.assertRaises(MailboxNameError):
+            normalize_mailbox_name("caf\udce9")

@@ -226,6 +226,12 @@ def _mbox_files(tree, notes):
         for name in sorted(files):
             path = os.path.join(top, name)
             rel = os.path.relpath(path, tree).replace(os.sep, "/")
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:  # a tar name that was not UTF-8 (surrogate escapes)
+                shown = rel.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                notes.append(f"{shown}: its name is not UTF-8, left out")
+                continue
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
                 continue
