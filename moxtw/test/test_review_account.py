@@ -142,3 +142,71 @@ class NonUTF8NameTests(unittest.TestCase):
 
         with self.assertRaises(MailboxNameError):
             normalize_mailbox_name("caf\udce9")
+
+
+class _StalledRequest:
+    """A download whose client never reads: the transport pauses at the first write."""
+
+    def __init__(self):
+        self.producer = None
+        self.finished = defer.Deferred()
+        self.channel = None
+        self.written = 0
+
+    def setHeader(self, name, value):
+        pass
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def notifyFinish(self):
+        return self.finished
+
+    def write(self, data):
+        self.written += len(data)
+        self.producer.pauseProducing()
+
+
+class ExportLimitTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_stalled_downloads_do_not_take_all_threads(self):
+        # Each running export holds a thread of the reactor's pool while its client is
+        # slow; without a limit, one account's stalled downloads took every thread (no
+        # index read, no login, no delivery could run anymore).
+        from twisted.internet import reactor, task, threads
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        store = Store(os.path.join(d, "data"))
+        self.addCleanup(store.close)
+        yield store.open_account("mjl")
+        requests, exports = [], []
+        for _ in range(12):
+            r = _StalledRequest()
+            requests.append(r)
+            exports.append(defer.ensureDeferred(transfer.export(r, reactor, store, "mjl",
+                                                                {"archive": "tgz"})))
+        refused = []
+        for e in exports:
+            e.addErrback(lambda f: refused.append(f.trap(HTTPError) and f.value.code))
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        probe = threads.deferToThread(lambda: "ran")
+        got = []
+        probe.addCallback(got.append)
+        for _ in range(40):
+            if got:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        ran = bool(got)
+        # Let the stalled ones go (the clients leave).
+        for r in requests:
+            if r.producer is not None:
+                r.producer.stopProducing()
+        yield defer.DeferredList(exports, consumeErrors=True)
+        if not ran:
+            yield probe
+        self.assertTrue(ran, "the thread pool was exhausted by stalled exports")
+        self.assertTrue(refused and set(refused) == {429}, refused)

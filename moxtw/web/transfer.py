@@ -44,6 +44,11 @@ MAX_TAR_HEADER = 256 * 1024  # bytes of one GNU long name or pax header member
 MAX_TAR_HEADERS = 16 * 1024 * 1024  # bytes of all of them in one archive
 JOB_KEEP = 3600.0  # seconds a finished import's status stays available
 PIECE = 64 * 1024
+# Running downloads: each holds a thread of the reactor's pool (10) while its client is
+# slow, so they are bounded, leaving threads for the index, logins and deliveries.
+MAX_EXPORTS = 4
+MAX_EXPORTS_PER_ACCOUNT = 2
+_exports = {}  # account -> running downloads
 
 
 class UnpackError(Exception):
@@ -503,6 +508,20 @@ async def export(request, reactor, store, account, fields):
             mailbox = normalize_mailbox_name(mailbox)
         except MailboxNameError as e:
             raise HTTPError(400, f"mailbox: {e}") from None
+    if sum(_exports.values()) >= MAX_EXPORTS:
+        raise HTTPError(429, "too many downloads are running on this server: try again later")
+    if _exports.get(account, 0) >= MAX_EXPORTS_PER_ACCOUNT:
+        raise HTTPError(429, f"at most {MAX_EXPORTS_PER_ACCOUNT} downloads of an account at once")
+    _exports[account] = _exports.get(account, 0) + 1
+    try:
+        return await _export(request, reactor, store, account, fmt, archive, mailbox)
+    finally:
+        _exports[account] -= 1
+        if not _exports[account]:
+            del _exports[account]
+
+
+async def _export(request, reactor, store, account, fmt, archive, mailbox):
     acc = await store.open_account(account)
     boxes = await acc.read(lambda conn: mailexport.snapshot_query(conn, mailbox))
     if mailbox is not None and not boxes:
