@@ -210,3 +210,38 @@ class ExportLimitTests(unittest.TestCase):
             yield probe
         self.assertTrue(ran, "the thread pool was exhausted by stalled exports")
         self.assertTrue(refused and set(refused) == {429}, refused)
+
+
+from moxtw.test.test_web_account_more import MoreBase  # noqa: E402
+
+
+class UploadLimitTests(MoreBase):
+    @defer.inlineCallbacks
+    def test_no_large_body_without_a_session(self):
+        # The import's large body limit only for a valid session and its CSRF token:
+        # others get the 413 on the announced length (nothing spooled to disk).
+        from twisted.internet import threads
+
+        cookie, csrf, _ = yield self.login()
+        length = 1536 * 1024  # above the 1 MB of other requests, below the import limit
+
+        def announce(extra):
+            import socket
+
+            with socket.create_connection(("127.0.0.1", self.ports["http"]), timeout=10) as sock:
+                sock.sendall((f"POST /api/import HTTP/1.1\r\nHost: mail.example.org\r\n{extra}"
+                              f"Content-Type: application/octet-stream\r\n"
+                              f"Content-Length: {length}\r\n\r\n").encode())
+                sock.sendall(b"From x\n")
+                sock.settimeout(3)
+                try:
+                    return sock.recv(100)
+                except socket.timeout:
+                    return b"(waiting for the body)"
+
+        for extra in ("", "Cookie: moxtw_account=forged\r\nX-CSRF-Token: x\r\n",
+                      f"Cookie: {cookie}\r\n", f"Cookie: {cookie}\r\nX-CSRF-Token: wrong\r\n"):
+            head = yield threads.deferToThread(announce, extra)
+            self.assertTrue(head.startswith(b"HTTP/1.1 413"), (extra, head))
+        head = yield threads.deferToThread(announce, f"Cookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\n")
+        self.assertEqual(head, b"(waiting for the body)")
