@@ -245,3 +245,19 @@ class UploadLimitTests(MoreBase):
             self.assertTrue(head.startswith(b"HTTP/1.1 413"), (extra, head))
         head = yield threads.deferToThread(announce, f"Cookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\n")
         self.assertEqual(head, b"(waiting for the body)")
+
+
+class RulesetReDoSTests(unittest.TestCase):
+    def test_nested_repetition_refused(self):
+        # Matched on the reactor at delivery, and re holds the interpreter: "(a+)+$"
+        # against a header of 40 "a"s and a "!" would stop the server for hours.
+        from moxtw.admin.configedit import EditError, check_ruleset
+
+        for bad in ("(a+)+$", "(a*)*b", "(x+x+)+y", "([a-z]+-?)+$", "(.+\\.)+x"):
+            with self.assertRaises(EditError, msg=bad):
+                check_ruleset({"MsgFromRegexp": bad, "Mailbox": "x"})
+            with self.assertRaises(EditError, msg=bad):
+                check_ruleset({"HeadersRegexp": {"^subject$": bad}, "Mailbox": "x"})
+        for good in ("^.*@example\\.com$", "(foo|bar)+", "[a-z]+(-[a-z]+)*", "(\\w+\\.)+example\\.org$",
+                     "(?>\\w+\\.)+example", "(\\S+\\s)++x", "a{2,5}b+"):
+            self.assertEqual(check_ruleset({"MsgFromRegexp": good, "Mailbox": "x"})["MsgFromRegexp"], good)
