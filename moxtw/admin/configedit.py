@@ -570,7 +570,8 @@ def account_full_name(account, full_name):
         if account not in cfg.dynamic.Accounts:
             raise EditError(f"no account {account!r}")
         name = full_name.strip()
-        if len(name) > MAX_FULL_NAME or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+        if len(name) > MAX_FULL_NAME or any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029"
+                                            for c in name):
             raise EditError(f"a full name has at most {MAX_FULL_NAME} characters and no control characters")
         acc = doc["Accounts"][account]
         if name:

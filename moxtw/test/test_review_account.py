@@ -261,3 +261,21 @@ class RulesetReDoSTests(unittest.TestCase):
         for good in ("^.*@example\\.com$", "(foo|bar)+", "[a-z]+(-[a-z]+)*", "(\\w+\\.)+example\\.org$",
                      "(?>\\w+\\.)+example", "(\\S+\\s)++x", "a{2,5}b+"):
             self.assertEqual(check_ruleset({"MsgFromRegexp": good, "Mailbox": "x"})["MsgFromRegexp"], good)
+
+
+class FullNameTests(unittest.TestCase):
+    def test_line_breaks_of_all_kinds_refused(self):
+        # C1 controls (NEL, U+0085) and the Unicode line and paragraph separators break
+        # lines too (a full name ends up in headers and pages).
+        from moxtw.admin.configedit import EditError, account_full_name
+
+        class Cfg:
+            class dynamic:
+                Accounts = {"mjl": object()}
+
+        for bad in ("Mjl\r\nBcc: x@example.org", "Mjl\x85Bcc: x", "Mjl\u2028x", "Mjl\x9bx"):
+            with self.assertRaises(EditError, msg=repr(bad)):
+                account_full_name("mjl", bad)({"Accounts": {"mjl": {}}}, Cfg)
+        doc = {"Accounts": {"mjl": {}}}
+        account_full_name("mjl", "Mëchiel Lukkien")(doc, Cfg)
+        self.assertEqual(doc["Accounts"]["mjl"]["FullName"], "Mëchiel Lukkien")
