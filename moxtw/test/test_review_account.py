@@ -279,3 +279,28 @@ class FullNameTests(unittest.TestCase):
         doc = {"Accounts": {"mjl": {}}}
         account_full_name("mjl", "Mëchiel Lukkien")(doc, Cfg)
         self.assertEqual(doc["Accounts"]["mjl"]["FullName"], "Mëchiel Lukkien")
+
+
+class ImportQuotaTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_quota_exceeded_is_a_clear_error(self):
+        from twisted.internet import reactor, task
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        store = Store(os.path.join(d, "data"))
+        self.addCleanup(store.close)
+        acc = yield store.open_account("mjl")
+        acc.quota = 2000
+        imports = transfer.Imports(store, os.path.join(d, "data"))
+        body = b"".join(b"From x Mon Dec  7 12:00:00 2026\nSubject: s%d\n\n%s\n\n" % (i, b"b" * 500)
+                        for i in range(10))
+        job = yield defer.ensureDeferred(imports.start("mjl", io.BytesIO(body), {}))
+        for _ in range(200):
+            if job.finished:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        s = job.status()
+        self.assertEqual(s["state"], "failed", s)
+        self.assertIn("quota", s["error"])
+        self.assertIn(f"the {s['imported']} messages imported before stay", s["error"])

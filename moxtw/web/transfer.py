@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from moxtw.admin import mailexport, mailimport
-from moxtw.store.errors import MailboxNameError
+from moxtw.store.errors import MailboxNameError, QuotaExceeded
 from moxtw.store.model import check_new_mailbox_name, normalize_mailbox_name
 from moxtw.web.base import HTTPError
 
@@ -398,6 +398,9 @@ class Imports:
             job.state, job.error = "failed", str(e)
         except mailimport.ImportError_ as e:
             job.state, job.error = "failed", str(e)
+        except QuotaExceeded as e:
+            job.state = "failed"
+            job.error = f"{e}; the {job.result.imported} messages imported before stay"
         except Exception:
             log.failure("web import {id} of {account}", id=job.id, account=job.account)
             job.state, job.error = "failed", "internal error (see the server log)"
