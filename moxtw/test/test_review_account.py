@@ -304,3 +304,73 @@ class ImportQuotaTests(unittest.TestCase):
         self.assertEqual(s["state"], "failed", s)
         self.assertIn("quota", s["error"])
         self.assertIn(f"the {s['imported']} messages imported before stay", s["error"])
+
+
+class AppPasswordTimingTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_wrong_lookup_costs_a_derivation_too(self):
+        # A wrong app password costs one key derivation whether or not its first group
+        # (the stored lookup key) matches one of the account's: no timing oracle.
+        from moxtw import apppasswords
+        from moxtw.sasl import credentials
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        store = Store(os.path.join(d, "data"))
+        self.addCleanup(store.close)
+        acc = yield store.open_account("mjl")
+        _, password = yield apppasswords.create(acc, "phone")
+        calls = []
+        real = credentials.verify_password
+
+        def counting(creds, pw):
+            calls.append(pw)
+            return real(creds, pw)
+
+        self.patch(credentials, "verify_password", counting)
+        alphabet = apppasswords.ALPHABET
+        other_first = next(alphabet[i] * 4 for i in range(len(alphabet)) if alphabet[i] * 4 != password[:4])
+        same_lookup_wrong = password[:5] + ("aaaa" if password[5:9] != "aaaa" else "bbbb") + password[9:]
+        other_lookup = other_first + password[4:]
+        for pw in (same_lookup_wrong, other_lookup):
+            calls.clear()
+            ok = yield apppasswords.verify(acc, pw)
+            self.assertFalse(ok)
+            self.assertEqual(len(calls), 1, pw)
+        ok = yield apppasswords.verify(acc, password)
+        self.assertTrue(ok)
+
+    @defer.inlineCallbacks
+    def test_known_and_unknown_logins_cost_the_same(self):
+        # With an app-password-shaped password, a known login costs two derivations (the
+        # account password, then the app passwords): an unknown login costs two as well.
+        from types import SimpleNamespace
+
+        from moxtw import apppasswords
+        from moxtw.auth import AuthFailed, Authenticator
+        from moxtw.sasl import credentials
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        store = Store(os.path.join(d, "data"))
+        self.addCleanup(store.close)
+        acc = yield store.open_account("mjl")
+        yield acc.set_password("a good password")
+        dyn = SimpleNamespace(Domains={}, Accounts={"mjl": SimpleNamespace(
+            Destinations={"mjl@example.org": None}, LoginDisabled="")})
+        auth = Authenticator(store, lambda: dyn)
+        calls = []
+        real = credentials.verify_password
+
+        def counting(creds, pw):
+            calls.append(pw)
+            return real(creds, pw)
+
+        self.patch(credentials, "verify_password", counting)
+        shaped = apppasswords.generate()
+        counts = []
+        for login in ("mjl@example.org", "nobody@example.org"):
+            calls.clear()
+            yield self.assertFailure(auth.authenticate(login, shaped, app_passwords=True), AuthFailed)
+            counts.append(len(calls))
+        self.assertEqual(counts, [2, 2])
