@@ -81,10 +81,6 @@ class UnpackTests(unittest.TestCase):
                 transfer.unpack(upload, os.path.join(d, "tree"), 1024 * 1024, [])
 
 
-class _SlowContent(io.BytesIO):
-    """A request body whose first read waits (a large upload being copied)."""
-
-
 class ConcurrentImportTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_one_running_import_per_account(self):
