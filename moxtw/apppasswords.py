@@ -96,6 +96,14 @@ def verify(account, password, now=None):
     password = _normalize(password)
     rows = yield account.read(lambda conn: conn.execute(
         "SELECT id, credentials FROM app_password WHERE lookup = ?", (password[:GROUP],)).fetchall())
+    if not rows:
+        # The same cost as a wrong password whose lookup matches: the time taken does not
+        # tell an attacker that the first group is right.
+        from moxtw.auth import _dummy_credentials
+
+        creds = yield threads.deferToThread(_dummy_credentials)
+        yield threads.deferToThread(credentials.verify_password, creds, password)
+        return False
     for pid, stored in rows[:4]:  # a chance collision of lookups: a few tries, bounded
         creds = credentials.Credentials.from_json(json.loads(stored))
         ok = yield threads.deferToThread(credentials.verify_password, creds, password)

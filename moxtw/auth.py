@@ -82,6 +82,9 @@ class Authenticator:
         if name is None:
             creds = yield threads.deferToThread(_dummy_credentials)
             yield threads.deferToThread(credentials.verify_password, creds, password)
+            if app_passwords and apppasswords.looks_like(password):
+                # A known login tries such a password as an app password too: as costly.
+                yield threads.deferToThread(credentials.verify_password, creds, password)
             raise AuthFailed("invalid login or password")
         account = yield self.store.open_account(name)
         ok = yield account.verify_password(password)

@@ -570,7 +570,8 @@ def account_full_name(account, full_name):
         if account not in cfg.dynamic.Accounts:
             raise EditError(f"no account {account!r}")
         name = full_name.strip()
-        if len(name) > MAX_FULL_NAME or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+        if len(name) > MAX_FULL_NAME or any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029"
+                                            for c in name):
             raise EditError(f"a full name has at most {MAX_FULL_NAME} characters and no control characters")
         acc = doc["Accounts"][account]
         if name:
@@ -645,6 +646,73 @@ def _check_regexp_text(field, value):
         re.compile(value)
     except (re.error, RecursionError, OverflowError) as e:
         raise EditError(f"{field}: invalid regular expression {value!r}: {e}") from None
+    if _nested_repeat(value):
+        # Rulesets are matched at delivery, on the reactor, and Python's re holds the
+        # interpreter while matching: "(a+)+$" against 40 characters of a header a
+        # sender chose would stop the whole server (catastrophic backtracking).
+        raise EditError(f"{field}: {value!r} repeats a repetition (like (a+)+), which can take exponential "
+                        "time: make the inner part atomic, (?>...), or possessive, ++")
+
+
+def _nested_repeat(value):
+    """Whether the expression has a repetition (of more than one) inside another,
+    outside atomic groups and possessive repetitions."""
+    import re._compiler  # noqa: F401 - compiles one parsed part below
+    import re._constants as c
+    import re._parser as p
+
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT)
+    single = (c.LITERAL, c.NOT_LITERAL, c.IN, c.ANY, c.CATEGORY)
+
+    def delimited(sub):
+        """A repeated body whose iterations are told apart by a literal that none of its
+        own repetitions (each of one character class) can match: "(-[a-z]+)*"."""
+        while len(sub) == 1 and sub[0][0] is c.SUBPATTERN:
+            sub = sub[0][1][3]
+        lits = [av for op, av in sub if op is c.LITERAL]
+        inner = [av for op, av in sub if op in repeats]
+        if not lits or len(inner) != len([1 for op, _ in sub if op not in (c.LITERAL, c.IN, c.CATEGORY,
+                                                                                c.NOT_LITERAL, c.ANY)]):
+            return False  # groups, branches or other parts in the body: not told apart simply
+        for _lo, _hi, isub in inner:
+            if len(isub) != 1 or isub[0][0] not in single:
+                return False
+        for ch in lits:
+            text = chr(ch)
+            if not any(re._compiler.compile(p.SubPattern(sub.state, [isub[0]])).fullmatch(text)
+                       for _lo, _hi, isub in inner):
+                return True
+        return False
+
+    def walk(items, inside):
+        for op, av in items:
+            if op in repeats:
+                lo, hi, sub = av
+                many = hi is c.MAXREPEAT or hi > 1
+                if many and inside and lo != hi:
+                    return True
+                if walk(sub, inside or (many and not delimited(sub))):
+                    return True
+            elif op in (getattr(c, "POSSESSIVE_REPEAT", None), getattr(c, "ATOMIC_GROUP", None)):
+                continue  # no backtracking into them
+            elif op is c.SUBPATTERN:
+                if walk(av[3], inside):
+                    return True
+            elif op is c.BRANCH:
+                if any(walk(b, inside) for b in av[1]):
+                    return True
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                if walk(av[1], inside):
+                    return True
+            elif op is c.GROUPREF_EXISTS:
+                if any(b is not None and walk(b, inside) for b in av[1:]):
+                    return True
+        return False
+
+    try:
+        return walk(p.parse(value), False)
+    except Exception:  # noqa: BLE001 - compiled above; a parser we cannot walk: allowed
+        return False
 
 
 def _mailbox_name(field, name):

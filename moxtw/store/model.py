@@ -98,7 +98,11 @@ def normalize_mailbox_name(name):
     name = unicodedata.normalize("NFC", name)
     if not name:
         raise MailboxNameError("empty mailbox name")
-    if len(name.encode("utf-8")) > MAX_MAILBOX_NAME:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: from bytes that were not UTF-8
+        raise MailboxNameError("mailbox name is not valid UTF-8") from None
+    if len(encoded) > MAX_MAILBOX_NAME:
         raise MailboxNameError("mailbox name too long")
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
         raise MailboxNameError("control characters in mailbox name")

@@ -78,12 +78,53 @@ class AccountApp(base.AppBase):
         self.imports = transfer.Imports(store, data_dir, import_max_bytes)
 
     def body_limit(self, path, headers):
-        """Uploads to import (raw bodies) may be as large as ``import_max_bytes``."""
+        """Uploads to import (raw bodies) may be as large as ``import_max_bytes``, for a
+        session seen valid recently and its CSRF token only: the body is spooled to disk
+        before the handler runs, so without a session nobody gets more than MAX_BODY."""
         path = path.split(b"?", 1)[0]
         ctype = (headers.getRawHeaders(b"content-type") or [b""])[0].split(b";")[0].strip().lower()
-        if path == (self.path + "api/import").encode() and ctype == b"application/octet-stream":
-            return self.imports.max_bytes + 1  # one more: "too large" is then ours to say
-        return None
+        if path != (self.path + "api/import").encode() or ctype != b"application/octet-stream":
+            return None
+        if not self._recent_session(headers):
+            return None
+        return self.imports.max_bytes + 1  # one more: "too large" is then ours to say
+
+    # Sessions seen valid lately (token hash -> (CSRF token, until)): a synchronous
+    # check for body_limit only; every request still looks its session up.
+    RECENT_SESSION_TTL = 900.0
+    MAX_RECENT_SESSIONS = 10000
+
+    def _remember_session(self, token, session):
+        import hashlib
+        import time
+
+        recent = self.__dict__.setdefault("_recent", {})
+        if len(recent) >= self.MAX_RECENT_SESSIONS:
+            now = time.monotonic()
+            for k in [k for k, (_, until) in recent.items() if until < now] or list(recent)[:len(recent) // 2]:
+                del recent[k]
+        recent[hashlib.sha256(token).digest()] = (session.csrf, time.monotonic() + self.RECENT_SESSION_TTL)
+
+    def _recent_session(self, headers):
+        import hashlib
+        import time
+        from http.cookies import SimpleCookie
+
+        recent = self.__dict__.get("_recent") or {}
+        csrf = (headers.getRawHeaders(b"x-csrf-token") or [b""])[0]
+        for raw in headers.getRawHeaders(b"cookie") or []:
+            try:
+                jar = SimpleCookie(raw.decode("latin-1"))
+            except Exception:  # noqa: BLE001 - a malformed cookie header: no session
+                continue
+            morsel = jar.get(self.sessions.cookie.decode())
+            if morsel is None:
+                continue
+            entry = recent.get(hashlib.sha256(morsel.value.encode("latin-1")).digest())
+            if entry is not None and entry[1] > time.monotonic() and csrf and \
+                    base.secrets_equal(csrf.decode("latin-1"), entry[0]):
+                return True
+        return False
 
     # -- plumbing
 
@@ -96,6 +137,10 @@ class AccountApp(base.AppBase):
                 # Removed or suspended since the login: the session ends now.
                 await self.sessions.store.remove(session.id)
                 session = None
+        if session is not None:
+            token = request.getCookie(self.sessions.cookie)
+            if token:
+                self._remember_session(token, session)
         if session is None and required:
             raise HTTPError(401, "not logged in")
         return session
@@ -126,6 +171,7 @@ class AccountApp(base.AppBase):
         token, session = await self.sessions.store.create(
             "account", acc.name, login, ip, base.header(request, "user-agent"))
         self.sessions.set_cookie(request, token)
+        self._remember_session(token.encode("ascii"), session)
         log.info("web login", account=acc.name, ip=ip)
         return session
 

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from moxtw.admin import mailexport, mailimport
-from moxtw.store.errors import MailboxNameError
+from moxtw.store.errors import MailboxNameError, QuotaExceeded
 from moxtw.store.model import check_new_mailbox_name, normalize_mailbox_name
 from moxtw.web.base import HTTPError
 
@@ -40,8 +40,15 @@ log = Logger(namespace="moxtw.web")
 IMPORT_MAX_BYTES = 256 * 1024 * 1024  # default upload limit
 UNPACK_FACTOR = 4  # unpacked bytes allowed per uploaded byte (and at least 64 MiB)
 MAX_ENTRIES = 100_000
+MAX_TAR_HEADER = 256 * 1024  # bytes of one GNU long name or pax header member
+MAX_TAR_HEADERS = 16 * 1024 * 1024  # bytes of all of them in one archive
 JOB_KEEP = 3600.0  # seconds a finished import's status stays available
 PIECE = 64 * 1024
+# Running downloads: each holds a thread of the reactor's pool (10) while its client is
+# slow, so they are bounded, leaving threads for the index, logins and deliveries.
+MAX_EXPORTS = 4
+MAX_EXPORTS_PER_ACCOUNT = 2
+_exports = {}  # account -> running downloads
 
 
 class UnpackError(Exception):
@@ -94,6 +101,23 @@ class _Budget:
             raise UnpackError("the archive unpacks to more than allowed (a zip bomb?)")
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Tar headers whose extension blocks (GNU long names and links, pax headers) are
+    bounded before tarfile reads them whole into memory; GNU sparse members (chains of
+    extension blocks, never needed for mail) are refused."""
+
+    def _proc_member(self, tf):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise UnpackError(f"sparse file in archive, not supported: {self.name[:100]!r}")
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            total = getattr(tf, "_moxtw_header_bytes", 0) + self.size
+            if self.size > MAX_TAR_HEADER or total > MAX_TAR_HEADERS:
+                raise UnpackError("the archive has oversized tar headers (long names or pax headers)")
+            tf._moxtw_header_bytes = total
+        return super()._proc_member(tf)
+
+
 def _copy_bounded(src, dest_path, budget):
     fd = os.open(dest_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -113,6 +137,34 @@ def _target(root, rel):
     return path
 
 
+def _unzip(zf, tree, budget, notes):
+    with zf:
+        for info in zf.infolist():
+            budget.entry()
+            rel = safe_name(info.filename)
+            mode = info.external_attr >> 16
+            if not rel:
+                continue
+            if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                notes.append(f"{rel}: not a regular file, left out")
+                continue
+            path = _target(tree, rel)
+            if info.is_dir():
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            if os.path.lexists(path):
+                raise UnpackError(f"duplicate name in archive: {rel[:100]!r}")
+            try:
+                with zf.open(info) as src:
+                    _copy_bounded(src, path, budget)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
+                    ValueError) as e:
+                if isinstance(e, UnpackError):
+                    raise
+                raise UnpackError(f"{rel[:100]}: cannot read from the zip file: {e}") from None
+
+
 def unpack(upload, tree, max_unpacked, notes):
     """Unpack ``upload`` (zip, tgz or a plain mbox) into the new directory ``tree``;
     returns the kind found ("zip", "tgz", "mbox"). ``notes`` collects members left out."""
@@ -127,35 +179,14 @@ def unpack(upload, tree, max_unpacked, notes):
             zf = zipfile.ZipFile(upload)
         except (zipfile.BadZipFile, OSError) as e:
             raise UnpackError(f"not a valid zip file: {e}") from None
-        with zf:
-            for info in zf.infolist():
-                budget.entry()
-                rel = safe_name(info.filename)
-                mode = info.external_attr >> 16
-                if not rel:
-                    continue
-                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                    notes.append(f"{rel}: not a regular file, left out")
-                    continue
-                path = _target(tree, rel)
-                if info.is_dir():
-                    os.makedirs(path, mode=0o700, exist_ok=True)
-                    continue
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-                if os.path.lexists(path):
-                    raise UnpackError(f"duplicate name in archive: {rel[:100]!r}")
-                try:
-                    with zf.open(info) as src:
-                        _copy_bounded(src, path, budget)
-                except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
-                        ValueError) as e:
-                    if isinstance(e, UnpackError):
-                        raise
-                    raise UnpackError(f"{rel[:100]}: cannot read from the zip file: {e}") from None
+        try:
+            _unzip(zf, tree, budget, notes)
+        except OSError as e:
+            raise UnpackError(f"cannot unpack the zip file: {e.strerror or e}") from None
         return kind
     if kind == "tgz":
         try:
-            tf = tarfile.open(upload, mode="r|gz")
+            tf = tarfile.open(upload, mode="r|gz", tarinfo=_BoundedTarInfo)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise UnpackError(f"not a valid .tgz file: {e}") from None
         try:
@@ -169,6 +200,8 @@ def unpack(upload, tree, max_unpacked, notes):
                         os.makedirs(_target(tree, rel), mode=0o700, exist_ok=True)
                         continue
                     if not member.isreg():
+                        # Its data, if any, is still decompressed to be skipped: counted.
+                        budget.take(max(member.size, 0))
                         notes.append(f"{rel}: not a regular file, left out")
                         continue
                     path = _target(tree, rel)
@@ -198,6 +231,12 @@ def _mbox_files(tree, notes):
         for name in sorted(files):
             path = os.path.join(top, name)
             rel = os.path.relpath(path, tree).replace(os.sep, "/")
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:  # a tar name that was not UTF-8 (surrogate escapes)
+                shown = rel.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                notes.append(f"{shown}: its name is not UTF-8, left out")
+                continue
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
                 continue
@@ -321,15 +360,21 @@ class Imports:
         job = ImportJob(account, mailbox)
         work = os.path.join(self.work_dir, job.id)
         upload = os.path.join(work, "upload")
+        # Registered (running) before the first wait: a second upload of the account made
+        # meanwhile is refused above, not run beside this one.
+        self.jobs[job.id] = job
         try:
             size = await threads.deferToThread(_save_upload, content, work, upload, self.max_bytes)
-        except UnpackError as e:
+        except BaseException as e:
+            del self.jobs[job.id]
             await threads.deferToThread(shutil.rmtree, work, True)
-            raise HTTPError(413 if "large" in str(e) else 400, str(e)) from None
+            if isinstance(e, UnpackError):
+                raise HTTPError(413 if "large" in str(e) else 400, str(e)) from None
+            raise
         if size == 0:
+            del self.jobs[job.id]
             await threads.deferToThread(shutil.rmtree, work, True)
             raise HTTPError(400, "empty upload")
-        self.jobs[job.id] = job
         d = defer.Deferred.fromCoroutine(self._run(job, work, upload, "" if fmt == "auto" else fmt))
         d.addErrback(lambda f: log.failure("import {id} of {account}", f, id=job.id, account=account))
         return job
@@ -353,6 +398,9 @@ class Imports:
             job.state, job.error = "failed", str(e)
         except mailimport.ImportError_ as e:
             job.state, job.error = "failed", str(e)
+        except QuotaExceeded as e:
+            job.state = "failed"
+            job.error = f"{e}; the {job.result.imported} messages imported before stay"
         except Exception:
             log.failure("web import {id} of {account}", id=job.id, account=job.account)
             job.state, job.error = "failed", "internal error (see the server log)"
@@ -463,6 +511,20 @@ async def export(request, reactor, store, account, fields):
             mailbox = normalize_mailbox_name(mailbox)
         except MailboxNameError as e:
             raise HTTPError(400, f"mailbox: {e}") from None
+    if sum(_exports.values()) >= MAX_EXPORTS:
+        raise HTTPError(429, "too many downloads are running on this server: try again later")
+    if _exports.get(account, 0) >= MAX_EXPORTS_PER_ACCOUNT:
+        raise HTTPError(429, f"at most {MAX_EXPORTS_PER_ACCOUNT} downloads of an account at once")
+    _exports[account] = _exports.get(account, 0) + 1
+    try:
+        return await _export(request, reactor, store, account, fmt, archive, mailbox)
+    finally:
+        _exports[account] -= 1
+        if not _exports[account]:
+            del _exports[account]
+
+
+async def _export(request, reactor, store, account, fmt, archive, mailbox):
     acc = await store.open_account(account)
     boxes = await acc.read(lambda conn: mailexport.snapshot_query(conn, mailbox))
     if mailbox is not None and not boxes:
