@@ -732,12 +732,30 @@ def _pydantic_message(err):
     return f"{loc}: {msg}" if loc else msg
 
 
-def destination_set(account, address, mailbox=None, rulesets=None):
+class RulesetsChanged(EditError):
+    """The rulesets were changed by someone else since the edit started from them."""
+
+
+def rulesets_version(rulesets):
+    """A version of a destination's rulesets (as :func:`ruleset_dict` gives them), to
+    detect concurrent edits: SHA-256 of their canonical JSON, shortened."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(rulesets, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def destination_set(account, address, mailbox=None, rulesets=None, based_on=None):
     """Replace the default Mailbox and/or the Rulesets (a list of dicts, each checked by
-    :func:`check_ruleset`, in order) of one of ``account``'s own destinations."""
+    :func:`check_ruleset`, in order) of one of ``account``'s own destinations. With
+    ``based_on`` (the version of the rulesets the new list was made from), refused with
+    RulesetsChanged when the file's rulesets differ by now (checked under the lock)."""
     def change(doc, cfg):
         key = _destination_key(cfg, account, address)
         dest_conf = cfg.dynamic.Accounts[account].Destinations[key]
+        if based_on is not None and rulesets_version([ruleset_dict(rs) for rs in dest_conf.Rulesets]) != based_on:
+            raise RulesetsChanged(f"the rulesets of {key} were changed meanwhile: reload the page and redo "
+                                  "your change")
         if dest_conf.SMTPError:
             raise EditError(f"{key} refuses mail (SMTPError): it has no mailbox or rulesets")
         dests = doc["Accounts"][account]["Destinations"]

@@ -42,7 +42,7 @@ API = [
     ("POST", "/api/destination/mailbox", "{address, mailbox} -> {ok}: the default mailbox of an address"),
     ("POST", "/api/ruleset/save", "{address, index (empty: add), ruleset fields; headers as lines "
      "'field-regexp: value-regexp'} -> {ok}"),
-    ("POST", "/api/ruleset/remove", "{address, index} -> {ok}"),
+    ("POST", "/api/ruleset/remove", "{address, index, version} -> {ok}: version (optional): the destination's, as listed; 409 when stale"),
     ("POST", "/api/ruleset/move", "{address, index, direction up|down, or to} -> {ok}"),
     ("GET", "/api/apppasswords", "-> [{id, name, created, last_used}]"),
     ("POST", "/api/apppasswords/create", "{name} -> {id, name, password}: shown this once; for IMAP and "

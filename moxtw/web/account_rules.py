@@ -44,8 +44,9 @@ def destinations(conf):
             item["index"] = i
             item["headers_text"] = headers_text(item["headers"])
             rulesets.append(item)
+        version = configedit.rulesets_version([configedit.ruleset_dict(rs) for rs in dest.Rulesets])
         out.append({"address": address, "mailbox": dest.Mailbox or "Inbox", "smtp_error": dest.SMTPError,
-                    "rulesets": rulesets})
+                    "rulesets": rulesets, "version": version})
     return out
 
 
@@ -134,6 +135,8 @@ class Rules:
             raise HTTPError(503, "configuration changes are not possible on this server")
         try:
             msg = await threads.deferToThread(configedit.apply, self.config_dir, change)
+        except configedit.RulesetsChanged as e:
+            raise HTTPError(409, str(e)) from None
         except configedit.EditError as e:
             raise HTTPError(400, str(e)) from None
         if self.reload is not None:
@@ -147,30 +150,41 @@ class Rules:
         key, _ = self._dest(account, fields)
         return await self._apply(configedit.destination_set(account, key, mailbox=fields.get("mailbox", "")))
 
-    def _rulesets(self, dest):
-        return [configedit.ruleset_dict(rs) for rs in dest.Rulesets]
+    def _rulesets(self, dest, fields):
+        """The rulesets an edit starts from, and their version. A ``version`` sent with
+        the edit (the pages send the one they showed) must still be current: an index
+        from a stale page would name another ruleset (409)."""
+        rulesets = [configedit.ruleset_dict(rs) for rs in dest.Rulesets]
+        version = configedit.rulesets_version(rulesets)
+        sent = fields.get("version", "")
+        if sent and sent != version:
+            raise HTTPError(409, "the rulesets were changed meanwhile: reload the page and redo your change")
+        return rulesets, version
+
+    def _set_rulesets(self, account, key, rulesets, version):
+        return self._apply(configedit.destination_set(account, key, rulesets=rulesets, based_on=version))
 
     async def save_ruleset(self, account, fields):
         """Add a ruleset (no ``index``) or replace the one at ``index``."""
         key, dest = self._dest(account, fields)
-        rulesets = self._rulesets(dest)
+        rulesets, version = self._rulesets(dest, fields)
         new = ruleset_from_fields(fields)
         if fields.get("index", "") == "":
             rulesets.append(new)
         else:
             rulesets[_index(fields, len(rulesets))] = new
-        return await self._apply(configedit.destination_set(account, key, rulesets=rulesets))
+        return await self._set_rulesets(account, key, rulesets, version)
 
     async def remove_ruleset(self, account, fields):
         key, dest = self._dest(account, fields)
-        rulesets = self._rulesets(dest)
+        rulesets, version = self._rulesets(dest, fields)
         del rulesets[_index(fields, len(rulesets))]
-        return await self._apply(configedit.destination_set(account, key, rulesets=rulesets))
+        return await self._set_rulesets(account, key, rulesets, version)
 
     async def move_ruleset(self, account, fields):
         """Move the ruleset at ``index`` "up" or "down" (``direction``), or to ``to``."""
         key, dest = self._dest(account, fields)
-        rulesets = self._rulesets(dest)
+        rulesets, version = self._rulesets(dest, fields)
         i = _index(fields, len(rulesets))
         if fields.get("to", "") != "":
             j = _index(fields, len(rulesets), "to")
@@ -180,4 +194,4 @@ class Rules:
                 raise HTTPError(400, "direction: up or down")
             j = max(0, min(j, len(rulesets) - 1))
         rulesets.insert(j, rulesets.pop(i))
-        return await self._apply(configedit.destination_set(account, key, rulesets=rulesets))
+        return await self._set_rulesets(account, key, rulesets, version)
