@@ -535,7 +535,8 @@ def replace_text(config_dir, text, version):
     with _locked(config_dir):
         with open(path, "rb") as f:
             old = f.read()
-        if not secrets.compare_digest(text_version(old), str(version)):
+        # Bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+        if not secrets.compare_digest(text_version(old).encode(), str(version).encode("utf-8", "replace")):
             raise VersionConflict("domains.toml was changed by someone else since you loaded it: load it "
                                   "again and redo your change")
         try:

@@ -221,7 +221,10 @@ class QueueReports:
         text = (text or "").strip()
         if text in ("", "now"):
             return self.now()
-        return self.now() + timedelta(seconds=_duration(text, "when"))
+        try:
+            return self.now() + timedelta(seconds=_duration(text, "when"))
+        except OverflowError:  # valid from 2000 (the check of _duration), beyond year 9999 from now
+            raise HTTPError(400, "when: too far in the future") from None
 
     async def raw(self, id):
         """(message bytes, at most MAX_RAW; whether cut off) of queue entry ``id``."""

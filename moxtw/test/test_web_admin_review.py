@@ -1,0 +1,53 @@
+"""Regressions found reviewing the admin pages (issue 17 part 3): hostile input that
+crashed a request (500) or left configuration behind, over the real listener."""
+
+import json
+import os
+
+from twisted.internet import defer
+
+from moxtw.test.test_web_admin_config import AdminConfigBase
+from moxtw.test.test_web_admin_queue import AdminQueueTestBase
+
+
+class ConfigInputTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_non_ascii_version_is_a_conflict(self):
+        # secrets.compare_digest refuses non-ASCII str: was a 500.
+        before = self.file()
+        out = yield self.api("GET", "/config")
+        r = yield self.api("POST", "/config", {"text": out["text"] + "\n# x\n", "version": "\u00e9" * 64}, ok=409)
+        self.assertIn("changed by someone else", r["error"])
+        self.assertEqual(self.file(), before)
+
+    @defer.inlineCallbacks
+    def test_lone_surrogates_refused(self):
+        # JSON "\ud800" is no character: was a UnicodeEncodeError when writing (500).
+        before = self.file()
+        out = yield self.api("GET", "/config")
+        for path, body in (("/config", {"text": out["text"] + "\n# \ud800\n", "version": out["version"]}),
+                           ("/accounts/settings", {"account": "mjl", "FullName": "x\ud800"}),
+                           ("/accounts/add", {"account": "new", "address": "new\udfff@example.org"}),
+                           ("/loglevels", {"pkg": "smtp", "level": "\ud800"})):
+            r = yield self.api("POST", path, body, ok=400)
+            self.assertIn("not valid Unicode", r["error"], path)
+        self.assertEqual(self.file(), before)
+
+
+class QueueInputTests(AdminQueueTestBase):
+    @defer.inlineCallbacks
+    def test_reschedule_beyond_year_9999(self):
+        # Valid from 2000 (what the duration check uses), overflowing from now: was a 500.
+        [qid] = yield self.queued()
+        before = (yield self.root.queue.get(qid)).next_attempt
+        r, content = yield self.post("/api/queue/reschedule", {"ids": [qid], "when": "+2913000d"})
+        self.assertEqual(r.code, 400, content)
+        self.assertIn("when", json.loads(content)["error"])
+        self.assertEqual((yield self.root.queue.get(qid)).next_attempt, before)
+
+    @defer.inlineCallbacks
+    def test_fail_reason_lone_surrogate(self):
+        [qid] = yield self.queued()
+        r, content = yield self.post("/api/queue/fail", {"ids": [qid], "reason": "\ud800"})
+        self.assertEqual(r.code, 400, content)
+        self.assertEqual((yield self.ids()), [qid])
