@@ -174,6 +174,11 @@ def account_rm(name):
     def change(doc, cfg):
         if name not in cfg.dynamic.Accounts:
             raise EditError(f"no account {name!r}")
+        # A hold rule naming it would hold the mail of a later account of that name.
+        rules = [i for i, r in enumerate(cfg.dynamic.QueueHoldRules) if r.Account == name]
+        if rules:
+            raise EditError(f"account {name!r} is named by queue hold rule(s) {', '.join(map(str, rules))}: "
+                            "remove them first")
         del doc["Accounts"][name]
         return f"account {name} removed from the configuration"
 
@@ -294,11 +299,19 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None, new_
         os.makedirs(dkim_dir, mode=0o700, exist_ok=True)
         selectors = tomlkit.table()
         for suffix, kind, pem in (("a", "ed25519", generate_ed25519()), ("b", "rsa2048", generate_rsa(2048))):
-            rel = f"dkim/{d.ascii}.{y}{suffix}.{kind}.privatekey.pkcs8.pem"
-            path = os.path.join(cfg.config_dir, rel)
-            if os.path.exists(path):
-                raise EditError(f"{path} exists: remove it or use it in the config yourself")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # A key file of an earlier domain of this name (removed, its key files kept)
+            # is left alone: the new key gets the next free name.
+            for n in range(1, 101):
+                extra = "" if n == 1 else f"-{n}"
+                rel = f"dkim/{d.ascii}.{y}{suffix}{extra}.{kind}.privatekey.pkcs8.pem"
+                path = os.path.join(cfg.config_dir, rel)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                break
+            else:
+                raise EditError(f"{path} exists: remove old key files of {d.ascii} in the dkim directory")
             written.append(path)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)

@@ -51,3 +51,34 @@ class QueueInputTests(AdminQueueTestBase):
         r, content = yield self.post("/api/queue/fail", {"ids": [qid], "reason": "\ud800"})
         self.assertEqual(r.code, 400, content)
         self.assertEqual((yield self.ids()), [qid])
+
+
+class ReferenceTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_domain_added_again_after_removal(self):
+        # The removed domain's key files are kept; they blocked adding it again (same year).
+        yield self.api("POST", "/domains/add", {"domain": "example.net", "account": "mjl"})
+        keys = set(os.listdir(os.path.join(self.config_dir, "dkim")))
+        yield self.api("POST", "/domains/remove", {"domain": "example.net"})
+        out = yield self.api("POST", "/domains/add", {"domain": "example.net", "account": "mjl"})
+        self.assertIn("domain example.net added", out["message"])
+        now = set(os.listdir(os.path.join(self.config_dir, "dkim")))
+        self.assertTrue(keys < now)  # the old ones untouched, two new
+        self.assertEqual(len(now - keys), 2)
+        d = yield self.api("GET", "/domains/example.net")
+        self.assertEqual({s["key_file"] for s in d["selectors"]} & {"dkim/" + k for k in keys}, set())
+        dkim = [r for r in d["records"] if "._domainkey." in r["name"]]
+        self.assertEqual(len(dkim), 2)  # the new keys' records, read from the new files
+        self.assertTrue(all("v=DKIM1" in r["value"] for r in dkim))
+
+    @defer.inlineCallbacks
+    def test_account_named_by_hold_rule_not_removed(self):
+        # The rule would hold all mail of a later account of the same name.
+        yield self.api("POST", "/queue/holdrules/add", {"account": "other"})
+        before = self.file()
+        out = yield self.api("POST", "/accounts/remove", {"account": "other"}, ok=400)
+        self.assertIn("hold rule", out["error"])
+        self.assertEqual(self.file(), before)
+        yield self.api("POST", "/queue/holdrules/remove", {"index": "0"})
+        yield self.api("POST", "/accounts/remove", {"account": "other"})
+        self.assertNotIn("other", self.root.watcher.current.Accounts)
