@@ -82,3 +82,13 @@ class ReferenceTests(AdminConfigBase):
         yield self.api("POST", "/queue/holdrules/remove", {"index": "0"})
         yield self.api("POST", "/accounts/remove", {"account": "other"})
         self.assertNotIn("other", self.root.watcher.current.Accounts)
+
+
+class ReportInputTests(AdminQueueTestBase):
+    @defer.inlineCallbacks
+    def test_days_with_many_digits(self):
+        # int() of more than 4300 digits raises ValueError: was a 500.
+        for path in ("/api/reports/dmarc", "/api/reports/tls", "/reports/dmarc", "/reports/tls"):
+            r, content = yield self.get(path + "?days=" + "9" * 5000)
+            self.assertEqual(r.code, 400, (path, content[:200]))
+            self.assertIn(b"days: 1 to 366", content)

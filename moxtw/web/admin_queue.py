@@ -326,7 +326,9 @@ class QueueReports:
 
     def _days(self, fields):
         text = fields.get("days", "") or "30"
-        if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_DAYS and len(text) < 4):
+        # The length first: int() of more than 4300 digits raises ValueError.
+        if not (isinstance(text, str) and len(text) < 4 and text.isascii() and text.isdigit()
+                and 0 < int(text) <= MAX_DAYS):
             raise HTTPError(400, f"days: 1 to {MAX_DAYS}")
         return int(text)
 
