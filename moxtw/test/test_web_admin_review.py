@@ -92,3 +92,23 @@ class ReportInputTests(AdminQueueTestBase):
             r, content = yield self.get(path + "?days=" + "9" * 5000)
             self.assertEqual(r.code, 400, (path, content[:200]))
             self.assertIn(b"days: 1 to 366", content)
+
+
+class HoldRuleArrayTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_hold_rule_added_to_inline_array(self):
+        # "QueueHoldRules = [...]" is valid; a table appended to it made invalid TOML, so
+        # every hold rule was refused with a syntax error.
+        out = yield self.api("GET", "/config")
+        for start in ("QueueHoldRules = []\n", 'QueueHoldRules = [{RecipientDomain = "a.example"}]\n'):
+            out = yield self.api("GET", "/config")
+            text = start + "".join(line + "\n" for line in out["text"].splitlines()
+                                   if not line.startswith("QueueHoldRules"))
+            yield self.api("POST", "/config", {"text": text, "version": out["version"]})
+            n = len(self.root.watcher.current.QueueHoldRules)
+            r = yield self.api("POST", "/queue/holdrules/add", {"recipient_domain": "b.example"})
+            self.assertEqual(r, {"index": n})
+            rules = self.root.watcher.current.QueueHoldRules
+            self.assertEqual([str(x.RecipientDomain) for x in rules][-1], "b.example")
+            yield self.api("POST", "/queue/holdrules/remove", {"index": str(n)})
+            self.assertEqual(len(self.root.watcher.current.QueueHoldRules), n)

@@ -274,10 +274,13 @@ class QueueReports:
         def change(doc, cfg):
             if "QueueHoldRules" not in doc:
                 doc["QueueHoldRules"] = tomlkit.aot()
-            table = tomlkit.table()
+            rules = doc["QueueHoldRules"]
+            # [[QueueHoldRules]] tables, or an array written as "QueueHoldRules = [...]":
+            # that one gets an inline table (a table in it would not be TOML).
+            table = tomlkit.table() if isinstance(rules, tomlkit.items.AoT) else tomlkit.inline_table()
             for k, v in rule.items():
                 table[k] = v
-            doc["QueueHoldRules"].append(table)
+            rules.append(table)
             return len(cfg.dynamic.QueueHoldRules)
 
         index = await self._edit(change)
