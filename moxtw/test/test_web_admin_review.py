@@ -4,8 +4,12 @@ crashed a request (500) or left configuration behind, over the real listener."""
 import json
 import os
 
+import tomlkit
 from twisted.internet import defer
+from twisted.trial import unittest
 
+from moxtw.admin import configedit
+from moxtw.config import write_localserve_config
 from moxtw.test.test_web_admin_config import AdminConfigBase
 from moxtw.test.test_web_admin_queue import AdminQueueTestBase
 
@@ -112,3 +116,49 @@ class HoldRuleArrayTests(AdminConfigBase):
             self.assertEqual([str(x.RecipientDomain) for x in rules][-1], "b.example")
             yield self.api("POST", "/queue/holdrules/remove", {"index": str(n)})
             self.assertEqual(len(self.root.watcher.current.QueueHoldRules), n)
+
+
+INLINE = """
+[Domains."example.org"]
+Aliases = {}
+[Accounts.mjl]
+Domain = "example.org"
+Destinations = {"mjl@example.org" = {}}
+[Accounts.other]
+Domain = "example.org"
+Destinations = {"other@example.org" = {}}
+"""
+
+
+class InlineTableTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_edits_of_inline_tables(self):
+        # Valid domains.toml with inline tables: tomlkit raised ValueError ("Inline tables
+        # cannot contain a table") for each of these: a 500.
+        out = yield self.api("GET", "/config")
+        yield self.api("POST", "/config", {"text": INLINE, "version": out["version"]})
+        yield self.api("POST", "/addresses/add", {"address": "second@example.org", "account": "mjl"})
+        yield self.api("POST", "/aliases/add", {"alias": "list@example.org", "addresses": "mjl@example.org"})
+        yield self.api("POST", "/domains/add", {"domain": "example.net", "account": "other",
+                                                "localpart": "postmaster"})
+        current = self.root.watcher.current
+        self.assertIn("second@example.org", current.Accounts["mjl"].Destinations)
+        self.assertIn("postmaster@example.net", current.Accounts["other"].Destinations)
+        self.assertEqual(list(current.Domains["example.org"].Aliases["list"].Addresses), ["mjl@example.org"])
+
+
+class ApplyValueErrorTests(unittest.SynchronousTestCase):
+    def test_tomlkit_value_error_is_a_refusal(self):
+        # Whatever else tomlkit refuses (ValueError) is refused with its reason, not a crash.
+        config = write_localserve_config(os.path.abspath(self.mktemp()))
+        path = os.path.join(config, "domains.toml")
+        before = open(path).read()
+
+        def change(doc, cfg):
+            doc["Accounts"]["mox"]["Destinations"] = tomlkit.inline_table()
+            doc["Accounts"]["mox"]["Destinations"]["x"] = tomlkit.table()
+
+        with self.assertRaises(configedit.EditError) as e:
+            configedit.apply(config, change)
+        self.assertIn("Inline tables cannot contain a table", str(e.exception))
+        self.assertEqual(open(path).read(), before)
