@@ -162,3 +162,18 @@ class ApplyValueErrorTests(unittest.SynchronousTestCase):
             configedit.apply(config, change)
         self.assertIn("Inline tables cannot contain a table", str(e.exception))
         self.assertEqual(open(path).read(), before)
+
+
+class HoldRuleErrorTests(AdminQueueTestBase):
+    @defer.inlineCallbacks
+    def test_error_without_server_paths(self):
+        # The other admin pages show file names relative to the config directory; the hold
+        # rules showed the absolute path of domains.toml.
+        path = os.path.join(self.config_dir, "domains.toml")
+        with open(path, "a") as f:
+            f.write("\nthis is = = not toml\n")
+        r, content = yield self.post("/api/queue/holdrules/add", {"recipient_domain": "x.example"})
+        self.assertEqual(r.code, 400, content)
+        error = json.loads(content)["error"]
+        self.assertIn("domains.toml", error)
+        self.assertNotIn(self.config_dir, error)

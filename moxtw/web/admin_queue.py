@@ -16,6 +16,7 @@ templates or JSON; input from the admin is checked and bounded (:class:`HTTPErro
 
 import ipaddress
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -312,7 +313,9 @@ class QueueReports:
         try:
             result = await threads.deferToThread(configedit.apply, self.config_dir, change)
         except configedit.EditError as e:
-            raise HTTPError(400, str(e)) from None
+            # File names relative to the config directory (as the other admin pages show them).
+            text = str(e).replace(os.path.join(self.config_dir, ""), "") if self.config_dir else str(e)
+            raise HTTPError(400, text) from None
         if self.reload_config is not None:
             self.reload_config()
         return result
