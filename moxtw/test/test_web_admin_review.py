@@ -12,6 +12,7 @@ from moxtw.admin import configedit
 from moxtw.config import write_localserve_config
 from moxtw.test.test_web_admin_config import AdminConfigBase
 from moxtw.test.test_web_admin_queue import AdminQueueTestBase
+from moxtw.web import admin_config
 
 
 class ConfigInputTests(AdminConfigBase):
@@ -177,3 +178,19 @@ class HoldRuleErrorTests(AdminQueueTestBase):
         error = json.loads(content)["error"]
         self.assertIn("domains.toml", error)
         self.assertNotIn(self.config_dir, error)
+
+
+class LogLevelTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_package_levels_bounded(self):
+        # Any "smtp.<anything>" was taken: the package levels grew without bound.
+        for i in range(admin_config.MAX_LOG_PACKAGES):
+            yield self.api("POST", "/loglevels", {"pkg": f"smtp.x{i}", "level": "debug"})
+        r = yield self.api("POST", "/loglevels", {"pkg": "smtp.one-more", "level": "debug"}, ok=400)
+        self.assertIn("at most", r["error"])
+        yield self.api("POST", "/loglevels", {"pkg": "smtp.x0", "level": "info"})  # a change is fine
+        yield self.api("POST", "/loglevels", {"pkg": "smtp.x1", "remove": "true"})
+        out = yield self.api("POST", "/loglevels", {"pkg": "smtp.one-more", "level": "debug"})
+        self.assertEqual(len(out["packages"]), admin_config.MAX_LOG_PACKAGES)
+        for pkg in out["packages"]:  # the levels are the process's: gone for later tests
+            yield self.api("POST", "/loglevels", {"pkg": pkg, "remove": "true"})
