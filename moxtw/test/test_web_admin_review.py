@@ -194,3 +194,15 @@ class LogLevelTests(AdminConfigBase):
         self.assertEqual(len(out["packages"]), admin_config.MAX_LOG_PACKAGES)
         for pkg in out["packages"]:  # the levels are the process's: gone for later tests
             yield self.api("POST", "/loglevels", {"pkg": pkg, "remove": "true"})
+
+
+class AccountAgainTests(AdminConfigBase):
+    @defer.inlineCallbacks
+    def test_adding_a_removed_account_again_says_its_data_is_used(self):
+        # The old password still logged in to the new account, without a word to the admin.
+        yield self.api("POST", "/accounts/remove", {"account": "other"})
+        out = yield self.api("POST", "/accounts/add", {"account": "other", "address": "new@example.org"})
+        self.assertIn("earlier account of this name is used again", out["message"])
+        self.assertIn("set a new password", out["message"])
+        out = yield self.api("POST", "/accounts/add", {"account": "fresh", "address": "fresh@example.org"})
+        self.assertEqual(out["message"], "account fresh added with address fresh@example.org")

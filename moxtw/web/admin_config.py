@@ -385,7 +385,15 @@ class ConfigAdmin:
         if action == "domains/remove":
             return await self._apply(configedit.domain_rm(_text(fields, "domain")))
         if action == "accounts/add":
-            return await self._apply(configedit.account_add(_text(fields, "account"), _text(fields, "address")))
+            name = _text(fields, "account")
+            kept = self.data_dir and name not in dynamic.Accounts and await threads.deferToThread(
+                os.path.isdir, os.path.join(self.data_dir, "accounts", name))
+            message = await self._apply(configedit.account_add(name, _text(fields, "address")))
+            if kept:
+                # A removed account's data is kept (moxtw account rm): the new one gets it.
+                message += ("; the data of an earlier account of this name is used again (its messages, "
+                            "password and app passwords): set a new password")
+            return message
         if action == "accounts/remove":
             return await self._apply(configedit.account_rm(_text(fields, "account")))
         if action == "accounts/password":
