@@ -69,6 +69,10 @@ def apply(config_dir, change):
                 cleanup()
             if isinstance(e, ConfigError):
                 raise EditError("; ".join(e.errors)) from None
+            if isinstance(e, ValueError) and not isinstance(e, EditError):
+                # tomlkit refusing the edit of this file's layout: an answer, not a crash.
+                raise EditError(f"domains.toml cannot be changed this way as it is written: {e}; "
+                                "edit it as text") from None
             raise
         return result[0] if result else None
 
@@ -135,8 +139,24 @@ def _owner(cfg, localpart, domain):
 
 def _table(parent, key):
     if key not in parent:
-        parent[key] = tomlkit.table()
+        parent[key] = tomlkit.inline_table() if isinstance(parent, tomlkit.items.InlineTable) else tomlkit.table()
     return parent[key]
+
+
+def _inline(value):
+    """A tomlkit table (and the tables in it) as an inline table."""
+    if not isinstance(value, tomlkit.items.Table):
+        return value
+    out = tomlkit.inline_table()
+    for k, v in value.items():
+        out[k] = _inline(v)
+    return out
+
+
+def _put(parent, key, table):
+    """``parent[key] = table``, inline when ``parent`` is an inline table (domains.toml may
+    write ``Destinations = {"a@x" = {}}``: a table in it is no TOML, tomlkit refuses)."""
+    parent[key] = _inline(table) if isinstance(parent, tomlkit.items.InlineTable) else table
 
 
 # -- accounts ------------------------------------------------------------------------
@@ -164,7 +184,7 @@ def account_add(name, address):
         dests = tomlkit.table()
         dests[f"{lp}@{domain}"] = tomlkit.table()
         acc["Destinations"] = dests
-        _table(doc, "Accounts")[name] = acc
+        _put(_table(doc, "Accounts"), name, acc)
         return f"account {name} added with address {lp}@{domain}"
 
     return change
@@ -174,6 +194,11 @@ def account_rm(name):
     def change(doc, cfg):
         if name not in cfg.dynamic.Accounts:
             raise EditError(f"no account {name!r}")
+        # A hold rule naming it would hold the mail of a later account of that name.
+        rules = [i for i, r in enumerate(cfg.dynamic.QueueHoldRules) if r.Account == name]
+        if rules:
+            raise EditError(f"account {name!r} is named by queue hold rule(s) {', '.join(map(str, rules))}: "
+                            "remove them first")
         del doc["Accounts"][name]
         return f"account {name} removed from the configuration"
 
@@ -236,7 +261,7 @@ def address_add(address, account):
         if used:
             raise EditError(f"address {address} is already used by {used}")
         acc = doc["Accounts"][account]
-        _table(acc, "Destinations")[f"{lp}@{domain}"] = tomlkit.table()
+        _put(_table(acc, "Destinations"), f"{lp}@{domain}", tomlkit.table())
         return f"address {lp}@{domain} added to account {account}"
 
     return change
@@ -294,11 +319,19 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None, new_
         os.makedirs(dkim_dir, mode=0o700, exist_ok=True)
         selectors = tomlkit.table()
         for suffix, kind, pem in (("a", "ed25519", generate_ed25519()), ("b", "rsa2048", generate_rsa(2048))):
-            rel = f"dkim/{d.ascii}.{y}{suffix}.{kind}.privatekey.pkcs8.pem"
-            path = os.path.join(cfg.config_dir, rel)
-            if os.path.exists(path):
-                raise EditError(f"{path} exists: remove it or use it in the config yourself")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # A key file of an earlier domain of this name (removed, its key files kept)
+            # is left alone: the new key gets the next free name.
+            for n in range(1, 101):
+                extra = "" if n == 1 else f"-{n}"
+                rel = f"dkim/{d.ascii}.{y}{suffix}{extra}.{kind}.privatekey.pkcs8.pem"
+                path = os.path.join(cfg.config_dir, rel)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                break
+            else:
+                raise EditError(f"{path} exists: remove old key files of {d.ascii} in the dkim directory")
             written.append(path)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
@@ -321,7 +354,7 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None, new_
             rep["Account"] = account
             rep["Mailbox"] = mailbox
             dom[kind] = rep
-        _table(doc, "Domains")[name] = dom
+        _put(_table(doc, "Domains"), name, dom)
         msg = f"domain {name} added; DKIM selectors {y}a (ed25519) and {y}b (RSA)"
         if localpart:
             if "@" in localpart:
@@ -336,10 +369,10 @@ def domain_add(domain, account, localpart=None, config_dir=None, year=None, new_
                 dests = tomlkit.table()
                 dests[f"{localpart}@{name}"] = tomlkit.table()
                 acc["Destinations"] = dests
-                _table(doc, "Accounts")[account] = acc
+                _put(_table(doc, "Accounts"), account, acc)
                 msg += f"; account {account} added with address {localpart}@{name}"
             else:
-                _table(doc["Accounts"][account], "Destinations")[f"{localpart}@{name}"] = tomlkit.table()
+                _put(_table(doc["Accounts"][account], "Destinations"), f"{localpart}@{name}", tomlkit.table())
                 msg += f"; address {localpart}@{name} added to account {account}"
         return msg
 
@@ -435,7 +468,7 @@ def alias_add(alias, addresses):
             raise EditError(f"address {alias} is already used by {used}")
         t = tomlkit.table()
         t["Addresses"] = _members(cfg, addresses)
-        _table(doc["Domains"][domain], "Aliases")[lp] = t
+        _put(_table(doc["Domains"][domain], "Aliases"), lp, t)
         return f"alias {lp}@{domain} added"
 
     return change
@@ -535,7 +568,8 @@ def replace_text(config_dir, text, version):
     with _locked(config_dir):
         with open(path, "rb") as f:
             old = f.read()
-        if not secrets.compare_digest(text_version(old), str(version)):
+        # Bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+        if not secrets.compare_digest(text_version(old).encode(), str(version).encode("utf-8", "replace")):
             raise VersionConflict("domains.toml was changed by someone else since you loaded it: load it "
                                   "again and redo your change")
         try:

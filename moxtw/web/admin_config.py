@@ -36,6 +36,7 @@ log = Logger(namespace="moxtw.web")
 MAX_CONFIG_FORM = base.MAX_BODY
 MAX_FIELD = 1000  # characters of a name, address or setting in a form
 MAX_FLASH = 1000  # sessions with a message waiting for their next page
+MAX_LOG_PACKAGES = 100  # package log levels set at run time
 
 API = [
     ("GET", "/api/domains", "-> [{domain, ascii, disabled, description, accounts, aliases}]"),
@@ -384,7 +385,15 @@ class ConfigAdmin:
         if action == "domains/remove":
             return await self._apply(configedit.domain_rm(_text(fields, "domain")))
         if action == "accounts/add":
-            return await self._apply(configedit.account_add(_text(fields, "account"), _text(fields, "address")))
+            name = _text(fields, "account")
+            kept = self.data_dir and name not in dynamic.Accounts and await threads.deferToThread(
+                os.path.isdir, os.path.join(self.data_dir, "accounts", name))
+            message = await self._apply(configedit.account_add(name, _text(fields, "address")))
+            if kept:
+                # A removed account's data is kept (moxtw account rm): the new one gets it.
+                message += ("; the data of an earlier account of this name is used again (its messages, "
+                            "password and app passwords): set a new password")
+            return message
         if action == "accounts/remove":
             return await self._apply(configedit.account_rm(_text(fields, "account")))
         if action == "accounts/password":
@@ -416,7 +425,13 @@ class ConfigAdmin:
             if not pkg:
                 raise HTTPError(400, "pkg is required")
             return await self._loglevels({"pkg": pkg, "remove": True})
-        return await self._loglevels({"pkg": pkg, "level": _text(fields, "level", limit=20)})
+        level = _text(fields, "level", limit=20)
+        if pkg:
+            packages = (await self._loglevels({}))["packages"]
+            if pkg not in packages and len(packages) >= MAX_LOG_PACKAGES:
+                # Each is kept (and matched against every package logging) until a restart.
+                raise HTTPError(400, f"at most {MAX_LOG_PACKAGES} package log levels: remove one first")
+        return await self._loglevels({"pkg": pkg, "level": level})
 
     # -- the JSON API
 

@@ -16,6 +16,7 @@ templates or JSON; input from the admin is checked and bounded (:class:`HTTPErro
 
 import ipaddress
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -221,7 +222,10 @@ class QueueReports:
         text = (text or "").strip()
         if text in ("", "now"):
             return self.now()
-        return self.now() + timedelta(seconds=_duration(text, "when"))
+        try:
+            return self.now() + timedelta(seconds=_duration(text, "when"))
+        except OverflowError:  # valid from 2000 (the check of _duration), beyond year 9999 from now
+            raise HTTPError(400, "when: too far in the future") from None
 
     async def raw(self, id):
         """(message bytes, at most MAX_RAW; whether cut off) of queue entry ``id``."""
@@ -271,10 +275,13 @@ class QueueReports:
         def change(doc, cfg):
             if "QueueHoldRules" not in doc:
                 doc["QueueHoldRules"] = tomlkit.aot()
-            table = tomlkit.table()
+            rules = doc["QueueHoldRules"]
+            # [[QueueHoldRules]] tables, or an array written as "QueueHoldRules = [...]":
+            # that one gets an inline table (a table in it would not be TOML).
+            table = tomlkit.table() if isinstance(rules, tomlkit.items.AoT) else tomlkit.inline_table()
             for k, v in rule.items():
                 table[k] = v
-            doc["QueueHoldRules"].append(table)
+            rules.append(table)
             return len(cfg.dynamic.QueueHoldRules)
 
         index = await self._edit(change)
@@ -306,7 +313,9 @@ class QueueReports:
         try:
             result = await threads.deferToThread(configedit.apply, self.config_dir, change)
         except configedit.EditError as e:
-            raise HTTPError(400, str(e)) from None
+            # File names relative to the config directory (as the other admin pages show them).
+            text = str(e).replace(os.path.join(self.config_dir, ""), "") if self.config_dir else str(e)
+            raise HTTPError(400, text) from None
         if self.reload_config is not None:
             self.reload_config()
         return result
@@ -323,7 +332,9 @@ class QueueReports:
 
     def _days(self, fields):
         text = fields.get("days", "") or "30"
-        if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_DAYS and len(text) < 4):
+        # The length first: int() of more than 4300 digits raises ValueError.
+        if not (isinstance(text, str) and len(text) < 4 and text.isascii() and text.isdigit()
+                and 0 < int(text) <= MAX_DAYS):
             raise HTTPError(400, f"days: 1 to {MAX_DAYS}")
         return int(text)
 

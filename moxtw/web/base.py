@@ -180,6 +180,9 @@ def form(request, limit=MAX_FORM):
             raise HTTPError(400, "JSON object expected")
         out = {}
         for k, v in value.items():
+            if not _encodable(k) or (isinstance(v, str) and not _encodable(v)):
+                # JSON "\ud800": a lone surrogate, no character of UTF-8 (RFC 8259 8.2).
+                raise HTTPError(400, "invalid JSON: a string is not valid Unicode")
             if isinstance(v, str):
                 out[k] = v
             elif isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
@@ -194,6 +197,15 @@ def form(request, limit=MAX_FORM):
         except UnicodeDecodeError:
             raise HTTPError(400, "invalid UTF-8 in form") from None
     return out
+
+
+def _encodable(text):
+    """Whether ``text`` is valid Unicode (no lone surrogates), as UTF-8 can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_origin(request):
