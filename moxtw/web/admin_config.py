@@ -436,6 +436,8 @@ class ConfigAdmin:
     # -- the JSON API
 
     async def api_get(self, request, name, args):
+        if name == "config":
+            request.moxtw_no_compress = True  # may hold secrets (webhook Authorization): no BREACH risk
         return base.json_response(request, await self._get(name, args))
 
     async def api_action(self, request, action, fields):
