@@ -158,6 +158,8 @@ def _unzip(zf, tree, budget, notes):
             try:
                 with zf.open(info) as src:
                     _copy_bounded(src, path, budget)
+            # zipfile raises NotImplementedError for compression methods it lacks, and
+            # RuntimeError for encrypted members: both are bad uploads, told as such.
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
                     ValueError) as e:
                 if isinstance(e, UnpackError):
