@@ -1,14 +1,14 @@
 """An honest answer on web listeners whose interfaces are not part of this version yet.
 
 The service tree opens every configured listener so that ports, TLS and privilege
-dropping work from the start. Until the web interfaces (account, admin, webmail, webapi,
-autoconfig, MTA-STS, webserver) land, their ports answer HTTP 503 with a plain-text
-explanation, never with something that looks like a working page.
+dropping work from the start. Paths of interfaces not built yet (webmail, webapi,
+autoconfig, the webserver's handlers) answer HTTP 503 with a plain-text explanation,
+never with something that looks like a working page.
 """
 
 from twisted.web import resource, server
 
-WEB_TEXT = "moxtw web interfaces (account, admin, webmail, webapi) are not part of this version yet"
+WEB_TEXT = "moxtw web interfaces webmail, webapi and autoconfig, and the webserver, are not part of this version yet"
 
 
 class WebUnavailable(resource.Resource):
