@@ -26,8 +26,9 @@ What is measured, per server, message size and number of concurrent sessions:
   recipient accepted into account "mox"); its 250 means the message file is fsynced and
   the SQLite index committed.  After each run the script checks the number of message
   files and of rows in the account's ``message`` table.  Peak memory: the process's
-  VmHWM (peak RSS) read from /proc just before stopping it.  Note that localserve logs
-  every SMTP command at debug level (to a file here); that cost is included.
+  VmHWM (peak RSS) read from /proc just before stopping it.  Logging is as ``make run``
+  has it (``--logger=moxtw.log.twistd_observer``, logfmt lines at localserve's levels:
+  a line per delivery, to a file here); that cost is included.
 * postfix: a private instance (own config, queue and data directories in the temp dir,
   ``inet_interfaces = loopback-only``, no relaying, no chroot) delivering with virtual(8)
   into one Maildir.  Postfix replies 250 once cleanup(8) has fsynced the queue file;
@@ -275,7 +276,7 @@ class Moxtw(Server):
         port = 25 + offset
         self.logpath = os.path.join(workdir, "moxtw.log")
         self.logf = open(self.logpath, "wb")
-        cmd = [self.twistd, "-n", "--pidfile=", "moxtw", "localserve", "--dir", self.dir,
+        cmd = [self.twistd, "-n", "--pidfile=", "--logger=moxtw.log.twistd_observer", "moxtw", "localserve", "--dir", self.dir,
                "--ip", "127.0.0.1", "--port-offset", str(offset)]
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True, env=self.env)

@@ -46,6 +46,7 @@ config reload.
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import IO, Any, Mapping
@@ -58,6 +59,7 @@ from twisted.logger import (
     LogLevel,
     formatEvent,
     globalLogBeginner,
+    globalLogPublisher,
 )
 
 __all__ = [
@@ -135,19 +137,35 @@ class LogConfig:
 # Trace helpers. They log at Twisted's debug level with a mox_trace field.
 
 
+def _skipped(logger: Logger, level: str) -> bool:
+    """Whether an event of ``level`` from ``logger`` would be dropped by our installed
+    observer: then it is not made at all (a protocol trace line per command costs more
+    to build than the command; under a server at info level nothing would be written).
+    Without our observer (twistd's default, tests) or for a logger with an observer of
+    its own, every event is made."""
+    obs = _installed
+    if obs is None or logger.observer is not globalLogPublisher:
+        return False
+    ns = logger.namespace
+    return not obs.enabled(ns[6:] if ns.startswith("moxtw.") else ns, level)
+
+
 def trace(logger: Logger, fmt: str, **kw: Any) -> None:
     """Log protocol traffic (commands, responses) at level ``trace``."""
-    logger.debug(fmt, **{TRACE_FIELD: "trace"}, **kw)
+    if not _skipped(logger, "trace"):
+        logger.debug(fmt, **{TRACE_FIELD: "trace"}, **kw)
 
 
 def traceauth(logger: Logger, fmt: str, **kw: Any) -> None:
     """Log traffic that contains credentials at level ``traceauth``."""
-    logger.debug(fmt, **{TRACE_FIELD: "traceauth"}, **kw)
+    if not _skipped(logger, "traceauth"):
+        logger.debug(fmt, **{TRACE_FIELD: "traceauth"}, **kw)
 
 
 def tracedata(logger: Logger, fmt: str, **kw: Any) -> None:
     """Log message data at level ``tracedata``."""
-    logger.debug(fmt, **{TRACE_FIELD: "tracedata"}, **kw)
+    if not _skipped(logger, "tracedata"):
+        logger.debug(fmt, **{TRACE_FIELD: "tracedata"}, **kw)
 
 
 # Rendering.
@@ -172,7 +190,14 @@ def event_pkg(event: Mapping[str, Any]) -> str:
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+# Printable ASCII without space, '"' and '=': written bare (the common case, checked
+# without a loop over the characters).
+_BARE = re.compile(r"[!#-<>-~]+")
+
+
 def _needs_quote(s: str) -> bool:
+    if _BARE.fullmatch(s):
+        return False
     if not s:
         return True
     for c in s:
@@ -218,11 +243,30 @@ def _logfmt_key(key: str) -> str:
     return k or "_"
 
 
+_second = [None, ""]  # the last second formatted and its text (one strftime a second)
+
+
 def _format_time(t: float | None) -> str:
     if t is None:
         return "-"
-    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    sec = int(t // 1)
+    cached = _second
+    if cached[0] != sec:
+        text = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        cached[:] = [sec, text]
+    return f"{cached[1]}{int((t - sec) * 1000) % 1000:03d}Z"
+
+
+def _format_msg(event: Mapping[str, Any]) -> str:
+    """formatEvent's text; plain ``{field}`` formats (nearly all) by str.format_map,
+    which gives the same text without Twisted's slower formatter."""
+    fmt = event.get("log_format")
+    if type(fmt) is str and "()" not in fmt and "log_flattened" not in event:
+        try:
+            return fmt.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(dict(event))
 
 
 def format_event(event: Mapping[str, Any], level: str | None = None) -> str:
@@ -231,7 +275,7 @@ def format_event(event: Mapping[str, Any], level: str | None = None) -> str:
     if level is None:
         level = event_level(event)
     try:
-        msg = formatEvent(dict(event))
+        msg = _format_msg(event)
     except Exception as e:  # formatEvent already guards; be defensive anyway
         msg = f"unformattable event: {e!r}"
     parts = [

@@ -8,6 +8,7 @@ Reads run on a second thread. Protocol code never touches files or SQLite direct
 the methods here, which all return Deferreds.
 """
 
+import functools
 import ipaddress
 import json
 import os
@@ -85,14 +86,21 @@ def message_file(maildir, msg_id):
     return os.path.join(shard_dir(maildir, msg_id), str(msg_id))
 
 
+@functools.lru_cache(maxsize=1024)
 def mask_ip(ip):
-    """Masked forms of a remote IP used by reputation: (/32,/26,/21) or (/64,/48,/32)."""
+    """Masked forms of a remote IP used by reputation: (/32,/26,/21) or (/64,/48,/32),
+    as ipaddress writes the networks. Cached: senders come back, and ip_network is slow."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return ("", "", "")
-    bits = (32, 26, 21) if addr.version == 4 else (64, 48, 32)
-    return tuple(str(ipaddress.ip_network(f"{addr}/{b}", strict=False)) for b in bits)
+    width = addr.max_prefixlen
+    value = int(addr)
+    out = []
+    for b in (32, 26, 21) if addr.version == 4 else (64, 48, 32):
+        net = value & ~((1 << (width - b)) - 1)
+        out.append(f"{type(addr)(net).compressed}/{b}")
+    return tuple(out)
 
 
 class Prepared:

@@ -215,3 +215,23 @@ class UpgradeTests(unittest.TestCase):
         self.assertEqual(kinds, ["from1", "fromdom1", "ip1"])
         self.assertEqual(conn.execute("SELECT count(*) FROM junk_train_pending").fetchone()[0], 1)
         self.assertEqual(conn.execute("SELECT keywords, modseq FROM message").fetchone()[:], ('["$notjunk"]', 1))
+
+
+class MaskTests(unittest.SynchronousTestCase):
+    def test_masks_as_ipaddress_networks(self):
+        """mask_ip (integer arithmetic, cached) writes the networks as ipaddress does."""
+        import ipaddress
+        import random
+
+        from moxtw.store.account import mask_ip
+
+        rnd = random.Random(7)
+        ips = ["192.0.2.77", "10.255.255.255", "::", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%eth0"]
+        ips += [str(ipaddress.IPv4Address(rnd.getrandbits(32))) for _ in range(300)]
+        ips += [str(ipaddress.IPv6Address(rnd.getrandbits(rnd.choice((40, 128))))) for _ in range(300)]
+        for ip in ips:
+            addr = ipaddress.ip_address(ip)
+            bits = (32, 26, 21) if addr.version == 4 else (64, 48, 32)
+            want = tuple(str(ipaddress.ip_network(f"{addr}/{b}", strict=False)) for b in bits)
+            self.assertEqual(mask_ip(ip), want, ip)
+        self.assertEqual(mask_ip("not an ip"), ("", "", ""))

@@ -239,3 +239,62 @@ class StartLoggingTests(SynchronousTestCase):
         self.assertEqual(calls, [([obs], False)])
         mlog.set_levels(mlog.LogConfig(default="debug"))
         self.assertTrue(obs.enabled("anything", "debug"))
+
+
+class FastPathTests(SynchronousTestCase):
+    """The shortcuts taken for speed give what Twisted's own formatting gives."""
+
+    def test_messages_as_formatEvent(self):
+        from twisted.logger import formatEvent
+
+        class Odd:
+            def __format__(self, spec):
+                raise ValueError("no")
+
+        cases = [
+            ("delivered {account}/{mailbox} uid {uid}", dict(account="a", mailbox="Inbox", uid=3)),
+            ("{a!r} {b:>5} {c[0]} {d.real}", dict(a="x", b="y", c=[1], d=2)),
+            ("missing {nothere}", {}),
+            ("call {f()}", dict(f=lambda: "called")),
+            ("odd {o}", dict(o=Odd())),
+            ("braces {{literal}} {x}", dict(x=1)),
+        ]
+        for fmt, fields in cases:
+            event = dict(fields, log_format=fmt, log_level=LogLevel.info, log_namespace="moxtw.x")
+            self.assertEqual(mlog._format_msg(event), formatEvent(dict(event)), fmt)
+
+    def test_time_each_millisecond(self):
+        import datetime
+
+        for t in (1795294800.0, 1795294800.0009, 1795294800.999, 1795294801.5, 0.25, 1795294799.9999):
+            d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+            want = d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+            self.assertEqual(mlog._format_time(t), want, t)
+
+    def test_bare_values(self):
+        for v in ("plain", "a=b", 'q"', "é", "tab\there", "", "~!#<>", "a b"):
+            slow = not v or any(c in ' "=' or not c.isprintable() for c in v)
+            self.assertEqual(mlog._needs_quote(v), slow, v)
+
+    def test_trace_not_made_below_level(self):
+        """Under our installed observer a trace call at info level makes no event at
+        all; after the level changes at runtime it does."""
+        from twisted.logger import globalLogPublisher
+
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        old = mlog._installed
+        self.addCleanup(setattr, mlog, "_installed", old)
+        mlog._installed = mlog.make_observer(io.StringIO(), mlog.LogConfig(default="info"))
+        log = Logger(namespace="moxtw.smtpserver")
+        mlog.trace(log, "C: {line}", line="NOOP")
+        self.assertEqual([e for e in seen if e.get("line") == "NOOP"], [])
+        mlog.set_levels(mlog.LogConfig(default="info", packages={"smtpserver": "trace"}))
+        mlog.trace(log, "C: {line}", line="NOOP")
+        mlog.traceauth(log, "C: {line}", line="NOOP")  # still below traceauth
+        self.assertEqual(len([e for e in seen if e.get("line") == "NOOP"]), 1)
+        # A logger with its own observer always gets its events.
+        own = []
+        mlog.trace(Logger(namespace="moxtw.imapserver", observer=own.append), "C: {line}", line="x")
+        self.assertEqual(len(own), 1)
