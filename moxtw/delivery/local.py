@@ -48,7 +48,10 @@ class LocalDelivery:
         Returns [RcptResult] in the order of ``recipients``. A failure for one account does
         not affect the others (RFC 5321 leaves partial results to the server; callers
         report them)."""
-        headers, msgfrom = yield threads.deferToThread(message_headers, data)
+        if any(r.destination is not None and r.destination.Rulesets for r in recipients):
+            headers, msgfrom = yield threads.deferToThread(message_headers, data)
+        else:
+            headers, msgfrom = [], ""  # no ruleset to match: the header is not parsed here
         results = []
         done = {}
         for rcpt in recipients:

@@ -8,6 +8,7 @@ matches gives the mailbox.
 import re
 
 from moxtw import message as msgparse
+from moxtw.message.header import decode_words, unfold
 
 
 def choose_mailbox(destination, default, mailfrom, msgfrom, verified_domains, headers):
@@ -48,8 +49,9 @@ def message_headers(data):
     ends = [i + n for i, n in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2)) if i >= 0]
     part = msgparse.parse(bytes(data[:min(ends)]) if ends else data)
     headers = []
-    for name, _raw in part.headers:
-        headers.append((name.lower(), part.header(name) or ""))
+    for name, raw in part.headers:
+        # Each field's own value (a repeated field such as Received is matched in each).
+        headers.append((name.lower(), decode_words(unfold(raw.strip(b" \t\r\n")))))
     froms = msgparse.parse_address_list(part.header_raw("From") or b"")
     msgfrom = f"{froms[0].localpart}@{froms[0].domain}" if froms else ""
     return headers, msgfrom
