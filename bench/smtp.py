@@ -919,7 +919,7 @@ What the figures mean:
                    Maildir, its exited processes counted through master; moxtw: search texts
                    of large messages made), divided by the number of messages.
   moxtw            250 = message file fsynced and SQLite index committed (localserve, account mox,
-                   debug logging of every command included; localserve does not limit
+                   logging as make run: a line per delivery; localserve does not limit
                    connections per IP, so the new-connection rows are not throttled); stored =
                    files in the maildir, and the index row count is checked against it.
   postfix          msg/s = accepted into the queue (cleanup(8) fsyncs the queue file before 250);

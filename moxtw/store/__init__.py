@@ -119,7 +119,7 @@ class Store:
             acc = Account(name, path, self._reactor, self._threadpool)
             self._accounts[name] = acc
             if self.owner:
-                acc._kick_indexer()  # texts a crash left to make (text_pending)
+                acc._kick_indexer(delay=False)  # texts a crash left to make (text_pending)
             return acc
 
         def done(result):

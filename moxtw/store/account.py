@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -68,9 +68,20 @@ log = Logger(namespace="moxtw.store")
 
 SHARD_SIZE = 1000
 FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per message
-# Messages larger than this are acknowledged before their search texts are made: the
-# indexer (Account._index_pending) adds them after the commit, one message at a time.
+# APPENDed messages larger than this, and every delivered message, are acknowledged
+# before their search texts are made: the indexer (Account._index_pending) adds them
+# after the commit, many messages in one transaction (full-text indexes cost several
+# times less per message in batches). Until then SEARCH reads their files.
 INDEX_LATER_SIZE = 64 * 1024
+# Messages and characters of text the indexer makes in one transaction.
+INDEX_BATCH = 200
+INDEX_BATCH_TEXT = 8 * 1024 * 1024
+# Seconds the indexer waits for more messages before a batch that is not full: under a
+# stream of deliveries it then indexes them by the hundred, not one by one.
+INDEX_DELAY = 0.2
+# A (head, message) smaller than this is joined before parsing (larger ones are written
+# in two pieces, never joined in memory).
+JOIN_SIZE = 64 * 1024
 MAX_NEEDLE = 200  # characters of a SEARCH string looked up in the trigram index
 MAX_TRIGRAMS = 16  # trigrams of a SEARCH string looked up
 METADATA_MAX_VALUE = 64 * 1024  # bytes of one METADATA value (RFC 5464 4.3: MAXSIZE)
@@ -120,15 +131,16 @@ class Prepared:
             pass
 
 
-def write_tmp(maildir, data):
+def write_tmp(maildir, data, later=False):
     """Repair line endings, parse, write to tmp/ and fsync. Runs off the reactor thread.
     ``data``: the message as bytes, a (head, message) tuple (header fields to put before
-    the message, such as Return-Path and Received), or a finished Spool (already in tmp/)."""
+    the message, such as Return-Path and Received), or a finished Spool (already in tmp/).
+    ``later``: no search texts now whatever the size (deliveries: the indexer makes them)."""
     if isinstance(data, Spool):
-        return _prepare_spooled(maildir, data)
+        return _prepare_spooled(maildir, data, later)
     if isinstance(data, tuple):
         head, body = (msgparse.fix_line_endings(bytes(piece)) for piece in data)
-        if len(head) + len(body) <= INDEX_LATER_SIZE or body[:1] in (b" ", b"\t"):
+        if len(head) + len(body) <= JOIN_SIZE or body[:1] in (b" ", b"\t"):
             # A first line that continues the head's last field parses only joined.
             data = head + body
         else:
@@ -141,7 +153,7 @@ def write_tmp(maildir, data):
             durable.write_new(path, (head, body))
             return Prepared(path, len(head) + len(body), summary, True)
     data = msgparse.fix_line_endings(bytes(data))
-    later = len(data) > INDEX_LATER_SIZE
+    later = later or len(data) > INDEX_LATER_SIZE
     summary = msgparse.summary(data, search_text=not later, texts=not later)
     path = os.path.join(maildir, "tmp", f"{time.time_ns()}.{uuid.uuid4().hex}")
     durable.write_new(path, data)
@@ -175,7 +187,7 @@ def _spool_binary_as_text(spool):
     return spool
 
 
-def _prepare_spooled(maildir, spool):
+def _prepare_spooled(maildir, spool, later=False):
     """A spooled message is parsed and fsynced where it is, not copied; only one whose
     line endings need repair (rare: clients send CRLF) is written anew."""
     with open(spool.path, "rb") as f:
@@ -183,8 +195,8 @@ def _prepare_spooled(maildir, spool):
     fixed = msgparse.fix_line_endings(data)
     if fixed is not data:
         os.unlink(spool.path)
-        return write_tmp(maildir, fixed)
-    later = len(data) > INDEX_LATER_SIZE
+        return write_tmp(maildir, fixed, later)
+    later = later or len(data) > INDEX_LATER_SIZE
     summary = msgparse.summary(data, search_text=not later, texts=not later)
     fd = os.open(spool.path, os.O_RDONLY)
     try:
@@ -288,7 +300,8 @@ class Account:
                 return result[0]
             return result
 
-        return self._add(mailbox, [(data, flags, received)], facts, origin, create=True).addBoth(done)
+        return self._add(mailbox, [(data, flags, received)], facts, origin, create=True,
+                         index_later=True).addBoth(done)
 
     def append(self, mailbox, data, flags=(), received=None, origin=None):
         """IMAP APPEND: like deliver, but the mailbox must exist (MailboxNotFound)."""
@@ -337,7 +350,7 @@ class Account:
             conn, "SELECT message_id FROM message WHERE message_id IN ({})", (), ids))
 
     @defer.inlineCallbacks
-    def _add(self, mailbox, items, facts, origin, create, imported=None):
+    def _add(self, mailbox, items, facts, origin, create, imported=None, index_later=False):
         name = normalize_mailbox_name(mailbox)
         parsed_flags = [split_flags(flags) for _, flags, _ in items]
         prepared = []
@@ -345,9 +358,9 @@ class Account:
             for data, _, _ in items:
                 if isinstance(data, Spool):
                     # Parsing holds the message in memory: large ones one at a time.
-                    p = yield prepare_in_thread(self._reactor, write_tmp, self.maildir, data)
+                    p = yield prepare_in_thread(self._reactor, write_tmp, self.maildir, data, index_later)
                 else:
-                    p = yield self._in_thread(write_tmp, self.maildir, data)
+                    p = yield self._in_thread(write_tmp, self.maildir, data, index_later)
                 prepared.append(p)
             result = yield self._write(
                 lambda conn, ctx: self._insert(
@@ -362,40 +375,47 @@ class Account:
             self._kick_indexer()
         return result
 
-    # -- search texts made after the commit (large messages)
+    # -- search texts made after the commit (deliveries, large APPENDs)
 
-    def _kick_indexer(self):
-        """Start the indexer unless it runs (it looks for more work before it stops)."""
+    def _kick_indexer(self, delay=True):
+        """Start the indexer unless it runs (it looks for more work before it stops).
+        ``delay``: wait INDEX_DELAY first, for more messages to come (not when opening)."""
         if self._indexing is None and not self._closing:
-            self._indexing = defer.Deferred.fromCoroutine(self._index_pending())
+            self._indexing = defer.Deferred.fromCoroutine(self._index_pending(delay))
             self._indexing.addErrback(lambda f: log.failure("indexing search texts", f, account=self.name))
         else:
             self._index_again = True
 
-    async def _index_pending(self):
-        """Make the search texts of messages committed with ``text_pending``, one message
-        at a time (one message's texts in memory), off the reactor thread."""
+    async def _index_pending(self, delay=True):
+        """Make the search texts of messages committed with ``text_pending``, off the
+        reactor thread: up to INDEX_BATCH messages or INDEX_BATCH_TEXT characters of
+        text (at least one message) at a time, stored in one write operation."""
         try:
+            full = not delay
             while not self._closing:
+                if not full:
+                    await task.deferLater(self._reactor, INDEX_DELAY, lambda: None)
+                    if self._closing:
+                        return
                 self._index_again = False
                 ids = await self._read(lambda conn: [r[0] for r in conn.execute(
-                    "SELECT id FROM message WHERE text_pending = 1 ORDER BY id LIMIT 50")])
+                    "SELECT id FROM message WHERE text_pending = 1 ORDER BY id LIMIT ?", (INDEX_BATCH,))])
+                full = len(ids) == INDEX_BATCH
                 if not ids:
                     if self._index_again:
                         continue
                     return
-                for msg_id in ids:
-                    if self._closing:
-                        return
-                    # In the thread that parses large spooled messages: one large
-                    # message's texts in memory at a time, whatever else arrives.
-                    try:
-                        texts = await prepare_in_thread(self._reactor, _texts_of_file, self.message_path(msg_id))
-                        await self._write(lambda conn, ctx, msg_id=msg_id, texts=texts: _store_texts(conn, msg_id, texts))
-                    except Exception:
-                        # One message must not stop the others: it stays searched in its file.
-                        log.failure("making search texts of message {msg_id}", msg_id=msg_id, account=self.name)
-                        await self._write(lambda conn, ctx, msg_id=msg_id: _store_texts(conn, msg_id, None))
+                while ids and not self._closing:
+                    # In the thread that parses large spooled messages: a bounded batch
+                    # of texts in memory at a time, whatever else arrives.
+                    done = await prepare_in_thread(self._reactor, _texts_of_files, self.maildir, ids)
+                    for msg_id, _texts, error in done:
+                        if error is not None:
+                            # One message must not stop the others: it stays searched in its file.
+                            log.error("making search texts of message {msg_id} failed: {error}", msg_id=msg_id,
+                                      account=self.name, error=error)
+                    await self._write(lambda conn, ctx, done=done: _store_texts_many(conn, done))
+                    ids = ids[len(done):]
         finally:
             self._indexing = None
 
@@ -1465,6 +1485,30 @@ def _texts_of_file(path):
     except FileNotFoundError:
         return None
     return msgparse.index_texts(data)
+
+
+def _texts_of_files(maildir, ids):
+    """[(msg_id, texts, error)] for the first of ``ids`` up to INDEX_BATCH_TEXT
+    characters of text (at least one message): texts as _texts_of_file gives them;
+    None with the error's text when they could not be made."""
+    out = []
+    total = 0
+    for msg_id in ids:
+        try:
+            texts, error = _texts_of_file(message_file(maildir, msg_id)), None
+        except Exception as e:
+            texts, error = None, f"{type(e).__name__}: {e}"
+        out.append((msg_id, texts, error))
+        if texts is not None:
+            total += len(texts[0]) + len(texts[1] or "") + len(texts[2] or "")
+        if total >= INDEX_BATCH_TEXT:
+            break
+    return out
+
+
+def _store_texts_many(conn, done):
+    for msg_id, texts, _error in done:
+        _store_texts(conn, msg_id, texts)
 
 
 def _store_texts(conn, msg_id, texts):

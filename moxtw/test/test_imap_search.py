@@ -127,6 +127,7 @@ class Base(unittest.TestCase):
     def fill(self, items, mailbox="Inbox"):
         for data, flags, received in items:
             yield self.acc.deliver(mailbox, data, flags=flags, received=received)
+        yield self.acc.indexing_done()  # search texts of deliveries are made after the commit
         self.mb = yield self.acc.mailbox(mailbox)
         self.view = yield self.acc.uids(self.mb.id)
 

@@ -199,6 +199,7 @@ class FlagTests(StoreTestBase):
         self.inbox = yield self.mbox("Inbox")
         for i in range(3):
             yield self.acc.deliver("Inbox", make_message(subject=f"s{i}"))
+        yield self.acc.indexing_done()
 
     @defer.inlineCallbacks
     def test_store_modes(self):
@@ -400,6 +401,7 @@ class SearchTests(StoreTestBase):
             "Inbox", make_message(subject="Re: Lunch", body="Pizza it is, naïvely.\r\n"),
             received=base + 2 * day,
         )
+        yield self.acc.indexing_done()  # search texts of deliveries are made after the commit
 
     def s(self, **kw):
         return self.acc.search(self.inbox.id, store.SearchCriteria(**kw))
@@ -688,6 +690,7 @@ class SchemaTests(unittest.TestCase):
         ref = yield s.open_account("ref")
         for data in corpus:
             yield ref.deliver("Inbox", data)
+        yield ref.indexing_done()  # deliveries' texts are made after the commit
         ref_conn = schema.connect(ref.db_path)
         self.addCleanup(ref_conn.close)
         ref_rows = [dict(r) for r in ref_conn.execute("SELECT * FROM message ORDER BY id")]
@@ -767,6 +770,7 @@ class VerifySearchTextTests(StoreTestBase):
 
         yield self.acc.deliver("Inbox", make_message("one", "findable text\r\n"))
         yield self.acc.deliver("Inbox", make_message("two"))
+        yield self.acc.indexing_done()
         inbox = yield self.mbox("Inbox")
         msgs = yield self.acc.messages(inbox.id)
         conn = schema.connect(self.acc.db_path)

@@ -11,7 +11,7 @@ from moxtw import store as storemod
 from moxtw.store import Store
 from moxtw.store import account as accountmod
 from moxtw.store.verify import verify_account
-from moxtw.test.imaphelper import IMAPSessionTest, untagged
+from moxtw.test.imaphelper import IMAPSessionTest, message, untagged
 
 
 def big(subject, word, size=200 * 1024):
@@ -46,7 +46,7 @@ class IndexLaterTests(IMAPSessionTest):
     def test_large_message_searchable_before_and_after_indexing(self):
         release = self.hold_indexer(self.acc)
         yield self.acc.deliver("Inbox", big("large", "zyxwvutsrq"))
-        yield self.deliver("small", body="small body qponmlkj")
+        yield self.acc.append("Inbox", message("small", body="small body qponmlkj"))  # APPEND: indexed at once
         rows = yield self.rows()
         self.assertEqual([(r["text_pending"], r["text_indexed"], r["searchrows"], r["textrows"]) for r in rows],
                          [(1, 0, 0, 0), (0, 1, 1, 1)])
@@ -125,11 +125,14 @@ class IndexLaterTests(IMAPSessionTest):
 
     @defer.inlineCallbacks
     def test_threshold(self):
+        """APPEND makes the texts of messages up to INDEX_LATER_SIZE at once; a delivery
+        never does (the indexer makes them in batches)."""
         release = self.hold_indexer(self.acc)
-        yield self.acc.deliver("Inbox", big("edge", "w", size=accountmod.INDEX_LATER_SIZE - 2048))
-        yield self.acc.deliver("Inbox", big("over", "w", size=accountmod.INDEX_LATER_SIZE + 2048))
+        yield self.acc.append("Inbox", big("edge", "w", size=accountmod.INDEX_LATER_SIZE - 2048))
+        yield self.acc.append("Inbox", big("over", "w", size=accountmod.INDEX_LATER_SIZE + 2048))
+        yield self.acc.deliver("Inbox", message("tiny", body="tiny"))
         rows = yield self.rows()
-        self.assertEqual([r["text_pending"] for r in rows], [0, 1])
+        self.assertEqual([r["text_pending"] for r in rows], [0, 1, 1])
         yield release()
         self.assertTrue(os.path.isdir(self.acc.maildir))
 
@@ -212,3 +215,68 @@ class ReviewCaseTests(IMAPSessionTest):
             [m] = yield acc.messages((yield acc.mailbox("Inbox")).id)
             got.append((m.part_json, m.envelope_json, m.subject))
         self.assertEqual(got[0], got[1])
+
+
+class BatchTests(IMAPSessionTest):
+    """Deliveries are indexed after the commit in batches: few write operations for many
+    messages, bounded by the message count and the text size."""
+
+    kind = "imap"
+    factory_kwargs = {"require_tls_for_login": False}
+    rows = IndexLaterTests.rows
+    hold_indexer = IndexLaterTests.hold_indexer
+
+    @defer.inlineCallbacks
+    def test_many_deliveries_few_writes(self):
+        self.patch(accountmod, "INDEX_BATCH", 40)
+        release = self.hold_indexer(self.acc)
+        for i in range(100):
+            yield self.acc.deliver("Inbox", message(f"m{i}", body=f"unique{i:03d}word body"))
+        writes = []
+        real = self.acc._write
+        self.patch(self.acc, "_write", lambda fn: (writes.append(1), real(fn))[1])
+        c = yield self.logged_in(select="INBOX")
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY unique042word")), "SEARCH"), ["SEARCH 43"])
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual({(r["text_pending"], r["text_indexed"], r["searchrows"], r["textrows"]) for r in rows},
+                         {(0, 1, 1, 1)})
+        self.assertEqual(len(writes), 3)  # 40 + 40 + 20
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY unique042word")), "SEARCH"), ["SEARCH 43"])
+        self.assertEqual(untagged((yield c.cmd("SEARCH BODY unique099word")), "SEARCH"), ["SEARCH 100"])
+
+    @defer.inlineCallbacks
+    def test_text_budget_splits_batches(self):
+        # Each message has about 400 KiB of text (its text and the search body): two in
+        # the first batch (the budget is passed with the second), two, one.
+        self.patch(accountmod, "INDEX_BATCH_TEXT", 700 * 1024)
+        release = self.hold_indexer(self.acc)
+        for i in range(5):
+            yield self.acc.deliver("Inbox", big(f"b{i}", f"bigword{i}"))
+        writes = []
+        real = self.acc._write
+        self.patch(self.acc, "_write", lambda fn: (writes.append(1), real(fn))[1])
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual([r["text_pending"] for r in rows], [0] * 5)
+        self.assertEqual(len(writes), 3)
+
+    @defer.inlineCallbacks
+    def test_failure_in_batch_leaves_others_indexed(self):
+        release = self.hold_indexer(self.acc)
+        for i in range(3):
+            yield self.acc.deliver("Inbox", message(f"m{i}", body=f"word{i}"))
+        real = accountmod._texts_of_file
+        rows = yield self.rows()
+        bad = accountmod.message_file(self.acc.maildir, rows[1]["id"])
+
+        def texts(path):
+            if path == bad:
+                raise ValueError("broken")
+            return real(path)
+
+        self.patch(accountmod, "_texts_of_file", texts)
+        yield release()
+        rows = yield self.rows()
+        self.assertEqual([(r["text_pending"], r["text_indexed"]) for r in rows], [(0, 1), (0, 0), (0, 1)])
+        self.flushLoggedErrors()
