@@ -43,6 +43,7 @@ class Decision:
     junk_score: object = None  # the Bayesian probability, when computed
     mailbox: str = ""  # accepted into this mailbox instead (a ruleset's AcceptRejectsToMailbox)
     reply: object = None  # (code, enhanced, text) instead of the neutral 451 (subject pass)
+    token: str = ""  # the subject pass token of ``reply``
 
 
 def filter_path(account_dir):
@@ -174,7 +175,7 @@ def _give_subjectpass(key, address, reason, text, score):
 
     token = subjectpass.generate(key, address, time.time())
     return Decision(False, reason + "-subjectpass", f"{text}; subject pass token given", first_time=True,
-                    junk_score=score, reply=(550, "7.1", subjectpass.EXPLANATION + token))
+                    junk_score=score, reply=(550, "7.1", subjectpass.explanation([token])), token=token)
 
 
 def decide_deferred(*args, **kwargs):

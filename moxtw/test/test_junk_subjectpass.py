@@ -15,6 +15,7 @@ from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_junk_e2e import DYNAMIC, PASSWORD, STATIC, ZONE
 from moxtw.test.test_localserve import free_offset
+from moxtw.test.test_junk_reputation import facts
 
 KEY = b"k" * 32
 
@@ -92,3 +93,75 @@ class SubjectPassEndToEndTests(unittest.TestCase):
         self.assertEqual(err.smtp_code, 550)
         err = yield self.send("fourth (pass:AAAAAAAAAAAAAAAAAAAAAAA)")
         self.assertEqual(err.smtp_code, 550)
+
+
+# -- regression tests from the hostile review of subject passes
+
+
+class SeveralTokensTests(unittest.TestCase):
+    def test_any_token_in_subject_counts(self):
+        """A message to two accounts needs both accounts' tokens in its Subject: each
+        account finds its own, not only the first token."""
+        other = subjectpass.generate(b"o" * 32, "alice@example.org", 1_800_000_000)
+        mine = subjectpass.generate(KEY, "alice@example.org", 1_800_000_000)
+        ok, _ = subjectpass.verify(KEY, f"hello {other} {mine}", "alice@example.org", 3600, 1_800_000_100)
+        self.assertTrue(ok)
+
+    def test_tokens_checked_are_bounded(self):
+        """A Subject stuffed with candidate tokens costs a bounded number of HMACs on the
+        reactor."""
+        mine = subjectpass.generate(KEY, "alice@example.org", 1_800_000_000)
+        stuffed = "(pass:AAAAAAAAAAAAAAAAAAAAAAA) " * 10_000 + mine
+        ok, _ = subjectpass.verify(KEY, stuffed, "alice@example.org", 3600, 1_800_000_100)
+        self.assertFalse(ok)
+
+
+class _Target:
+    def __init__(self, account):
+        self.account = account
+        self.address = f"{account}@example.com"
+
+
+class _Local:
+    def deliver_reject(self, *args):
+        return defer.succeed(False)
+
+
+class RouterReplyTests(unittest.TestCase):
+    """The SMTP answer when several accounts refuse one message."""
+
+    def router(self, decisions):
+        from types import SimpleNamespace
+
+        from moxtw.delivery.router import JunkContext, Router
+
+        accounts = {a: SimpleNamespace(RejectsMailbox="") for a in decisions}
+        r = Router(None, lambda: (None, SimpleNamespace(Accounts=accounts)), hostname="mx.example.com")
+        r.local = _Local()
+        r._junk_decisions = lambda *a: defer.succeed(decisions)
+        facts_ = facts(frm="alice@good.example")
+        targets = [_Target(a) for a in sorted(decisions)]
+        return r.deliver(b"Subject: x\r\n\r\nx\r\n", targets, mailfrom="alice@good.example", prefix=b"",
+                         facts=facts_, junk=JunkContext(delay=0))
+
+    def refusal(self, account, token=None):
+        from moxtw.junk.analysis import _give_subjectpass, Decision
+
+        if token is None:
+            return Decision(False, "junk-content", "junk", first_time=True)
+        return _give_subjectpass(b"%d" % token * 32, "alice@good.example", "dnsbl", "listed", None)
+
+    @defer.inlineCallbacks
+    def test_tokens_of_all_refusing_accounts_given(self):
+        results = yield self.router({"a": self.refusal("a", 1), "b": self.refusal("b", 2)})
+        self.assertEqual({r.code for r in results}, {550})
+        text = results[0].text
+        self.assertEqual(text.count("(pass:"), 2, text)
+
+    @defer.inlineCallbacks
+    def test_no_permanent_refusal_when_a_token_would_not_help(self):
+        """One account gives a token, another refuses outright: a 550 telling the sender
+        to add the token would promise what the second account does not keep."""
+        results = yield self.router({"a": self.refusal("a", 1), "b": self.refusal("b")})
+        self.assertEqual({r.code for r in results}, {451})
+        self.assertNotIn("(pass:", results[0].text)
