@@ -100,7 +100,11 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
                         first_time=True)
     sp_key = None
     from_address = ""
-    if conf.SubjectPass is not None and cols.get("msgfrom_domain"):
+    # Subject passes only for a DMARC-validated From address: the token vouches for that
+    # address, and anyone who saw it (a reply's Subject, the DSN) could else spoof it.
+    # A Period of 0 is no subject pass (mox).
+    if conf.SubjectPass is not None and conf.SubjectPass.Period.total_seconds() > 0 \
+            and cols.get("msgfrom_domain") and cols.get("msgfrom_validated"):
         from moxtw.junk import subjectpass
 
         from_address = f"{cols.get('msgfrom_localpart', '')}@{cols['msgfrom_domain']}"
@@ -148,7 +152,7 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         text = (f"{rep.text}; content {'not junk' if accept else 'junk'}"
                 f"{'' if significant else ' (not significant)'}, score {score:.2f}, threshold {threshold:.2f}{strict}")
         if not accept:
-            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none" \
+            if sp_key is not None and rep.method == "none" \
                     and score < threshold - 0.2:
                 return _give_subjectpass(sp_key, from_address, reason, text, score)
             return Decision(False, reason, text, first_time=True, junk_score=score)
@@ -159,7 +163,7 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         if listed is not None:
             zone, why = listed
             text = f"{text}; ip {remote_ip} listed in {zone}" + (f": {why}" if why else "")
-            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none":
+            if sp_key is not None and rep.method == "none":
                 return _give_subjectpass(sp_key, from_address, "dnsbl", text, score)
             return Decision(False, "dnsbl", text, first_time=True, junk_score=score)
         reason = "dnsbl-pass" if reason == "no-bad-signals" else reason

@@ -6,6 +6,8 @@ through."""
 import os
 import smtplib
 import ssl
+import time
+from datetime import timedelta
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
@@ -15,7 +17,8 @@ from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_junk_e2e import DYNAMIC, PASSWORD, STATIC, ZONE
 from moxtw.test.test_localserve import free_offset
-from moxtw.test.test_junk_reputation import facts
+from moxtw.test.test_junk_reputation import ReputationBase, facts, msg
+from moxtw.store.account import facts_columns
 
 KEY = b"k" * 32
 
@@ -114,6 +117,70 @@ class SeveralTokensTests(unittest.TestCase):
         stuffed = "(pass:AAAAAAAAAAAAAAAAAAAAAAA) " * 10_000 + mine
         ok, _ = subjectpass.verify(KEY, stuffed, "alice@example.org", 3600, 1_800_000_100)
         self.assertFalse(ok)
+
+
+class _Conf:
+    def __init__(self, period=timedelta(hours=1), junkfilter=None):
+        self.SubjectPass = _SP(period) if period is not None else None
+        self.JunkFilter = junkfilter
+
+
+class _SP:
+    def __init__(self, period):
+        self.Period = period
+
+
+class DecideTests(ReputationBase):
+    """The junk decision's use of subject passes, on a real account store."""
+
+    def setUp(self):
+        d = super().setUp()
+        self.listed = True
+
+        async def listed(resolver, zones, ip):
+            return ("dnsbl.test", "") if self.listed else None
+
+        from moxtw import dnsbl
+
+        self.patch(dnsbl, "listed", listed)
+        return d
+
+    def decide(self, subject, conf=None, validated=True, tls=True, **kw):
+        from moxtw.junk import analysis
+
+        cols = facts_columns(facts(frm="alice@good.example", validated=validated))
+        data = msg("alice@good.example", subject)
+        headers = {"subject": [subject], "to": ["me@example.com"]}
+        return analysis.decide_deferred(
+            self.acc, conf or _Conf(), cols, data, remote_ip="192.0.2.10", tls=tls, rcptto="me@example.com",
+            headers=headers, forward=False, resolver=object(), dnsbl_zones=["dnsbl.test"], **kw)
+
+    @defer.inlineCallbacks
+    def token(self):
+        key = yield self.acc.subjectpass_key()
+        return subjectpass.generate(key, "alice@good.example", time.time())
+
+    @defer.inlineCallbacks
+    def test_token_needs_dmarc_validated_from(self):
+        """The token vouches for a From address: without DMARC a spoofer who saw it (in a
+        reply's Subject, a forwarded DSN) could put any content past the filter."""
+        token = yield self.token()
+        d = yield self.decide(f"hello {token}", validated=True)
+        self.assertEqual((d.accept, d.reason), (True, "subjectpass"))
+        d = yield self.decide(f"hello {token}", validated=False)
+        self.assertFalse(d.accept)
+        self.assertEqual(d.reason, "dnsbl")
+        self.assertIsNone(d.reply)
+
+    @defer.inlineCallbacks
+    def test_zero_period_is_off(self):
+        """Period 0 (mox: SubjectPass off) must not turn the neutral 451 into a
+        permanent 550 with a token that is never valid."""
+        d = yield self.decide("hello", conf=_Conf(period=timedelta(0)))
+        self.assertFalse(d.accept)
+        self.assertIsNone(d.reply)
+        d = yield self.decide("hello", conf=_Conf(period=timedelta(hours=1)))
+        self.assertEqual(d.reply[0], 550)
 
 
 class _Target:
