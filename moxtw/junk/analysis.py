@@ -14,8 +14,9 @@
 
 A rejection is answered with a neutral temporary error (451 4.7.1): the sender never
 learns whether it was a real error or a judgement, and a legitimate one gets a DSN after
-the retries. The reason and numbers are logged and counted in
-``junk_decisions_total{reason,result}``.
+the retries (with ``SubjectPass``, a DMARC-validated first-time sender refused for a
+listed IP or moderately spammy content gets a 550 with a token instead). The reason
+and numbers are logged and counted in ``junk_decisions_total{reason,result}``.
 """
 
 import json
@@ -152,8 +153,10 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         text = (f"{rep.text}; content {'not junk' if accept else 'junk'}"
                 f"{'' if significant else ' (not significant)'}, score {score:.2f}, threshold {threshold:.2f}{strict}")
         if not accept:
-            if sp_key is not None and rep.method == "none" \
-                    and score < threshold - 0.2:
+            # Only moderately spammy: 0.2 or more under the configured Threshold, so
+            # refused by the stricter one. (Under the threshold in force it would have
+            # been accepted: mox compares with that one, and never gives this token.)
+            if sp_key is not None and rep.method == "none" and score < params.threshold - 0.2:
                 return _give_subjectpass(sp_key, from_address, reason, text, score)
             return Decision(False, reason, text, first_time=True, junk_score=score)
     if dnsbl_zones and resolver is not None:

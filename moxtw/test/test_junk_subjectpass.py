@@ -119,6 +119,17 @@ class SeveralTokensTests(unittest.TestCase):
         self.assertFalse(ok)
 
 
+class _JunkConf:
+    Threshold = 0.95
+    Onegrams = True
+    Twograms = True
+    Threegrams = False
+    MaxPower = 0.01
+    TopWords = 10
+    IgnoreWords = 0.1
+    RareWords = 2
+
+
 class _Conf:
     def __init__(self, period=timedelta(hours=1), junkfilter=None):
         self.SubjectPass = _SP(period) if period is not None else None
@@ -181,6 +192,44 @@ class DecideTests(ReputationBase):
         self.assertIsNone(d.reply)
         d = yield self.decide("hello", conf=_Conf(period=timedelta(hours=1)))
         self.assertEqual(d.reply[0], 550)
+
+    @defer.inlineCallbacks
+    def test_moderately_spammy_content_gets_a_token(self):
+        """README: content only moderately spammy (0.2 or more under the Threshold, refused
+        by the stricter 0.25, here for missing TLS) gets a token; clearly spammy content
+        does not."""
+        from moxtw.junk import bayes
+
+        self.listed = False
+        score = [0.5]
+
+        class FakeFilter:
+            def __init__(self, path, params):
+                pass
+
+            def open(self):
+                pass
+
+            def close(self):
+                pass
+
+            def classify(self, ws):
+                return bayes.Classification(probability=score[0], junk=score[0] > 0.5, significant=True,
+                                            top=[("w", score[0])])
+
+        self.patch(bayes, "Filter", FakeFilter)
+        conf = _Conf(junkfilter=_JunkConf())
+        d = yield self.decide("hello", conf=conf, tls=False)
+        self.assertFalse(d.accept)
+        self.assertEqual(d.reason, "junk-content-strict-subjectpass")
+        self.assertEqual(d.reply[0], 550)
+        score[0] = 0.9
+        d = yield self.decide("hello", conf=conf, tls=False)
+        self.assertFalse(d.accept)
+        self.assertIsNone(d.reply)
+        score[0] = 0.99
+        d = yield self.decide("hello", conf=conf, tls=True)
+        self.assertEqual((d.accept, d.reason, d.reply), (False, "junk-content", None))
 
 
 class _Target:
