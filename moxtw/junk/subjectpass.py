@@ -17,7 +17,7 @@ EXPLANATION = ("Your message resembles spam. If it is legitimate, please send it
                "following added to the subject: ")
 _TOKEN = re.compile(r"\(pass:([A-Za-z0-9_-]{1,64})\)")
 MAC_SIZE = 12
-MAX_TOKENS = 16  # tokens of a Subject checked (one per account a message is refused by)
+MAX_TOKENS = 8  # tokens of a Subject checked (one per refusing account; 8 fit a 512-octet reply line)
 MAX_SUBJECT = 8192  # characters of a Subject searched for them
 
 

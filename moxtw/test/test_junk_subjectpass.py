@@ -281,3 +281,16 @@ class RouterReplyTests(unittest.TestCase):
         results = yield self.router({"a": self.refusal("a", 1), "b": self.refusal("b")})
         self.assertEqual({r.code for r in results}, {451})
         self.assertNotIn("(pass:", results[0].text)
+
+    @defer.inlineCallbacks
+    def test_reply_with_tokens_fits_a_reply_line(self):
+        """RFC 5321 4.5.3.1.5: a reply line is at most 512 octets. As many tokens as a
+        Subject's check looks at fit; more accounts refusing get the neutral 451."""
+        n = subjectpass.MAX_TOKENS
+        results = yield self.router({f"a{i}": self.refusal(f"a{i}", i) for i in range(n)})
+        text = results[0].text
+        self.assertEqual((results[0].code, text.count("(pass:")), (550, n))
+        line = f"550 5.7.1 {text} (cid ffffffff)\r\n"
+        self.assertLessEqual(len(line.encode()), 512, line)
+        results = yield self.router({f"a{i}": self.refusal(f"a{i}", i) for i in range(n + 1)})
+        self.assertEqual({r.code for r in results}, {451})
