@@ -125,7 +125,7 @@ class Router:
                 t = next(t for t in targets if t.account == account)
                 conf = dynamic.Accounts.get(account)
                 yield self.local.deliver_reject(t, conf.RejectsMailbox if conf else "", data, mailfrom, prefix, facts,
-                                                decisions[account].junk_score)
+                                                decisions[account].junk_score, decisions[account].reason)
             if junk.delay > 0:
                 yield junk.sleep(2 * junk.delay)  # junk senders are slowed more (mox)
             # Subject pass (550 with tokens) only when every refusing account gave a
