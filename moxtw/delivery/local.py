@@ -107,7 +107,7 @@ class LocalDelivery:
         return RcptResult(rcpt, True)
 
     @defer.inlineCallbacks
-    def deliver_reject(self, rcpt, mailbox, data, mailfrom, prefix, facts, junk_score=None):
+    def deliver_reject(self, rcpt, mailbox, data, mailfrom, prefix, facts, junk_score=None, junk_reason=""):
         """Keep a copy of a message refused as junk in ``mailbox`` (the account's
         RejectsMailbox; "" keeps none), once per Message-ID and sender; never trained,
         and cleaned after 14 days (``moxtw.junk.rejects``). Errors are logged: the
@@ -128,7 +128,8 @@ class LocalDelivery:
                     log.info("rejected message already in {mailbox} of {account}", mailbox=mailbox,
                              account=rcpt.account)
                     return False
-            f = dataclasses.replace(facts, is_reject=True, junk_score=junk_score) if facts is not None else None
+            f = (dataclasses.replace(facts, is_reject=True, junk_score=junk_score, junk_reason=junk_reason)
+                 if facts is not None else None)
             yield acc.deliver(mailbox, (return_path(mailfrom or "") + prefix, data), facts=f)
         except Exception:
             log.failure("storing rejected message for {account}", account=rcpt.account)

@@ -16,6 +16,7 @@ from moxtw.delivery import recipients as rcpts
 from moxtw.delivery.local import LocalDelivery, RcptResult
 from moxtw.delivery.localserve import localserve_rule
 from moxtw.delivery.result import DeliveryResult
+from moxtw.junk import subjectpass
 from moxtw.delivery.rules import domain_verified, choose_mailbox, message_headers
 from moxtw.smtp import codes as c
 from moxtw.smtp.xtext import xtext_encode
@@ -124,12 +125,17 @@ class Router:
                 t = next(t for t in targets if t.account == account)
                 conf = dynamic.Accounts.get(account)
                 yield self.local.deliver_reject(t, conf.RejectsMailbox if conf else "", data, mailfrom, prefix, facts,
-                                                decisions[account].junk_score)
+                                                decisions[account].junk_score, decisions[account].reason)
             if junk.delay > 0:
                 yield junk.sleep(2 * junk.delay)  # junk senders are slowed more (mox)
-            reply = next((decisions[a].reply for a in sorted(rejected) if decisions[a].reply), None)
-            if reply is not None:
-                code, se, text = reply
+            # Subject pass (550 with tokens) only when every refusing account gave a
+            # token: a retry with them all in the Subject then passes each, while a
+            # refusal without one would make the 550's promise false.
+            refusals = [decisions[a] for a in sorted(rejected)]
+            tokens = [d.token for d in refusals]
+            if all(tokens) and len(tokens) <= subjectpass.MAX_TOKENS:
+                code, se, _text = refusals[0].reply
+                text = subjectpass.explanation(tokens)
                 return [RcptResult(t, False, code, se, text) for t in targets]
             return [RcptResult(t, False, c.C451_LOCAL_ERROR, c.SE_SEC_DELIVERY_NOT_AUTHORIZED1,
                                "not accepted at this time, try again later") for t in targets]

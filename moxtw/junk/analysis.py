@@ -14,8 +14,9 @@
 
 A rejection is answered with a neutral temporary error (451 4.7.1): the sender never
 learns whether it was a real error or a judgement, and a legitimate one gets a DSN after
-the retries. The reason and numbers are logged and counted in
-``junk_decisions_total{reason,result}``.
+the retries (with ``SubjectPass``, a DMARC-validated first-time sender refused for a
+listed IP or moderately spammy content gets a 550 with a token instead). The reason
+and numbers are logged and counted in ``junk_decisions_total{reason,result}``.
 """
 
 import json
@@ -43,6 +44,7 @@ class Decision:
     junk_score: object = None  # the Bayesian probability, when computed
     mailbox: str = ""  # accepted into this mailbox instead (a ruleset's AcceptRejectsToMailbox)
     reply: object = None  # (code, enhanced, text) instead of the neutral 451 (subject pass)
+    token: str = ""  # the subject pass token of ``reply``
 
 
 def filter_path(account_dir):
@@ -99,7 +101,11 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
                         first_time=True)
     sp_key = None
     from_address = ""
-    if conf.SubjectPass is not None and cols.get("msgfrom_domain"):
+    # Subject passes only for a DMARC-validated From address: the token vouches for that
+    # address, and anyone who saw it (a reply's Subject, the DSN) could else spoof it.
+    # A Period of 0 is no subject pass (mox).
+    if conf.SubjectPass is not None and conf.SubjectPass.Period.total_seconds() > 0 \
+            and cols.get("msgfrom_domain") and cols.get("msgfrom_validated"):
         from moxtw.junk import subjectpass
 
         from_address = f"{cols.get('msgfrom_localpart', '')}@{cols['msgfrom_domain']}"
@@ -147,8 +153,10 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         text = (f"{rep.text}; content {'not junk' if accept else 'junk'}"
                 f"{'' if significant else ' (not significant)'}, score {score:.2f}, threshold {threshold:.2f}{strict}")
         if not accept:
-            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none" \
-                    and score < threshold - 0.2:
+            # Only moderately spammy: 0.2 or more under the configured Threshold, so
+            # refused by the stricter one. (Under the threshold in force it would have
+            # been accepted: mox compares with that one, and never gives this token.)
+            if sp_key is not None and rep.method == "none" and score < params.threshold - 0.2:
                 return _give_subjectpass(sp_key, from_address, reason, text, score)
             return Decision(False, reason, text, first_time=True, junk_score=score)
     if dnsbl_zones and resolver is not None:
@@ -158,7 +166,7 @@ async def _decide(acc, conf, rep, cols, data, *, remote_ip, tls, rcptto, headers
         if listed is not None:
             zone, why = listed
             text = f"{text}; ip {remote_ip} listed in {zone}" + (f": {why}" if why else "")
-            if sp_key is not None and cols.get("msgfrom_validated") and rep.method == "none":
+            if sp_key is not None and rep.method == "none":
                 return _give_subjectpass(sp_key, from_address, "dnsbl", text, score)
             return Decision(False, "dnsbl", text, first_time=True, junk_score=score)
         reason = "dnsbl-pass" if reason == "no-bad-signals" else reason
@@ -174,7 +182,7 @@ def _give_subjectpass(key, address, reason, text, score):
 
     token = subjectpass.generate(key, address, time.time())
     return Decision(False, reason + "-subjectpass", f"{text}; subject pass token given", first_time=True,
-                    junk_score=score, reply=(550, "7.1", subjectpass.EXPLANATION + token))
+                    junk_score=score, reply=(550, "7.1", subjectpass.explanation([token])), token=token)
 
 
 def decide_deferred(*args, **kwargs):

@@ -17,6 +17,8 @@ EXPLANATION = ("Your message resembles spam. If it is legitimate, please send it
                "following added to the subject: ")
 _TOKEN = re.compile(r"\(pass:([A-Za-z0-9_-]{1,64})\)")
 MAC_SIZE = 12
+MAX_TOKENS = 8  # tokens of a Subject checked (one per refusing account; 8 fit a 512-octet reply line)
+MAX_SUBJECT = 8192  # characters of a Subject searched for them
 
 
 def _mac(key, stamp, address):
@@ -32,11 +34,20 @@ def generate(key, address, now):
 
 def verify(key, subject, address, period, now):
     """``(ok, reason)``: whether ``subject`` carries a valid token for ``address`` no
-    older than ``period`` seconds."""
-    m = _TOKEN.search(subject or "")
-    if m is None:
-        return False, "no token in subject"
-    text = m.group(1)
+    older than ``period`` seconds. Every token in the Subject counts (a message to two
+    accounts carries both accounts' tokens), up to ``MAX_TOKENS`` in its first
+    ``MAX_SUBJECT`` characters: a stuffed Subject costs a bounded number of HMACs."""
+    reason = "no token in subject"
+    for i, m in enumerate(_TOKEN.finditer((subject or "")[:MAX_SUBJECT])):
+        if i >= MAX_TOKENS:
+            break
+        ok, reason = _verify_one(key, m.group(1), address, period, now)
+        if ok:
+            return ok, reason
+    return False, reason
+
+
+def _verify_one(key, text, address, period, now):
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (ValueError, TypeError):
@@ -52,4 +63,9 @@ def verify(key, subject, address, period, now):
     return True, "valid token"
 
 
-__all__ = ["EXPLANATION", "generate", "verify"]
+def explanation(tokens):
+    """The refusal text asking the sender to add ``tokens`` (one per refusing account)."""
+    return EXPLANATION + " ".join(tokens)
+
+
+__all__ = ["EXPLANATION", "MAX_TOKENS", "explanation", "generate", "verify"]

@@ -269,7 +269,7 @@ class DeliveryFacts:
     is_mailing_list: bool = False
     dsn: bool = False
     junk_score: object = None
-    junk_reason: str = ""  # why the junk analysis accepted it (moxtw.junk.analysis reason)
+    junk_reason: str = ""  # why the junk analysis accepted it, or refused it for a Rejects copy (its reason)
 
 
 @dataclass

@@ -190,6 +190,9 @@ class JunkEndToEndTests(JunkTreeBase):
         self.assertEqual(rows[0], ("first offer", 1, "junk-content"))
         self.assertEqual(rows[-1][0], "third offer")
         self.assertEqual(rows[-1][2], "msgfromfull")
+        # The copy kept in Rejects (moved out since) says why it was refused: the
+        # analysis did judge it.
+        self.assertEqual([r[2] for r in rows if r[0] == "second offer"], ["msgfromfull"])
 
     @defer.inlineCallbacks
     def test_trained_by_flags(self):

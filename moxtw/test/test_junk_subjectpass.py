@@ -6,6 +6,8 @@ through."""
 import os
 import smtplib
 import ssl
+import time
+from datetime import timedelta
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
@@ -15,6 +17,8 @@ from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_junk_e2e import DYNAMIC, PASSWORD, STATIC, ZONE
 from moxtw.test.test_localserve import free_offset
+from moxtw.test.test_junk_reputation import ReputationBase, facts, msg
+from moxtw.store.account import facts_columns
 
 KEY = b"k" * 32
 
@@ -92,3 +96,201 @@ class SubjectPassEndToEndTests(unittest.TestCase):
         self.assertEqual(err.smtp_code, 550)
         err = yield self.send("fourth (pass:AAAAAAAAAAAAAAAAAAAAAAA)")
         self.assertEqual(err.smtp_code, 550)
+
+
+# -- regression tests from the hostile review of subject passes
+
+
+class SeveralTokensTests(unittest.TestCase):
+    def test_any_token_in_subject_counts(self):
+        """A message to two accounts needs both accounts' tokens in its Subject: each
+        account finds its own, not only the first token."""
+        other = subjectpass.generate(b"o" * 32, "alice@example.org", 1_800_000_000)
+        mine = subjectpass.generate(KEY, "alice@example.org", 1_800_000_000)
+        ok, _ = subjectpass.verify(KEY, f"hello {other} {mine}", "alice@example.org", 3600, 1_800_000_100)
+        self.assertTrue(ok)
+
+    def test_tokens_checked_are_bounded(self):
+        """A Subject stuffed with candidate tokens costs a bounded number of HMACs on the
+        reactor."""
+        mine = subjectpass.generate(KEY, "alice@example.org", 1_800_000_000)
+        stuffed = "(pass:AAAAAAAAAAAAAAAAAAAAAAA) " * 10_000 + mine
+        ok, _ = subjectpass.verify(KEY, stuffed, "alice@example.org", 3600, 1_800_000_100)
+        self.assertFalse(ok)
+
+
+class _JunkConf:
+    Threshold = 0.95
+    Onegrams = True
+    Twograms = True
+    Threegrams = False
+    MaxPower = 0.01
+    TopWords = 10
+    IgnoreWords = 0.1
+    RareWords = 2
+
+
+class _Conf:
+    def __init__(self, period=timedelta(hours=1), junkfilter=None):
+        self.SubjectPass = _SP(period) if period is not None else None
+        self.JunkFilter = junkfilter
+
+
+class _SP:
+    def __init__(self, period):
+        self.Period = period
+
+
+class DecideTests(ReputationBase):
+    """The junk decision's use of subject passes, on a real account store."""
+
+    def setUp(self):
+        d = super().setUp()
+        self.listed = True
+
+        async def listed(resolver, zones, ip):
+            return ("dnsbl.test", "") if self.listed else None
+
+        from moxtw import dnsbl
+
+        self.patch(dnsbl, "listed", listed)
+        return d
+
+    def decide(self, subject, conf=None, validated=True, tls=True, **kw):
+        from moxtw.junk import analysis
+
+        cols = facts_columns(facts(frm="alice@good.example", validated=validated))
+        data = msg("alice@good.example", subject)
+        headers = {"subject": [subject], "to": ["me@example.com"]}
+        return analysis.decide_deferred(
+            self.acc, conf or _Conf(), cols, data, remote_ip="192.0.2.10", tls=tls, rcptto="me@example.com",
+            headers=headers, forward=False, resolver=object(), dnsbl_zones=["dnsbl.test"], **kw)
+
+    @defer.inlineCallbacks
+    def token(self):
+        key = yield self.acc.subjectpass_key()
+        return subjectpass.generate(key, "alice@good.example", time.time())
+
+    @defer.inlineCallbacks
+    def test_token_needs_dmarc_validated_from(self):
+        """The token vouches for a From address: without DMARC a spoofer who saw it (in a
+        reply's Subject, a forwarded DSN) could put any content past the filter."""
+        token = yield self.token()
+        d = yield self.decide(f"hello {token}", validated=True)
+        self.assertEqual((d.accept, d.reason), (True, "subjectpass"))
+        d = yield self.decide(f"hello {token}", validated=False)
+        self.assertFalse(d.accept)
+        self.assertEqual(d.reason, "dnsbl")
+        self.assertIsNone(d.reply)
+
+    @defer.inlineCallbacks
+    def test_zero_period_is_off(self):
+        """Period 0 (mox: SubjectPass off) must not turn the neutral 451 into a
+        permanent 550 with a token that is never valid."""
+        d = yield self.decide("hello", conf=_Conf(period=timedelta(0)))
+        self.assertFalse(d.accept)
+        self.assertIsNone(d.reply)
+        d = yield self.decide("hello", conf=_Conf(period=timedelta(hours=1)))
+        self.assertEqual(d.reply[0], 550)
+
+    @defer.inlineCallbacks
+    def test_moderately_spammy_content_gets_a_token(self):
+        """README: content only moderately spammy (0.2 or more under the Threshold, refused
+        by the stricter 0.25, here for missing TLS) gets a token; clearly spammy content
+        does not."""
+        from moxtw.junk import bayes
+
+        self.listed = False
+        score = [0.5]
+
+        class FakeFilter:
+            def __init__(self, path, params):
+                pass
+
+            def open(self):
+                pass
+
+            def close(self):
+                pass
+
+            def classify(self, ws):
+                return bayes.Classification(probability=score[0], junk=score[0] > 0.5, significant=True,
+                                            top=[("w", score[0])])
+
+        self.patch(bayes, "Filter", FakeFilter)
+        conf = _Conf(junkfilter=_JunkConf())
+        d = yield self.decide("hello", conf=conf, tls=False)
+        self.assertFalse(d.accept)
+        self.assertEqual(d.reason, "junk-content-strict-subjectpass")
+        self.assertEqual(d.reply[0], 550)
+        score[0] = 0.9
+        d = yield self.decide("hello", conf=conf, tls=False)
+        self.assertFalse(d.accept)
+        self.assertIsNone(d.reply)
+        score[0] = 0.99
+        d = yield self.decide("hello", conf=conf, tls=True)
+        self.assertEqual((d.accept, d.reason, d.reply), (False, "junk-content", None))
+
+
+class _Target:
+    def __init__(self, account):
+        self.account = account
+        self.address = f"{account}@example.com"
+
+
+class _Local:
+    def deliver_reject(self, *args):
+        return defer.succeed(False)
+
+
+class RouterReplyTests(unittest.TestCase):
+    """The SMTP answer when several accounts refuse one message."""
+
+    def router(self, decisions):
+        from types import SimpleNamespace
+
+        from moxtw.delivery.router import JunkContext, Router
+
+        accounts = {a: SimpleNamespace(RejectsMailbox="") for a in decisions}
+        r = Router(None, lambda: (None, SimpleNamespace(Accounts=accounts)), hostname="mx.example.com")
+        r.local = _Local()
+        r._junk_decisions = lambda *a: defer.succeed(decisions)
+        facts_ = facts(frm="alice@good.example")
+        targets = [_Target(a) for a in sorted(decisions)]
+        return r.deliver(b"Subject: x\r\n\r\nx\r\n", targets, mailfrom="alice@good.example", prefix=b"",
+                         facts=facts_, junk=JunkContext(delay=0))
+
+    def refusal(self, account, token=None):
+        from moxtw.junk.analysis import _give_subjectpass, Decision
+
+        if token is None:
+            return Decision(False, "junk-content", "junk", first_time=True)
+        return _give_subjectpass(b"%d" % token * 32, "alice@good.example", "dnsbl", "listed", None)
+
+    @defer.inlineCallbacks
+    def test_tokens_of_all_refusing_accounts_given(self):
+        results = yield self.router({"a": self.refusal("a", 1), "b": self.refusal("b", 2)})
+        self.assertEqual({r.code for r in results}, {550})
+        text = results[0].text
+        self.assertEqual(text.count("(pass:"), 2, text)
+
+    @defer.inlineCallbacks
+    def test_no_permanent_refusal_when_a_token_would_not_help(self):
+        """One account gives a token, another refuses outright: a 550 telling the sender
+        to add the token would promise what the second account does not keep."""
+        results = yield self.router({"a": self.refusal("a", 1), "b": self.refusal("b")})
+        self.assertEqual({r.code for r in results}, {451})
+        self.assertNotIn("(pass:", results[0].text)
+
+    @defer.inlineCallbacks
+    def test_reply_with_tokens_fits_a_reply_line(self):
+        """RFC 5321 4.5.3.1.5: a reply line is at most 512 octets. As many tokens as a
+        Subject's check looks at fit; more accounts refusing get the neutral 451."""
+        n = subjectpass.MAX_TOKENS
+        results = yield self.router({f"a{i}": self.refusal(f"a{i}", i) for i in range(n)})
+        text = results[0].text
+        self.assertEqual((results[0].code, text.count("(pass:")), (550, n))
+        line = f"550 5.7.1 {text} (cid ffffffff)\r\n"
+        self.assertLessEqual(len(line.encode()), 512, line)
+        results = yield self.router({f"a{i}": self.refusal(f"a{i}", i) for i in range(n + 1)})
+        self.assertEqual({r.code for r in results}, {451})
