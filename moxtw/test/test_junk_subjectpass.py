@@ -16,6 +16,7 @@ from moxtw.junk import subjectpass
 from moxtw.test import servertree
 from moxtw.test.dnsserver import loopback_dns
 from moxtw.test.test_junk_e2e import DYNAMIC, PASSWORD, STATIC, ZONE
+from moxtw.test.test_junk_review import JunkConf
 from moxtw.test.test_localserve import free_offset
 from moxtw.test.test_junk_reputation import ReputationBase, facts, msg
 from moxtw.store.account import facts_columns
@@ -119,17 +120,6 @@ class SeveralTokensTests(unittest.TestCase):
         self.assertFalse(ok)
 
 
-class _JunkConf:
-    Threshold = 0.95
-    Onegrams = True
-    Twograms = True
-    Threegrams = False
-    MaxPower = 0.01
-    TopWords = 10
-    IgnoreWords = 0.1
-    RareWords = 2
-
-
 class _Conf:
     def __init__(self, period=timedelta(hours=1), junkfilter=None):
         self.SubjectPass = _SP(period) if period is not None else None
@@ -218,7 +208,7 @@ class DecideTests(ReputationBase):
                                             top=[("w", score[0])])
 
         self.patch(bayes, "Filter", FakeFilter)
-        conf = _Conf(junkfilter=_JunkConf())
+        conf = _Conf(junkfilter=JunkConf())
         d = yield self.decide("hello", conf=conf, tls=False)
         self.assertFalse(d.accept)
         self.assertEqual(d.reason, "junk-content-strict-subjectpass")
