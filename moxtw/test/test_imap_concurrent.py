@@ -121,6 +121,7 @@ class HeldExpungeTests(IMAPSessionTest):
     @defer.inlineCallbacks
     def test_verifydata_knows_held_files(self):
         a = yield self.logged_in(select="INBOX")
+        yield self.acc.indexing_done()  # else verifydata notes texts still to make too
         yield self.expunge_2_elsewhere()
         report = yield threads.deferToThread(verify_account, self.acc.path)
         self.assertEqual(report.errors, [])

@@ -179,6 +179,7 @@ class EquivalenceTests(unittest.TestCase):
                 m = yield acc.deliver("Inbox", data)
                 with open(acc.message_path(m.id), "rb") as f:
                     self.files[m.uid] = f.read()
+            yield acc.indexing_done()  # search texts of deliveries are made after the commit
         self.mb = {}
         self.view = {}
         for acc in (self.indexed, self.scanned):
@@ -229,6 +230,7 @@ class EquivalenceTests(unittest.TestCase):
         # either, where ": " separates names from values.
         for acc in (self.indexed, self.scanned):
             m = yield acc.deliver("Inbox", b"Subject: x: foo\r\n\r\nbody\r\n")
+            yield acc.indexing_done()
             self.view[acc] = yield acc.uids(self.mb[acc])
             for name, needle in (("subject: x", ""), ("subject: x", "foo"), ("sub ject", "")):
                 got = yield self.search(acc, K("header", name, needle))
