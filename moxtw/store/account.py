@@ -75,7 +75,7 @@ FTS_MAX = 1024 * 1024  # characters of text kept in the full-text index per mess
 INDEX_LATER_SIZE = 64 * 1024
 # Messages and characters of text the indexer makes in one transaction.
 INDEX_BATCH = 200
-INDEX_BATCH_TEXT = 8 * 1024 * 1024
+INDEX_BATCH_TEXT = 2 * 1024 * 1024
 # Seconds the indexer waits for more messages before a batch that is not full: under a
 # stream of deliveries it then indexes them by the hundred, not one by one.
 INDEX_DELAY = 0.2
