@@ -22,6 +22,16 @@ def _tar_header(name, size, typeflag):
     return info.tobuf(format=tarfile.USTAR_FORMAT)
 
 
+
+def _temp_store(test):
+    """(directory, Store in its data/) for one test, closed after it."""
+    d = os.path.abspath(test.mktemp())
+    os.makedirs(d)
+    store = Store(os.path.join(d, "data"))
+    test.addCleanup(store.close)
+    return d, store
+
+
 class UnpackTests(unittest.TestCase):
     def test_huge_long_name_header_not_read_into_memory(self):
         # A GNU long-name member of 64 MB (zeros, compresses to ~64 KB): tarfile reads such
@@ -84,10 +94,7 @@ class UnpackTests(unittest.TestCase):
 class ConcurrentImportTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_one_running_import_per_account(self):
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
-        store = Store(os.path.join(d, "data"))
-        self.addCleanup(store.close)
+        d, store = _temp_store(self)
         imports = transfer.Imports(store, os.path.join(d, "data"))
         body = b"From x Mon Dec  7 12:00:00 2026\nSubject: s\n\nbody\n" * 20000
         a = defer.ensureDeferred(imports.start("mjl", io.BytesIO(body), {}))
@@ -174,10 +181,7 @@ class ExportLimitTests(unittest.TestCase):
         # index read, no login, no delivery could run anymore).
         from twisted.internet import reactor, task, threads
 
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
-        store = Store(os.path.join(d, "data"))
-        self.addCleanup(store.close)
+        d, store = _temp_store(self)
         yield store.open_account("mjl")
         requests, exports = [], []
         for _ in range(12):
@@ -282,10 +286,7 @@ class ImportQuotaTests(unittest.TestCase):
     def test_quota_exceeded_is_a_clear_error(self):
         from twisted.internet import reactor, task
 
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
-        store = Store(os.path.join(d, "data"))
-        self.addCleanup(store.close)
+        d, store = _temp_store(self)
         acc = yield store.open_account("mjl")
         acc.quota = 2000
         imports = transfer.Imports(store, os.path.join(d, "data"))
@@ -310,10 +311,7 @@ class AppPasswordTimingTests(unittest.TestCase):
         from moxtw import apppasswords
         from moxtw.sasl import credentials
 
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
-        store = Store(os.path.join(d, "data"))
-        self.addCleanup(store.close)
+        d, store = _temp_store(self)
         acc = yield store.open_account("mjl")
         _, password = yield apppasswords.create(acc, "phone")
         calls = []
@@ -346,10 +344,7 @@ class AppPasswordTimingTests(unittest.TestCase):
         from moxtw.auth import AuthFailed, Authenticator
         from moxtw.sasl import credentials
 
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
-        store = Store(os.path.join(d, "data"))
-        self.addCleanup(store.close)
+        d, store = _temp_store(self)
         acc = yield store.open_account("mjl")
         yield acc.set_password("a good password")
         dyn = SimpleNamespace(Domains={}, Accounts={"mjl": SimpleNamespace(
