@@ -22,7 +22,6 @@ def _tar_header(name, size, typeflag):
     return info.tobuf(format=tarfile.USTAR_FORMAT)
 
 
-
 def _temp_store(test):
     """(directory, Store in its data/) for one test, closed after it."""
     d = os.path.abspath(test.mktemp())
