@@ -57,8 +57,9 @@ class Summary:
     # FETCH ENVELOPE as sent (RFC 9051 7.5.2) when it is ASCII (then the same for every
     # session); None otherwise.
     envelope_imap: Optional[bytes] = None
-    # With search_text=True, for messages up to searchtext.MAX_INDEXED_SIZE: the indexed
-    # header text and body text of moxtw.message.searchtext (index_texts); else None.
+    # With search_text=True, for messages up to searchtext.MAX_INDEXED_SIZE with at most
+    # searchtext.MAX_INDEXED_BODY characters of body text: the indexed header text and
+    # body text of moxtw.message.searchtext (index_texts); else None.
     search_header: Optional[str] = None
     search_body: Optional[str] = None
 
@@ -202,8 +203,10 @@ def _texts(s, root, data, search_text, text_of):
     s.text = _index_text(root, data, "\n".join(head), text_of)
     if search_text and searchtext.indexable(len(data)):
         # No part is cut at MAX_PART_BYTES here: _part_text decoded them whole.
-        s.search_header = searchtext.header_text(searchtext.header_fields(root))
-        s.search_body = searchtext.escape_body(searchtext.body_text(root, data, text_of))
+        body = searchtext.body_text(root, data, text_of)
+        if len(body) <= searchtext.MAX_INDEXED_BODY:
+            s.search_header = searchtext.header_text(searchtext.header_fields(root))
+            s.search_body = searchtext.escape_body(body)
 
 
 def _summary(data, search_text, texts=True):

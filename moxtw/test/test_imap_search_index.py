@@ -225,6 +225,26 @@ class EquivalenceTests(unittest.TestCase):
         self.assertGreater(calls.count(True), len(CORPUS))
 
     @defer.inlineCallbacks
+    def test_long_body_text_searched_from_file(self):
+        # A body text longer than MAX_INDEXED_BODY gets no indexed text (its trigrams
+        # would cost the writer thread too much): SEARCH reads the file, same answers.
+        self.patch(searchtext, "MAX_INDEXED_SIZE", 1 << 20)
+        self.patch(searchtext, "MAX_INDEXED_BODY", 1000)
+        acc = self.indexed
+        body = b"".join(b"line %d of a long text\r\n" % i for i in range(100)) + b"Tail-Needle\r\n"
+        m = yield acc.deliver("Inbox", b"Subject: long one\r\n\r\n" + body)
+        short = yield acc.deliver("Inbox", b"Subject: short one\r\n\r\nshort tail-needle\r\n")
+        yield acc.indexing_done()
+        self.view[acc] = yield acc.uids(self.mb[acc])
+        rows = yield acc.rows(self.mb[acc], [m.uid, short.uid])
+        self.assertEqual([r["text_indexed"] for r in rows], [0, 1])
+        got = yield self.search(acc, K("body", "tail-needle"))
+        self.assertEqual(sorted(got), [m.uid, short.uid])
+        got = yield self.search(acc, K("header", "subject", "long"))
+        self.assertEqual(got, [m.uid])
+        self.assertIn(m.uid, self.reads[acc])
+
+    @defer.inlineCallbacks
     def test_header_names_that_cannot_be_fields(self):
         # "Subject: x: foo" has no field named "subject: x": not in the indexed text
         # either, where ": " separates names from values.
@@ -377,4 +397,8 @@ class SearchTextTests(unittest.SynchronousTestCase):
             self.assertEqual((s.search_header, s.search_body), searchtext.index_texts(data))
         s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_SIZE + 1), search_text=True)
         self.assertIsNone(s.search_header)
+        s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_BODY + 1), search_text=True)
+        self.assertIsNone(s.search_header)
+        s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_BODY - 10), search_text=True)
+        self.assertIsNotNone(s.search_body)
         self.assertIsNone(summary(CORPUS[0]).search_header)
