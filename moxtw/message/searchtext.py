@@ -49,9 +49,13 @@ def indexable(size):
 
 
 def index_texts(data):
-    """(indexed header text, indexed body text) of a message's bytes."""
+    """(indexed header text, indexed body text) of a message's bytes; (None, None) when
+    its body text is longer than MAX_INDEXED_BODY."""
     root = parse(data)
-    return header_text(header_fields(root)), escape_body(body_text(root, data))
+    body = body_text(root, data)
+    if len(body) > MAX_INDEXED_BODY:
+        return None, None
+    return header_text(header_fields(root)), escape_body(body)
 
 
 _SPACES = re.compile(r"[ \t\r\n]+")
@@ -151,6 +155,6 @@ def field_marker(name):
 
 
 __all__ = [
-    "MAX_INDEXED_SIZE", "body_text", "escape", "escape_body", "field_marker", "header_fields",
+    "MAX_INDEXED_BODY", "MAX_INDEXED_SIZE", "body_text", "escape", "escape_body", "field_marker", "header_fields",
     "header_text", "index_texts", "indexable", "parse_header_text", "part_text", "unescape",
 ]

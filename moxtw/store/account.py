@@ -1413,11 +1413,12 @@ def search_text_hook(maildir):
                             data = f.read()
                         if searchtext.indexable(len(data)):
                             header, body = searchtext.index_texts(data)
-                            conn.execute(
-                                "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
-                                (msg_id, header, body),
-                            )
-                            indexed = 1
+                            if header is not None:  # None: a body text too long to index
+                                conn.execute(
+                                    "INSERT INTO message_search (rowid, header, body) VALUES (?, ?, ?)",
+                                    (msg_id, header, body),
+                                )
+                                indexed = 1
                     except (OSError, ValueError, UnicodeError, LookupError, RecursionError):
                         indexed = 0
                 conn.execute(

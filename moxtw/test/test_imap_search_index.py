@@ -397,8 +397,10 @@ class SearchTextTests(unittest.SynchronousTestCase):
             self.assertEqual((s.search_header, s.search_body), searchtext.index_texts(data))
         s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_SIZE + 1), search_text=True)
         self.assertIsNone(s.search_header)
-        s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_BODY + 1), search_text=True)
+        long = b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_BODY + 1)
+        s = summary(long, search_text=True)
         self.assertIsNone(s.search_header)
+        self.assertEqual(searchtext.index_texts(long), (None, None))  # the upgrade step's
         s = summary(b"Subject: x\r\n\r\n" + b"y" * (searchtext.MAX_INDEXED_BODY - 10), search_text=True)
         self.assertIsNotNone(s.search_body)
         self.assertIsNone(summary(CORPUS[0]).search_header)

@@ -674,6 +674,7 @@ class SchemaTests(unittest.TestCase):
         from moxtw.message import searchtext
 
         self.patch(searchtext, "MAX_INDEXED_SIZE", 2000)
+        self.patch(searchtext, "MAX_INDEXED_BODY", 200)
         corpus = [
             make_message("Plain", "Hello there.\r\n"),
             make_message("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "8-bit: caf\xe9\r\n",
@@ -682,6 +683,7 @@ class SchemaTests(unittest.TestCase):
             b"From: =?utf-8?b?w4lsw6hu?= <e@example.org>\r\nSubject: html\r\n"
             b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
             b"Content-Type: text/html\r\n\r\n<p>A  &amp;   B</p>\r\n--b--\r\n",
+            make_message("Long text", "a long line of text\r\n" * 20),  # body text over 200
         ]
         # The reference: the same messages delivered at version 5.
         data_dir = self.mktemp()
@@ -695,7 +697,7 @@ class SchemaTests(unittest.TestCase):
         self.addCleanup(ref_conn.close)
         ref_rows = [dict(r) for r in ref_conn.execute("SELECT * FROM message ORDER BY id")]
         ref_texts = {r[0]: (r[1], r[2]) for r in ref_conn.execute("SELECT rowid, header, body FROM message_search")}
-        self.assertEqual([r["text_indexed"] for r in ref_rows], [1, 1, 0, 1])
+        self.assertEqual([r["text_indexed"] for r in ref_rows], [1, 1, 0, 1, 0])
 
         # The same rows and files in a version-4 account (without the columns of v5).
         path = store.account_dir(data_dir, "old")
@@ -739,7 +741,7 @@ class SchemaTests(unittest.TestCase):
         # And searches work on it.
         inbox = yield acc.mailbox("Inbox")
         found = yield acc.search(inbox.id, store.SearchCriteria(text_contains=("ÉLÈN",)))
-        self.assertEqual(found, [3, 4])  # 3 is not indexed: a prefilter lets it pass
+        self.assertEqual(found, [3, 4, 5])  # 3 and 5 are not indexed: a prefilter lets them pass
         from moxtw.imapserver import search as S
         from moxtw.imapserver.types import SearchKey
 
