@@ -51,8 +51,12 @@ def indexable(size):
 def index_texts(data):
     """(indexed header text, indexed body text) of a message's bytes; (None, None) when
     its body text is longer than MAX_INDEXED_BODY."""
-    root = parse(data)
-    body = body_text(root, data)
+    return texts_of(parse(data), data)
+
+
+def texts_of(root, data, text_of=None):
+    """index_texts of a parsed message (``text_of``: as for body_text)."""
+    body = body_text(root, data, text_of)
     if len(body) > MAX_INDEXED_BODY:
         return None, None
     return header_text(header_fields(root)), escape_body(body)
@@ -156,5 +160,5 @@ def field_marker(name):
 
 __all__ = [
     "MAX_INDEXED_BODY", "MAX_INDEXED_SIZE", "body_text", "escape", "escape_body", "field_marker", "header_fields",
-    "header_text", "index_texts", "indexable", "parse_header_text", "part_text", "unescape",
+    "header_text", "index_texts", "indexable", "parse_header_text", "part_text", "texts_of", "unescape",
 ]

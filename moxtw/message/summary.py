@@ -203,10 +203,7 @@ def _texts(s, root, data, search_text, text_of):
     s.text = _index_text(root, data, "\n".join(head), text_of)
     if search_text and searchtext.indexable(len(data)):
         # No part is cut at MAX_PART_BYTES here: _part_text decoded them whole.
-        body = searchtext.body_text(root, data, text_of)
-        if len(body) <= searchtext.MAX_INDEXED_BODY:
-            s.search_header = searchtext.header_text(searchtext.header_fields(root))
-            s.search_body = searchtext.escape_body(body)
+        s.search_header, s.search_body = searchtext.texts_of(root, data, text_of)
 
 
 def _summary(data, search_text, texts=True):
